@@ -1,0 +1,65 @@
+//! The response body type: either the upstream's streamed body, passed through untouched,
+//! or a small body usher made itself. An enum rather than a boxed trait object, so the
+//! forwarding path allocates nothing for it.
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+#[derive(Debug)]
+pub enum Body {
+    /// Streamed from the upstream.
+    Upstream(Incoming),
+    /// A complete body held in memory (`None` once sent).
+    Full(Option<Bytes>),
+}
+
+impl Body {
+    pub fn empty() -> Self {
+        Body::Full(None)
+    }
+
+    pub fn from_static(text: &'static str) -> Self {
+        Body::Full(Some(Bytes::from_static(text.as_bytes())))
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        Body::Full((!bytes.is_empty()).then_some(bytes))
+    }
+}
+
+impl From<String> for Body {
+    fn from(text: String) -> Self {
+        Body::from(Bytes::from(text))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Body::Upstream(incoming) => Pin::new(incoming).poll_frame(cx),
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Upstream(incoming) => incoming.is_end_stream(),
+            Body::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Upstream(incoming) => incoming.size_hint(),
+            Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}

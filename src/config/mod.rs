@@ -1,0 +1,283 @@
+//! The configuration file (DESIGN §11): its schema, defaults and validation.
+//!
+//! Parsing happens in two steps so that a broken file yields *every* problem at once:
+//! serde reads the TOML into loosely typed `raw` structs (strings for addresses and
+//! durations, unknown keys collected instead of rejected), then [`validate`] checks each
+//! value and records an error naming its key. Only a file without errors becomes a [`Config`].
+
+pub mod duration;
+mod raw;
+
+use ipnet::IpNet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A validated configuration; every field holds a usable value.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: ListenConfig,
+    pub admin: AdminConfig,
+    pub secret: SecretConfig,
+    pub upstream: UpstreamConfig,
+    pub client: ClientConfig,
+    pub store: StoreConfig,
+    pub limits: LimitsConfig,
+    pub rooms: Vec<RoomConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub tls: Option<TlsFiles>,
+    /// Worker threads, each with its own runtime, listener and upstream pool.
+    pub workers: usize,
+    /// Open client connections allowed at once, across all workers.
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head (also the keep-alive idle limit).
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may run on after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Largest request head accepted; bigger heads are answered 431.
+    pub max_header_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecretConfig {
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub addresses: Vec<UpstreamAddress>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// Idle upstream connections are closed after this long.
+    pub idle_timeout: Duration,
+    /// Idle upstream connections kept per worker thread.
+    pub pool_per_worker: usize,
+    /// How long an address that failed to connect is left out of the rotation.
+    pub rest: Duration,
+    /// Opt-in: send the client's address upstream in `X-Forwarded-For`.
+    pub forward_client_ip: bool,
+}
+
+/// An upstream `host:port`; an IP literal is used as is, a name is resolved on connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for UpstreamAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub trusted_proxies: Vec<IpNet>,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub hash_rotation: Duration,
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    Memory,
+    Redis { url: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub requests_per_second: u32,
+    pub burst: u32,
+    pub joins_per_minute: u32,
+    pub routes: Vec<RouteLimit>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteLimit {
+    pub method: Option<http::Method>,
+    pub path: String,
+    pub per_minute: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomMode {
+    Auto,
+    QueueAll,
+    Paused,
+    Closed,
+}
+
+impl RoomMode {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "auto" => Some(Self::Auto),
+            "queue_all" => Some(Self::QueueAll),
+            "paused" => Some(Self::Paused),
+            "closed" => Some(Self::Closed),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::QueueAll => "queue_all",
+            Self::Paused => "paused",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub paths: Vec<String>,
+    pub bypass: Vec<String>,
+    pub max_active: u64,
+    pub admit_per_minute: u64,
+    pub session_idle: Duration,
+    pub session_max: Duration,
+    pub waiter_ttl: Duration,
+    pub claim_window: Duration,
+    pub mode: RoomMode,
+    /// Event start, as seconds since the Unix epoch.
+    pub opens_at: Option<i64>,
+    pub logout_path: Option<String>,
+    pub message: Option<String>,
+}
+
+/// One problem in a configuration file: the key it is about and why it is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+/// Every problem found in one file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    fn one(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self(vec![ConfigError { key: key.into(), reason: reason.into() }])
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::one(path.display().to_string(), format!("cannot read the file: {e}")))?;
+        Self::parse(&text)
+    }
+
+    /// Validates configuration text (the same rules as [`Config::load`]).
+    pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            let key = e.span().map_or_else(|| "(file)".to_string(), |s| line_of(text, s.start));
+            ConfigErrors::one(key, e.message().to_string())
+        })?;
+        raw::validate(raw)
+    }
+
+    /// The configuration of `usher demo` and of tests: everything on loopback with
+    /// ephemeral ports, one upstream, no rooms.
+    pub fn for_upstream(upstream: SocketAddr) -> Self {
+        let mut config = Self::parse("").expect("the defaults are valid");
+        config.listen.http = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.upstream.addresses = vec![UpstreamAddress { host: upstream.ip().to_string(), port: upstream.port() }];
+        config
+    }
+
+    /// A short human summary for `usher check-config`.
+    pub fn summary(&self) -> String {
+        let mut lines = Vec::new();
+        let listen: Vec<String> =
+            [self.listen.http.map(|a| format!("http {a}")), self.listen.https.map(|a| format!("https {a}"))]
+                .into_iter()
+                .flatten()
+                .collect();
+        lines.push(format!(
+            "listen: {} ({} workers, at most {} connections)",
+            listen.join(", "),
+            self.listen.workers,
+            self.listen.max_connections
+        ));
+        lines.push(format!("admin: {}", self.admin.listen));
+        let upstreams: Vec<String> = self.upstream.addresses.iter().map(ToString::to_string).collect();
+        lines.push(format!(
+            "upstream: {} (connect {}, response {})",
+            upstreams.join(", "),
+            duration::format(self.upstream.connect_timeout),
+            duration::format(self.upstream.response_timeout)
+        ));
+        lines.push(format!(
+            "store: {}",
+            match &self.store {
+                StoreConfig::Memory => "memory".to_string(),
+                StoreConfig::Redis { .. } => "redis".to_string(),
+            }
+        ));
+        for room in &self.rooms {
+            lines.push(format!(
+                "room {}: paths {:?}, max_active {}, admit_per_minute {}, mode {}",
+                room.name,
+                room.paths,
+                room.max_active,
+                room.admit_per_minute,
+                room.mode.as_str()
+            ));
+        }
+        lines.join("\n")
+    }
+}
+
+/// "line N" for a byte offset, so TOML syntax errors point somewhere useful.
+fn line_of(text: &str, offset: usize) -> String {
+    let line = text.get(..offset).map_or(1, |head| head.matches('\n').count() + 1);
+    format!("line {line}")
+}

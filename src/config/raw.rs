@@ -1,0 +1,544 @@
+//! The file as serde reads it, and the checks that turn it into a [`Config`].
+
+use super::{
+    AdminConfig, ClientConfig, Config, ConfigError, ConfigErrors, LimitsConfig, ListenConfig, RoomConfig, RoomMode,
+    RouteLimit, SecretConfig, StoreConfig, TlsFiles, UpstreamAddress, UpstreamConfig, duration,
+};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Keys that serde did not recognise; reported as errors, not silently ignored.
+type Unknown = BTreeMap<String, toml::Value>;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawConfig {
+    listen: RawListen,
+    admin: RawAdmin,
+    secret: RawSecret,
+    upstream: RawUpstream,
+    client: RawClient,
+    store: RawStore,
+    limits: RawLimits,
+    room: Vec<RawRoom>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawListen {
+    http: Option<String>,
+    https: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    workers: Option<i64>,
+    max_connections: Option<i64>,
+    header_read_timeout: Option<String>,
+    shutdown_grace: Option<String>,
+    max_header_bytes: Option<i64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawAdmin {
+    listen: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawSecret {
+    file: Option<PathBuf>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawUpstream {
+    addresses: Option<Vec<String>>,
+    connect_timeout: Option<String>,
+    response_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    pool_per_worker: Option<i64>,
+    rest: Option<String>,
+    forward_client_ip: Option<bool>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawClient {
+    trusted_proxies: Vec<String>,
+    ipv4_prefix: Option<i64>,
+    ipv6_prefix: Option<i64>,
+    hash_rotation: Option<String>,
+    allow: Vec<String>,
+    deny: Vec<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawStore {
+    kind: Option<String>,
+    url: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawLimits {
+    requests_per_second: Option<i64>,
+    burst: Option<i64>,
+    joins_per_minute: Option<i64>,
+    route: Vec<RawRouteLimit>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawRouteLimit {
+    method: Option<String>,
+    path: Option<String>,
+    per_minute: Option<i64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawRoom {
+    name: Option<String>,
+    hosts: Vec<String>,
+    paths: Vec<String>,
+    bypass: Vec<String>,
+    max_active: Option<i64>,
+    admit_per_minute: Option<i64>,
+    session_idle: Option<String>,
+    session_max: Option<String>,
+    waiter_ttl: Option<String>,
+    claim_window: Option<String>,
+    mode: Option<String>,
+    opens_at: Option<String>,
+    logout_path: Option<String>,
+    message: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// Collects errors while values are checked, so that one bad key does not hide the next.
+#[derive(Default)]
+struct Checker {
+    errors: Vec<ConfigError>,
+}
+
+impl Checker {
+    fn error(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(ConfigError { key: key.into(), reason: reason.into() });
+    }
+
+    fn unknown(&mut self, section: &str, unknown: &Unknown) {
+        for key in unknown.keys() {
+            let full = if section.is_empty() { key.clone() } else { format!("{section}.{key}") };
+            self.error(full, "unknown key");
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
+        text.parse()
+            .map_err(|_| self.error(key, format!("{text:?} is not a valid socket address (e.g. \"0.0.0.0:8080\")")))
+            .ok()
+    }
+
+    fn duration(&mut self, key: &str, text: Option<&str>, default: Duration) -> Duration {
+        match text.map(duration::parse) {
+            None => default,
+            Some(Ok(d)) if d.is_zero() => {
+                self.error(key, "must be longer than zero");
+                default
+            }
+            Some(Ok(d)) => d,
+            Some(Err(reason)) => {
+                self.error(key, reason);
+                default
+            }
+        }
+    }
+
+    /// An integer in `min..=max`, or the default when absent.
+    fn int(&mut self, key: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
+        match value {
+            None => default,
+            Some(v) if (min..=max).contains(&v) => v,
+            Some(v) => {
+                self.error(key, format!("{v} is out of range ({min} to {max})"));
+                default
+            }
+        }
+    }
+
+    fn cidrs(&mut self, key: &str, items: &[String]) -> Vec<IpNet> {
+        let mut nets = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let parsed = item.parse::<IpNet>().or_else(|_| item.parse::<IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => nets.push(net.trunc()),
+                Err(_) => self.error(format!("{key}[{i}]"), format!("{item:?} is not an IP address or CIDR")),
+            }
+        }
+        nets
+    }
+
+    fn path_prefixes(&mut self, key: &str, items: &[String]) {
+        for (i, item) in items.iter().enumerate() {
+            if !item.starts_with('/') {
+                self.error(format!("{key}[{i}]"), format!("{item:?} must start with \"/\""));
+            }
+        }
+    }
+}
+
+fn upstream_address(text: &str) -> Option<UpstreamAddress> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(UpstreamAddress { host: addr.ip().to_string(), port: addr.port() });
+    }
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    valid_host.then(|| UpstreamAddress { host: host.to_ascii_lowercase(), port })
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
+    let mut c = Checker::default();
+    c.unknown("", &raw.unknown);
+
+    // [listen]
+    let l = &raw.listen;
+    c.unknown("listen", &l.unknown);
+    let mut http = l.http.as_deref().and_then(|t| c.socket_addr("listen.http", t));
+    let https = l.https.as_deref().and_then(|t| c.socket_addr("listen.https", t));
+    if l.http.is_none() && l.https.is_none() {
+        http = Some(SocketAddr::from(([0, 0, 0, 0], 8080)));
+    }
+    let tls = match (&l.tls_cert, &l.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+        (None, None) => None,
+        (Some(_), None) => {
+            c.error("listen.tls_key", "is required with listen.tls_cert");
+            None
+        }
+        (None, Some(_)) => {
+            c.error("listen.tls_cert", "is required with listen.tls_key");
+            None
+        }
+    };
+    if l.https.is_some() && tls.is_none() && l.tls_cert.is_none() && l.tls_key.is_none() {
+        c.error("listen.https", "needs listen.tls_cert and listen.tls_key");
+    }
+    if let Some(files) = &tls {
+        if let Err(e) = crate::tls::load_server_config(files) {
+            c.error(e.key(), e.to_string());
+        }
+    }
+    let listen = ListenConfig {
+        http,
+        https,
+        tls,
+        workers: c.int("listen.workers", l.workers, 0, 0, 1024) as usize,
+        max_connections: c.int("listen.max_connections", l.max_connections, 50_000, 1, 10_000_000) as usize,
+        header_read_timeout: c.duration(
+            "listen.header_read_timeout",
+            l.header_read_timeout.as_deref(),
+            Duration::from_secs(10),
+        ),
+        shutdown_grace: c.duration("listen.shutdown_grace", l.shutdown_grace.as_deref(), Duration::from_secs(30)),
+        max_header_bytes: c.int("listen.max_header_bytes", l.max_header_bytes, 16 * 1024, 8 * 1024, 1024 * 1024)
+            as usize,
+    };
+    let listen =
+        ListenConfig { workers: if listen.workers == 0 { default_workers() } else { listen.workers }, ..listen };
+
+    // [admin]
+    c.unknown("admin", &raw.admin.unknown);
+    let admin_listen = raw.admin.listen.as_deref().unwrap_or("127.0.0.1:9090");
+    let admin = AdminConfig {
+        listen: c.socket_addr("admin.listen", admin_listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+    };
+
+    // [secret]
+    c.unknown("secret", &raw.secret.unknown);
+    let secret = SecretConfig { file: raw.secret.file.clone() };
+
+    // [upstream]
+    let u = &raw.upstream;
+    c.unknown("upstream", &u.unknown);
+    let default_addresses = vec!["127.0.0.1:8081".to_string()];
+    let texts = u.addresses.as_ref().unwrap_or(&default_addresses);
+    if texts.is_empty() {
+        c.error("upstream.addresses", "needs at least one address");
+    }
+    let mut addresses = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        match upstream_address(text) {
+            Some(a) => addresses.push(a),
+            None => c.error(
+                format!("upstream.addresses[{i}]"),
+                format!("{text:?} is not a valid socket address (host:port, port 1 to 65535)"),
+            ),
+        }
+    }
+    let upstream = UpstreamConfig {
+        addresses,
+        connect_timeout: c.duration("upstream.connect_timeout", u.connect_timeout.as_deref(), Duration::from_secs(2)),
+        response_timeout: c.duration(
+            "upstream.response_timeout",
+            u.response_timeout.as_deref(),
+            Duration::from_secs(30),
+        ),
+        idle_timeout: c.duration("upstream.idle_timeout", u.idle_timeout.as_deref(), Duration::from_secs(60)),
+        pool_per_worker: c.int("upstream.pool_per_worker", u.pool_per_worker, 256, 1, 65_536) as usize,
+        rest: c.duration("upstream.rest", u.rest.as_deref(), Duration::from_secs(10)),
+        forward_client_ip: u.forward_client_ip.unwrap_or(false),
+    };
+
+    // [client]
+    let cl = &raw.client;
+    c.unknown("client", &cl.unknown);
+    let client = ClientConfig {
+        trusted_proxies: c.cidrs("client.trusted_proxies", &cl.trusted_proxies),
+        ipv4_prefix: c.int("client.ipv4_prefix", cl.ipv4_prefix, 32, 8, 32) as u8,
+        ipv6_prefix: c.int("client.ipv6_prefix", cl.ipv6_prefix, 64, 16, 128) as u8,
+        hash_rotation: c.duration("client.hash_rotation", cl.hash_rotation.as_deref(), Duration::from_secs(24 * 3600)),
+        allow: c.cidrs("client.allow", &cl.allow),
+        deny: c.cidrs("client.deny", &cl.deny),
+    };
+    if client.hash_rotation < Duration::from_secs(60) {
+        c.error("client.hash_rotation", "must be at least 1m");
+    }
+
+    // [store]
+    c.unknown("store", &raw.store.unknown);
+    let store = match (raw.store.kind.as_deref().unwrap_or("memory"), &raw.store.url) {
+        ("memory", _) => StoreConfig::Memory,
+        ("redis", Some(url)) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            StoreConfig::Redis { url: url.clone() }
+        }
+        ("redis", Some(url)) => {
+            c.error("store.url", format!("{url:?} must start with redis:// or rediss://"));
+            StoreConfig::Memory
+        }
+        ("redis", None) => {
+            c.error("store.url", "is required when store.kind = \"redis\"");
+            StoreConfig::Memory
+        }
+        (other, _) => {
+            c.error("store.kind", format!("{other:?} is not a store (use \"memory\" or \"redis\")"));
+            StoreConfig::Memory
+        }
+    };
+
+    // [limits]
+    let li = &raw.limits;
+    c.unknown("limits", &li.unknown);
+    let mut routes = Vec::with_capacity(li.route.len());
+    for (i, r) in li.route.iter().enumerate() {
+        let key = format!("limits.route[{i}]");
+        c.unknown(&key, &r.unknown);
+        let method = match r.method.as_deref() {
+            None => None,
+            Some(m) => match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(method) => Some(method),
+                Err(_) => {
+                    c.error(format!("{key}.method"), format!("{m:?} is not an HTTP method"));
+                    None
+                }
+            },
+        };
+        let path = r.path.clone().unwrap_or_default();
+        if !path.starts_with('/') {
+            c.error(format!("{key}.path"), "is required and must start with \"/\"");
+        }
+        let per_minute = match r.per_minute {
+            None => {
+                c.error(format!("{key}.per_minute"), "is required");
+                1
+            }
+            v => c.int(&format!("{key}.per_minute"), v, 1, 1, 1_000_000) as u32,
+        };
+        routes.push(RouteLimit { method, path, per_minute });
+    }
+    let limits = LimitsConfig {
+        requests_per_second: c.int("limits.requests_per_second", li.requests_per_second, 20, 1, 1_000_000) as u32,
+        burst: c.int("limits.burst", li.burst, 40, 1, 1_000_000) as u32,
+        joins_per_minute: c.int("limits.joins_per_minute", li.joins_per_minute, 6, 1, 1_000_000) as u32,
+        routes,
+    };
+
+    // [[room]]
+    let mut names = HashSet::new();
+    let mut rooms = Vec::with_capacity(raw.room.len());
+    for (i, r) in raw.room.iter().enumerate() {
+        let key = format!("room[{i}]");
+        c.unknown(&key, &r.unknown);
+        let name = r.name.clone().unwrap_or_default();
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+        if !valid_name {
+            c.error(format!("{key}.name"), "is required: 1 to 64 letters, digits, '-' or '_'");
+        } else if !names.insert(name.clone()) {
+            c.error(format!("{key}.name"), format!("{name:?} is used by another room"));
+        }
+        let paths = if r.paths.is_empty() { vec!["/".to_string()] } else { r.paths.clone() };
+        c.path_prefixes(&format!("{key}.paths"), &paths);
+        c.path_prefixes(&format!("{key}.bypass"), &r.bypass);
+        if let Some(p) = &r.logout_path {
+            c.path_prefixes(&format!("{key}.logout_path"), std::slice::from_ref(p));
+        }
+        let mode = match r.mode.as_deref() {
+            None => RoomMode::Auto,
+            Some(m) => RoomMode::parse(m).unwrap_or_else(|| {
+                c.error(format!("{key}.mode"), format!("{m:?} is not a mode (auto, queue_all, paused, closed)"));
+                RoomMode::Auto
+            }),
+        };
+        let opens_at = r.opens_at.as_deref().and_then(|t| match parse_rfc3339(t) {
+            Some(secs) => Some(secs),
+            None => {
+                c.error(
+                    format!("{key}.opens_at"),
+                    format!("{t:?} is not an RFC 3339 time (e.g. \"2027-03-14T09:00:00+01:00\")"),
+                );
+                None
+            }
+        });
+        let session_idle =
+            c.duration(&format!("{key}.session_idle"), r.session_idle.as_deref(), Duration::from_secs(600));
+        let session_max =
+            c.duration(&format!("{key}.session_max"), r.session_max.as_deref(), Duration::from_secs(8 * 3600));
+        if session_max < session_idle {
+            c.error(format!("{key}.session_max"), "must not be shorter than session_idle");
+        }
+        rooms.push(RoomConfig {
+            name,
+            hosts: r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            paths,
+            bypass: r.bypass.clone(),
+            max_active: c.int(&format!("{key}.max_active"), r.max_active, 1000, 1, 100_000_000) as u64,
+            admit_per_minute: c.int(&format!("{key}.admit_per_minute"), r.admit_per_minute, 600, 1, 100_000_000) as u64,
+            session_idle,
+            session_max,
+            waiter_ttl: c.duration(&format!("{key}.waiter_ttl"), r.waiter_ttl.as_deref(), Duration::from_secs(45)),
+            claim_window: c.duration(
+                &format!("{key}.claim_window"),
+                r.claim_window.as_deref(),
+                Duration::from_secs(120),
+            ),
+            mode,
+            opens_at,
+            logout_path: r.logout_path.clone(),
+            message: r.message.clone(),
+        });
+    }
+
+    if c.errors.is_empty() {
+        Ok(Config { listen, admin, secret, upstream, client, store, limits, rooms })
+    } else {
+        Err(ConfigErrors(c.errors))
+    }
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time such as `2027-03-14T09:00:00+01:00`.
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let s = text.get(range)?;
+        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok())?
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && matches!(rest.as_bytes()[0], b'+' | b'-') && rest.as_bytes()[3] == b':' => {
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            let (h, m) = (rest[1..3].parse::<i64>().ok()?, rest[4..6].parse::<i64>().ok()?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            sign * (h * 3600 + m * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_with_offsets() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2027-03-14T09:00:00+01:00"), Some(1_805_011_200));
+        assert_eq!(parse_rfc3339("2027-03-14T08:00:00.250Z"), Some(1_805_011_200));
+        for bad in ["2027-03-14", "2027-13-01T00:00:00Z", "2027-03-14T09:00:00", "2027-03-14T09:00:00+1:00"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn upstream_addresses_accept_names_and_reject_bad_ports() {
+        assert_eq!(upstream_address("mailbox:8080").map(|a| a.port), Some(8080));
+        assert_eq!(upstream_address("[::1]:80").map(|a| a.host), Some("::1".into()));
+        for bad in ["localhost:99999", "localhost", ":80", "a b:80", "host:0"] {
+            assert!(upstream_address(bad).is_none(), "{bad}");
+        }
+    }
+}

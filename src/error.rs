@@ -1,0 +1,95 @@
+//! Errors on the request path and the one place where each becomes a response.
+
+use crate::body::Body;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+
+/// Why usher answered a request itself instead of passing on the upstream's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no upstream address accepted a connection")]
+    UpstreamUnreachable,
+    #[error("the upstream did not answer within the response timeout")]
+    UpstreamTimeout,
+    #[error("the upstream broke the connection or answered with invalid HTTP")]
+    UpstreamProtocol,
+    #[error("no such usher path")]
+    NotFound,
+}
+
+impl ProxyError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::UpstreamUnreachable | Self::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::NotFound => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// A stable machine-readable name for the JSON variant.
+    fn code(self) -> &'static str {
+        match self {
+            Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamProtocol => "upstream_error",
+            Self::NotFound => "not_found",
+        }
+    }
+
+    fn page(self) -> &'static str {
+        match self {
+            Self::UpstreamUnreachable | Self::UpstreamProtocol => concat!(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">",
+                "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+                "<title>Temporarily unavailable</title>",
+                "<body style=\"font:1.1rem/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a\">",
+                "<h1>The service is temporarily unavailable</h1>",
+                "<p>We could not reach the service just now. Please try again in a minute.</p>",
+                "<p lang=\"da\">Tjenesten kan ikke nås lige nu. Prøv igen om et minut.</p></body></html>\n"
+            ),
+            Self::UpstreamTimeout => concat!(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">",
+                "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+                "<title>Taking too long</title>",
+                "<body style=\"font:1.1rem/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a\">",
+                "<h1>The service is taking too long to answer</h1>",
+                "<p>It is very busy. Please try again in a minute.</p>",
+                "<p lang=\"da\">Tjenesten er meget travl og svarer ikke. Prøv igen om et minut.</p></body></html>\n"
+            ),
+            Self::NotFound => concat!(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Not found</title>",
+                "<body><h1>Not found</h1></body></html>\n"
+            ),
+        }
+    }
+
+    /// The answer for a client that prefers JSON (`wants_json`) or HTML.
+    pub fn response(self, wants_json: bool) -> Response<Body> {
+        let status = self.status();
+        let (content_type, body) = if wants_json {
+            let json =
+                format!("{{\"status\":{},\"error\":\"{}\",\"message\":\"{self}\"}}\n", status.as_u16(), self.code());
+            ("application/json", Body::from(json))
+        } else {
+            ("text/html; charset=utf-8", Body::from_static(self.page()))
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status.is_server_error() {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("30"));
+        }
+        response
+    }
+}
+
+/// Whether the client asked for JSON rather than a page (API clients, XHR/fetch).
+pub fn wants_json(headers: &http::HeaderMap) -> bool {
+    let accept_json = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json") && !v.contains("text/html"));
+    accept_json || headers.get("x-requested-with").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"))
+}

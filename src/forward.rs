@@ -1,0 +1,327 @@
+//! Forwarding to the upstream (DESIGN §7): a pooled HTTP/1.1 client per worker, header
+//! hygiene, timeouts, WebSocket/`Upgrade` pass-through, and round robin over several
+//! addresses with passive health.
+//!
+//! Balancing happens when a connection is made, not per request: every pooled connection
+//! is equivalent, so the pool is keyed by one logical host and the [`Connector`] picks the
+//! address. An address that refuses or times out is rested for `upstream.rest` and the next
+//! one is tried within the same connect, so a dead address costs no failed request.
+
+use crate::config::{UpstreamAddress, UpstreamConfig};
+use crate::error::ProxyError;
+use crate::metrics::UpstreamErrorKind;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// The pool key of every upstream connection; never sent (the client's Host is kept).
+const POOL_AUTHORITY: &str = "usher-upstream";
+
+/// Headers that describe one connection and must not cross the proxy (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Client-supplied address headers; removed unless the operator opted in to forwarding.
+const CLIENT_ADDRESS_HEADERS: [HeaderName; 3] =
+    [HeaderName::from_static("x-forwarded-for"), header::FORWARDED, HeaderName::from_static("x-real-ip")];
+
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// What the request path knows about the client connection that forwarding needs.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConn {
+    pub tls: bool,
+    /// The client's address; only sent upstream when `forward_client_ip` is on.
+    pub addr: IpAddr,
+}
+
+/// The upstream addresses and their health, shared by every worker.
+#[derive(Debug)]
+pub struct Addresses {
+    addresses: Vec<UpstreamAddress>,
+    /// Per address: milliseconds since `epoch` until which it is rested (0 = healthy).
+    rested_until: Vec<AtomicU64>,
+    next: AtomicUsize,
+    epoch: Instant,
+    connect_timeout: Duration,
+    rest: Duration,
+}
+
+impl Addresses {
+    pub fn new(config: &UpstreamConfig) -> Arc<Self> {
+        Arc::new(Self {
+            addresses: config.addresses.clone(),
+            rested_until: config.addresses.iter().map(|_| AtomicU64::new(0)).collect(),
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            connect_timeout: config.connect_timeout,
+            rest: config.rest,
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Connects to the next healthy address in turn, resting each one that fails.
+    /// When every address is rested they are all tried anyway: a rested address is a
+    /// guess about health, not a reason to refuse a request that might succeed.
+    async fn connect(self: Arc<Self>) -> io::Result<TcpStream> {
+        let n = self.addresses.len();
+        let start = self.next.fetch_add(1, Relaxed);
+        let now = self.now_ms();
+        let order = (0..n).map(|i| (start + i) % n);
+        let healthy: Vec<usize> = order.clone().filter(|&i| self.rested_until[i].load(Relaxed) <= now).collect();
+        let candidates = if healthy.is_empty() { order.collect() } else { healthy };
+        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no upstream address configured");
+        for i in candidates {
+            let address = &self.addresses[i];
+            match self.connect_one(address).await {
+                Ok(stream) => {
+                    self.rested_until[i].store(0, Relaxed);
+                    return Ok(stream);
+                }
+                Err(e) => {
+                    let until = self.now_ms().saturating_add(u64::try_from(self.rest.as_millis()).unwrap_or(u64::MAX));
+                    self.rested_until[i].store(until, Relaxed);
+                    tracing::warn!(upstream = %address, error = %e, rest = ?self.rest, "upstream address failed; resting it");
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn connect_one(&self, address: &UpstreamAddress) -> io::Result<TcpStream> {
+        let attempt = async {
+            let stream = match address.host.parse::<IpAddr>() {
+                Ok(ip) => TcpStream::connect(SocketAddr::new(ip, address.port)).await?,
+                Err(_) => TcpStream::connect((address.host.as_str(), address.port)).await?,
+            };
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        };
+        tokio::time::timeout(self.connect_timeout, attempt)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))
+    }
+}
+
+/// The `hyper-util` connector: ignores the URI and asks [`Addresses`] for a connection.
+#[derive(Debug, Clone)]
+pub struct Connector(Arc<Addresses>);
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<TcpStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<TcpStream>>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let addresses = self.0.clone();
+        Box::pin(async move { addresses.connect().await.map(TokioIo::new) })
+    }
+}
+
+/// One worker's view of the upstream: its own connection pool (no lock shared with other
+/// workers), over the shared address list.
+pub struct Upstream {
+    client: Client<Connector, Incoming>,
+    response_timeout: Duration,
+    forward_client_ip: bool,
+}
+
+/// Why forwarding failed, with the metric kind it counts as.
+#[derive(Debug)]
+pub struct ForwardError {
+    pub kind: UpstreamErrorKind,
+    pub error: ProxyError,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig, addresses: Arc<Addresses>) -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .pool_max_idle_per_host(config.pool_per_worker)
+            .set_host(false)
+            .build(Connector(addresses));
+        Self { client, response_timeout: config.response_timeout, forward_client_ip: config.forward_client_ip }
+    }
+
+    /// Sends `req` upstream and returns the response head; bodies stream in both directions.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        conn: ClientConn,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let upgrade = prepare_request(&mut req, conn, self.forward_client_ip);
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+        let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
+        let mut response = match sent {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(ForwardError { kind: UpstreamErrorKind::Connect, error: ProxyError::UpstreamUnreachable });
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "upstream request failed");
+                return Err(ForwardError { kind: UpstreamErrorKind::Protocol, error: ProxyError::UpstreamProtocol });
+            }
+            Err(_) => {
+                return Err(ForwardError { kind: UpstreamErrorKind::Timeout, error: ProxyError::UpstreamTimeout });
+            }
+        };
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let (Some(protocol), Some(client_upgrade)) = (upgrade, client_upgrade) {
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+                strip_hop_by_hop(response.headers_mut());
+                let headers = response.headers_mut();
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                headers.insert(header::UPGRADE, protocol);
+                return Ok(response);
+            }
+        }
+        strip_hop_by_hop(response.headers_mut());
+        response.headers_mut().append(header::VIA, HeaderValue::from_static("1.1 usher"));
+        Ok(response)
+    }
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection until either closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
+        return;
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+/// Rewrites a client request into the upstream request, in place. Returns the `Upgrade`
+/// protocol when the client asked to switch protocols (HTTP/1.1 only).
+fn prepare_request(req: &mut Request<Incoming>, conn: ClientConn, forward_client_ip: bool) -> Option<HeaderValue> {
+    let upgrade = requested_upgrade(req);
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+
+    let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(Authority::from_static(POOL_AUTHORITY));
+    parts.path_and_query = Some(path);
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = Version::HTTP_11;
+
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = &upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+    if forward_client_ip {
+        // Replace rather than append: whatever the client claimed is not ours to vouch for.
+        for name in &CLIENT_ADDRESS_HEADERS {
+            headers.remove(name);
+        }
+        if let Ok(value) = HeaderValue::from_str(&conn.addr.to_string()) {
+            headers.insert(X_FORWARDED_FOR.clone(), value);
+        }
+    } else {
+        for name in &CLIENT_ADDRESS_HEADERS {
+            headers.remove(name);
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        headers.insert(header::HOST, host);
+    }
+    headers.append(header::VIA, HeaderValue::from_static(if conn.tls { "1.1 usher (tls)" } else { "1.1 usher" }));
+    upgrade
+}
+
+/// The protocol of an HTTP/1.1 `Connection: upgrade` request, if any.
+fn requested_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let headers = req.headers();
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")));
+    if wants { headers.get(header::UPGRADE).cloned() } else { None }
+}
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_listed_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-end-to-end", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-end-to-end"));
+    }
+}

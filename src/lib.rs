@@ -1,0 +1,204 @@
+//! usher: a fair, privacy-first login queue and rate-limiting reverse proxy.
+//!
+//! [`Server::start`] is the one way to run it, shared by `main`, the tests and the benches.
+//! Read the request path from [`listener`] (accept) to [`proxy`] (the steps of DESIGN §1)
+//! to [`forward`] (the upstream).
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod forward;
+pub mod listener;
+pub mod metrics;
+pub mod proxy;
+pub mod shutdown;
+pub mod tls;
+
+use crate::admin::AdminState;
+use crate::config::Config;
+use crate::forward::{Addresses, Upstream};
+use crate::listener::{BoundSocket, ConnectionSettings};
+use crate::metrics::Metrics;
+use crate::proxy::Worker;
+use crate::shutdown::Trigger;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+/// Why usher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot start a worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Builds and starts usher from a validated [`Config`].
+pub struct Server;
+
+/// A started usher: its bound addresses and the handle to stop it.
+pub struct Running {
+    pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    trigger: Trigger,
+    admin_trigger: Trigger,
+    admin_state: Arc<AdminState>,
+    workers: Vec<JoinHandle<()>>,
+    admin: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every socket (so errors surface here, before anything runs), then starts one
+    /// worker thread per configured worker and the admin thread. Returns at once.
+    pub fn start(config: Config) -> Result<Running, StartError> {
+        let config = Arc::new(config);
+        let workers = config.listen.workers.max(1);
+        let metrics = Arc::new(Metrics::new(workers));
+
+        let acceptor = match (&config.listen.https, &config.listen.tls) {
+            (Some(_), Some(files)) => Some(TlsAcceptor::from(tls::load_server_config(files)?)),
+            _ => None,
+        };
+        let bind = |what: &'static str, addr: Option<SocketAddr>| -> Result<_, StartError> {
+            match addr {
+                None => Ok((None, Vec::new())),
+                Some(addr) => listener::bind_reuseport(addr, workers)
+                    .map(|(bound, sockets)| (Some(bound), sockets))
+                    .map_err(|source| StartError::Bind { what, addr, source }),
+            }
+        };
+        let (http_addr, mut http_sockets) = bind("http", config.listen.http)?;
+        let (https_addr, mut https_sockets) = bind("https", config.listen.https)?;
+        let (admin_addr, mut admin_sockets) = bind("admin", Some(config.admin.listen))?;
+        let admin_addr = admin_addr.unwrap_or(config.admin.listen);
+        let admin_socket = admin_sockets.pop();
+
+        let (trigger, _) = shutdown::channel();
+        let (admin_trigger, _) = shutdown::channel();
+        let connections = Arc::new(Semaphore::new(config.listen.max_connections));
+        let addresses = Addresses::new(&config.upstream);
+        let settings = Arc::new(ConnectionSettings::new(&config.listen, connections, metrics.clone()));
+
+        let mut handles = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let http = http_sockets.pop().map(|listener| BoundSocket { listener, tls: None });
+            let https = https_sockets.pop().map(|listener| BoundSocket { listener, tls: acceptor.clone() });
+            let worker = Arc::new(Worker {
+                index,
+                upstream: Upstream::new(&config.upstream, addresses.clone()),
+                metrics: metrics.clone(),
+            });
+            let (settings, shutdown, grace) = (settings.clone(), trigger.subscribe(), config.listen.shutdown_grace);
+            let handle = std::thread::Builder::new()
+                .name(format!("usher-worker-{index}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot build a worker runtime");
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        let graceful = GracefulShutdown::new();
+                        let serve = |socket: Option<BoundSocket>| {
+                            let (worker, settings, shutdown, graceful) =
+                                (worker.clone(), settings.clone(), shutdown.clone(), &graceful);
+                            async move {
+                                let Some(socket) = socket else { return };
+                                if let Err(e) =
+                                    listener::accept_loop(socket, worker, settings, graceful, shutdown).await
+                                {
+                                    tracing::error!(error = %e, "listener failed");
+                                }
+                            }
+                        };
+                        tokio::join!(serve(http), serve(https));
+                        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+                            tracing::warn!(?grace, "shutdown grace period over; closing remaining connections");
+                        }
+                    });
+                })
+                .map_err(StartError::Thread)?;
+            handles.push(handle);
+        }
+
+        let admin_state = Arc::new(AdminState { metrics: metrics.clone(), ready: true.into() });
+        let admin = match admin_socket {
+            None => None,
+            Some(socket) => {
+                let (state, shutdown) = (admin_state.clone(), admin_trigger.subscribe());
+                Some(
+                    std::thread::Builder::new()
+                        .name("usher-admin".into())
+                        .spawn(move || {
+                            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                            match runtime {
+                                Ok(runtime) => {
+                                    if let Err(e) = runtime.block_on(admin::serve(socket, state, shutdown)) {
+                                        tracing::error!(error = %e, "admin listener failed");
+                                    }
+                                }
+                                Err(e) => tracing::error!(error = %e, "cannot build the admin runtime"),
+                            }
+                        })
+                        .map_err(StartError::Thread)?,
+                )
+            }
+        };
+
+        for (what, addr) in [("http", http_addr), ("https", https_addr), ("admin", Some(admin_addr))] {
+            if let Some(addr) = addr {
+                tracing::info!(%addr, workers, "listening ({what})");
+            }
+        }
+        Ok(Running {
+            http_addr,
+            https_addr,
+            admin_addr,
+            metrics,
+            trigger,
+            admin_trigger,
+            admin_state,
+            workers: handles,
+            admin,
+        })
+    }
+}
+
+impl Running {
+    /// Stops accepting and lets in-flight requests finish (within `listen.shutdown_grace`).
+    /// `/readyz` turns 503 at once so a load balancer stops sending new clients.
+    pub fn shutdown(&self) {
+        self.admin_state.ready.store(false, Ordering::Relaxed);
+        self.trigger.fire();
+    }
+
+    /// Blocks until every worker has finished, then stops the admin listener.
+    pub fn wait(mut self) {
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+        self.admin_trigger.fire();
+        if let Some(admin) = self.admin.take() {
+            let _ = admin.join();
+        }
+    }
+
+    /// [`Running::shutdown`] then [`Running::wait`].
+    pub fn stop(self) {
+        self.shutdown();
+        self.wait();
+    }
+}

@@ -1,0 +1,174 @@
+//! The `usher` command line: run, check-config, demo.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use usher::config::Config;
+use usher::{Running, Server};
+
+#[derive(Parser)]
+#[command(name = "usher", version, about = "A fair, privacy-first login queue and rate-limiting reverse proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file (for the default `run` command).
+    #[arg(long, short, env = "USHER_CONFIG", default_value = "/etc/usher/usher.toml", global = true)]
+    config: PathBuf,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run usher with the configuration file (the default).
+    Run,
+    /// Validate a configuration file: exit 0 with a summary, or 2 with every error.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Start a demo mailbox on loopback with usher in front of it.
+    Demo {
+        /// Where usher listens for the browser.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the admin listener (metrics, health) listens.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("USHER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&cli.config),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Demo { listen, admin } => demo(listen, admin),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(config) => {
+            println!("{}: valid\n{}", file.display(), config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: {} error(s)", file.display(), errors.0.len());
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(file: &std::path::Path) -> ExitCode {
+    let config = match Config::load(file) {
+        Ok(config) => config,
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!(key = %e.key, "invalid configuration: {}", e.reason);
+            }
+            return ExitCode::from(2);
+        }
+    };
+    match Server::start(config) {
+        Ok(running) => wait_for_signal(running, || {}),
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Blocks until SIGTERM or SIGINT, then shuts down gracefully and exits 0.
+fn wait_for_signal(running: Running, on_signal: impl FnOnce()) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the signal runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+    });
+    on_signal();
+    running.shutdown();
+    running.wait();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot build a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mailbox = match runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("cannot start the demo mailbox: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(mailbox_addr) = mailbox.local_addr() else {
+        return ExitCode::FAILURE;
+    };
+    let mailbox_thread = std::thread::spawn(move || runtime.block_on(usher::demo::serve_mailbox(mailbox)));
+    drop(mailbox_thread);
+
+    let mut config = Config::for_upstream(mailbox_addr);
+    config.listen.http = Some(listen);
+    config.admin.listen = admin;
+    match Server::start(config) {
+        Ok(running) => {
+            println!();
+            println!("  usher demo is running.");
+            println!(
+                "  Open  http://{}/  in your browser (the demo mailbox, behind usher).",
+                running.http_addr.unwrap_or(listen)
+            );
+            println!("  Metrics: http://{}/metrics    Stop: Ctrl+C", running.admin_addr);
+            println!();
+            wait_for_signal(running, || {})
+        }
+        Err(e) => {
+            eprintln!("cannot start usher: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Every metric usher exports, defined in one place with its help text (DESIGN §10).
+//!
+//! Two kinds live here. Low-rate figures (build info, open connections, process metrics,
+//! later the admission gauges) are ordinary `prometheus` metrics in a [`Registry`]. The
+//! per-request figures are counted in per-worker shards, each on its own cache lines, so the
+//! hot path does one uncontended atomic add instead of a label lookup behind a shared lock;
+//! they are summed and written in the text format at scrape time by [`Metrics::render`].
+
+use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// What kind of answer a request got; the `route` label of `usher_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Forwarded to the upstream.
+    Upstream,
+    /// Answered by usher itself under its reserved prefix.
+    Usher,
+}
+
+impl Route {
+    const ALL: [Route; 2] = [Route::Upstream, Route::Usher];
+
+    fn label(self) -> &'static str {
+        match self {
+            Route::Upstream => "upstream",
+            Route::Usher => "usher",
+        }
+    }
+}
+
+/// Why a request could not be forwarded; the `kind` label of `usher_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect,
+    Timeout,
+    Protocol,
+}
+
+impl UpstreamErrorKind {
+    const ALL: [UpstreamErrorKind; 3] = [Self::Connect, Self::Timeout, Self::Protocol];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
+/// Status codes 100..=599 are counted exactly; anything else is folded into 599.
+const CODES: usize = 500;
+/// Upper bounds of `usher_upstream_duration_seconds`, in seconds.
+const DURATION_BUCKETS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// One worker's counters, aligned so two workers never write the same cache line.
+#[repr(align(128))]
+struct Shard {
+    requests: [AtomicU64; Route::ALL.len() * CODES],
+    duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    duration_sum_nanos: AtomicU64,
+    upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
+}
+
+impl Shard {
+    fn new() -> Self {
+        Self {
+            requests: [const { AtomicU64::new(0) }; Route::ALL.len() * CODES],
+            duration_buckets: [const { AtomicU64::new(0) }; DURATION_BUCKETS.len() + 1],
+            duration_sum_nanos: AtomicU64::new(0),
+            upstream_errors: [const { AtomicU64::new(0) }; UpstreamErrorKind::ALL.len()],
+        }
+    }
+}
+
+/// The process's metrics; shared by all workers and the admin listener.
+pub struct Metrics {
+    registry: Registry,
+    shards: Box<[Shard]>,
+    /// Client connections open now, across workers.
+    pub connections: IntGauge,
+}
+
+impl Metrics {
+    /// Creates the metrics with one shard per worker (index `0..workers`).
+    pub fn new(workers: usize) -> Self {
+        let registry = Registry::new();
+        let build_info =
+            IntGaugeVec::new(Opts::new("usher_build_info", "Build of this usher process; always 1."), &["version"])
+                .expect("static metric definition");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let connections =
+            IntGauge::new("usher_connections", "Client connections open now.").expect("static metric definition");
+        for collector in [Box::new(build_info) as Box<dyn prometheus::core::Collector>, Box::new(connections.clone())] {
+            registry.register(collector).expect("each metric is registered once");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("each metric is registered once");
+        Self { registry, shards: (0..workers.max(1)).map(|_| Shard::new()).collect(), connections }
+    }
+
+    /// The registry for low-rate metrics that other modules define.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn shard(&self, worker: usize) -> &Shard {
+        &self.shards[worker % self.shards.len()]
+    }
+
+    /// Counts one answered request.
+    #[inline]
+    pub fn request(&self, worker: usize, route: Route, status: u16) {
+        let code = usize::from(status).saturating_sub(100).min(CODES - 1);
+        self.shard(worker).requests[route as usize * CODES + code].fetch_add(1, Relaxed);
+    }
+
+    /// Records how long the upstream took to answer with a response head.
+    #[inline]
+    pub fn upstream_duration(&self, worker: usize, elapsed: Duration) {
+        let shard = self.shard(worker);
+        let secs = elapsed.as_secs_f64();
+        let bucket = DURATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(DURATION_BUCKETS.len());
+        shard.duration_buckets[bucket].fetch_add(1, Relaxed);
+        shard.duration_sum_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    pub fn upstream_error(&self, worker: usize, kind: UpstreamErrorKind) {
+        self.shard(worker).upstream_errors[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    fn sum(&self, cell: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|s| cell(s).load(Relaxed)).sum()
+    }
+
+    /// All metrics in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        self.render_sharded(&mut out);
+        let mut buf = Vec::new();
+        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_ok() {
+            out.push_str(&String::from_utf8_lossy(&buf));
+        }
+        out
+    }
+
+    fn render_sharded(&self, out: &mut String) {
+        // `write!` to a String cannot fail; the results are ignored for that reason.
+        out.push_str("# HELP usher_requests_total Requests answered, by route and status code.\n");
+        out.push_str("# TYPE usher_requests_total counter\n");
+        for route in Route::ALL {
+            for code in 0..CODES {
+                let n = self.sum(|s| &s.requests[route as usize * CODES + code]);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "usher_requests_total{{route=\"{}\",code=\"{}\"}} {n}",
+                        route.label(),
+                        code + 100
+                    );
+                }
+            }
+        }
+        out.push_str(
+            "# HELP usher_upstream_duration_seconds Time from sending a request upstream to its response head.\n",
+        );
+        out.push_str("# TYPE usher_upstream_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+            cumulative += self.sum(|s| &s.duration_buckets[i]);
+            let _ = writeln!(out, "usher_upstream_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.sum(|s| &s.duration_buckets[DURATION_BUCKETS.len()]);
+        let _ = writeln!(out, "usher_upstream_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum(|s| &s.duration_sum_nanos) as f64 / 1e9;
+        let _ = writeln!(out, "usher_upstream_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "usher_upstream_duration_seconds_count {cumulative}");
+        out.push_str("# HELP usher_upstream_errors_total Requests that could not be forwarded, by kind.\n");
+        out.push_str("# TYPE usher_upstream_errors_total counter\n");
+        for kind in UpstreamErrorKind::ALL {
+            let n = self.sum(|s| &s.upstream_errors[kind as usize]);
+            let _ = writeln!(out, "usher_upstream_errors_total{{kind=\"{}\"}} {n}", kind.label());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sharded_counts_are_summed_across_workers() {
+        let m = Metrics::new(2);
+        m.request(0, Route::Upstream, 200);
+        m.request(1, Route::Upstream, 200);
+        m.request(1, Route::Usher, 404);
+        m.request(1, Route::Usher, 1000);
+        m.upstream_duration(0, Duration::from_millis(3));
+        m.upstream_duration(1, Duration::from_secs(60));
+        let text = m.render();
+        assert!(text.contains("usher_requests_total{route=\"upstream\",code=\"200\"} 2\n"), "{text}");
+        assert!(text.contains("usher_requests_total{route=\"usher\",code=\"404\"} 1\n"));
+        assert!(text.contains("usher_requests_total{route=\"usher\",code=\"599\"} 1\n"));
+        assert!(text.contains("usher_upstream_duration_seconds_bucket{le=\"0.0025\"} 0\n"));
+        assert!(text.contains("usher_upstream_duration_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("usher_upstream_duration_seconds_bucket{le=\"30\"} 1\n"));
+        assert!(text.contains("usher_upstream_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("usher_upstream_duration_seconds_count 2\n"));
+        assert!(text.contains("usher_build_info{version="));
+    }
+}
