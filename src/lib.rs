@@ -10,10 +10,15 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod forward;
+pub mod identity;
 pub mod listener;
 pub mod metrics;
+pub mod pages;
 pub mod proxy;
+pub mod room;
+pub mod secrets;
 pub mod shutdown;
+pub mod store;
 pub mod tls;
 
 use crate::admin::AdminState;
@@ -22,6 +27,9 @@ use crate::forward::{Addresses, Upstream};
 use crate::listener::{BoundSocket, ConnectionSettings};
 use crate::metrics::Metrics;
 use crate::proxy::Worker;
+use crate::room::Rooms;
+use crate::room::admitter::{self, now_ms};
+use crate::secrets::Secrets;
 use crate::shutdown::Trigger;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
@@ -40,6 +48,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("cannot start a worker thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
 }
 
 /// Builds and starts usher from a validated [`Config`].
@@ -51,6 +61,7 @@ pub struct Running {
     pub https_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    pub rooms: Arc<Rooms>,
     trigger: Trigger,
     admin_trigger: Trigger,
     admin_state: Arc<AdminState>,
@@ -59,9 +70,15 @@ pub struct Running {
 }
 
 impl Server {
-    /// Binds every socket (so errors surface here, before anything runs), then starts one
-    /// worker thread per configured worker and the admin thread. Returns at once.
+    /// Starts with the secrets from `USHER_SECRET` or `secret.file` (or a random one).
     pub fn start(config: Config) -> Result<Running, StartError> {
+        let secrets = Secrets::resolve(&config.secret)?;
+        Self::start_with_secrets(config, secrets)
+    }
+
+    /// Binds every socket (so errors surface here, before anything runs), then starts one
+    /// worker thread per configured worker, the admitter and the admin thread. Returns at once.
+    pub fn start_with_secrets(config: Config, secrets: Secrets) -> Result<Running, StartError> {
         let config = Arc::new(config);
         let workers = config.listen.workers.max(1);
         let metrics = Arc::new(Metrics::new(workers));
@@ -89,6 +106,7 @@ impl Server {
         let connections = Arc::new(Semaphore::new(config.listen.max_connections));
         let addresses = Addresses::new(&config.upstream);
         let settings = Arc::new(ConnectionSettings::new(&config.listen, connections, metrics.clone()));
+        let rooms = Arc::new(Rooms::new(&config, &secrets, metrics.clone(), now_ms()));
 
         let mut handles = Vec::with_capacity(workers);
         for index in 0..workers {
@@ -97,6 +115,7 @@ impl Server {
             let worker = Arc::new(Worker {
                 index,
                 upstream: Upstream::new(&config.upstream, addresses.clone()),
+                rooms: rooms.clone(),
                 metrics: metrics.clone(),
             });
             let (settings, shutdown, grace) = (settings.clone(), trigger.subscribe(), config.listen.shutdown_grace);
@@ -134,6 +153,31 @@ impl Server {
             handles.push(handle);
         }
 
+        let admitter = if rooms.is_empty() {
+            None
+        } else {
+            let (rooms, shutdown) = (rooms.clone(), trigger.subscribe());
+            Some(
+                std::thread::Builder::new()
+                    .name("usher-admitter".into())
+                    .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(runtime) => runtime.block_on(async move {
+                            let tasks: Vec<_> = rooms
+                                .all()
+                                .iter()
+                                .map(|room| tokio::spawn(admitter::run(room.clone(), shutdown.clone())))
+                                .collect();
+                            for task in tasks {
+                                let _ = task.await;
+                            }
+                        }),
+                        Err(e) => tracing::error!(error = %e, "cannot build the admitter runtime"),
+                    })
+                    .map_err(StartError::Thread)?,
+            )
+        };
+        handles.extend(admitter);
+
         let admin_state = Arc::new(AdminState { metrics: metrics.clone(), ready: true.into() });
         let admin = match admin_socket {
             None => None,
@@ -168,6 +212,7 @@ impl Server {
             https_addr,
             admin_addr,
             metrics,
+            rooms,
             trigger,
             admin_trigger,
             admin_state,

@@ -6,7 +6,10 @@
 //! hot path does one uncontended atomic add instead of a label lookup behind a shared lock;
 //! they are summed and written in the text format at scrape time by [`Metrics::render`].
 
-use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -16,17 +19,20 @@ use std::time::Duration;
 pub enum Route {
     /// Forwarded to the upstream.
     Upstream,
-    /// Answered by usher itself under its reserved prefix.
+    /// Answered by usher itself under its reserved prefix (status, assets).
     Usher,
+    /// A waiting-room answer: queue page, 503 for waiters, maintenance or unavailable page.
+    Queue,
 }
 
 impl Route {
-    const ALL: [Route; 2] = [Route::Upstream, Route::Usher];
+    const ALL: [Route; 3] = [Route::Upstream, Route::Usher, Route::Queue];
 
     fn label(self) -> &'static str {
         match self {
             Route::Upstream => "upstream",
             Route::Usher => "usher",
+            Route::Queue => "queue",
         }
     }
 }
@@ -83,6 +89,53 @@ pub struct Metrics {
     shards: Box<[Shard]>,
     /// Client connections open now, across workers.
     pub connections: IntGauge,
+    /// Cookies not accepted, by cookie and reason (`Rejection`).
+    pub token_rejected: IntCounterVec,
+    pub store_errors: IntCounter,
+    rooms: RoomFamilies,
+}
+
+/// The labelled families behind [`RoomMetrics`]; registered once.
+struct RoomFamilies {
+    waiting: IntGaugeVec,
+    active: IntGaugeVec,
+    pending: IntGaugeVec,
+    eta: IntGaugeVec,
+    outflow: IntGaugeVec,
+    joined: IntCounterVec,
+    admitted: IntCounterVec,
+    abandoned: IntCounterVec,
+    expired_grants: IntCounterVec,
+    wait: HistogramVec,
+}
+
+/// One room's metrics, resolved once so the request path does no label lookup.
+#[derive(Clone)]
+pub struct RoomMetrics {
+    pub waiting: IntGauge,
+    pub active: IntGauge,
+    pub pending: IntGauge,
+    pub eta_seconds: IntGauge,
+    pub outflow_configured: IntGauge,
+    pub outflow_measured: IntGauge,
+    pub joined: IntCounter,
+    pub admitted_direct: IntCounter,
+    pub admitted_queue: IntCounter,
+    pub abandoned: IntCounter,
+    pub expired_grants: IntCounter,
+    pub wait_seconds: Histogram,
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let v = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry.register(Box::new(v.clone())).expect("each metric is registered once");
+    v
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry.register(Box::new(v.clone())).expect("each metric is registered once");
+    v
 }
 
 impl Metrics {
@@ -102,7 +155,87 @@ impl Metrics {
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("each metric is registered once");
-        Self { registry, shards: (0..workers.max(1)).map(|_| Shard::new()).collect(), connections }
+        let token_rejected = counter_vec(
+            &registry,
+            "usher_token_rejected_total",
+            "Cookies not accepted (the visitor is treated as new), by cookie and reason.",
+            &["cookie", "reason"],
+        );
+        let store_errors = IntCounter::new("usher_store_errors_total", "Store operations that failed.")
+            .expect("static metric definition");
+        registry.register(Box::new(store_errors.clone())).expect("each metric is registered once");
+        let r = &registry;
+        let wait = HistogramVec::new(
+            HistogramOpts::new("usher_wait_seconds", "Time from joining the line to being admitted.")
+                .buckets(vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0]),
+            &["room"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(wait.clone())).expect("each metric is registered once");
+        let rooms = RoomFamilies {
+            waiting: gauge_vec(r, "usher_waiting", "Waiters in line.", &["room"]),
+            active: gauge_vec(r, "usher_active_sessions", "Admitted sessions live now.", &["room"]),
+            pending: gauge_vec(
+                r,
+                "usher_pending_grants",
+                "Waiters whose turn came and who have not claimed it yet.",
+                &["room"],
+            ),
+            eta: gauge_vec(r, "usher_eta_seconds", "Estimated wait of a newcomer joining the tail now.", &["room"]),
+            outflow: gauge_vec(
+                r,
+                "usher_outflow_per_minute",
+                "Admissions per minute: configured and measured.",
+                &["room", "kind"],
+            ),
+            joined: counter_vec(r, "usher_joined_total", "Tickets issued.", &["room"]),
+            admitted: counter_vec(
+                r,
+                "usher_admitted_total",
+                "Sessions admitted, directly or from the line.",
+                &["room", "via"],
+            ),
+            abandoned: counter_vec(
+                r,
+                "usher_abandoned_total",
+                "Waiters who stopped polling and lost their place.",
+                &["room"],
+            ),
+            expired_grants: counter_vec(
+                r,
+                "usher_expired_grants_total",
+                "Turns that came but were not claimed within the claim window.",
+                &["room"],
+            ),
+            wait,
+        };
+        Self {
+            registry,
+            shards: (0..workers.max(1)).map(|_| Shard::new()).collect(),
+            connections,
+            token_rejected,
+            store_errors,
+            rooms,
+        }
+    }
+
+    /// The metrics of one room (created on first use; cheap to clone).
+    pub fn room(&self, name: &str) -> RoomMetrics {
+        let f = &self.rooms;
+        RoomMetrics {
+            waiting: f.waiting.with_label_values(&[name]),
+            active: f.active.with_label_values(&[name]),
+            pending: f.pending.with_label_values(&[name]),
+            eta_seconds: f.eta.with_label_values(&[name]),
+            outflow_configured: f.outflow.with_label_values(&[name, "configured"]),
+            outflow_measured: f.outflow.with_label_values(&[name, "measured"]),
+            joined: f.joined.with_label_values(&[name]),
+            admitted_direct: f.admitted.with_label_values(&[name, "direct"]),
+            admitted_queue: f.admitted.with_label_values(&[name, "queue"]),
+            abandoned: f.abandoned.with_label_values(&[name]),
+            expired_grants: f.expired_grants.with_label_values(&[name]),
+            wait_seconds: f.wait.with_label_values(&[name]),
+        }
     }
 
     /// The registry for low-rate metrics that other modules define.

@@ -113,6 +113,8 @@ pub struct LimitsConfig {
     pub requests_per_second: u32,
     pub burst: u32,
     pub joins_per_minute: u32,
+    /// Live tickets one client key may hold; high enough for carrier-grade NAT.
+    pub tickets_per_client: u32,
     pub routes: Vec<RouteLimit>,
 }
 
@@ -169,6 +171,8 @@ pub struct RoomConfig {
     pub opens_at: Option<i64>,
     pub logout_path: Option<String>,
     pub message: Option<String>,
+    /// How often the admitter runs.
+    pub tick: Duration,
 }
 
 /// One problem in a configuration file: the key it is about and why it is wrong.

@@ -103,6 +103,7 @@ struct RawLimits {
     requests_per_second: Option<i64>,
     burst: Option<i64>,
     joins_per_minute: Option<i64>,
+    tickets_per_client: Option<i64>,
     route: Vec<RawRouteLimit>,
     #[serde(flatten)]
     unknown: Unknown,
@@ -135,6 +136,7 @@ struct RawRoom {
     opens_at: Option<String>,
     logout_path: Option<String>,
     message: Option<String>,
+    tick: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -390,6 +392,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         requests_per_second: c.int("limits.requests_per_second", li.requests_per_second, 20, 1, 1_000_000) as u32,
         burst: c.int("limits.burst", li.burst, 40, 1, 1_000_000) as u32,
         joins_per_minute: c.int("limits.joins_per_minute", li.joins_per_minute, 6, 1, 1_000_000) as u32,
+        tickets_per_client: c.int("limits.tickets_per_client", li.tickets_per_client, 50, 1, 100_000) as u32,
         routes,
     };
 
@@ -457,6 +460,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             opens_at,
             logout_path: r.logout_path.clone(),
             message: r.message.clone(),
+            tick: c.duration(&format!("{key}.tick"), r.tick.as_deref(), Duration::from_millis(200)),
         });
     }
 

@@ -1,0 +1,362 @@
+//! Rooms and the admission decision (DESIGN §3–§5): which room a request belongs to, and
+//! whether it is forwarded (with a valid pass, or admitted now) or answered with its place
+//! in line. The state lives in the [`store`](crate::store); this module decides.
+
+pub mod admitter;
+pub mod cookies;
+pub mod tokens;
+
+use crate::body::Body;
+use crate::config::{Config, RoomConfig, RoomMode};
+use crate::identity::Identity;
+use crate::metrics::{Metrics, RoomMetrics};
+use crate::pages::{self, Answer, Status, View};
+use crate::secrets::Secrets;
+use crate::store::{JoinOutcome, PollOutcome, RoomLimits, RoomStore, Session, StoreError};
+use cookies::UsherCookies;
+use http::header::{HOST, HeaderValue};
+use http::{Request, Response};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokens::{PASS_COOKIE, Pass, Rejection, Sealer, TICKET_COOKIE, Ticket};
+
+/// How long a ticket cookie lives in the browser; the place itself expires by `waiter_ttl`.
+const TICKET_COOKIE_SECS: u64 = 24 * 3600;
+
+/// One room: what it guards, its store, and its figures as of the last admitter tick.
+pub struct Room {
+    pub name: String,
+    /// The room's id inside cookies.
+    pub id: u64,
+    hosts: Vec<String>,
+    paths: Vec<String>,
+    bypass: Vec<String>,
+    logout_path: Option<String>,
+    pub store: RoomStore,
+    pub metrics: RoomMetrics,
+    pub tick: Duration,
+    /// Limits as of the last tick, so a request reads them without asking the store.
+    limits: RwLock<RoomLimits>,
+    /// Admissions per minute used for estimates, refreshed every tick.
+    rate_per_minute: AtomicU64,
+}
+
+/// What to do with a request that belongs to a room.
+pub enum Decision {
+    /// Forward it; add these `Set-Cookie` values to the upstream's response.
+    Forward(Vec<HeaderValue>),
+    /// Answer it here (queue page, 503, maintenance).
+    Respond(Response<Body>),
+}
+
+/// All rooms and what deciding admission needs: cookie sealer, client identity, metrics.
+pub struct Rooms {
+    rooms: Vec<Arc<Room>>,
+    sealer: Sealer,
+    identity: Identity,
+    metrics: Arc<Metrics>,
+}
+
+/// The request facts a decision needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Visitor {
+    pub addr: IpAddr,
+    pub tls: bool,
+    pub now_ms: u64,
+}
+
+impl Room {
+    fn new(config: &RoomConfig, limits: RoomLimits, store: RoomStore, metrics: RoomMetrics) -> Self {
+        metrics.outflow_configured.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
+        Self {
+            name: config.name.clone(),
+            id: tokens::room_id(&config.name),
+            hosts: config.hosts.clone(),
+            paths: config.paths.clone(),
+            bypass: config.bypass.clone(),
+            logout_path: config.logout_path.clone(),
+            store,
+            metrics,
+            tick: config.tick,
+            rate_per_minute: AtomicU64::new(limits.admit_per_minute),
+            limits: RwLock::new(limits),
+        }
+    }
+
+    /// The longest path prefix of this room that matches, if the host matches too.
+    fn matches(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        if !self.hosts.is_empty() {
+            let host = host.map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))?;
+            if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                return None;
+            }
+        }
+        self.paths.iter().filter(|p| path.starts_with(p.as_str())).map(String::len).max()
+    }
+
+    pub fn limits(&self) -> RoomLimits {
+        self.limits.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_cached(&self, limits: RoomLimits, rate_per_minute: u64) {
+        self.metrics.outflow_configured.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
+        self.rate_per_minute.store(rate_per_minute, Relaxed);
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
+    /// Estimated seconds until someone with `ahead` waiters before them is admitted.
+    fn eta_secs(&self, ahead: u64) -> Option<u64> {
+        let rate = self.rate_per_minute.load(Relaxed);
+        (rate > 0).then(|| (ahead + 1).saturating_mul(60).div_ceil(rate))
+    }
+}
+
+impl Rooms {
+    pub fn new(config: &Config, secrets: &Secrets, metrics: Arc<Metrics>, now_ms: u64) -> Self {
+        let rooms = config
+            .rooms
+            .iter()
+            .map(|rc| {
+                let limits = RoomLimits::from_config(rc, config.limits.tickets_per_client);
+                let store = RoomStore::memory(limits.clone(), now_ms);
+                Arc::new(Room::new(rc, limits, store, metrics.room(&rc.name)))
+            })
+            .collect();
+        Self {
+            rooms,
+            sealer: Sealer::new(secrets),
+            identity: Identity::new(secrets.primary(), &config.client),
+            metrics,
+        }
+    }
+
+    pub fn all(&self) -> &[Arc<Room>] {
+        &self.rooms
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    /// The room guarding this request: the longest matching path prefix wins.
+    pub fn find<B>(&self, req: &Request<B>) -> Option<&Arc<Room>> {
+        if self.rooms.is_empty() {
+            return None;
+        }
+        let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
+        let path = req.uri().path();
+        self.rooms
+            .iter()
+            .filter_map(|r| r.matches(host, path).map(|len| (len, r)))
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, r)| r)
+    }
+
+    fn rejected(&self, cookie: &str, why: Rejection) {
+        self.metrics.token_rejected.with_label_values(&[cookie, why.label()]).inc();
+    }
+
+    fn store_error(&self, room: &Room, e: &StoreError) {
+        self.metrics.store_errors.inc();
+        tracing::warn!(room = %room.name, error = %e, "store operation failed");
+    }
+
+    fn pass_cookie(&self, room: &Room, session: &Session, tls: bool) -> HeaderValue {
+        let pass = Pass {
+            room: room.id,
+            session: session.id,
+            issued_secs: session.created_ms / 1000,
+            expires_secs: session.expires_ms / 1000,
+        };
+        let max_age = session.expires_ms.saturating_sub(session.created_ms) / 1000;
+        cookies::set_cookie(PASS_COOKIE, Some(&self.sealer.seal_pass(&pass)), max_age, tls)
+    }
+
+    fn ticket_cookie(&self, room: &Room, number: u64, now_ms: u64, tls: bool) -> HeaderValue {
+        let ticket = Ticket { room: room.id, number, issued_secs: now_ms / 1000 };
+        cookies::set_cookie(TICKET_COOKIE, Some(&self.sealer.seal_ticket(&ticket)), TICKET_COOKIE_SECS, tls)
+    }
+
+    /// The admission decision for a request in `room` (DESIGN §1, §3).
+    pub async fn decide<B>(&self, room: &Room, req: &Request<B>, visitor: Visitor) -> Decision {
+        let path = req.uri().path();
+        if room.bypass.iter().any(|b| path.starts_with(b.as_str())) {
+            return Decision::Forward(Vec::new());
+        }
+        let now_ms = visitor.now_ms;
+        let cookies = UsherCookies::read(req.headers());
+        let mut set_cookies = Vec::new();
+
+        // 1. A valid pass of a live session goes straight through.
+        if let Some(raw) = cookies.pass {
+            match self.sealer.open_pass(raw, room.id, now_ms / 1000) {
+                Ok(pass) => match room.store.touch(pass.session, now_ms).await {
+                    Ok(true) => {
+                        if room.logout_path.as_deref().is_some_and(|p| path.starts_with(p)) {
+                            if let Err(e) = room.store.end_session(pass.session).await {
+                                self.store_error(room, &e);
+                            }
+                            set_cookies.push(cookies::set_cookie(PASS_COOKIE, None, 0, visitor.tls));
+                        }
+                        return Decision::Forward(set_cookies);
+                    }
+                    Ok(false) => self.rejected(PASS_COOKIE, Rejection::Ended),
+                    // The store is down: a pass that verifies on its own keeps being served.
+                    Err(e) => {
+                        self.store_error(room, &e);
+                        return Decision::Forward(set_cookies);
+                    }
+                },
+                Err(why) => self.rejected(PASS_COOKIE, why),
+            }
+            set_cookies.push(cookies::set_cookie(PASS_COOKIE, None, 0, visitor.tls));
+        }
+
+        let limits = room.limits();
+        let answer = Answer::for_request(req.headers());
+        if limits.mode == RoomMode::Closed {
+            return Decision::Respond(pages::respond(
+                answer,
+                &self.view(room, &limits, Status::Closed, None),
+                set_cookies,
+            ));
+        }
+
+        // 2. A waiter polling by reloading the page: its place, or its turn.
+        if let Some(raw) = cookies.ticket {
+            match self.sealer.open_ticket(raw, room.id) {
+                Ok(ticket) => match room.store.poll(ticket.number, now_ms).await {
+                    Ok(PollOutcome::Admitted { session, waited_ms }) => {
+                        self.admitted_from_line(room, waited_ms);
+                        set_cookies.push(self.pass_cookie(room, &session, visitor.tls));
+                        set_cookies.push(cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                        return Decision::Forward(set_cookies);
+                    }
+                    Ok(PollOutcome::Waiting(place)) => {
+                        let view = self.view(room, &limits, Status::Waiting, Some(place));
+                        return Decision::Respond(pages::respond(answer, &view, set_cookies));
+                    }
+                    Ok(PollOutcome::Gone) => self.rejected(TICKET_COOKIE, Rejection::Ended),
+                    Err(e) => return self.unavailable(room, &limits, answer, &e, set_cookies),
+                },
+                Err(why) => self.rejected(TICKET_COOKIE, why),
+            }
+        }
+
+        // 3. A newcomer: admitted at once if nobody waits and there is room, else a ticket.
+        let client = self.identity.key(visitor.addr, now_ms / 1000);
+        match room.store.join(client, now_ms).await {
+            Ok(JoinOutcome::Admitted(session)) => {
+                room.metrics.admitted_direct.inc();
+                set_cookies.push(self.pass_cookie(room, &session, visitor.tls));
+                if cookies.ticket.is_some() {
+                    set_cookies.push(cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                }
+                Decision::Forward(set_cookies)
+            }
+            Ok(JoinOutcome::Queued { ticket, reused }) => {
+                if !reused {
+                    room.metrics.joined.inc();
+                }
+                set_cookies.push(self.ticket_cookie(room, ticket, now_ms, visitor.tls));
+                let place = match room.store.poll(ticket, now_ms).await {
+                    Ok(PollOutcome::Waiting(place)) => Some(place),
+                    _ => None,
+                };
+                let view = self.view(room, &limits, Status::Waiting, place);
+                Decision::Respond(pages::respond(answer, &view, set_cookies))
+            }
+            Err(e) => self.unavailable(room, &limits, answer, &e, set_cookies),
+        }
+    }
+
+    fn unavailable(
+        &self,
+        room: &Room,
+        limits: &RoomLimits,
+        answer: Answer,
+        e: &StoreError,
+        set_cookies: Vec<HeaderValue>,
+    ) -> Decision {
+        self.store_error(room, e);
+        Decision::Respond(pages::respond(answer, &self.view(room, limits, Status::Unavailable, None), set_cookies))
+    }
+
+    fn admitted_from_line(&self, room: &Room, waited_ms: u64) {
+        room.metrics.admitted_queue.inc();
+        tracing::debug!(room = %room.name, waited_ms, "waiter claimed its turn");
+    }
+
+    /// What a waiter is shown, from its place and the room's state.
+    fn view(&self, room: &Room, limits: &RoomLimits, status: Status, place: Option<crate::store::Place>) -> View {
+        let status = match (status, limits.mode) {
+            (Status::Waiting, RoomMode::Paused) => Status::Paused,
+            (Status::Waiting, _) if place.is_some_and(|p| p.prequeue) => Status::Prequeue,
+            (status, _) => status,
+        };
+        let ahead = place.map(|p| p.ahead);
+        let eta_seconds = match status {
+            Status::Waiting => ahead.and_then(|a| room.eta_secs(a)),
+            _ => None,
+        };
+        let ttl = limits.waiter_ttl.as_secs().max(3);
+        let suggested = match ahead {
+            Some(a) if a < 20 => 2,
+            Some(a) if a < 500 => 5,
+            _ => 10,
+        };
+        View {
+            status,
+            room: room.name.clone(),
+            ahead,
+            eta_seconds,
+            poll_after_seconds: suggested.min(ttl / 3).max(1),
+            joined_at: place.map(|p| p.joined_ms / 1000),
+            opens_at: limits.opens_at_ms.map(|ms| ms / 1000),
+            message: limits.message.clone(),
+        }
+    }
+
+    /// `GET /.usher/status`: a waiter's place as JSON; claims the turn when it has come.
+    pub async fn status<B>(&self, req: &Request<B>, visitor: Visitor) -> Response<Body> {
+        let cookies = UsherCookies::read(req.headers());
+        let mut set_cookies = Vec::new();
+        let ticket = cookies.ticket.map(|raw| self.sealer.open_ticket_any_room(raw));
+        let found = match ticket {
+            Some(Ok(t)) => self.rooms.iter().find(|r| r.id == t.room).map(|r| (r, t)),
+            Some(Err(why)) => {
+                self.rejected(TICKET_COOKIE, why);
+                None
+            }
+            None => None,
+        };
+        let Some((room, ticket)) = found else {
+            return pages::status_json(&View::none(), set_cookies);
+        };
+        let limits = room.limits();
+        if limits.mode == RoomMode::Closed {
+            return pages::status_json(&self.view(room, &limits, Status::Closed, None), set_cookies);
+        }
+        let view = match room.store.poll(ticket.number, visitor.now_ms).await {
+            Ok(PollOutcome::Admitted { session, waited_ms }) => {
+                self.admitted_from_line(room, waited_ms);
+                set_cookies.push(self.pass_cookie(room, &session, visitor.tls));
+                set_cookies.push(cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                self.view(room, &limits, Status::Admitted, None)
+            }
+            Ok(PollOutcome::Waiting(place)) => self.view(room, &limits, Status::Waiting, Some(place)),
+            Ok(PollOutcome::Gone) => {
+                self.rejected(TICKET_COOKIE, Rejection::Ended);
+                set_cookies.push(cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                self.view(room, &limits, Status::Expired, None)
+            }
+            Err(e) => {
+                self.store_error(room, &e);
+                self.view(room, &limits, Status::Unavailable, None)
+            }
+        };
+        pages::status_json(&view, set_cookies)
+    }
+}

@@ -1,0 +1,644 @@
+//! The in-process store: one room's line, grants and sessions in memory, nothing on disk.
+//!
+//! Shape (after mini-redis's `db.rs`): every expiring thing is also entered in a FIFO of
+//! deadlines, and the admitter pops only what is due, so a tick costs what it expires, skips
+//! and admits, never the length of the line. Deadlines are pushed coarsely (a waiter's at
+//! most every third of `waiter_ttl`, a session's every quarter of `session_idle`) and the
+//! actual last-seen time is checked when an entry is popped, so a poll costs no reordering.
+//!
+//! Positions are exact: a Fenwick tree over line slots counts the waiters still waiting
+//! ahead of a slot in O(log n). Tickets are slots, except inside a pre-queue, whose slots
+//! are a random permutation of its tickets drawn at opening.
+
+use super::{JoinOutcome, Place, PollOutcome, RoomFigures, RoomLimits, Session, TickReport};
+use crate::config::RoomMode;
+use crate::identity::ClientKey;
+use dashmap::DashMap;
+use ring::rand::{SecureRandom, SystemRandom};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+
+/// Waiter times are kept in tenths of a second since the room's origin, in 32 bits
+/// (13 years), to keep a waiter small.
+type Ds = u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Granted,
+    /// Claimed, abandoned or expired: only kept until it reaches the front.
+    Done,
+}
+
+/// One place in line: 28 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    client: ClientKey,
+    joined: Ds,
+    seen: Ds,
+    /// When this waiter's latest heartbeat deadline was pushed.
+    pushed: Ds,
+    state: State,
+}
+
+/// Counts per slot, prefix sums in O(log n); grows by doubling.
+#[derive(Debug, Default)]
+struct Fenwick {
+    tree: Vec<u32>,
+}
+
+impl Fenwick {
+    fn add(&mut self, index: usize, delta: i32) {
+        if index >= self.tree.len() {
+            self.grow(index + 1);
+        }
+        let mut i = index + 1;
+        while i <= self.tree.len() {
+            self.tree[i - 1] = self.tree[i - 1].wrapping_add_signed(delta);
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// Sum of slots `0..index`.
+    fn prefix(&self, index: usize) -> u64 {
+        let mut i = index.min(self.tree.len());
+        let mut sum = 0u64;
+        while i > 0 {
+            sum += u64::from(self.tree[i - 1]);
+            i -= i & i.wrapping_neg();
+        }
+        sum
+    }
+
+    /// Doubling a power-of-two tree keeps every old node; the new top node holds the old total.
+    fn grow(&mut self, at_least: usize) {
+        let mut len = self.tree.len().max(1024);
+        while len < at_least {
+            let total = self.prefix(self.tree.len());
+            self.tree.resize(len, 0);
+            len *= 2;
+            self.tree.resize(len, 0);
+            self.tree[len - 1] = u32::try_from(total).unwrap_or(u32::MAX);
+        }
+        if self.tree.len() < len {
+            self.tree.resize(len, 0);
+        }
+    }
+}
+
+/// The outflow token bucket: `admit_per_minute`, up to two seconds' worth in reserve.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    updated_ms: u64,
+}
+
+impl Bucket {
+    fn capacity(per_minute: u64) -> f64 {
+        (per_minute as f64 / 30.0).max(1.0)
+    }
+
+    fn refill(&mut self, per_minute: u64, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.updated_ms) as f64;
+        self.tokens = (self.tokens + elapsed * per_minute as f64 / 60_000.0).min(Self::capacity(per_minute));
+        self.updated_ms = self.updated_ms.max(now_ms);
+    }
+}
+
+/// Admissions per second over the last minute, for the measured outflow and the ETA.
+#[derive(Debug)]
+struct Meter {
+    counts: [u32; 60],
+    seconds: [u64; 60],
+    /// Start of the current busy period (the first admission after a quiet minute).
+    since_ms: u64,
+    last_ms: u64,
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Self { counts: [0; 60], seconds: [0; 60], since_ms: 0, last_ms: 0 }
+    }
+}
+
+impl Meter {
+    fn record(&mut self, now_ms: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if now_ms.saturating_sub(self.last_ms) > 60_000 || self.since_ms == 0 {
+            self.since_ms = now_ms;
+        }
+        self.last_ms = now_ms;
+        let sec = now_ms / 1000;
+        let i = (sec % 60) as usize;
+        if self.seconds[i] != sec {
+            self.seconds[i] = sec;
+            self.counts[i] = 0;
+        }
+        self.counts[i] = self.counts[i].saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    /// Admissions per minute, scaled up when the busy period is shorter than a minute.
+    /// `None` until ten seconds of history exist: too little to be honest about.
+    fn per_minute(&self, now_ms: u64) -> Option<u64> {
+        let sec = now_ms / 1000;
+        let count: u64 = (0..60)
+            .filter(|&i| self.seconds[i] + 60 > sec && self.seconds[i] <= sec)
+            .map(|i| u64::from(self.counts[i]))
+            .sum();
+        if self.since_ms == 0 || now_ms.saturating_sub(self.last_ms) > 60_000 {
+            return Some(0).filter(|_| self.since_ms != 0);
+        }
+        let window = now_ms.saturating_sub(self.since_ms).min(60_000);
+        (window >= 10_000).then(|| count * 60_000 / window)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ClientTickets {
+    live: u32,
+    newest: u64,
+}
+
+/// A range of pre-queue tickets and the slots they were drawn into.
+#[derive(Debug)]
+struct Shuffle {
+    first: u64,
+    slots: Vec<u32>,
+}
+
+/// Everything about the line, behind one lock held for microseconds.
+#[derive(Debug)]
+struct Line {
+    limits: RoomLimits,
+    next_ticket: u64,
+    /// Slot of `waiters[0]`.
+    base: u64,
+    waiters: VecDeque<Waiter>,
+    /// Slot of Fenwick index 0; tickets below it are gone.
+    fen_base: u64,
+    waiting_at: Fenwick,
+    waiting: u64,
+    pending: u64,
+    /// Next slot the admitter looks at.
+    cursor: u64,
+    /// First ticket of the pre-queue being collected, until it is drawn.
+    prequeue_from: Option<u64>,
+    shuffles: Vec<Shuffle>,
+    /// (deadline, ticket - fen_base) of waiter heartbeats, soonest first.
+    heartbeats: BinaryHeap<Reverse<(Ds, u32)>>,
+    /// (deadline, slot - fen_base) of grants waiting to be claimed.
+    grants: VecDeque<(Ds, u32)>,
+    clients: HashMap<ClientKey, ClientTickets>,
+    bucket: Bucket,
+    meter: Meter,
+}
+
+struct SessionEntry {
+    created_ms: u64,
+    expires_ms: u64,
+    seen_ms: AtomicU64,
+    pushed_ms: AtomicU64,
+}
+
+/// One room's state in memory.
+pub struct MemoryRoom {
+    origin_ms: u64,
+    line: Mutex<Line>,
+    sessions: DashMap<u128, SessionEntry>,
+    /// (idle deadline, session) FIFO; see the module docs.
+    session_deadlines: Mutex<VecDeque<(u64, u128)>>,
+    active: AtomicU64,
+    /// Mirrors `limits.session_idle` so a pass check takes no line lock.
+    session_idle_ms: AtomicU64,
+    random: SystemRandom,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data; carry on rather than take the room down.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl MemoryRoom {
+    pub fn new(limits: RoomLimits, now_ms: u64) -> Self {
+        let idle = millis(limits.session_idle);
+        let bucket = Bucket { tokens: Bucket::capacity(limits.admit_per_minute), updated_ms: now_ms };
+        Self {
+            origin_ms: now_ms,
+            line: Mutex::new(Line {
+                limits,
+                next_ticket: 0,
+                base: 0,
+                waiters: VecDeque::new(),
+                fen_base: 0,
+                waiting_at: Fenwick::default(),
+                waiting: 0,
+                pending: 0,
+                cursor: 0,
+                prequeue_from: None,
+                shuffles: Vec::new(),
+                heartbeats: BinaryHeap::new(),
+                grants: VecDeque::new(),
+                clients: HashMap::new(),
+                bucket,
+                meter: Meter::default(),
+            }),
+            sessions: DashMap::new(),
+            session_deadlines: Mutex::new(VecDeque::new()),
+            active: AtomicU64::new(0),
+            session_idle_ms: AtomicU64::new(idle),
+            random: SystemRandom::new(),
+        }
+    }
+
+    /// Rounded up, so a waiter seen at any moment of a tenth counts as seen at its end.
+    fn ds(&self, now_ms: u64) -> Ds {
+        Ds::try_from(now_ms.saturating_sub(self.origin_ms).div_ceil(100)).unwrap_or(Ds::MAX)
+    }
+
+    fn ms(&self, ds: Ds) -> u64 {
+        self.origin_ms + u64::from(ds) * 100
+    }
+
+    fn ds_len(d: std::time::Duration) -> Ds {
+        Ds::try_from(d.as_millis().div_ceil(100)).unwrap_or(Ds::MAX)
+    }
+
+    pub fn join(&self, client: ClientKey, now_ms: u64) -> JoinOutcome {
+        let mut line = lock(&self.line);
+        let prequeue = line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens);
+        if line.limits.mode == RoomMode::Auto && !prequeue && line.waiting == 0 {
+            let active = self.active.load(Relaxed);
+            let per_minute = line.limits.admit_per_minute;
+            line.bucket.refill(per_minute, now_ms);
+            if active + line.pending < line.limits.max_active && line.bucket.tokens >= 1.0 {
+                line.bucket.tokens -= 1.0;
+                line.meter.record(now_ms, 1);
+                let session = self.new_session(&line.limits, now_ms);
+                return JoinOutcome::Admitted(session);
+            }
+        }
+        let cap = line.limits.tickets_per_client;
+        if let Some(held) = line.clients.get(&client) {
+            if held.live >= cap {
+                return JoinOutcome::Queued { ticket: held.newest, reused: true };
+            }
+        }
+        let ticket = line.next_ticket;
+        line.next_ticket += 1;
+        if line.waiters.is_empty() {
+            // The line was empty: start its numbering space afresh so memory from the last
+            // peak is returned.
+            line.base = ticket;
+            line.fen_base = ticket;
+            line.cursor = ticket;
+            line.waiting_at = Fenwick::default();
+            line.shuffles.clear();
+            line.heartbeats.clear();
+            line.grants.clear();
+            line.prequeue_from = None;
+            if line.waiters.capacity() > 4096 {
+                line.waiters.shrink_to(1024);
+            }
+        }
+        if prequeue && line.prequeue_from.is_none() {
+            line.prequeue_from = Some(ticket);
+        }
+        let now = self.ds(now_ms);
+        line.waiters.push_back(Waiter { client, joined: now, seen: now, pushed: now, state: State::Waiting });
+        let index = (ticket - line.fen_base) as usize;
+        line.waiting_at.add(index, 1);
+        line.waiting += 1;
+        let deadline = now.saturating_add(Self::ds_len(line.limits.waiter_ttl));
+        line.heartbeats.push(Reverse((deadline, index as u32)));
+        let entry = line.clients.entry(client).or_insert(ClientTickets { live: 0, newest: ticket });
+        entry.live += 1;
+        entry.newest = ticket;
+        JoinOutcome::Queued { ticket, reused: false }
+    }
+
+    /// The slot of a ticket: itself, unless it was drawn in a pre-queue.
+    fn slot_of(line: &Line, ticket: u64) -> Option<u64> {
+        if ticket < line.fen_base || ticket >= line.next_ticket {
+            return None;
+        }
+        for s in &line.shuffles {
+            if ticket >= s.first && ticket < s.first + s.slots.len() as u64 {
+                return Some(s.first + u64::from(s.slots[(ticket - s.first) as usize]));
+            }
+        }
+        Some(ticket)
+    }
+
+    pub fn poll(&self, ticket: u64, now_ms: u64) -> PollOutcome {
+        let mut line = lock(&self.line);
+        let Some(slot) = Self::slot_of(&line, ticket) else { return PollOutcome::Gone };
+        let Some(i) = slot.checked_sub(line.base).map(|i| i as usize).filter(|i| *i < line.waiters.len()) else {
+            return PollOutcome::Gone;
+        };
+        let now = self.ds(now_ms);
+        let ttl = Self::ds_len(line.limits.waiter_ttl);
+        let waiter = line.waiters[i];
+        match waiter.state {
+            State::Done => PollOutcome::Gone,
+            State::Granted => {
+                line.waiters[i].state = State::Done;
+                line.pending -= 1;
+                Self::release_client(&mut line, waiter.client);
+                let session = self.new_session(&line.limits, now_ms);
+                PollOutcome::Admitted { session, waited_ms: now_ms.saturating_sub(self.ms(waiter.joined)) }
+            }
+            State::Waiting => {
+                line.waiters[i].seen = now;
+                if now.saturating_sub(waiter.pushed) >= ttl / 3 {
+                    line.waiters[i].pushed = now;
+                    let rel = (ticket - line.fen_base) as u32;
+                    line.heartbeats.push(Reverse((now.saturating_add(ttl), rel)));
+                }
+                let prequeue = line.prequeue_from.is_some_and(|from| ticket >= from);
+                let ahead = line.waiting_at.prefix((slot - line.fen_base) as usize);
+                PollOutcome::Waiting(Place { ahead, joined_ms: self.ms(waiter.joined), prequeue })
+            }
+        }
+    }
+
+    fn release_client(line: &mut Line, client: ClientKey) {
+        if let Some(held) = line.clients.get_mut(&client) {
+            held.live = held.live.saturating_sub(1);
+            if held.live == 0 {
+                line.clients.remove(&client);
+            }
+        }
+    }
+
+    fn new_session(&self, limits: &RoomLimits, now_ms: u64) -> Session {
+        let mut id = [0u8; 16];
+        // SystemRandom only fails if the OS random source is gone; a zero id would still be
+        // unique enough for one request, and the pass is signed either way.
+        let _ = self.random.fill(&mut id);
+        let id = u128::from_be_bytes(id);
+        let expires_ms = now_ms.saturating_add(millis(limits.session_max));
+        self.sessions.insert(
+            id,
+            SessionEntry {
+                created_ms: now_ms,
+                expires_ms,
+                seen_ms: AtomicU64::new(now_ms),
+                pushed_ms: AtomicU64::new(now_ms),
+            },
+        );
+        self.active.fetch_add(1, Relaxed);
+        lock(&self.session_deadlines).push_back((now_ms.saturating_add(millis(limits.session_idle)), id));
+        Session { id, created_ms: now_ms, expires_ms }
+    }
+
+    pub fn touch(&self, id: u128, now_ms: u64) -> bool {
+        let idle = self.session_idle_ms.load(Relaxed);
+        let live = match self.sessions.get(&id) {
+            None => return false,
+            Some(entry) => {
+                let live = entry.expires_ms > now_ms && entry.seen_ms.load(Relaxed).saturating_add(idle) > now_ms;
+                if live {
+                    entry.seen_ms.store(now_ms, Relaxed);
+                    if now_ms.saturating_sub(entry.pushed_ms.load(Relaxed)) >= idle / 4 {
+                        entry.pushed_ms.store(now_ms, Relaxed);
+                        lock(&self.session_deadlines).push_back((now_ms.saturating_add(idle), id));
+                    }
+                }
+                live
+            }
+        };
+        if !live {
+            self.end_session(id);
+        }
+        live
+    }
+
+    pub fn end_session(&self, id: u128) -> bool {
+        let ended = self.sessions.remove(&id).is_some();
+        if ended {
+            self.active.fetch_sub(1, Relaxed);
+        }
+        ended
+    }
+
+    pub fn drain(&self, oldest: Option<u64>) -> u64 {
+        let mut ids: Vec<(u64, u128)> = self.sessions.iter().map(|e| (e.created_ms, *e.key())).collect();
+        ids.sort_unstable();
+        let n = oldest.map_or(ids.len(), |n| usize::try_from(n).unwrap_or(usize::MAX).min(ids.len()));
+        ids[..n].iter().filter(|(_, id)| self.end_session(*id)).count() as u64
+    }
+
+    pub fn tick(&self, now_ms: u64) -> TickReport {
+        let mut report = TickReport { expired_sessions: self.expire_sessions(now_ms), ..TickReport::default() };
+        let mut line = lock(&self.line);
+        let line = &mut *line;
+        let now = self.ds(now_ms);
+        let ttl = Self::ds_len(line.limits.waiter_ttl);
+
+        if line.limits.opens_at_ms.is_some_and(|opens| now_ms >= opens) {
+            if let Some(from) = line.prequeue_from.take() {
+                self.draw(line, from);
+                report.opened = true;
+            }
+        }
+
+        // Grants not claimed in time return their place to the budget.
+        while let Some(&(deadline, rel)) = line.grants.front() {
+            if deadline > now {
+                break;
+            }
+            line.grants.pop_front();
+            let slot = line.fen_base + u64::from(rel);
+            if let Some(i) = slot.checked_sub(line.base).map(|i| i as usize).filter(|i| *i < line.waiters.len()) {
+                if line.waiters[i].state == State::Granted {
+                    line.waiters[i].state = State::Done;
+                    line.pending -= 1;
+                    Self::release_client(line, line.waiters[i].client);
+                    report.expired_grants += 1;
+                }
+            }
+        }
+
+        // Waiters whose heartbeat deadline passed without a newer poll have abandoned.
+        while let Some(&Reverse((deadline, rel))) = line.heartbeats.peek() {
+            if deadline > now {
+                break;
+            }
+            line.heartbeats.pop();
+            let ticket = line.fen_base + u64::from(rel);
+            let Some(slot) = Self::slot_of(line, ticket) else { continue };
+            if Self::abandon_if_stale(line, slot, now, ttl) {
+                report.abandoned += 1;
+            } else if let Some(w) = Self::waiter_mut(line, slot).filter(|w| w.state == State::Waiting) {
+                // Seen since this deadline was pushed; if no newer deadline was pushed for
+                // it, this one must be replaced, or the waiter would never be checked again.
+                if w.pushed.saturating_add(ttl) <= deadline {
+                    w.pushed = w.seen;
+                    let next = w.seen.saturating_add(ttl).max(now + 1);
+                    line.heartbeats.push(Reverse((next, rel)));
+                }
+            }
+        }
+
+        // Grant the next waiters within the budget.
+        let closed = matches!(line.limits.mode, RoomMode::Paused | RoomMode::Closed)
+            || line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens);
+        if !closed {
+            line.bucket.refill(line.limits.admit_per_minute, now_ms);
+            let free = line.limits.max_active.saturating_sub(self.active.load(Relaxed) + line.pending);
+            let mut budget = free.min(line.bucket.tokens as u64);
+            let claim = Self::ds_len(line.limits.claim_window);
+            while budget > 0 && line.cursor < line.base + line.waiters.len() as u64 {
+                let slot = line.cursor;
+                line.cursor += 1;
+                if Self::abandon_if_stale(line, slot, now, ttl) {
+                    report.abandoned += 1;
+                    continue;
+                }
+                let i = (slot - line.base) as usize;
+                if line.waiters[i].state != State::Waiting {
+                    continue;
+                }
+                line.waiters[i].state = State::Granted;
+                line.waiting_at.add((slot - line.fen_base) as usize, -1);
+                line.waiting -= 1;
+                line.pending += 1;
+                line.grants.push_back((now.saturating_add(claim), (slot - line.fen_base) as u32));
+                line.bucket.tokens -= 1.0;
+                budget -= 1;
+                report.granted += 1;
+                report.waits_ms.push(now_ms.saturating_sub(self.ms(line.waiters[i].joined)));
+            }
+            line.meter.record(now_ms, report.granted);
+        }
+
+        // Forget finished places at the front.
+        while line.waiters.front().is_some_and(|w| w.state == State::Done) && line.base < line.cursor {
+            line.waiters.pop_front();
+            line.base += 1;
+        }
+        report
+    }
+
+    fn waiter_mut(line: &mut Line, slot: u64) -> Option<&mut Waiter> {
+        let i = usize::try_from(slot.checked_sub(line.base)?).ok()?;
+        line.waiters.get_mut(i)
+    }
+
+    /// Marks a waiting, unseen-for-`ttl` waiter as abandoned. True if it did.
+    fn abandon_if_stale(line: &mut Line, slot: u64, now: Ds, ttl: Ds) -> bool {
+        let Some(i) = slot.checked_sub(line.base).map(|i| i as usize).filter(|i| *i < line.waiters.len()) else {
+            return false;
+        };
+        let w = line.waiters[i];
+        if w.state != State::Waiting || w.seen.saturating_add(ttl) > now {
+            return false;
+        }
+        line.waiters[i].state = State::Done;
+        line.waiting_at.add((slot - line.fen_base) as usize, -1);
+        line.waiting -= 1;
+        Self::release_client(line, w.client);
+        true
+    }
+
+    /// Draws the pre-queue `from..next_ticket` into a uniformly random order (Fisher–Yates
+    /// with the system's secure random source, so nobody can predict or buy a place).
+    fn draw(&self, line: &mut Line, from: u64) {
+        let n = (line.next_ticket - from) as usize;
+        if n < 2 {
+            return;
+        }
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        for i in (1..n).rev() {
+            let mut r = [0u8; 8];
+            let _ = self.random.fill(&mut r);
+            let j = (u64::from_le_bytes(r) % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        // order[k] = the ticket offset placed at slot offset k; move waiters accordingly.
+        let start = (from - line.base) as usize;
+        let before: Vec<Waiter> = line.waiters.range(start..start + n).copied().collect();
+        let mut slots = vec![0u32; n];
+        for (k, &t) in order.iter().enumerate() {
+            line.waiters[start + k] = before[t as usize];
+            slots[t as usize] = k as u32;
+        }
+        // Recount the drawn range in the Fenwick tree: states moved with their waiters.
+        for (k, was) in before.iter().enumerate() {
+            let (old, new) = (was.state == State::Waiting, line.waiters[start + k].state == State::Waiting);
+            let index = (from - line.fen_base) as usize + k;
+            line.waiting_at.add(index, i32::from(new) - i32::from(old));
+        }
+        line.shuffles.push(Shuffle { first: from, slots });
+    }
+
+    fn expire_sessions(&self, now_ms: u64) -> u64 {
+        let idle = self.session_idle_ms.load(Relaxed);
+        let mut expired = 0;
+        let mut requeue = Vec::new();
+        {
+            let mut deadlines = lock(&self.session_deadlines);
+            while let Some(&(deadline, id)) = deadlines.front() {
+                if deadline > now_ms {
+                    break;
+                }
+                deadlines.pop_front();
+                let state = self.sessions.get(&id).map(|e| (e.seen_ms.load(Relaxed), e.expires_ms));
+                match state {
+                    None => {}
+                    Some((seen, expires)) if seen.saturating_add(idle) <= now_ms || expires <= now_ms => {
+                        expired += 1;
+                        requeue.push((0, id));
+                    }
+                    // Touched since this deadline was pushed without pushing a newer one:
+                    // keep exactly one deadline for it.
+                    Some((seen, expires)) => {
+                        deadlines.push_back((seen.saturating_add(idle).min(expires), id));
+                    }
+                }
+            }
+        }
+        for (_, id) in requeue {
+            self.end_session(id);
+        }
+        expired
+    }
+
+    pub fn figures(&self, now_ms: u64) -> RoomFigures {
+        let line = lock(&self.line);
+        RoomFigures {
+            waiting: line.waiting,
+            active: self.active.load(Relaxed),
+            pending: line.pending,
+            measured_per_minute: line.meter.per_minute(now_ms),
+        }
+    }
+
+    pub fn limits(&self) -> RoomLimits {
+        lock(&self.line).limits.clone()
+    }
+
+    pub fn set_limits(&self, limits: RoomLimits) {
+        self.session_idle_ms.store(millis(limits.session_idle), Relaxed);
+        // A moved event keeps its pre-queue; it is drawn at the new time.
+        lock(&self.line).limits = limits;
+    }
+
+    /// Approximate heap bytes held for the line (for the memory-per-waiter report).
+    pub fn line_bytes(&self) -> usize {
+        let line = lock(&self.line);
+        line.waiters.capacity() * std::mem::size_of::<Waiter>()
+            + line.waiting_at.tree.capacity() * 4
+            + line.heartbeats.capacity() * std::mem::size_of::<Reverse<(Ds, u32)>>()
+            + line.grants.capacity() * std::mem::size_of::<(Ds, u32)>()
+            + line.clients.capacity() * (std::mem::size_of::<(ClientKey, ClientTickets)>() + 1)
+    }
+}

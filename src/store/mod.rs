@@ -1,0 +1,192 @@
+//! All admission state goes through here (DESIGN §8): one interface, implemented in memory
+//! today and by Redis for several nodes later. Callers never know which.
+//!
+//! Every operation takes `now` (Unix milliseconds) so the semantics can be tested exactly,
+//! and returns a `Result`, because a shared store can be unreachable.
+
+pub mod memory;
+
+use crate::config::{RoomConfig, RoomMode};
+use crate::identity::ClientKey;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A room's limits (DESIGN §3), all changeable while running.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomLimits {
+    pub max_active: u64,
+    pub admit_per_minute: u64,
+    pub session_idle: Duration,
+    pub session_max: Duration,
+    pub waiter_ttl: Duration,
+    pub claim_window: Duration,
+    pub mode: RoomMode,
+    /// Event start in Unix milliseconds: before it, everyone is pre-queued.
+    pub opens_at_ms: Option<u64>,
+    /// Shown to waiters (e.g. why the room is paused).
+    pub message: Option<String>,
+    /// Live tickets one client key may hold; above it the newest is reused.
+    pub tickets_per_client: u32,
+}
+
+impl RoomLimits {
+    pub fn from_config(room: &RoomConfig, tickets_per_client: u32) -> Self {
+        Self {
+            max_active: room.max_active,
+            admit_per_minute: room.admit_per_minute,
+            session_idle: room.session_idle,
+            session_max: room.session_max,
+            waiter_ttl: room.waiter_ttl,
+            claim_window: room.claim_window,
+            mode: room.mode,
+            opens_at_ms: room.opens_at.and_then(|s| u64::try_from(s).ok()).map(|s| s * 1000),
+            message: room.message.clone(),
+            tickets_per_client,
+        }
+    }
+}
+
+/// An admitted session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub id: u128,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+}
+
+/// What became of a newcomer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// Nobody waits and there is room: admitted at once.
+    Admitted(Session),
+    /// In line with this ticket (`reused`: the client was at its cap and got its newest one).
+    Queued { ticket: u64, reused: bool },
+}
+
+/// A waiter's place, as of one poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Live waiters ahead of this one.
+    pub ahead: u64,
+    pub joined_ms: u64,
+    /// Waiting for `opens_at`: the order is not drawn yet.
+    pub prequeue: bool,
+}
+
+/// The answer to a waiter's poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollOutcome {
+    Waiting(Place),
+    /// The turn came and is claimed now: a new session.
+    Admitted {
+        session: Session,
+        waited_ms: u64,
+    },
+    /// Unknown, abandoned or expired ticket: the visitor must join again.
+    Gone,
+}
+
+/// What one admitter tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub granted: u64,
+    pub abandoned: u64,
+    pub expired_grants: u64,
+    pub expired_sessions: u64,
+    /// Join-to-grant waits of the granted waiters, in milliseconds.
+    pub waits_ms: Vec<u64>,
+    /// The pre-queue was drawn into a random order in this tick.
+    pub opened: bool,
+}
+
+/// A room's live figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RoomFigures {
+    pub waiting: u64,
+    pub active: u64,
+    pub pending: u64,
+    /// Admissions per minute, measured over the last minute (or less, early on).
+    pub measured_per_minute: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One room's admission state, wherever it lives.
+#[derive(Clone)]
+pub enum RoomStore {
+    Memory(Arc<memory::MemoryRoom>),
+}
+
+impl RoomStore {
+    /// A room in this process's memory.
+    pub fn memory(limits: RoomLimits, now_ms: u64) -> Self {
+        Self::Memory(Arc::new(memory::MemoryRoom::new(limits, now_ms)))
+    }
+
+    /// Admits a newcomer at once when nobody waits and capacity allows, else gives a ticket.
+    pub async fn join(&self, client: ClientKey, now_ms: u64) -> Result<JoinOutcome, StoreError> {
+        match self {
+            Self::Memory(room) => Ok(room.join(client, now_ms)),
+        }
+    }
+
+    /// A waiter's heartbeat and status; claims the turn when it has come.
+    pub async fn poll(&self, ticket: u64, now_ms: u64) -> Result<PollOutcome, StoreError> {
+        match self {
+            Self::Memory(room) => Ok(room.poll(ticket, now_ms)),
+        }
+    }
+
+    /// Whether a session is live, marking it used. Ends it if idle or past its lifetime.
+    pub async fn touch(&self, session: u128, now_ms: u64) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(room) => Ok(room.touch(session, now_ms)),
+        }
+    }
+
+    /// Ends a session at once (logout), freeing its place.
+    pub async fn end_session(&self, session: u128) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(room) => Ok(room.end_session(session)),
+        }
+    }
+
+    /// Ends all sessions, or the `oldest` N; returns how many ended.
+    pub async fn drain(&self, oldest: Option<u64>) -> Result<u64, StoreError> {
+        match self {
+            Self::Memory(room) => Ok(room.drain(oldest)),
+        }
+    }
+
+    /// One admitter step: expire what is due, then grant the next waiters within budget.
+    pub async fn tick(&self, now_ms: u64) -> Result<TickReport, StoreError> {
+        match self {
+            Self::Memory(room) => Ok(room.tick(now_ms)),
+        }
+    }
+
+    pub async fn figures(&self, now_ms: u64) -> Result<RoomFigures, StoreError> {
+        match self {
+            Self::Memory(room) => Ok(room.figures(now_ms)),
+        }
+    }
+
+    pub async fn limits(&self) -> Result<RoomLimits, StoreError> {
+        match self {
+            Self::Memory(room) => Ok(room.limits()),
+        }
+    }
+
+    pub async fn set_limits(&self, limits: RoomLimits) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(room) => {
+                room.set_limits(limits);
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The store contract (DESIGN §3, §8): the admission semantics every store implementation
+//! must keep, driven with an explicit clock so each rule is checked exactly. Today it runs
+//! against the memory store; the Redis store joins `stores()` and must pass unchanged.
+
+use std::time::Duration;
+use usher::config::RoomMode;
+use usher::identity::ClientKey;
+use usher::store::{JoinOutcome, PollOutcome, RoomLimits, RoomStore};
+
+const T0: u64 = 1_800_000_000_000;
+
+fn limits() -> RoomLimits {
+    RoomLimits {
+        max_active: 2,
+        admit_per_minute: 6000,
+        session_idle: Duration::from_secs(60),
+        session_max: Duration::from_secs(3600),
+        waiter_ttl: Duration::from_secs(30),
+        claim_window: Duration::from_secs(20),
+        mode: RoomMode::Auto,
+        opens_at_ms: None,
+        message: None,
+        tickets_per_client: 3,
+    }
+}
+
+fn stores(limits: RoomLimits) -> Vec<(&'static str, RoomStore)> {
+    vec![("memory", RoomStore::memory(limits, T0))]
+}
+
+fn client(n: u32) -> ClientKey {
+    let mut k = [0u8; 16];
+    k[..4].copy_from_slice(&n.to_be_bytes());
+    ClientKey(k)
+}
+
+async fn ticket(store: &RoomStore, c: u32, now: u64) -> u64 {
+    match store.join(client(c), now).await.expect("join") {
+        JoinOutcome::Queued { ticket, .. } => ticket,
+        other => panic!("expected a ticket, got {other:?}"),
+    }
+}
+
+async fn session(store: &RoomStore, c: u32, now: u64) -> u128 {
+    match store.join(client(c), now).await.expect("join") {
+        JoinOutcome::Admitted(s) => s.id,
+        other => panic!("expected admission, got {other:?}"),
+    }
+}
+
+async fn ahead(store: &RoomStore, t: u64, now: u64) -> u64 {
+    match store.poll(t, now).await.expect("poll") {
+        PollOutcome::Waiting(p) => p.ahead,
+        other => panic!("expected waiting, got {other:?}"),
+    }
+}
+
+/// Polls every ticket until each is admitted, ticking between rounds; returns admission order.
+async fn admit_all(store: &RoomStore, tickets: &[u64], mut now: u64) -> Vec<u64> {
+    let mut order = Vec::new();
+    let mut left: Vec<u64> = tickets.to_vec();
+    for _ in 0..10_000 {
+        if left.is_empty() {
+            break;
+        }
+        now += 200;
+        store.tick(now).await.expect("tick");
+        let mut still = Vec::new();
+        for t in left {
+            match store.poll(t, now).await.expect("poll") {
+                PollOutcome::Admitted { session, .. } => {
+                    order.push(t);
+                    store.end_session(session.id).await.expect("end");
+                }
+                PollOutcome::Waiting(_) => still.push(t),
+                PollOutcome::Gone => panic!("ticket {t} lost while polling"),
+            }
+        }
+        left = still;
+    }
+    assert!(left.is_empty(), "never admitted: {left:?}");
+    order
+}
+
+#[tokio::test]
+async fn an_idle_room_admits_a_newcomer_at_once() {
+    for (name, store) in stores(limits()) {
+        let id = session(&store, 1, T0).await;
+        assert!(store.touch(id, T0 + 1000).await.expect("touch"), "{name}");
+        assert_eq!(store.figures(T0).await.expect("figures").active, 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_room_queues_and_admits_in_ticket_order() {
+    for (name, store) in stores(limits()) {
+        let s1 = session(&store, 1, T0).await;
+        let s2 = session(&store, 2, T0).await;
+        let tickets: Vec<u64> = futures_collect(&store, 3..13, T0).await;
+        // Full: ticks grant nothing.
+        assert_eq!(store.tick(T0 + 200).await.expect("tick").granted, 0, "{name}");
+        for (i, t) in tickets.iter().enumerate() {
+            assert_eq!(ahead(&store, *t, T0 + 300).await, i as u64, "{name}");
+        }
+        store.end_session(s1).await.expect("end");
+        store.end_session(s2).await.expect("end");
+        let order = admit_all(&store, &tickets, T0 + 400).await;
+        assert_eq!(order, tickets, "{name}: admission must follow ticket order");
+    }
+}
+
+async fn futures_collect(store: &RoomStore, clients: std::ops::Range<u32>, now: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    for c in clients {
+        out.push(ticket(store, c, now).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn nobody_is_admitted_past_max_active_or_pending_grants() {
+    for (name, store) in stores(limits()) {
+        let first = session(&store, 0, T0).await;
+        session(&store, 1, T0).await;
+        let tickets = futures_collect(&store, 2..7, T0).await;
+        let mut now = T0;
+        for round in 0..20 {
+            now += 200;
+            if round == 5 {
+                store.end_session(first).await.expect("end");
+            }
+            store.tick(now).await.expect("tick");
+            let f = store.figures(now).await.expect("figures");
+            assert!(f.active + f.pending <= 2, "{name}: {f:?}");
+            for t in &tickets {
+                let _ = store.poll(*t, now).await.expect("poll");
+            }
+        }
+        assert_eq!(store.figures(now).await.expect("figures").active, 2, "{name}: the freed place was refilled");
+    }
+}
+
+#[tokio::test]
+async fn a_waiter_who_stops_polling_is_skipped_and_those_behind_move_up() {
+    for (name, store) in stores(limits()) {
+        let a = session(&store, 1, T0).await;
+        let _b = session(&store, 2, T0).await;
+        let t1 = ticket(&store, 3, T0).await;
+        let t2 = ticket(&store, 4, T0).await;
+        let t3 = ticket(&store, 5, T0).await;
+        assert_eq!(ahead(&store, t3, T0 + 1000).await, 2);
+        // t2 never polls again; t1 and t3 keep polling past the ttl.
+        let mut now = T0;
+        let mut abandoned = 0;
+        for _ in 0..40 {
+            now += 1000;
+            ahead(&store, t1, now).await;
+            let before = ahead(&store, t3, now).await;
+            abandoned += store.tick(now).await.expect("tick").abandoned;
+            assert!(ahead(&store, t3, now).await <= before, "{name}: position grew");
+        }
+        assert_eq!(abandoned, 1, "{name}");
+        assert_eq!(ahead(&store, t3, now).await, 1, "{name}: only t1 is ahead now");
+        assert_eq!(store.poll(t2, now).await.expect("poll"), PollOutcome::Gone, "{name}");
+        store.end_session(a).await.expect("end");
+        let order = admit_all(&store, &[t1, t3], now).await;
+        assert_eq!(order, vec![t1, t3], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn an_unclaimed_turn_expires_and_the_place_goes_to_the_next() {
+    let mut l = limits();
+    l.max_active = 1;
+    for (name, store) in stores(l.clone()) {
+        let s = session(&store, 1, T0).await;
+        let t1 = ticket(&store, 2, T0).await;
+        let t2 = ticket(&store, 3, T0).await;
+        store.end_session(s).await.expect("end");
+        assert_eq!(store.tick(T0 + 200).await.expect("tick").granted, 1, "{name}");
+        assert_eq!(store.figures(T0 + 200).await.expect("figures").pending, 1);
+        // t1 does not come back within the claim window; t2 keeps polling.
+        let mut now = T0 + 200;
+        let mut expired = 0;
+        let mut t2_admitted = false;
+        while now < T0 + 30_000 && !t2_admitted {
+            now += 1000;
+            t2_admitted = matches!(store.poll(t2, now).await.expect("poll"), PollOutcome::Admitted { .. });
+            expired += store.tick(now).await.expect("tick").expired_grants;
+        }
+        assert_eq!(expired, 1, "{name}");
+        assert!(t2_admitted, "{name}: the expired grant's place went to t2");
+        assert!(now > T0 + 20_000, "{name}: t2 only got the place after the claim window");
+        assert_eq!(store.poll(t1, now).await.expect("poll"), PollOutcome::Gone, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn sessions_end_when_idle_past_their_lifetime_on_logout_and_on_drain() {
+    for (name, store) in stores(limits()) {
+        let idle = session(&store, 1, T0).await;
+        let busy = session(&store, 2, T0).await;
+        let mut now = T0;
+        for _ in 0..9 {
+            now += 10_000;
+            assert!(store.touch(busy, now).await.expect("touch"));
+            store.tick(now).await.expect("tick");
+        }
+        assert!(!store.touch(idle, now).await.expect("touch"), "{name}: idle session must have ended");
+        assert_eq!(store.figures(now).await.expect("figures").active, 1, "{name}");
+        assert!(store.end_session(busy).await.expect("end"), "{name}");
+        assert_eq!(store.figures(now).await.expect("figures").active, 0, "{name}");
+        // Lifetime: touched every 30 s but past session_max.
+        let mut l = limits();
+        l.session_max = Duration::from_secs(90);
+        store.set_limits(l).await.expect("limits");
+        let s = session(&store, 3, now).await;
+        for _ in 0..3 {
+            now += 30_000;
+            store.touch(s, now).await.expect("touch");
+        }
+        assert!(!store.touch(s, now + 1).await.expect("touch"), "{name}: past session_max");
+        // Drain the oldest N.
+        let a = session(&store, 4, now).await;
+        let b = session(&store, 5, now + 1).await;
+        assert_eq!(store.drain(Some(1)).await.expect("drain"), 1, "{name}");
+        assert!(!store.touch(a, now + 2).await.expect("touch"), "{name}: oldest drained");
+        assert!(store.touch(b, now + 2).await.expect("touch"), "{name}: newer kept");
+    }
+}
+
+#[tokio::test]
+async fn one_client_key_cannot_hold_more_than_its_cap_of_tickets() {
+    let mut l = limits();
+    l.max_active = 1;
+    for (name, store) in stores(l.clone()) {
+        session(&store, 99, T0).await;
+        let mut tickets = Vec::new();
+        for _ in 0..10 {
+            match store.join(client(7), T0).await.expect("join") {
+                JoinOutcome::Queued { ticket, .. } => tickets.push(ticket),
+                other => panic!("{other:?}"),
+            }
+        }
+        tickets.sort_unstable();
+        tickets.dedup();
+        assert_eq!(tickets.len(), 3, "{name}: cap is 3, got {tickets:?}");
+        assert_eq!(store.figures(T0).await.expect("figures").waiting, 3, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn pre_queued_visitors_are_drawn_in_random_order_all_before_later_arrivals() {
+    let mut l = limits();
+    l.opens_at_ms = Some(T0 + 60_000);
+    l.max_active = 1000;
+    l.admit_per_minute = 600; // a reserve of 20: the opening grants 20 of 60
+    for (name, store) in stores(l.clone()) {
+        let early = futures_collect(&store, 0..60, T0).await;
+        for t in &early {
+            match store.poll(*t, T0 + 1).await.expect("poll") {
+                PollOutcome::Waiting(p) => assert!(p.prequeue, "{name}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        for at in [20_000, 40_000, 55_000] {
+            assert_eq!(store.tick(T0 + at).await.expect("tick").granted, 0, "{name}: not open yet");
+            for t in &early {
+                ahead(&store, *t, T0 + at).await;
+            }
+        }
+        let opened = store.tick(T0 + 60_000).await.expect("tick");
+        assert!(opened.opened, "{name}");
+        let late = futures_collect(&store, 100..110, T0 + 60_001).await;
+        let all: Vec<u64> = early.iter().chain(&late).copied().collect();
+        let order = admit_all(&store, &all, T0 + 60_001).await;
+        let (first, rest) = order.split_at(early.len());
+        let mut sorted = first.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, early, "{name}: every pre-queued visitor comes first");
+        assert_ne!(first, early.as_slice(), "{name}: the draw must not keep arrival order");
+        assert_eq!(rest, late.as_slice(), "{name}: later arrivals follow in order");
+    }
+}
+
+#[tokio::test]
+async fn pause_admits_nobody_and_resume_continues_in_order() {
+    let mut l = limits();
+    l.max_active = 1000;
+    l.mode = RoomMode::QueueAll;
+    for (name, store) in stores(l.clone()) {
+        let tickets = futures_collect(&store, 0..6, T0).await;
+        let mut paused = l.clone();
+        paused.mode = RoomMode::Paused;
+        store.set_limits(paused).await.expect("limits");
+        for i in 1..5 {
+            for t in &tickets {
+                ahead(&store, *t, T0 + i * 1000).await;
+            }
+            assert_eq!(store.tick(T0 + i * 1000).await.expect("tick").granted, 0, "{name}");
+        }
+        store.set_limits(l.clone()).await.expect("limits");
+        assert_eq!(admit_all(&store, &tickets, T0 + 5000).await, tickets, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn admissions_follow_the_configured_outflow() {
+    let mut l = limits();
+    l.max_active = 100_000;
+    l.admit_per_minute = 600; // 10 per second, a reserve of 20
+    l.mode = RoomMode::QueueAll;
+    for (name, store) in stores(l.clone()) {
+        let tickets = futures_collect(&store, 0..500, T0).await;
+        let mut granted = 0;
+        let mut now = T0;
+        for _ in 0..100 {
+            now += 200;
+            for t in tickets.iter().skip(granted as usize).take(200) {
+                let _ = store.poll(*t, now).await.expect("poll");
+            }
+            granted += store.tick(now).await.expect("tick").granted;
+        }
+        // 20 s at 10/s plus the reserve of 20.
+        assert!((195..=221).contains(&granted), "{name}: granted {granted}");
+    }
+}
