@@ -148,27 +148,39 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     let Ok(mailbox_addr) = mailbox.local_addr() else {
         return ExitCode::FAILURE;
     };
-    let mailbox_thread = std::thread::spawn(move || runtime.block_on(usher::demo::serve_mailbox(mailbox)));
-    drop(mailbox_thread);
-
-    let mut config = Config::for_upstream(mailbox_addr);
-    config.listen.http = Some(listen);
-    config.admin.listen = admin;
-    match Server::start(config) {
-        Ok(running) => {
-            println!();
-            println!("  usher demo is running.");
-            println!(
-                "  Open  http://{}/  in your browser (the demo mailbox, behind usher).",
-                running.http_addr.unwrap_or(listen)
-            );
-            println!("  Metrics: http://{}/metrics    Stop: Ctrl+C", running.admin_addr);
-            println!();
-            wait_for_signal(running, || {})
+    let config = match usher::demo::config(mailbox_addr, listen, admin) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("the demo configuration is invalid: {errors}");
+            return ExitCode::FAILURE;
         }
+    };
+    // One node: a random secret is right here, so no warning about it.
+    let started = usher::secrets::Secrets::new(Vec::new())
+        .map_err(usher::StartError::from)
+        .and_then(|secrets| Server::start_with_secrets(config, secrets));
+    let running = match started {
+        Ok(running) => running,
         Err(e) => {
             eprintln!("cannot start usher: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    let usher_addr = running.http_addr.unwrap_or(listen);
+    // The mailbox and a small simulated crowd run on their own thread; they end with the process.
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            tokio::spawn(usher::demo::serve_mailbox(mailbox));
+            usher::demo::crowd(usher_addr, 10).await;
+        })
+    });
+    println!();
+    println!("  usher demo is running: a demo mailbox with room for 3 visitors at a time,");
+    println!("  admitting one every 5 seconds, and a simulated crowd of 10 keeping it busy.");
+    println!();
+    println!("  Open  http://{usher_addr}/login  in your browser: you will see your place in the queue");
+    println!("  and be let in automatically.");
+    println!("  Metrics: http://{}/metrics    Stop: Ctrl+C", running.admin_addr);
+    println!();
+    wait_for_signal(running, || {})
 }

@@ -1,0 +1,80 @@
+//! Memory per waiter: fills a room's line with 100,000 and then 1,000,000 waiters (each a
+//! distinct client key) and reports the heap bytes the line holds per waiter, counted
+//! exactly by a counting allocator rather than estimated.
+//!
+//! `cargo bench --bench memory`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
+use std::time::Duration;
+use usher::config::RoomMode;
+use usher::identity::ClientKey;
+use usher::store::RoomLimits;
+use usher::store::memory::MemoryRoom;
+
+/// Counts live heap bytes.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn main() {
+    const T0: u64 = 1_800_000_000_000;
+    for waiters in [100_000u64, 1_000_000] {
+        let limits = RoomLimits {
+            max_active: 1000,
+            admit_per_minute: 1000,
+            session_idle: Duration::from_secs(600),
+            session_max: Duration::from_secs(3600),
+            waiter_ttl: Duration::from_secs(45),
+            claim_window: Duration::from_secs(120),
+            mode: RoomMode::QueueAll,
+            opens_at_ms: None,
+            message: None,
+            tickets_per_client: 50,
+        };
+        let before = LIVE.load(Relaxed);
+        let room = MemoryRoom::new(limits, T0);
+        for i in 0..waiters {
+            let mut k = [0u8; 16];
+            k[..8].copy_from_slice(&i.to_le_bytes());
+            room.join(ClientKey(k), T0);
+        }
+        // Every waiter polls twice across the ttl, as live browsers do, so the heartbeat
+        // deadlines are at their steady-state count too.
+        for step in 1..=2u64 {
+            for t in 0..waiters {
+                room.poll(t, T0 + step * 16_000);
+            }
+        }
+        let bytes = LIVE.load(Relaxed) - before;
+        println!(
+            "memory/waiter: {waiters:>9} waiters hold {:>6.1} MiB on the heap: {:.1} bytes per waiter",
+            bytes as f64 / (1024.0 * 1024.0),
+            bytes as f64 / waiters as f64
+        );
+        drop(room);
+    }
+}
