@@ -15,6 +15,10 @@ pub enum ProxyError {
     UpstreamProtocol,
     #[error("no such usher path")]
     NotFound,
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("access denied")]
+    Denied,
 }
 
 impl ProxyError {
@@ -23,6 +27,8 @@ impl ProxyError {
             Self::UpstreamUnreachable | Self::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Denied => StatusCode::FORBIDDEN,
         }
     }
 
@@ -33,6 +39,8 @@ impl ProxyError {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamProtocol => "upstream_error",
             Self::NotFound => "not_found",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Denied => "denied",
         }
     }
 
@@ -60,6 +68,20 @@ impl ProxyError {
                 "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Not found</title>",
                 "<body><h1>Not found</h1></body></html>\n"
             ),
+            Self::RateLimited { .. } => concat!(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">",
+                "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+                "<title>Too many requests</title>",
+                "<body style=\"font:1.1rem/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a\">",
+                "<h1>Too many requests</h1>",
+                "<p>Too many requests came from your connection. Please wait a moment and try again.</p>",
+                "<p lang=\"da\">Der er kommet for mange forespørgsler fra din forbindelse. Vent et øjeblik, og prøv igen.</p>",
+                "</body></html>\n"
+            ),
+            Self::Denied => concat!(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Access denied</title>",
+                "<body><h1>Access denied</h1></body></html>\n"
+            ),
         }
     }
 
@@ -78,8 +100,14 @@ impl ProxyError {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if status.is_server_error() {
-            headers.insert(RETRY_AFTER, HeaderValue::from_static("30"));
+        match self {
+            Self::RateLimited { retry_after_secs } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            _ if status.is_server_error() => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("30"));
+            }
+            _ => {}
         }
         response
     }

@@ -138,3 +138,150 @@ mod tests {
         assert_eq!(mask("2001:db8::1".parse().expect("ip"), 32, 48), "2001:db8::".parse::<IpAddr>().expect("ip"));
     }
 }
+
+/// Where a request came from, as usher believes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr {
+    /// The client's address: the peer's, or the one a trusted proxy vouched for.
+    pub ip: IpAddr,
+    /// The client used TLS: to usher, or (said a trusted proxy) to the proxy in front.
+    pub https: bool,
+}
+
+/// Resolves the client behind `peer` (DESIGN §2). Forwarding headers are believed only from
+/// a peer inside `trusted`; then the right-most address that is not itself trusted is the
+/// client (`Forwarded` preferred over `X-Forwarded-For`). Unparseable entries end the walk
+/// and the peer is used: garbage never becomes an identity.
+pub fn client_addr(peer: IpAddr, tls: bool, headers: &http::HeaderMap, trusted: &[ipnet::IpNet]) -> ClientAddr {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if trusted.is_empty() || !is_trusted(&peer) {
+        return ClientAddr { ip: peer, https: tls };
+    }
+    let https = tls
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    let forwarded = headers.get_all(http::header::FORWARDED);
+    let chain: Vec<Option<IpAddr>> = if forwarded.iter().next().is_some() {
+        forwarded
+            .iter()
+            .flat_map(|v| v.to_str().map(|t| t.split(',').collect::<Vec<_>>()).unwrap_or_else(|_| vec!["\u{0}"]))
+            .map(forwarded_for)
+            .collect()
+    } else {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .flat_map(|v| v.to_str().map(|t| t.split(',').collect::<Vec<_>>()).unwrap_or_else(|_| vec!["\u{0}"]))
+            .map(parse_node)
+            .collect()
+    };
+    let mut client = peer;
+    for entry in chain.iter().rev() {
+        match entry {
+            None => return ClientAddr { ip: peer, https },
+            Some(ip) if is_trusted(ip) => client = *ip,
+            Some(ip) => return ClientAddr { ip: *ip, https },
+        }
+    }
+    ClientAddr { ip: client, https }
+}
+
+/// The `for=` node of one `Forwarded` element.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    element.split(';').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        key.trim().eq_ignore_ascii_case("for").then(|| parse_node(value))?
+    })
+}
+
+/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:80`,
+/// optionally quoted, IPv6 optionally with a `%zone`. Anything else (`unknown`, obfuscated
+/// identifiers, junk) is `None`.
+fn parse_node(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text).trim();
+    let host = if let Some(rest) = text.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok())) {
+            return None;
+        }
+        inside
+    } else if text.matches(':').count() == 1 {
+        let (ip, port) = text.split_once(':')?;
+        port.parse::<u16>().ok()?;
+        ip
+    } else {
+        text
+    };
+    let host = host.split_once('%').map_or(host, |(ip, _zone)| ip);
+    host.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
+
+#[cfg(test)]
+mod client_addr_tests {
+    use super::*;
+    use http::HeaderMap;
+
+    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter().map(|n| n.parse().expect("cidr")).collect()
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().expect("value"));
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn headers_from_an_untrusted_peer_are_ignored() {
+        let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
+        let got = client_addr(ip("198.51.100.7"), false, &h, &nets(&["10.0.0.0/8"]));
+        assert_eq!(got.ip, ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_address_is_the_client() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.5, 10.1.1.1"), ("x-forwarded-for", "10.2.2.2")]);
+        assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &trusted).ip, ip("203.0.113.5"));
+    }
+
+    #[test]
+    fn forwarded_with_quoted_ipv6_ports_and_zones() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let h = headers(&[("forwarded", r#"for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711";by=10.0.0.1"#)]);
+        assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &trusted).ip, ip("2001:db8:cafe::17"));
+        let h = headers(&[("forwarded", r#"For="192.0.2.61:8080""#)]);
+        assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &trusted).ip, ip("192.0.2.61"));
+        let h = headers(&[("x-forwarded-for", "fe80::1%eth0")]);
+        assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &trusted).ip, ip("fe80::1"));
+    }
+
+    #[test]
+    fn garbage_falls_back_to_the_peer() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        for junk in ["unknown", "_hidden", "1.2.3", "[::1", "1.2.3.4:99999", "<script>", ""] {
+            let h = headers(&[("x-forwarded-for", junk)]);
+            assert_eq!(client_addr(ip("10.9.9.9"), false, &h, &trusted).ip, ip("10.9.9.9"), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_and_proto_from_trusted_proxies() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let h = headers(&[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https")]);
+        let got = client_addr(ip("::ffff:10.0.0.1"), false, &h, &trusted);
+        assert_eq!(got, ClientAddr { ip: ip("203.0.113.9"), https: true });
+        let untrusted = client_addr(ip("::ffff:198.51.100.1"), false, &h, &trusted);
+        assert_eq!(untrusted, ClientAddr { ip: ip("198.51.100.1"), https: false });
+    }
+}

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod identity;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod pages;
@@ -24,6 +25,8 @@ pub mod tls;
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::forward::{Addresses, Upstream};
+use crate::identity::Identity;
+use crate::limits::Gate;
 use crate::listener::{BoundSocket, ConnectionSettings};
 use crate::metrics::Metrics;
 use crate::proxy::Worker;
@@ -31,6 +34,7 @@ use crate::room::Rooms;
 use crate::room::admitter::{self, now_ms};
 use crate::secrets::Secrets;
 use crate::shutdown::Trigger;
+use governor::clock::QuantaClock;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,6 +111,10 @@ impl Server {
         let addresses = Addresses::new(&config.upstream);
         let settings = Arc::new(ConnectionSettings::new(&config.listen, connections, metrics.clone()));
         let rooms = Arc::new(Rooms::new(&config, &secrets, metrics.clone(), now_ms()));
+        let identity = Arc::new(Identity::new(secrets.primary(), &config.client));
+        let gate = Arc::new(Gate::new(&config.client, &config.limits, QuantaClock::default(), |rule| {
+            metrics.rate_limited.with_label_values(&[rule])
+        }));
 
         let mut handles = Vec::with_capacity(workers);
         for index in 0..workers {
@@ -115,6 +123,8 @@ impl Server {
             let worker = Arc::new(Worker {
                 index,
                 upstream: Upstream::new(&config.upstream, addresses.clone()),
+                identity: identity.clone(),
+                gate: gate.clone(),
                 rooms: rooms.clone(),
                 metrics: metrics.clone(),
             });
@@ -153,30 +163,26 @@ impl Server {
             handles.push(handle);
         }
 
-        let admitter = if rooms.is_empty() {
-            None
-        } else {
-            let (rooms, shutdown) = (rooms.clone(), trigger.subscribe());
-            Some(
-                std::thread::Builder::new()
-                    .name("usher-admitter".into())
-                    .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(runtime) => runtime.block_on(async move {
-                            let tasks: Vec<_> = rooms
-                                .all()
-                                .iter()
-                                .map(|room| tokio::spawn(admitter::run(room.clone(), shutdown.clone())))
-                                .collect();
-                            for task in tasks {
-                                let _ = task.await;
-                            }
-                        }),
-                        Err(e) => tracing::error!(error = %e, "cannot build the admitter runtime"),
-                    })
-                    .map_err(StartError::Thread)?,
-            )
-        };
-        handles.extend(admitter);
+        // Background work off the request path: each room's admitter and the limiter sweep.
+        let (background_rooms, background_gate, shutdown) = (rooms.clone(), gate.clone(), trigger.subscribe());
+        let background = std::thread::Builder::new()
+            .name("usher-background".into())
+            .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(async move {
+                    let mut tasks: Vec<_> = background_rooms
+                        .all()
+                        .iter()
+                        .map(|room| tokio::spawn(admitter::run(room.clone(), shutdown.clone())))
+                        .collect();
+                    tasks.push(tokio::spawn(background_gate.sweep_every_second(shutdown)));
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                }),
+                Err(e) => tracing::error!(error = %e, "cannot build the background runtime"),
+            })
+            .map_err(StartError::Thread)?;
+        handles.push(background);
 
         let admin_state = Arc::new(AdminState { metrics: metrics.clone(), ready: true.into() });
         let admin = match admin_socket {

@@ -20,6 +20,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -58,6 +59,8 @@ pub struct ConnectionSettings {
     pub builder: auto::Builder<TokioExecutor>,
     pub connections: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
+    /// Time a new connection has to start its first request (`listen.header_read_timeout`).
+    pub first_request_timeout: Duration,
 }
 
 impl ConnectionSettings {
@@ -74,7 +77,7 @@ impl ConnectionSettings {
             .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
-        Self { builder, connections, metrics }
+        Self { builder, connections, metrics, first_request_timeout: config.header_read_timeout }
     }
 }
 
@@ -89,15 +92,6 @@ pub async fn accept_loop(
     let listener = tokio::net::TcpListener::from_std(socket.listener)?;
     let tls = socket.tls;
     loop {
-        // The permit is taken before accepting, so over the cap new connections wait in the
-        // kernel's backlog instead of costing memory here.
-        let permit = tokio::select! {
-            permit = settings.connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return Ok(()),
-            },
-            () = shutdown.wait() => return Ok(()),
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -108,6 +102,17 @@ pub async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            },
+            () = shutdown.wait() => return Ok(()),
+        };
+        // The permit is taken after accepting: a worker that waited for one before accepting
+        // would hold a free place while the next connection sits on another worker's socket.
+        // Over the cap this worker stops accepting until a place frees up, so at most one
+        // connection per worker waits here and the rest wait in the kernel's backlog.
+        let permit = tokio::select! {
+            permit = settings.connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return Ok(()),
             },
             () = shutdown.wait() => return Ok(()),
         };
@@ -154,12 +159,32 @@ async fn serve<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        let worker = worker.clone();
-        async move { Ok::<http::Response<Body>, Infallible>(worker.handle(req, conn).await) }
-    });
-    let connection = settings.builder.serve_connection_with_upgrades(io, service);
-    if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(error = %e, "client connection ended with an error");
+    let started = Arc::new(AtomicBool::new(false));
+    let service = {
+        let started = started.clone();
+        hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            started.store(true, Relaxed);
+            let worker = worker.clone();
+            async move { Ok::<http::Response<Body>, Infallible>(worker.handle(req, conn).await) }
+        })
+    };
+    let connection = watcher.watch(settings.builder.serve_connection_with_upgrades(io, service));
+    tokio::pin!(connection);
+    // hyper's header read timeout starts only once the protocol is known (after the first 24
+    // bytes), and never for HTTP/2; until the first request starts, this bounds how long a
+    // silent client may hold a connection and its place under `max_connections`.
+    let silent = async {
+        tokio::time::sleep(settings.first_request_timeout).await;
+        if started.load(Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = &mut connection => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        }
+        () = silent => tracing::debug!("no request within the header read timeout; connection closed"),
     }
 }

@@ -23,16 +23,22 @@ pub enum Route {
     Usher,
     /// A waiting-room answer: queue page, 503 for waiters, maintenance or unavailable page.
     Queue,
+    /// Refused by a rate limit (429).
+    Limited,
+    /// Refused by the deny list (403).
+    Denied,
 }
 
 impl Route {
-    const ALL: [Route; 3] = [Route::Upstream, Route::Usher, Route::Queue];
+    const ALL: [Route; 5] = [Route::Upstream, Route::Usher, Route::Queue, Route::Limited, Route::Denied];
 
     fn label(self) -> &'static str {
         match self {
             Route::Upstream => "upstream",
             Route::Usher => "usher",
             Route::Queue => "queue",
+            Route::Limited => "limited",
+            Route::Denied => "denied",
         }
     }
 }
@@ -92,6 +98,8 @@ pub struct Metrics {
     /// Cookies not accepted, by cookie and reason (`Rejection`).
     pub token_rejected: IntCounterVec,
     pub store_errors: IntCounter,
+    /// Requests answered 429, by rule.
+    pub rate_limited: IntCounterVec,
     rooms: RoomFamilies,
 }
 
@@ -164,6 +172,12 @@ impl Metrics {
         let store_errors = IntCounter::new("usher_store_errors_total", "Store operations that failed.")
             .expect("static metric definition");
         registry.register(Box::new(store_errors.clone())).expect("each metric is registered once");
+        let rate_limited = counter_vec(
+            &registry,
+            "usher_rate_limited_total",
+            "Requests answered 429, by the rule they broke.",
+            &["rule"],
+        );
         let r = &registry;
         let wait = HistogramVec::new(
             HistogramOpts::new("usher_wait_seconds", "Time from joining the line to being admitted.")
@@ -215,6 +229,7 @@ impl Metrics {
             connections,
             token_rejected,
             store_errors,
+            rate_limited,
             rooms,
         }
     }

@@ -6,11 +6,12 @@
 //! 3. usher's cookies are removed and the request is forwarded; cookies the decision set
 //!    are added to the upstream's response.
 //!
-//! Client identification, access lists and rate limits slot in before step 2.
 
 use crate::body::Body;
 use crate::error::{ProxyError, wants_json};
 use crate::forward::{ClientConn, Upstream};
+use crate::identity::{self, Identity};
+use crate::limits::{Access, Gate};
 use crate::metrics::{Metrics, Route};
 use crate::pages;
 use crate::room::admitter::now_ms;
@@ -28,43 +29,71 @@ pub const USHER_PREFIX: &str = "/.usher/";
 pub struct Worker {
     pub index: usize,
     pub upstream: Upstream,
+    pub identity: Arc<Identity>,
+    pub gate: Arc<Gate>,
     pub rooms: Arc<Rooms>,
     pub metrics: Arc<Metrics>,
 }
 
 impl Worker {
     /// Answers one request; never fails (every error becomes a response here).
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: ClientConn) -> Response<Body> {
-        if req.uri().path().starts_with(USHER_PREFIX) {
-            let response = self.usher_path(&req, conn).await;
-            self.metrics.request(self.index, Route::Usher, response.status().as_u16());
-            return response;
+    pub async fn handle(&self, req: Request<Incoming>, conn: ClientConn) -> Response<Body> {
+        let (route, response) = self.respond(req, conn).await;
+        self.metrics.request(self.index, route, response.status().as_u16());
+        response
+    }
+
+    async fn respond(&self, mut req: Request<Incoming>, conn: ClientConn) -> (Route, Response<Body>) {
+        // 1. Identify the client: the peer, or who a trusted proxy says it is.
+        let client = identity::client_addr(conn.addr, conn.tls, req.headers(), &self.gate.trusted_proxies);
+        let conn = ClientConn { tls: client.https, addr: client.ip };
+
+        // 2. Access lists, on the real address.
+        match self.gate.access(client.ip) {
+            Access::Denied => return (Route::Denied, ProxyError::Denied.response(wants_json(req.headers()))),
+            Access::Allowed => {
+                cookies::strip(req.headers_mut());
+                return (Route::Upstream, self.forward(req, conn).await);
+            }
+            Access::Normal => {}
         }
+
+        // 3. Rate limits, by client key, before anything can cost the room.
+        let now_ms = now_ms();
+        let key = self.identity.key(client.ip, now_ms / 1000);
+        if let Err(limited) = self.gate.check_request(&key, req.method(), req.uri().path()) {
+            let error = ProxyError::RateLimited { retry_after_secs: limited.retry_after_secs };
+            return (Route::Limited, error.response(wants_json(req.headers())));
+        }
+        let visitor = Visitor { key, tls: client.https, now_ms, gate: &self.gate };
+
+        // 4. usher's own paths.
+        if req.uri().path().starts_with(USHER_PREFIX) {
+            return (Route::Usher, self.usher_path(&req, visitor).await);
+        }
+
+        // 5. The room decides: forward, or the visitor's place in line.
         let mut set_cookies = Vec::new();
         if let Some(room) = self.rooms.find(&req) {
-            let visitor = Visitor { addr: conn.addr, tls: conn.tls, now_ms: now_ms() };
             match self.rooms.decide(room, &req, visitor).await {
                 Decision::Forward(cookies) => set_cookies = cookies,
-                Decision::Respond(response) => {
-                    self.metrics.request(self.index, Route::Queue, response.status().as_u16());
-                    return response;
-                }
+                Decision::Respond(response) => return (Route::Queue, response),
             }
         }
+
+        // 6. Forward, without usher's cookies; add the ones the room set.
         cookies::strip(req.headers_mut());
         let mut response = self.forward(req, conn).await;
         for cookie in set_cookies {
             response.headers_mut().append(SET_COOKIE, cookie);
         }
-        self.metrics.request(self.index, Route::Upstream, response.status().as_u16());
-        response
+        (Route::Upstream, response)
     }
 
     /// usher's own pages and API under [`USHER_PREFIX`].
-    async fn usher_path(&self, req: &Request<Incoming>, conn: ClientConn) -> Response<Body> {
+    async fn usher_path(&self, req: &Request<Incoming>, visitor: Visitor<'_>) -> Response<Body> {
         let path = req.uri().path();
         if path == "/.usher/status" {
-            let visitor = Visitor { addr: conn.addr, tls: conn.tls, now_ms: now_ms() };
             return self.rooms.status(req, visitor).await;
         }
         pages::asset(path).unwrap_or_else(|| ProxyError::NotFound.response(wants_json(req.headers())))

@@ -113,6 +113,10 @@ pub struct LimitsConfig {
     pub requests_per_second: u32,
     pub burst: u32,
     pub joins_per_minute: u32,
+    /// Tickets one client key may take at once before `joins_per_minute` applies.
+    pub join_burst: u32,
+    /// Client entries each limiter may track; beyond it new clients are checked, not kept.
+    pub max_tracked_clients: usize,
     /// Live tickets one client key may hold; high enough for carrier-grade NAT.
     pub tickets_per_client: u32,
     pub routes: Vec<RouteLimit>,
@@ -228,9 +232,12 @@ impl Config {
     }
 
     /// The configuration of `usher demo` and of tests: everything on loopback with
-    /// ephemeral ports, one upstream, no rooms.
+    /// ephemeral ports, one upstream, no rooms, and a request limit high enough that only
+    /// tests about limits meet it.
     pub fn for_upstream(upstream: SocketAddr) -> Self {
         let mut config = Self::parse("").expect("the defaults are valid");
+        config.limits.requests_per_second = 100_000;
+        config.limits.burst = 100_000;
         config.listen.http = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.upstream.addresses = vec![UpstreamAddress { host: upstream.ip().to_string(), port: upstream.port() }];

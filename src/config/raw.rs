@@ -103,6 +103,8 @@ struct RawLimits {
     requests_per_second: Option<i64>,
     burst: Option<i64>,
     joins_per_minute: Option<i64>,
+    join_burst: Option<i64>,
+    max_tracked_clients: Option<i64>,
     tickets_per_client: Option<i64>,
     route: Vec<RawRouteLimit>,
     #[serde(flatten)]
@@ -392,7 +394,10 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         requests_per_second: c.int("limits.requests_per_second", li.requests_per_second, 20, 1, 1_000_000) as u32,
         burst: c.int("limits.burst", li.burst, 40, 1, 1_000_000) as u32,
         joins_per_minute: c.int("limits.joins_per_minute", li.joins_per_minute, 6, 1, 1_000_000) as u32,
-        tickets_per_client: c.int("limits.tickets_per_client", li.tickets_per_client, 50, 1, 100_000) as u32,
+        join_burst: c.int("limits.join_burst", li.join_burst, 300, 1, 1_000_000) as u32,
+        max_tracked_clients: c.int("limits.max_tracked_clients", li.max_tracked_clients, 1_000_000, 100, 100_000_000)
+            as usize,
+        tickets_per_client: c.int("limits.tickets_per_client", li.tickets_per_client, 300, 1, 100_000) as u32,
         routes,
     };
 

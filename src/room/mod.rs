@@ -8,7 +8,9 @@ pub mod tokens;
 
 use crate::body::Body;
 use crate::config::{Config, RoomConfig, RoomMode};
-use crate::identity::Identity;
+use crate::error::ProxyError;
+use crate::identity::ClientKey;
+use crate::limits::Gate;
 use crate::metrics::{Metrics, RoomMetrics};
 use crate::pages::{self, Answer, Status, View};
 use crate::secrets::Secrets;
@@ -16,7 +18,6 @@ use crate::store::{JoinOutcome, PollOutcome, RoomLimits, RoomStore, Session, Sto
 use cookies::UsherCookies;
 use http::header::{HOST, HeaderValue};
 use http::{Request, Response};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -51,20 +52,23 @@ pub enum Decision {
     Respond(Response<Body>),
 }
 
-/// All rooms and what deciding admission needs: cookie sealer, client identity, metrics.
+/// All rooms and what deciding admission needs: the cookie sealer and the metrics.
 pub struct Rooms {
     rooms: Vec<Arc<Room>>,
     sealer: Sealer,
-    identity: Identity,
     metrics: Arc<Metrics>,
 }
 
 /// The request facts a decision needs.
-#[derive(Debug, Clone, Copy)]
-pub struct Visitor {
-    pub addr: IpAddr,
+#[derive(Clone, Copy)]
+pub struct Visitor<'a> {
+    /// The client's key (its address never reaches the room).
+    pub key: ClientKey,
+    /// Whether cookies must be `Secure`.
     pub tls: bool,
     pub now_ms: u64,
+    /// For the join limit, checked only when a visitor would take a new ticket.
+    pub gate: &'a Gate,
 }
 
 impl Room {
@@ -124,12 +128,7 @@ impl Rooms {
                 Arc::new(Room::new(rc, limits, store, metrics.room(&rc.name)))
             })
             .collect();
-        Self {
-            rooms,
-            sealer: Sealer::new(secrets),
-            identity: Identity::new(secrets.primary(), &config.client),
-            metrics,
-        }
+        Self { rooms, sealer: Sealer::new(secrets), metrics }
     }
 
     pub fn all(&self) -> &[Arc<Room>] {
@@ -180,7 +179,7 @@ impl Rooms {
     }
 
     /// The admission decision for a request in `room` (DESIGN §1, §3).
-    pub async fn decide<B>(&self, room: &Room, req: &Request<B>, visitor: Visitor) -> Decision {
+    pub async fn decide<B>(&self, room: &Room, req: &Request<B>, visitor: Visitor<'_>) -> Decision {
         let path = req.uri().path();
         if room.bypass.iter().any(|b| path.starts_with(b.as_str())) {
             return Decision::Forward(Vec::new());
@@ -245,9 +244,17 @@ impl Rooms {
             }
         }
 
-        // 3. A newcomer: admitted at once if nobody waits and there is room, else a ticket.
-        let client = self.identity.key(visitor.addr, now_ms / 1000);
-        match room.store.join(client, now_ms).await {
+        // 3. A newcomer: admitted at once if nobody waits and there is room, else a ticket,
+        //    within the join limit so that a flood cannot farm tickets.
+        if let Err(limited) = visitor.gate.check_join(&visitor.key) {
+            let mut response =
+                ProxyError::RateLimited { retry_after_secs: limited.retry_after_secs }.response(answer == Answer::Json);
+            for cookie in set_cookies {
+                response.headers_mut().append(http::header::SET_COOKIE, cookie);
+            }
+            return Decision::Respond(response);
+        }
+        match room.store.join(visitor.key, now_ms).await {
             Ok(JoinOutcome::Admitted(session)) => {
                 room.metrics.admitted_direct.inc();
                 set_cookies.push(self.pass_cookie(room, &session, visitor.tls));
@@ -320,7 +327,7 @@ impl Rooms {
     }
 
     /// `GET /.usher/status`: a waiter's place as JSON; claims the turn when it has come.
-    pub async fn status<B>(&self, req: &Request<B>, visitor: Visitor) -> Response<Body> {
+    pub async fn status<B>(&self, req: &Request<B>, visitor: Visitor<'_>) -> Response<Body> {
         let cookies = UsherCookies::read(req.headers());
         let mut set_cookies = Vec::new();
         let ticket = cookies.ticket.map(|raw| self.sealer.open_ticket_any_room(raw));
