@@ -1,6 +1,7 @@
 //! Memory per waiter: fills a room's line with 100,000 and then 1,000,000 waiters (each a
-//! distinct client key) and reports the heap bytes the line holds per waiter, counted
-//! exactly by a counting allocator rather than estimated.
+//! distinct client key) and reports the heap bytes the line holds per waiter; then the bytes
+//! per client key a rate limiter tracks. Counted exactly by a counting allocator rather
+//! than estimated.
 //!
 //! `cargo bench --bench memory`
 
@@ -77,4 +78,23 @@ fn main() {
         );
         drop(room);
     }
+
+    let config = usher::config::Config::parse("[limits]\nmax_tracked_clients = 1000000\n").expect("config");
+    let gate =
+        usher::limits::Gate::new(&config.client, &config.limits, governor::clock::QuantaClock::default(), |_| {
+            prometheus::IntCounter::new("bench_hits", "bench").expect("counter")
+        });
+    let before = LIVE.load(Relaxed);
+    let clients = 1_000_000u64;
+    for i in 0..clients {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&i.to_le_bytes());
+        let _ = gate.check_request(&ClientKey(k), &http::Method::GET, "/");
+    }
+    let bytes = LIVE.load(Relaxed) - before;
+    println!(
+        "memory/limiter: {clients} tracked client keys hold {:.1} MiB: {:.1} bytes per key (cap: limits.max_tracked_clients)",
+        bytes as f64 / (1024.0 * 1024.0),
+        bytes as f64 / clients as f64
+    );
 }

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pages;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod room;
 pub mod secrets;
 pub mod shutdown;
@@ -109,7 +110,12 @@ impl Server {
         let (admin_trigger, _) = shutdown::channel();
         let connections = Arc::new(Semaphore::new(config.listen.max_connections));
         let addresses = Addresses::new(&config.upstream);
-        let settings = Arc::new(ConnectionSettings::new(&config.listen, connections, metrics.clone()));
+        let settings = Arc::new(ConnectionSettings::new(
+            &config.listen,
+            config.client.trusted_proxies.clone(),
+            connections,
+            metrics.clone(),
+        ));
         let rooms = Arc::new(Rooms::new(&config, &secrets, metrics.clone(), now_ms()));
         let identity = Arc::new(Identity::new(secrets.primary(), &config.client));
         let gate = Arc::new(Gate::new(&config.client, &config.limits, QuantaClock::default(), |rule| {

@@ -61,10 +61,19 @@ pub struct ConnectionSettings {
     pub metrics: Arc<Metrics>,
     /// Time a new connection has to start its first request (`listen.header_read_timeout`).
     pub first_request_timeout: Duration,
+    /// Every connection starts with a PROXY protocol v2 header (`listen.proxy_protocol`).
+    pub proxy_protocol: bool,
+    /// Peers whose PROXY header is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl ConnectionSettings {
-    pub fn new(config: &ListenConfig, connections: Arc<Semaphore>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &ListenConfig,
+        trusted_proxies: Vec<ipnet::IpNet>,
+        connections: Arc<Semaphore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -77,7 +86,14 @@ impl ConnectionSettings {
             .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
-        Self { builder, connections, metrics, first_request_timeout: config.header_read_timeout }
+        Self {
+            builder,
+            connections,
+            metrics,
+            first_request_timeout: config.header_read_timeout,
+            proxy_protocol: config.proxy_protocol,
+            trusted_proxies,
+        }
     }
 }
 
@@ -122,6 +138,17 @@ pub async fn accept_loop(
         let (worker, settings, tls) = (worker.clone(), settings.clone(), tls.clone());
         tokio::spawn(async move {
             settings.metrics.connections.inc();
+            let mut stream = stream;
+            let mut conn = conn;
+            if settings.proxy_protocol {
+                match proxy_header(&mut stream, peer.ip(), &settings).await {
+                    Some(client) => conn.addr = client,
+                    None => {
+                        settings.metrics.connections.dec();
+                        return;
+                    }
+                }
+            }
             match tls {
                 None => serve(TokioIo::new(stream), conn, worker, &settings, watcher).await,
                 Some(acceptor) => {
@@ -133,6 +160,35 @@ pub async fn accept_loop(
             settings.metrics.connections.dec();
             drop(permit);
         });
+    }
+}
+
+/// Reads the PROXY v2 header every connection on this listener starts with. Returns the
+/// client address to use (the header's, if the peer is a trusted proxy; else the peer's), or
+/// `None` when the connection must be closed (no valid header in time).
+async fn proxy_header(
+    stream: &mut TcpStream,
+    peer: std::net::IpAddr,
+    settings: &ConnectionSettings,
+) -> Option<std::net::IpAddr> {
+    let header = tokio::time::timeout(settings.first_request_timeout, crate::proxy_protocol::read_v2(stream)).await;
+    match header {
+        Ok(Ok(source)) => {
+            let peer = peer.to_canonical();
+            let trusted = settings.trusted_proxies.iter().any(|net| net.contains(&peer));
+            Some(match source {
+                Some(source) if trusted => source.ip().to_canonical(),
+                _ => peer,
+            })
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "closing a connection without a valid PROXY header");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("closing a connection that sent no PROXY header in time");
+            None
+        }
     }
 }
 

@@ -42,6 +42,8 @@ pub struct ListenConfig {
     pub shutdown_grace: Duration,
     /// Largest request head accepted; bigger heads are answered 431.
     pub max_header_bytes: usize,
+    /// Every connection starts with a PROXY protocol v2 header from a load balancer.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -41,6 +41,7 @@ struct RawListen {
     header_read_timeout: Option<String>,
     shutdown_grace: Option<String>,
     max_header_bytes: Option<i64>,
+    proxy_protocol: Option<bool>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -277,6 +278,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         shutdown_grace: c.duration("listen.shutdown_grace", l.shutdown_grace.as_deref(), Duration::from_secs(30)),
         max_header_bytes: c.int("listen.max_header_bytes", l.max_header_bytes, 16 * 1024, 8 * 1024, 1024 * 1024)
             as usize,
+        proxy_protocol: l.proxy_protocol.unwrap_or(false),
     };
     let listen =
         ListenConfig { workers: if listen.workers == 0 { default_workers() } else { listen.workers }, ..listen };
