@@ -10,21 +10,24 @@
 #   -r  rounds, interleaved (default 3)           -t  wrk threads (default: cores)
 #   -w  usher listen.workers (default 0: one per core)
 #   -p  first loopback port (default 18080; 8 ports from it are used)
-#   -x  a command started in the background once everything is up, stopped at the end
+#   -x  a command started in the background with the peers (e.g. another server that extra
+#       rows measure), stopped at the end
 #
 # It builds usher and bare-proxy (release) and starts on loopback, from BASE_PORT on:
 #   +0 direct        nginx, 1 worker, serving a 1 KiB page: the upstream of every proxy row
 #   +1 nginx-proxy   nginx reverse proxy to it with a keep-alive upstream pool
 #   +2 nginx-limit   the same plus limit_req per client address (the limit is never reached)
 #   +3 bare-proxy    loadtest's bare-proxy: a hyper proxy doing nothing else, one shared pool
-#   +5 bare-percore  bare-proxy --per-core 0: the same in usher's shape (a runtime per core)
 #   +4 static-1k     nginx serving a 1 KiB static file (peer of a small answer usher makes)
-#   +6 usher         usher in front of +0, no rooms (admin on +7)
+#   +5 bare-percore  bare-proxy --per-core 0: the same in usher's shape (a runtime per core)
+#   +6 usher         usher in front of +0, no rooms, a per-client limit never reached (admin +7)
 # then measures every row, plus each NAME=URL[::HEADER] given, in rounds (the order rotates
 # each round) and prints the median round of each row and usher's ratios to its peers. In
 # extra rows "{usher}" stands for usher's base URL and "{admin}" for its admin listener's:
 #   loadtest/compare.sh "usher-status={usher}/.usher/status::Cookie: usher_ticket=..."
-# A row counts only when its non-2xx and error columns are 0.
+# A row counts only when its non-2xx and error columns are 0. cpu_us/req is the CPU time of
+# the row's server per request; other% is the CPU that anything else on the machine took
+# meanwhile (a disturbed run: measure again). BENCHMARKS.md explains every column.
 #
 # Needs cargo, curl, nginx and wrk; installs nginx-light and wrk with apt-get when missing
 # and run as root. Set KEEP=1 to keep the work directory (configs, logs) for a look after.
@@ -108,10 +111,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+declare -A PID_OF
 start() { # name command... ; output goes to $WORK/name.log
   local name=$1; shift
   "$@" >"$WORK/$name.log" 2>&1 &
-  PIDS+=($!) NAMES+=("$name")
+  PIDS+=($!) NAMES+=("$name") PID_OF[$name]=$!
 }
 
 head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/page.html"
@@ -155,6 +159,11 @@ listen = "127.0.0.1:$P_ADMIN"
 
 [upstream]
 addresses = ["127.0.0.1:$P_DIRECT"]
+
+# As in nginx-limit: the per-client limit is checked on every request and never reached.
+[limits]
+requests_per_second = 1000000
+burst = 1000000
 TOML
 "$USHER" check-config "$WORK/usher.toml" >"$WORK/usher-check.log" 2>&1 ||
   { cat "$WORK/usher-check.log" >&2; exit 1; }
@@ -167,9 +176,10 @@ TARGETS=("direct=http://127.0.0.1:$P_DIRECT/" "nginx-proxy=http://127.0.0.1:$P_N
   "bare-percore=http://127.0.0.1:$P_PERCORE/" "static-1k=http://127.0.0.1:$P_STATIC/"
   "usher=http://127.0.0.1:$P_USHER/")
 for t in "$@"; do
-  [[ $t == ?*=http*://* ]] || { echo "compare.sh: not NAME=URL[::HEADER]: $t" >&2; exit 2; }
   t=${t//\{usher\}/http://127.0.0.1:$P_USHER}
-  TARGETS+=("${t//\{admin\}/http://127.0.0.1:$P_ADMIN}")
+  t=${t//\{admin\}/http://127.0.0.1:$P_ADMIN}
+  [[ $t == ?*=http*://* ]] || { echo "compare.sh: not NAME=URL[::HEADER]: $t" >&2; exit 2; }
+  TARGETS+=("$t")
 done
 row_name() { echo "${1%%=*}"; }
 row_url() { local rest=${1#*=}; echo "${rest%%::*}"; }
@@ -196,32 +206,79 @@ wait_ready() { # name url header: until it answers 2xx, for 20 s
   echo "compare.sh: $1 ($2) does not answer 2xx (last status: $code)" >&2
   exit 1
 }
-for t in "${TARGETS[@]}"; do wait_ready "$(row_name "$t")" "$(row_url "$t")" "$(row_header "$t")"; done
 if [ -n "$EXTRA" ]; then
   setsid bash -c "$EXTRA" >"$WORK/extra.log" 2>&1 &
   GROUP=$!
 fi
+for t in "${TARGETS[@]}"; do wait_ready "$(row_name "$t")" "$(row_url "$t")" "$(row_header "$t")"; done
 
 # --- measure -------------------------------------------------------------------------------
-wrk_run() { # seconds url header -> "rps p50_ms p99_ms non2xx errors"
-  local args=(-t"$THREADS" -c"$CONNS" -d"$1s" --latency)
+# CPU time is read from /proc in clock ticks. Per row: the CPU its server spent per request
+# (with nginx, master and workers), a figure that noise moves far less than req/s. Per
+# measurement: how much of the machine something other than this script (another build, a
+# noisy neighbour, the hypervisor's steal) took meanwhile, to tell a clean run from a
+# disturbed one.
+HZ=$(getconf CLK_TCK)
+declare -A PORT_PID=([$P_DIRECT]=${PID_OF[direct]} [$P_NGINX]=${PID_OF[nginx-proxy]}
+  [$P_LIMIT]=${PID_OF[nginx-limit]} [$P_BARE]=${PID_OF[bare-proxy]} [$P_STATIC]=${PID_OF[static-1k]}
+  [$P_PERCORE]=${PID_OF[bare-percore]} [$P_USHER]=${PID_OF[usher]})
+listener_pid() { # port -> the process listening on it (of several holders, the lowest pid)
+  awk -v p="$(printf ':%04X' "$1")" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' \
+    /proc/net/tcp /proc/net/tcp6 | while read -r inode; do
+    find /proc/[0-9]*/fd -maxdepth 1 -lname "socket:\[$inode\]" 2>/dev/null
+  done | cut -d/ -f3 | sort -n | head -n1
+}
+row_pid() { # the server behind a row's URL: a process this script started, else whoever
+  # listens on the port, else the -x command's process group ("g" and its id), else 0
+  local port pid; port=$(row_url "$1" | sed -n 's|^[a-z]*://[^/:]*:\([0-9]*\).*|\1|p')
+  if [ -n "${PORT_PID[$port]:-}" ]; then echo "${PORT_PID[$port]}"; return; fi
+  pid=$( [ -n "$port" ] && listener_pid "$port")
+  if [ -n "$pid" ]; then echo "$pid"; elif [ -n "$GROUP" ]; then echo "g$GROUP"; else echo 0; fi
+}
+ticks() { # pid -> "ticks of pid and its children, ticks of everything this script started"
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v p="$1" -v ours=" ${PIDS[*]} " -v g="${GROUP:-x}" '
+    { pid = $1; sub(/^.*\) /, ""); t = $12 + $13 # utime + stime; $2 ppid, $3 process group
+      if (pid == p || $2 == p || "g" $3 == p) mine += t
+      if (index(ours, " " pid " ") || index(ours, " " $2 " ") || $3 == g) all += t }
+    END { print mine + 0, all + 0 }'
+}
+busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+child_ticks() { # CPU of this shell's finished children (here: wrk), from `times` in a file
+  # (in a command substitution, `times` would see the substitution's children instead)
+  times >"$WORK/times"
+  awk -v hz="$HZ" 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); print int((u[1] * 60 + u[2] + s[1] * 60 + s[2]) * hz) }' "$WORK/times"
+}
+wrk_run() { # seconds url header pid -> "rps p50_ms p99_ms non2xx errors cpu_us_per_req other_%"
+  local args=(-t"$THREADS" -c"$CONNS" -d"$1s" --latency) out b0 b1 m0 a0 m1 a1 w0 w1
   [ -n "$3" ] && args+=(-H "$3")
-  wrk "${args[@]}" "$2" | awk '
+  child_ticks >"$WORK/w0"
+  b0=$(busy)
+  read -r m0 a0 <<<"$(ticks "$4")"
+  out=$(wrk "${args[@]}" "$2")
+  read -r m1 a1 <<<"$(ticks "$4")"
+  b1=$(busy)
+  child_ticks >"$WORK/w1"
+  w0=$(<"$WORK/w0") w1=$(<"$WORK/w1")
+  awk -v mine=$((m1 - m0)) -v pid="$4" -v other=$(((b1 - b0) - (a1 - a0) - (w1 - w0))) -v hz="$HZ" \
+    -v cap=$(($1 * HZ * $(nproc))) '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
     /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /^Requests\/sec/ { rps = $2 }
-    /Non-2xx/ { bad = $NF }
+    / requests in / { n = $1 } /Non-2xx/ { bad = $NF }
     /Socket errors/ { gsub(/,/, ""); err = $4 + $6 + $8 + $10 }
-    END { printf "%d %.3f %.3f %d %d\n", rps, p50, p99, bad + 0, err + 0 }'
+    END { cpu = (pid != "0" && n > 0) ? mine * 1e6 / hz / n : -1; o = other > 0 ? 100 * other / cap : 0
+          printf "%d %.3f %.3f %d %d %.1f %.0f\n", rps, p50, p99, bad + 0, err + 0, cpu, o }' <<<"$out"
 }
 
 cores=$(nproc)
 load=$(cut -d' ' -f1 /proc/loadavg)
 echo "load average before: $load on $cores cores" >&2
-awk -v l="$load" -v c="$cores" 'BEGIN { exit !(l > c / 2) }' &&
-  echo "warning: the machine is busy (load $load); figures will be noisier than usual" >&2
 
 echo "warming up ..." >&2
-for t in "${TARGETS[@]}"; do wrk_run 1 "$(row_url "$t")" "$(row_header "$t")" >/dev/null; done
+declare -A ROW_PID
+for t in "${TARGETS[@]}"; do
+  ROW_PID[$(row_name "$t")]=$(row_pid "$t")
+  wrk_run 1 "$(row_url "$t")" "$(row_header "$t")" 0 >/dev/null
+done
 
 declare -A RES
 n=${#TARGETS[@]}
@@ -229,37 +286,45 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS ..." >&2
   for i in $(seq 0 $((n - 1))); do # the order rotates each round, so no row always goes first
     t=${TARGETS[$(((i + r - 1) % n))]}
-    RES[$(row_name "$t")]+="$(wrk_run "$DUR" "$(row_url "$t")" "$(row_header "$t")");"
+    name=$(row_name "$t")
+    RES[$name]+="$(wrk_run "$DUR" "$(row_url "$t")" "$(row_header "$t")" "${ROW_PID[$name]}");"
   done
   dead=$(died)
   [ -z "$dead" ] || { echo "compare.sh: $dead exited during the run" >&2; tail -n 20 "$WORK/$dead.log" >&2; exit 1; }
 done
 
 # --- report --------------------------------------------------------------------------------
-declare -A RPS P50 P99
-median() { # name -> the median round by req/s, plus the spread of req/s over rounds in %
+declare -A RPS P50 P99 CPU
+summary() { # name -> the median round by req/s, the spread of req/s over rounds in %, the
+  # median CPU per request over rounds, and the most any round lost to other work
   tr ';' '\n' <<<"${RES[$1]}" | grep . | sort -n | awk '
-    { a[NR] = $0; r[NR] = $1 }
-    END { m = a[int((NR + 1) / 2)]; split(m, f, " "); s = f[1] > 0 ? 100 * (r[NR] - r[1]) / f[1] : 0; print m, s }'
+    { a[NR] = $0; r[NR] = $1; c[NR] = $6; if ($7 > o) o = $7 }
+    END { split(a[int((NR + 1) / 2)], f, " "); s = f[1] > 0 ? 100 * (r[NR] - r[1]) / f[1] : 0
+          for (i = 1; i <= NR; i++) for (j = i + 1; j <= NR; j++) if (c[j] < c[i]) { x = c[i]; c[i] = c[j]; c[j] = x }
+          print f[1], f[2], f[3], f[4], f[5], s, c[int((NR + 1) / 2)], o + 0 }'
 }
-printf "%-16s %9s %8s %8s %7s %7s %8s %8s\n" row req/s p50_ms p99_ms non2xx errors spread% ×direct
+printf "%-16s %9s %8s %8s %7s %7s %7s %8s %7s %8s\n" \
+  row req/s p50_ms p99_ms non2xx errors spread% cpu_us/req other% ×direct
 for t in "${TARGETS[@]}"; do
   name=$(row_name "$t")
-  read -r rps p50 p99 bad err spread <<<"$(median "$name")"
-  RPS[$name]=$rps P50[$name]=$p50 P99[$name]=$p99
+  read -r rps p50 p99 bad err spread cpu other <<<"$(summary "$name")"
+  RPS[$name]=$rps P50[$name]=$p50 P99[$name]=$p99 CPU[$name]=$cpu
   ratio=$(awk -v a="$rps" -v b="${RPS[direct]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-  printf "%-16s %9d %8.3f %8.3f %7d %7d %8.1f %8s\n" "$name" "$rps" "$p50" "$p99" "$bad" "$err" "$spread" "$ratio"
+  cpu=$(awk -v c="$cpu" 'BEGIN { if (c < 0) print "-"; else printf "%.1f", c }')
+  printf "%-16s %9d %8.3f %8.3f %7d %7d %7.1f %10s %7.0f %8s\n" \
+    "$name" "$rps" "$p50" "$p99" "$bad" "$err" "$spread" "$cpu" "$other" "$ratio"
 done
 echo
-printf "%-28s %8s %8s %8s\n" "usher / peer" req/s p50 p99
+printf "%-28s %8s %8s %8s %10s\n" "usher / peer" req/s p50 p99 cpu/req
 for peer in nginx-proxy nginx-limit bare-proxy bare-percore direct; do
   awk -v n="usher / $peer" -v a="${RPS[usher]}" -v b="${RPS[$peer]}" -v c="${P50[usher]}" -v d="${P50[$peer]}" \
-    -v e="${P99[usher]}" -v f="${P99[$peer]}" \
-    'function q(x, y) { return y > 0 ? sprintf("%.2f×", x / y) : "-" }
-     BEGIN { printf "%-28s %8s %8s %8s\n", n, q(a, b), q(c, d), q(e, f) }'
+    -v e="${P99[usher]}" -v f="${P99[$peer]}" -v g="${CPU[usher]}" -v h="${CPU[$peer]}" \
+    'function q(x, y) { return (x >= 0 && y > 0) ? sprintf("%.2f×", x / y) : "-" }
+     BEGIN { printf "%-28s %8s %8s %8s %10s\n", n, q(a, b), q(c, d), q(e, f), q(g, h) }'
 done
 awk -v a="${RPS[usher]}" -v b="${RPS[nginx-proxy]}" -v c="${P99[usher]}" -v d="${P99[nginx-proxy]}" 'BEGIN {
-  ok = a >= b && c <= d
-  printf "\ntarget (usher req/s >= nginx-proxy, p99 no worse): %s\n", ok ? "met" : "missed" }'
+  printf "\ntarget (usher req/s >= nginx-proxy, p99 no worse): %s\n", (a >= b && c <= d) ? "met" : "missed" }'
 echo "($ROUNDS rounds × ${DUR}s, $CONNS connections, wrk -t$THREADS, usher workers=$WORKERS (0 = per core)," \
-  "$cores cores, load before $load; median round by req/s; latency ratios: lower is better)"
+  "$cores cores, load average before $load. Median round by req/s; cpu_us/req: the row's server" \
+  "process(es), median over rounds; other%: the machine's CPU taken by anything else, worst round;" \
+  "latency and cpu ratios: lower is better)"

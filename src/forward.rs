@@ -231,11 +231,12 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 /// protocol when the client asked to switch protocols (HTTP/1.1 only).
 fn prepare_request(req: &mut Request<Incoming>, conn: ClientConn, forward_client_ip: bool) -> Option<HeaderValue> {
     let upgrade = requested_upgrade(req);
+    // The request target's authority wins over `Host` (RFC 9112 §3.2.2; HTTP/2's :authority).
     let host = req
-        .headers()
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str().rsplit('@').next().unwrap_or_default()).ok())
+        .or_else(|| req.headers().get(header::HOST).cloned());
 
     let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut parts = http::uri::Parts::default();

@@ -58,6 +58,14 @@ pub fn strip(headers: &mut HeaderMap) {
     }
 }
 
+/// Adds a `Set-Cookie` value, replacing an earlier one for the same cookie in this response
+/// (RFC 6265: one response should not set a name twice, e.g. clear a bad pass and set a new one).
+pub fn push(list: &mut Vec<HeaderValue>, value: HeaderValue) {
+    let name = value.as_bytes().split(|b| *b == b'=').next().unwrap_or_default().to_vec();
+    list.retain(|v| v.as_bytes().split(|b| *b == b'=').next() != Some(name.as_slice()));
+    list.push(value);
+}
+
 /// A `Set-Cookie` value for one of usher's cookies; `None` value clears it.
 pub fn set_cookie(name: &str, value: Option<&str>, max_age_secs: u64, secure: bool) -> HeaderValue {
     let text = match value {

@@ -104,6 +104,15 @@ impl Room {
         self.limits.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Changes the room's limits now (admin API, reload): in the store, which is what every
+    /// node admits by, and in this node's cached copy.
+    pub async fn apply(&self, limits: RoomLimits) -> Result<(), StoreError> {
+        self.store.set_limits(limits.clone()).await?;
+        let rate = self.rate_per_minute.load(Relaxed);
+        self.set_cached(limits, rate);
+        Ok(())
+    }
+
     fn set_cached(&self, limits: RoomLimits, rate_per_minute: u64) {
         self.metrics.outflow_configured.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
         self.rate_per_minute.store(rate_per_minute, Relaxed);
@@ -133,6 +142,10 @@ impl Rooms {
 
     pub fn all(&self) -> &[Arc<Room>] {
         &self.rooms
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Room>> {
+        self.rooms.iter().find(|r| r.name == name)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -197,7 +210,7 @@ impl Rooms {
                             if let Err(e) = room.store.end_session(pass.session).await {
                                 self.store_error(room, &e);
                             }
-                            set_cookies.push(cookies::set_cookie(PASS_COOKIE, None, 0, visitor.tls));
+                            cookies::push(&mut set_cookies, cookies::set_cookie(PASS_COOKIE, None, 0, visitor.tls));
                         }
                         return Decision::Forward(set_cookies);
                     }
@@ -210,7 +223,7 @@ impl Rooms {
                 },
                 Err(why) => self.rejected(PASS_COOKIE, why),
             }
-            set_cookies.push(cookies::set_cookie(PASS_COOKIE, None, 0, visitor.tls));
+            cookies::push(&mut set_cookies, cookies::set_cookie(PASS_COOKIE, None, 0, visitor.tls));
         }
 
         let limits = room.limits();
@@ -229,8 +242,8 @@ impl Rooms {
                 Ok(ticket) => match room.store.poll(ticket.number, now_ms).await {
                     Ok(PollOutcome::Admitted { session, waited_ms }) => {
                         self.admitted_from_line(room, waited_ms);
-                        set_cookies.push(self.pass_cookie(room, &session, visitor.tls));
-                        set_cookies.push(cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                        cookies::push(&mut set_cookies, self.pass_cookie(room, &session, visitor.tls));
+                        cookies::push(&mut set_cookies, cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
                         return Decision::Forward(set_cookies);
                     }
                     Ok(PollOutcome::Waiting(place)) => {
@@ -257,9 +270,9 @@ impl Rooms {
         match room.store.join(visitor.key, now_ms).await {
             Ok(JoinOutcome::Admitted(session)) => {
                 room.metrics.admitted_direct.inc();
-                set_cookies.push(self.pass_cookie(room, &session, visitor.tls));
+                cookies::push(&mut set_cookies, self.pass_cookie(room, &session, visitor.tls));
                 if cookies.ticket.is_some() {
-                    set_cookies.push(cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                    cookies::push(&mut set_cookies, cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
                 }
                 Decision::Forward(set_cookies)
             }
@@ -267,13 +280,29 @@ impl Rooms {
                 if !reused {
                     room.metrics.joined.inc();
                 }
-                set_cookies.push(self.ticket_cookie(room, ticket, now_ms, visitor.tls));
-                let place = match room.store.poll(ticket, now_ms).await {
-                    Ok(PollOutcome::Waiting(place)) => Some(place),
-                    _ => None,
-                };
-                let view = self.view(room, &limits, Status::Waiting, place);
-                Decision::Respond(pages::respond(answer, &view, set_cookies))
+                match room.store.poll(ticket, now_ms).await {
+                    // A reused ticket whose turn has come (or a grant between join and poll):
+                    // the session exists now, so hand out its pass rather than lose it.
+                    Ok(PollOutcome::Admitted { session, waited_ms }) => {
+                        self.admitted_from_line(room, waited_ms);
+                        cookies::push(&mut set_cookies, self.pass_cookie(room, &session, visitor.tls));
+                        if cookies.ticket.is_some() {
+                            cookies::push(&mut set_cookies, cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                        }
+                        Decision::Forward(set_cookies)
+                    }
+                    Ok(PollOutcome::Waiting(place)) => {
+                        cookies::push(&mut set_cookies, self.ticket_cookie(room, ticket, now_ms, visitor.tls));
+                        let view = self.view(room, &limits, Status::Waiting, Some(place));
+                        Decision::Respond(pages::respond(answer, &view, set_cookies))
+                    }
+                    Ok(PollOutcome::Gone) => {
+                        cookies::push(&mut set_cookies, self.ticket_cookie(room, ticket, now_ms, visitor.tls));
+                        let view = self.view(room, &limits, Status::Waiting, None);
+                        Decision::Respond(pages::respond(answer, &view, set_cookies))
+                    }
+                    Err(e) => self.unavailable(room, &limits, answer, &e, set_cookies),
+                }
             }
             Err(e) => self.unavailable(room, &limits, answer, &e, set_cookies),
         }
@@ -303,7 +332,9 @@ impl Rooms {
             (Status::Waiting, _) if place.is_some_and(|p| p.prequeue) => Status::Prequeue,
             (status, _) => status,
         };
-        let ahead = place.map(|p| p.ahead);
+        // Before the draw the order is not known: showing arrival order would let the
+        // position grow at opening, so none is shown.
+        let ahead = place.filter(|p| !p.prequeue).map(|p| p.ahead);
         let eta_seconds = match status {
             Status::Waiting => ahead.and_then(|a| room.eta_secs(a)),
             _ => None,
@@ -349,14 +380,14 @@ impl Rooms {
         let view = match room.store.poll(ticket.number, visitor.now_ms).await {
             Ok(PollOutcome::Admitted { session, waited_ms }) => {
                 self.admitted_from_line(room, waited_ms);
-                set_cookies.push(self.pass_cookie(room, &session, visitor.tls));
-                set_cookies.push(cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                cookies::push(&mut set_cookies, self.pass_cookie(room, &session, visitor.tls));
+                cookies::push(&mut set_cookies, cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
                 self.view(room, &limits, Status::Admitted, None)
             }
             Ok(PollOutcome::Waiting(place)) => self.view(room, &limits, Status::Waiting, Some(place)),
             Ok(PollOutcome::Gone) => {
                 self.rejected(TICKET_COOKIE, Rejection::Ended);
-                set_cookies.push(cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                cookies::push(&mut set_cookies, cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
                 self.view(room, &limits, Status::Expired, None)
             }
             Err(e) => {

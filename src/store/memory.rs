@@ -274,6 +274,13 @@ impl MemoryRoom {
     pub fn join(&self, client: ClientKey, now_ms: u64) -> JoinOutcome {
         let mut line = lock(&self.line);
         let prequeue = line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens);
+        // The event has opened but no tick has drawn the pre-queue yet: draw it now, so this
+        // later arrival is not drawn in with those who came before the opening.
+        if !prequeue {
+            if let Some(from) = line.prequeue_from.take() {
+                self.draw(&mut line, from);
+            }
+        }
         if line.limits.mode == RoomMode::Auto && !prequeue && line.waiting == 0 {
             let active = self.active.load(Relaxed);
             let per_minute = line.limits.admit_per_minute;

@@ -1,0 +1,166 @@
+//! The configuration file and command line (DESIGN §9, §11): `usher check-config FILE` exits 0
+//! with a summary, or 2 with every error naming its key; `usher run` refuses a broken file.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use support::TempDir;
+
+fn usher(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(args)
+        .env_remove("USHER_CONFIG")
+        .env_remove("USHER_LOG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run the usher binary")
+}
+
+fn check_config(path: &Path) -> Output {
+    usher(&["check-config", path.to_str().expect("UTF-8 path")])
+}
+
+/// Writes `text` as a config file in `dir`.
+fn file(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write the config file");
+    path
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The `  key: reason` lines of a failed check, as (key, reason).
+fn errors(output: &Output) -> Vec<(String, String)> {
+    stderr(output)
+        .lines()
+        .filter_map(|line| line.strip_prefix("  "))
+        .filter_map(|line| line.split_once(": "))
+        .map(|(key, reason)| (key.to_string(), reason.to_string()))
+        .collect()
+}
+
+fn assert_rejected_naming(output: &Output, key: &str) {
+    assert_eq!(output.status.code(), Some(2), "stdout: {}\nstderr: {}", stdout(output), stderr(output));
+    let errors = errors(output);
+    assert!(errors.iter().any(|(k, _)| k == key), "no error names {key}: {errors:?}");
+    assert!(errors.iter().all(|(_, reason)| !reason.trim().is_empty()), "every error gives a reason: {errors:?}");
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/usher.toml");
+    let output = check_config(&path);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    let summary = stdout(&output);
+    assert!(summary.contains("valid"), "{summary}");
+    assert!(summary.contains("upstream: 127.0.0.1:8081"), "{summary}");
+    assert!(summary.contains("admin: 127.0.0.1:9090"), "{summary}");
+}
+
+#[test]
+fn minimal_config_is_valid_and_summarised() {
+    let dir = TempDir::new("config");
+    let path = file(
+        &dir,
+        "ok.toml",
+        "[listen]\nhttp = \"127.0.0.1:8080\"\n[upstream]\naddresses = [\"mailbox.internal:8081\", \"[::1]:8082\"]\n",
+    );
+    let output = check_config(&path);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    let summary = stdout(&output);
+    assert!(summary.contains("mailbox.internal:8081"), "{summary}");
+    assert!(summary.contains("[::1]:8082"), "{summary}");
+}
+
+#[test]
+fn upstream_address_with_an_impossible_port_is_named() {
+    let dir = TempDir::new("config");
+    let path = file(&dir, "bad.toml", "[upstream]\naddresses = [\"localhost:99999\"]\n");
+    let output = check_config(&path);
+    assert_rejected_naming(&output, "upstream.addresses[0]");
+    assert!(stderr(&output).contains("localhost:99999"), "the bad value is quoted: {}", stderr(&output));
+}
+
+#[test]
+fn unreadable_duration_is_named() {
+    let dir = TempDir::new("config");
+    let path =
+        file(&dir, "bad.toml", "[upstream]\naddresses = [\"127.0.0.1:8081\"]\nconnect_timeout = \"2 seconds\"\n");
+    assert_rejected_naming(&check_config(&path), "upstream.connect_timeout");
+}
+
+#[test]
+fn unknown_key_is_named_not_ignored() {
+    let dir = TempDir::new("config");
+    let path = file(&dir, "bad.toml", "[upstream]\naddresses = [\"127.0.0.1:8081\"]\nbogus = true\n");
+    assert_rejected_naming(&check_config(&path), "upstream.bogus");
+}
+
+#[test]
+fn unknown_section_is_named() {
+    let dir = TempDir::new("config");
+    let path = file(&dir, "bad.toml", "[upstrem]\naddresses = [\"127.0.0.1:8081\"]\n");
+    assert_rejected_naming(&check_config(&path), "upstrem");
+}
+
+#[test]
+fn missing_file_is_reported() {
+    let dir = TempDir::new("config");
+    let path = dir.path().join("does-not-exist.toml");
+    let output = check_config(&path);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("does-not-exist.toml"), "{}", stderr(&output));
+}
+
+#[test]
+fn toml_syntax_error_names_its_line() {
+    let dir = TempDir::new("config");
+    let path = file(&dir, "bad.toml", "[listen]\nhttp = \"127.0.0.1:8080\"\n[upstream\naddresses = []\n");
+    assert_rejected_naming(&check_config(&path), "line 3");
+}
+
+#[test]
+fn every_error_in_a_file_is_reported_at_once() {
+    let dir = TempDir::new("config");
+    let path = file(
+        &dir,
+        "bad.toml",
+        concat!(
+            "[listen]\nhttp = \"not-an-address\"\nworkers = -1\n",
+            "[upstream]\naddresses = [\"127.0.0.1:8081\", \"localhost:99999\"]\n",
+            "connect_timeout = \"1h30m\"\nbogus = 1\n",
+            "[store]\nkind = \"sqlite\"\n",
+        ),
+    );
+    let output = check_config(&path);
+    let expected = [
+        "listen.http",
+        "listen.workers",
+        "upstream.addresses[1]",
+        "upstream.connect_timeout",
+        "upstream.bogus",
+        "store.kind",
+    ];
+    for key in expected {
+        assert_rejected_naming(&output, key);
+    }
+    assert_eq!(errors(&output).len(), expected.len(), "{}", stderr(&output));
+    assert!(stderr(&output).contains(&format!("{} error(s)", expected.len())), "{}", stderr(&output));
+    assert!(stdout(&output).is_empty(), "no summary for a broken file: {}", stdout(&output));
+}
+
+#[test]
+fn run_refuses_to_start_with_a_broken_file() {
+    let dir = TempDir::new("config");
+    let path = file(&dir, "bad.toml", "[upstream]\naddresses = [\"localhost:99999\"]\n");
+    let output = usher(&["run", "--config", path.to_str().expect("UTF-8 path")]);
+    assert_eq!(output.status.code(), Some(2), "stderr: {}", stderr(&output));
+    assert!(stderr(&output).contains("upstream.addresses[0]"), "{}", stderr(&output));
+}

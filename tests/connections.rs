@@ -1,0 +1,133 @@
+//! Client connections: `listen.header_read_timeout` bounds how long a connection may sit
+//! without sending a request (slowloris), and `listen.max_connections` caps open connections,
+//! with the surplus waiting in the backlog rather than being refused.
+
+mod support;
+
+use http::StatusCode;
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::*;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use usher::config::Config;
+
+/// usher in front of `upstream`, with a short header read timeout.
+fn usher_with_short_header_timeout(upstream: &Upstream) -> usher::Running {
+    let mut config = Config::for_upstream(upstream.addr);
+    config.listen.header_read_timeout = Duration::from_millis(400);
+    start_usher(config)
+}
+
+/// Reads until the server closes the connection (at most 10 s); returns what it sent.
+async fn closed_by_server<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    let mut received = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("usher kept a connection open that sent no complete request");
+    received
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_that_sends_nothing_is_closed() {
+    let upstream = Upstream::start().await;
+    let usher = usher_with_short_header_timeout(&upstream);
+    let mut stream = connect(http_addr(&usher)).await;
+    closed_by_server(&mut stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_that_stalls_in_the_http2_preface_is_closed() {
+    let upstream = Upstream::start().await;
+    let usher = usher_with_short_header_timeout(&upstream);
+    let mut stream = connect(http_addr(&usher)).await;
+    stream.write_all(b"PRI * HTTP/2.0\r\n").await.expect("write");
+    closed_by_server(&mut stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_that_stalls_in_the_request_head_is_closed() {
+    let upstream = Upstream::start().await;
+    let usher = usher_with_short_header_timeout(&upstream);
+    let mut stream = connect(http_addr(&usher)).await;
+    stream.write_all(b"GET /inbox HTTP/1.1\r\nHost: post.example.dk\r\nX-Slow: ").await.expect("write");
+    closed_by_server(&mut stream).await;
+    assert!(upstream.seen().is_empty(), "an incomplete head is never forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connection_is_closed() {
+    let upstream = Upstream::start().await;
+    let usher = usher_with_short_header_timeout(&upstream);
+    let mut stream = connect(http_addr(&usher)).await;
+    stream.write_all(b"GET /once HTTP/1.1\r\nHost: post.example.dk\r\n\r\n").await.expect("write");
+    let answer = String::from_utf8_lossy(&closed_by_server(&mut stream).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "the request on it was answered first: {answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connection_that_sends_nothing_after_the_handshake_is_closed() {
+    let upstream = Upstream::start().await;
+    let cert = test_cert();
+    let mut config = Config::for_upstream(upstream.addr);
+    config.listen.header_read_timeout = Duration::from_millis(400);
+    config.listen.https = Some("127.0.0.1:0".parse().expect("address"));
+    config.listen.tls = Some(cert.files.clone());
+    let usher = start_usher(config);
+    let mut stream = tls_connect(usher.https_addr.expect("https"), &cert, &[b"h2", b"http/1.1"]).await;
+    closed_by_server(&mut stream).await;
+}
+
+/// Opens `n` connections that never send anything.
+async fn silent_connections(addr: SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        streams.push(connect(addr).await);
+    }
+    streams
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_cannot_lock_everyone_else_out() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.listen.header_read_timeout = Duration::from_millis(400);
+    config.listen.max_connections = 2;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+    let _silent = silent_connections(addr, 2).await;
+    // Both slots are held by clients that say nothing; they must be let go so this one is served.
+    let reply = tokio::time::timeout(Duration::from_secs(10), http1(addr, get("/me-too")))
+        .await
+        .expect("a real client was locked out by silent connections");
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_wait_instead_of_being_refused() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.listen.max_connections = 1;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+
+    // The one allowed connection is busy with a slow request...
+    let first = tokio::spawn(async move { http1(addr, get("/slow?ms=600")).await });
+    upstream.wait_for("/slow").await;
+    // ...so the next one queues, and is served once the first is done.
+    let second = tokio::time::timeout(Duration::from_secs(10), http1(addr, get("/queued")))
+        .await
+        .expect("the queued connection was never served");
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(first.await.expect("first request").status, StatusCode::OK);
+    let order: Vec<String> = upstream.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(order, ["/slow", "/queued"]);
+}

@@ -1,0 +1,69 @@
+//! Shared parts of the integration tests: a real upstream server, usher started in-process
+//! (port 0, real sockets) or as its binary, and clients for every protocol usher serves.
+//!
+//! Each test binary uses only some of these helpers.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod data;
+pub mod process;
+pub mod upstream;
+
+pub use client::*;
+pub use data::*;
+pub use process::*;
+pub use upstream::*;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use usher::config::Config;
+use usher::{Running, Server};
+
+/// A loopback address that usher never uses itself, for the client side of privacy tests:
+/// if it shows up anywhere, it came from the client's connection.
+pub const CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 77));
+
+/// Starts usher in-process; every listener is on an ephemeral port, already bound on return.
+pub fn start_usher(config: Config) -> Running {
+    Server::start(config).expect("usher starts")
+}
+
+/// The usual test setup: usher in front of `upstream` with the default configuration.
+pub fn usher_for(upstream: &Upstream) -> Running {
+    start_usher(Config::for_upstream(upstream.addr))
+}
+
+/// The http address of a started usher.
+pub fn http_addr(running: &Running) -> SocketAddr {
+    running.http_addr.expect("usher listens for http")
+}
+
+/// An address nobody listens on: bound to port 0, then released.
+pub fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local address")
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("usher-test-{}-{what}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create a temp dir");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
