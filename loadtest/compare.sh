@@ -164,6 +164,26 @@ addresses = ["127.0.0.1:$P_DIRECT"]
 [limits]
 requests_per_second = 1000000
 burst = 1000000
+join_burst = 1000000
+
+# The rate-limited path: after the first request each minute, every answer is a 429.
+[[limits.route]]
+path = "/limited/"
+per_minute = 1
+
+# The admitted path: a room that never fills; wrk presents one valid pass.
+[[room]]
+name = "admitted"
+paths = ["/room/"]
+max_active = 1000000
+admit_per_minute = 1000000
+
+# The queue status path: everyone queues and nobody is admitted; wrk polls with one ticket.
+[[room]]
+name = "waiting"
+paths = ["/queue/"]
+mode = "paused"
+waiter_ttl = "1h"
 TOML
 "$USHER" check-config "$WORK/usher.toml" >"$WORK/usher-check.log" 2>&1 ||
   { cat "$WORK/usher-check.log" >&2; exit 1; }
@@ -171,10 +191,21 @@ USHER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') USHER_LOG=${
   start usher "$USHER" --config "$WORK/usher.toml"
 
 # --- rows --------------------------------------------------------------------------------
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$P_USHER/room/" && break; sleep 0.1; done
+cookie_from() { # URL COOKIE-NAME: the value usher sets for a newcomer
+  curl -s -D - -o /dev/null -H 'Accept: application/json' "$1" | tr -d '\r' |
+    sed -n "s/^[Ss]et-[Cc]ookie: $2=\([^;]*\).*/\1/p" | head -n 1
+}
+PASS=$(cookie_from "http://127.0.0.1:$P_USHER/room/" usher_pass)
+TICKET=$(cookie_from "http://127.0.0.1:$P_USHER/queue/" usher_ticket)
+[ -n "$PASS" ] && [ -n "$TICKET" ] || { echo "compare.sh: usher gave no pass or ticket" >&2; exit 1; }
 TARGETS=("direct=http://127.0.0.1:$P_DIRECT/" "nginx-proxy=http://127.0.0.1:$P_NGINX/"
   "nginx-limit=http://127.0.0.1:$P_LIMIT/" "bare-proxy=http://127.0.0.1:$P_BARE/"
   "bare-percore=http://127.0.0.1:$P_PERCORE/" "static-1k=http://127.0.0.1:$P_STATIC/"
-  "usher=http://127.0.0.1:$P_USHER/")
+  "usher=http://127.0.0.1:$P_USHER/"
+  "usher-admitted=http://127.0.0.1:$P_USHER/room/::Cookie: usher_pass=$PASS"
+  "usher-status=http://127.0.0.1:$P_USHER/.usher/status::Cookie: usher_ticket=$TICKET"
+  "usher-limited=http://127.0.0.1:$P_USHER/limited/")
 for t in "$@"; do
   t=${t//\{usher\}/http://127.0.0.1:$P_USHER}
   t=${t//\{admin\}/http://127.0.0.1:$P_ADMIN}
@@ -194,7 +225,7 @@ wait_ready() { # name url header: until it answers 2xx, for 20 s
   [ -n "$3" ] && args+=(-H "$3")
   for _ in $(seq 200); do
     code=$(curl "${args[@]}" "$2" || true)
-    [[ $code == 2?? ]] && return 0
+    [[ $code == 2?? || ($1 == *limited && $code == 429) ]] && return 0
     local dead; dead=$(died)
     if [ -n "$dead" ]; then
       echo "compare.sh: $dead exited:" >&2
