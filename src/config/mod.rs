@@ -194,7 +194,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Every problem found in one file, in file order.
+/// Every problem found in one file, section by section.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
