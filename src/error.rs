@@ -19,6 +19,8 @@ pub enum ProxyError {
     RateLimited { retry_after_secs: u64 },
     #[error("access denied")]
     Denied,
+    #[error("the request body ended early")]
+    ClientAborted,
 }
 
 impl ProxyError {
@@ -29,6 +31,7 @@ impl ProxyError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Denied => StatusCode::FORBIDDEN,
+            Self::ClientAborted => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -41,6 +44,7 @@ impl ProxyError {
             Self::NotFound => "not_found",
             Self::RateLimited { .. } => "rate_limited",
             Self::Denied => "denied",
+            Self::ClientAborted => "client_aborted",
         }
     }
 
@@ -81,6 +85,10 @@ impl ProxyError {
             Self::Denied => concat!(
                 "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Access denied</title>",
                 "<body><h1>Access denied</h1></body></html>\n"
+            ),
+            Self::ClientAborted => concat!(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Bad request</title>",
+                "<body><h1>The request ended early</h1></body></html>\n"
             ),
         }
     }

@@ -156,10 +156,10 @@ pub struct Upstream {
     forward_client_ip: bool,
 }
 
-/// Why forwarding failed, with the metric kind it counts as.
+/// Why forwarding failed, with the upstream-error kind it counts as (`None`: not the upstream's fault).
 #[derive(Debug)]
 pub struct ForwardError {
-    pub kind: UpstreamErrorKind,
+    pub kind: Option<UpstreamErrorKind>,
     pub error: ProxyError,
 }
 
@@ -188,14 +188,28 @@ impl Upstream {
         let mut response = match sent {
             Ok(Ok(response)) => response,
             Ok(Err(e)) if e.is_connect() => {
-                return Err(ForwardError { kind: UpstreamErrorKind::Connect, error: ProxyError::UpstreamUnreachable });
+                return Err(ForwardError {
+                    kind: Some(UpstreamErrorKind::Connect),
+                    error: ProxyError::UpstreamUnreachable,
+                });
+            }
+            // The client's own request body failed (it hung up mid-upload): not the upstream's fault.
+            Ok(Err(e)) if client_body_failed(&e) => {
+                tracing::debug!(error = %e, "client aborted its request body");
+                return Err(ForwardError { kind: None, error: ProxyError::ClientAborted });
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "upstream request failed");
-                return Err(ForwardError { kind: UpstreamErrorKind::Protocol, error: ProxyError::UpstreamProtocol });
+                return Err(ForwardError {
+                    kind: Some(UpstreamErrorKind::Protocol),
+                    error: ProxyError::UpstreamProtocol,
+                });
             }
             Err(_) => {
-                return Err(ForwardError { kind: UpstreamErrorKind::Timeout, error: ProxyError::UpstreamTimeout });
+                return Err(ForwardError {
+                    kind: Some(UpstreamErrorKind::Timeout),
+                    error: ProxyError::UpstreamTimeout,
+                });
             }
         };
 
@@ -214,6 +228,19 @@ impl Upstream {
         response.headers_mut().append(header::VIA, HeaderValue::from_static("1.1 usher"));
         Ok(response)
     }
+}
+
+/// Whether a client error came from reading the client's request body (hyper marks errors
+/// from a user-supplied body as "user" errors).
+fn client_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection until either closes.

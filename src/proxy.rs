@@ -109,7 +109,9 @@ impl Worker {
                 response.map(Body::Upstream)
             }
             Err(e) => {
-                self.metrics.upstream_error(self.index, e.kind);
+                if let Some(kind) = e.kind {
+                    self.metrics.upstream_error(self.index, kind);
+                }
                 e.error.response(json)
             }
         }

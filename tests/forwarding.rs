@@ -383,3 +383,30 @@ async fn upload_with_expect_100_continue_is_forwarded() {
     assert_eq!(json["bytes"], 11);
     assert_eq!(json["sha256"], sha256_hex(b"hello world").as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_mid_upload_is_not_an_upstream_error() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start().await;
+    let usher = usher_for(&upstream);
+    let mut stream = connect(http_addr(&usher)).await;
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: post.example.dk\r\nContent-Length: 1000000\r\n\r\n")
+        .await
+        .expect("send the head");
+    stream.write_all(&[b'x'; 1000]).await.expect("send part of the body");
+    upstream.wait_for("/upload").await;
+    drop(stream);
+    let counted = "usher_requests_total{route=\"upstream\",code=\"400\"} 1\n";
+    for _ in 0..100 {
+        if usher.metrics.render().contains(counted) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let metrics = usher.metrics.render();
+    assert!(metrics.contains(counted), "the aborted request is counted as the client's: {metrics}");
+    for kind in ["connect", "timeout", "protocol"] {
+        assert!(metrics.contains(&format!("usher_upstream_errors_total{{kind=\"{kind}\"}} 0\n")), "{metrics}");
+    }
+}
