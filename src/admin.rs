@@ -1,5 +1,5 @@
-//! The admin listener (DESIGN §9): `/healthz`, `/readyz`, `/metrics`; the admin API joins
-//! it later. It runs on its own small runtime so a flood on the public listeners cannot
+//! The admin listener (DESIGN §9): `/healthz`, `/readyz`, `/metrics`, and the admin API
+//! under `/admin/` ([`crate::admin_api`]). It runs on its own small runtime so a flood on the public listeners cannot
 //! starve the SRE's view of it.
 
 use crate::body::Body;
@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// What the admin endpoints read.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
+    pub api: crate::admin_api::AdminApi,
     /// False until every listener is bound, and again once shutdown has begun.
     pub ready: AtomicBool,
 }
@@ -29,7 +30,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(_) => continue,
@@ -38,9 +39,14 @@ pub async fn serve(
         };
         let (state, builder) = (state.clone(), builder.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, &req)) }
+                async move {
+                    if req.uri().path().starts_with("/admin/") {
+                        return Ok::<_, Infallible>(state.api.handle(req, peer.ip()).await);
+                    }
+                    Ok::<_, Infallible>(handle(&state, &req))
+                }
             });
             let _ = builder.serve_connection(TokioIo::new(stream), service).await;
         });

@@ -5,6 +5,7 @@
 //! to [`forward`] (the upstream).
 
 pub mod admin;
+pub mod admin_api;
 pub mod body;
 pub mod config;
 pub mod demo;
@@ -190,7 +191,10 @@ impl Server {
             .map_err(StartError::Thread)?;
         handles.push(background);
 
-        let admin_state = Arc::new(AdminState { metrics: metrics.clone(), ready: true.into() });
+        let token =
+            config.admin.token.clone().or_else(|| std::env::var("USHER_ADMIN_TOKEN").ok()).filter(|t| !t.is_empty());
+        let api = admin_api::AdminApi { rooms: rooms.clone(), token };
+        let admin_state = Arc::new(AdminState { metrics: metrics.clone(), api, ready: true.into() });
         let admin = match admin_socket {
             None => None,
             Some(socket) => {

@@ -7,6 +7,7 @@
 
 pub mod duration;
 mod raw;
+pub(crate) use raw::parse_rfc3339;
 
 use ipnet::IpNet;
 use std::fmt;
@@ -55,6 +56,8 @@ pub struct TlsFiles {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// The bearer token for admin writes; from `USHER_ADMIN_TOKEN`, never from the file.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone)]

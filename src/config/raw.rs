@@ -288,6 +288,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let admin_listen = raw.admin.listen.as_deref().unwrap_or("127.0.0.1:9090");
     let admin = AdminConfig {
         listen: c.socket_addr("admin.listen", admin_listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        token: None,
     };
 
     // [secret]
@@ -479,7 +480,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 time such as `2027-03-14T09:00:00+01:00`.
-fn parse_rfc3339(text: &str) -> Option<i64> {
+pub(crate) fn parse_rfc3339(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let s = text.get(range)?;

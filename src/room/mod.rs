@@ -38,6 +38,8 @@ pub struct Room {
     pub store: RoomStore,
     pub metrics: RoomMetrics,
     pub tick: Duration,
+    /// The mode `resume` returns to: the configured one, or `auto` if that was `paused`.
+    pub resume_mode: RoomMode,
     /// Limits as of the last tick, so a request reads them without asking the store.
     limits: RwLock<RoomLimits>,
     /// Admissions per minute used for estimates, refreshed every tick.
@@ -84,6 +86,7 @@ impl Room {
             store,
             metrics,
             tick: config.tick,
+            resume_mode: if config.mode == RoomMode::Paused { RoomMode::Auto } else { config.mode },
             rate_per_minute: AtomicU64::new(limits.admit_per_minute),
             limits: RwLock::new(limits),
         }
