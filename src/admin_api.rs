@@ -188,7 +188,7 @@ impl AdminApi {
 }
 
 /// One log line per changed field: who, what, old → new.
-fn log_change(who: &str, room: &str, old: &RoomLimits, new: &RoomLimits) {
+pub(crate) fn log_change(who: &str, room: &str, old: &RoomLimits, new: &RoomLimits) {
     let pairs = [
         ("max_active", old.max_active.to_string(), new.max_active.to_string()),
         ("admit_per_minute", old.admit_per_minute.to_string(), new.admit_per_minute.to_string()),

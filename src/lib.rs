@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pages;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod reload;
 pub mod room;
 pub mod secrets;
 pub mod shutdown;

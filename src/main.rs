@@ -92,8 +92,9 @@ fn run(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let config_for_reload = config.clone();
     match Server::start(config) {
-        Ok(running) => wait_for_signal(running, || {}),
+        Ok(running) => wait_for_signal(running, Some((file, config_for_reload))),
         Err(e) => {
             tracing::error!("cannot start: {e}");
             ExitCode::FAILURE
@@ -101,8 +102,10 @@ fn run(file: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Blocks until SIGTERM or SIGINT, then shuts down gracefully and exits 0.
-fn wait_for_signal(running: Running, on_signal: impl FnOnce()) -> ExitCode {
+/// Blocks until SIGTERM or SIGINT, then shuts down gracefully and exits 0. With a
+/// configuration file, `SIGHUP` reloads it meanwhile.
+fn wait_for_signal(running: Running, reloadable: Option<(&std::path::Path, Config)>) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -111,19 +114,39 @@ fn wait_for_signal(running: Running, on_signal: impl FnOnce()) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+        let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+            (Ok(term), Ok(hup)) => (term, hup),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for signals");
                 return;
             }
         };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        let mut current = reloadable;
+        loop {
+            tokio::select! {
+                _ = term.recv() => return tracing::info!("SIGTERM: shutting down"),
+                _ = tokio::signal::ctrl_c() => return tracing::info!("SIGINT: shutting down"),
+                _ = hup.recv() => {
+                    let Some((path, old)) = current.as_mut() else {
+                        tracing::info!("SIGHUP ignored: no configuration file");
+                        continue;
+                    };
+                    match Config::load(path) {
+                        Err(errors) => {
+                            for e in &errors.0 {
+                                tracing::error!(key = %e.key, "reload rejected, running configuration kept: {}", e.reason);
+                            }
+                        }
+                        Ok(new) => {
+                            let done = usher::reload::apply(&running, old, &new).await;
+                            tracing::info!(rooms_changed = ?done.rooms_changed, needs_restart = ?done.needs_restart, "configuration reloaded");
+                            *old = new;
+                        }
+                    }
+                }
+            }
         }
     });
-    on_signal();
     running.shutdown();
     running.wait();
     tracing::info!("stopped");
@@ -182,5 +205,5 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     println!("  and be let in automatically.");
     println!("  Metrics: http://{}/metrics    Stop: Ctrl+C", running.admin_addr);
     println!();
-    wait_for_signal(running, || {})
+    wait_for_signal(running, None)
 }

@@ -134,6 +134,11 @@ impl UsherProcess {
         }
     }
 
+    /// The configuration file it runs with (rewrite it, then send `HUP`, to reload).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("usher.toml")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
