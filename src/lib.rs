@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod admin_api;
+pub mod admin_client;
 pub mod body;
 pub mod config;
 pub mod demo;

@@ -38,6 +38,53 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
     },
+    /// A client of the admin API (token from USHER_ADMIN_TOKEN).
+    Admin {
+        /// The admin listener.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        addr: SocketAddr,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List rooms with their live figures.
+    Rooms,
+    /// One room.
+    Room { name: String },
+    /// Change a room's limits live.
+    Set {
+        name: String,
+        #[arg(long)]
+        max_active: Option<u64>,
+        #[arg(long)]
+        admit_per_minute: Option<u64>,
+        /// auto, queue_all, paused or closed.
+        #[arg(long)]
+        mode: Option<String>,
+        /// RFC 3339 event start, or "none" to clear it.
+        #[arg(long)]
+        opens_at: Option<String>,
+        /// Shown to waiters; "none" clears it.
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Stop admitting (the line keeps its order).
+    Pause {
+        name: String,
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Admit again.
+    Resume { name: String },
+    /// End sessions: all, or the oldest N.
+    Drain {
+        name: String,
+        #[arg(long)]
+        oldest: Option<u64>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -63,6 +110,58 @@ fn main() -> ExitCode {
         Command::Run => run(&cli.config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Demo { listen, admin } => demo(listen, admin),
+        Command::Admin { addr, command } => admin(addr, command),
+    }
+}
+
+fn admin(addr: SocketAddr, command: AdminCommand) -> ExitCode {
+    use usher::admin_client::Call;
+    let clearable = |v: String| if v == "none" { serde_json::Value::Null } else { serde_json::Value::String(v) };
+    let call = match command {
+        AdminCommand::Rooms => Call::rooms(),
+        AdminCommand::Room { name } => Call::room(&name),
+        AdminCommand::Set { name, max_active, admit_per_minute, mode, opens_at, message } => {
+            let mut fields = serde_json::Map::new();
+            if let Some(n) = max_active {
+                fields.insert("max_active".into(), n.into());
+            }
+            if let Some(n) = admit_per_minute {
+                fields.insert("admit_per_minute".into(), n.into());
+            }
+            if let Some(mode) = mode {
+                fields.insert("mode".into(), mode.into());
+            }
+            if let Some(t) = opens_at {
+                fields.insert("opens_at".into(), clearable(t));
+            }
+            if let Some(m) = message {
+                fields.insert("message".into(), clearable(m));
+            }
+            Call::set(&name, fields)
+        }
+        AdminCommand::Pause { name, message } => Call::pause(&name, message),
+        AdminCommand::Resume { name } => Call::resume(&name),
+        AdminCommand::Drain { name, oldest } => Call::drain(&name, oldest),
+    };
+    let token = std::env::var("USHER_ADMIN_TOKEN").ok();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|runtime| runtime.block_on(call.send(addr, token.as_deref())));
+    match result {
+        Ok((status, body)) => {
+            println!("{body}");
+            if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("usher admin: {status}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("usher admin: cannot reach the admin API at {addr}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -139,3 +139,31 @@ async fn drain_ends_sessions_and_their_passes_no_longer_pass() {
     assert!(metrics.contains("usher_token_rejected_total{cookie=\"usher_pass\",reason=\"ended\"} 1"), "{metrics}");
     usher.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_command_line_sets_pauses_and_lists() {
+    let upstream = Upstream::start().await;
+    let usher = usher_with_room(&upstream, "auto", Some(TOKEN));
+    let admin = usher.admin_addr.to_string();
+    let run = |args: &[&str], token: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_usher"));
+        command.arg("admin").arg("--addr").arg(&admin).args(args).env_remove("USHER_ADMIN_TOKEN");
+        if let Some(token) = token {
+            command.env("USHER_ADMIN_TOKEN", token);
+        }
+        command.output().expect("run usher admin")
+    };
+    let set = run(&["set", "citizens", "--admit-per-minute", "3000"], Some(TOKEN));
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    assert!(String::from_utf8_lossy(&set.stdout).contains("\"admit_per_minute\": 3000"));
+    let pause = run(&["pause", "citizens", "--message", "Back soon"], Some(TOKEN));
+    assert!(pause.status.success());
+    let rooms = run(&["rooms"], None);
+    let listed = String::from_utf8_lossy(&rooms.stdout);
+    assert!(listed.contains("\"mode\": \"paused\"") && listed.contains("Back soon"), "{listed}");
+    let refused = run(&["resume", "citizens"], Some("wrong"));
+    assert!(!refused.status.success(), "a wrong token fails the command");
+    let missing = run(&["room", "nobody"], None);
+    assert!(!missing.status.success());
+    usher.stop();
+}
