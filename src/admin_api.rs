@@ -9,6 +9,7 @@
 use crate::body::Body;
 use crate::config::{RoomMode, parse_rfc3339};
 use crate::room::admitter::now_ms;
+use crate::room::tokens::constant_time_eq;
 use crate::room::{Room, Rooms};
 use crate::store::RoomLimits;
 use bytes::Bytes;
@@ -37,10 +38,6 @@ fn error(status: StatusCode, message: &str, field: Option<&str>) -> Answer {
         body["field"] = json!(field);
     }
     (status, body)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl AdminApi {

@@ -281,17 +281,14 @@ fn prepare_request(req: &mut Request<Incoming>, conn: ClientConn, forward_client
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol.clone());
     }
+    // Whatever the client claimed is not ours to vouch for: removed, then (opt-in) replaced
+    // by the address usher believes.
+    for name in &CLIENT_ADDRESS_HEADERS {
+        headers.remove(name);
+    }
     if forward_client_ip {
-        // Replace rather than append: whatever the client claimed is not ours to vouch for.
-        for name in &CLIENT_ADDRESS_HEADERS {
-            headers.remove(name);
-        }
         if let Ok(value) = HeaderValue::from_str(&conn.addr.to_string()) {
             headers.insert(X_FORWARDED_FOR.clone(), value);
-        }
-    } else {
-        for name in &CLIENT_ADDRESS_HEADERS {
-            headers.remove(name);
         }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if conn.tls { "https" } else { "http" }));

@@ -23,7 +23,8 @@ impl std::fmt::Debug for ClientKey {
 }
 
 /// Derives client keys. Every node with the same secret derives the same key in the same
-/// epoch without talking to the others; a past epoch's key is never kept.
+/// epoch without talking to the others; a past epoch's key is never kept. Holds a small
+/// cache behind a lock: give each worker its own `Identity` rather than sharing one.
 pub struct Identity {
     /// Keys the per-epoch derivation; never used on addresses directly.
     root: hmac::Key,

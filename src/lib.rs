@@ -120,7 +120,6 @@ impl Server {
             metrics.clone(),
         ));
         let rooms = Arc::new(Rooms::new(&config, &secrets, metrics.clone(), now_ms()));
-        let identity = Arc::new(Identity::new(secrets.primary(), &config.client));
         let gate = Arc::new(Gate::new(&config.client, &config.limits, QuantaClock::default(), |rule| {
             metrics.rate_limited.with_label_values(&[rule])
         }));
@@ -132,7 +131,9 @@ impl Server {
             let worker = Arc::new(Worker {
                 index,
                 upstream: Upstream::new(&config.upstream, addresses.clone()),
-                identity: identity.clone(),
+                // Each worker derives keys with its own cache of the epoch key, so the cache's
+                // lock is never contended across cores.
+                identity: Identity::new(secrets.primary(), &config.client),
                 gate: gate.clone(),
                 rooms: rooms.clone(),
                 metrics: metrics.clone(),

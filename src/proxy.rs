@@ -29,7 +29,7 @@ pub const USHER_PREFIX: &str = "/.usher/";
 pub struct Worker {
     pub index: usize,
     pub upstream: Upstream,
-    pub identity: Arc<Identity>,
+    pub identity: Identity,
     pub gate: Arc<Gate>,
     pub rooms: Arc<Rooms>,
     pub metrics: Arc<Metrics>,

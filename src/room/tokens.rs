@@ -172,7 +172,7 @@ fn be_u64(bytes: &[u8]) -> u64 {
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a forged tag matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
