@@ -7,11 +7,12 @@
 //! (a hash prefix), never the token itself.
 
 use crate::body::Body;
+use crate::changes::{self, Source};
 use crate::config::{RoomMode, parse_rfc3339};
+use crate::metrics::Metrics;
 use crate::room::admitter::now_ms;
 use crate::room::tokens::constant_time_eq;
 use crate::room::{Room, Rooms};
-use crate::store::RoomLimits;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -27,6 +28,7 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct AdminApi {
     pub rooms: std::sync::Arc<Rooms>,
     pub token: Option<String>,
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 /// An answer: status and JSON body.
@@ -162,7 +164,7 @@ impl AdminApi {
         if let Err(e) = room.apply(new.clone()).await {
             return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None);
         }
-        log_change(&self.token_id(), &room.name, &old, &new);
+        changes::room_limits(&self.metrics, Source::Api { token_id: &self.token_id() }, &room.name, &old, &new);
         (StatusCode::OK, room_json(room).await)
     }
 
@@ -176,26 +178,20 @@ impl AdminApi {
         };
         match room.store.drain(oldest).await {
             Ok(drained) => {
-                tracing::info!(who = %self.token_id(), room = %room.name, ?oldest, drained, "admin: drained sessions");
+                let asked = oldest.map_or("all sessions".into(), |n| format!("oldest {n} sessions"));
+                let done = format!("{drained} ended");
+                let target = format!("room:{}", room.name);
+                changes::record(
+                    &self.metrics,
+                    Source::Api { token_id: &self.token_id() },
+                    &target,
+                    "drain",
+                    &asked,
+                    &done,
+                );
                 (StatusCode::OK, json!({ "room": room.name, "drained": drained }))
             }
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None),
-        }
-    }
-}
-
-/// One log line per changed field: who, what, old → new.
-pub(crate) fn log_change(who: &str, room: &str, old: &RoomLimits, new: &RoomLimits) {
-    let pairs = [
-        ("max_active", old.max_active.to_string(), new.max_active.to_string()),
-        ("admit_per_minute", old.admit_per_minute.to_string(), new.admit_per_minute.to_string()),
-        ("mode", old.mode.as_str().to_string(), new.mode.as_str().to_string()),
-        ("opens_at_ms", format!("{:?}", old.opens_at_ms), format!("{:?}", new.opens_at_ms)),
-        ("message", format!("{:?}", old.message), format!("{:?}", new.message)),
-    ];
-    for (field, before, after) in pairs {
-        if before != after {
-            tracing::info!(who, room, field, old = %before, new = %after, "admin: room changed");
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod admin_api;
 pub mod admin_client;
 pub mod body;
+pub mod changes;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -30,7 +31,7 @@ use crate::admin::AdminState;
 use crate::config::Config;
 use crate::forward::{Addresses, Upstream};
 use crate::identity::Identity;
-use crate::limits::Gate;
+use crate::limits::{Gate, LiveGate};
 use crate::listener::{BoundSocket, ConnectionSettings};
 use crate::metrics::Metrics;
 use crate::proxy::Worker;
@@ -70,6 +71,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub rooms: Arc<Rooms>,
+    /// Access lists and rate limits in force; a reload swaps them.
+    pub gate: Arc<LiveGate>,
     trigger: Trigger,
     admin_trigger: Trigger,
     admin_state: Arc<AdminState>,
@@ -120,9 +123,12 @@ impl Server {
             metrics.clone(),
         ));
         let rooms = Arc::new(Rooms::new(&config, &secrets, metrics.clone(), now_ms()));
-        let gate = Arc::new(Gate::new(&config.client, &config.limits, QuantaClock::default(), |rule| {
-            metrics.rate_limited.with_label_values(&[rule])
-        }));
+        let gate = Arc::new(LiveGate::from_pointee(Gate::new(
+            &config.client,
+            &config.limits,
+            QuantaClock::default(),
+            |rule| metrics.rate_limited.with_label_values(&[rule]),
+        )));
 
         let mut handles = Vec::with_capacity(workers);
         for index in 0..workers {
@@ -184,7 +190,7 @@ impl Server {
                         .iter()
                         .map(|room| tokio::spawn(admitter::run(room.clone(), shutdown.clone())))
                         .collect();
-                    tasks.push(tokio::spawn(background_gate.sweep_every_second(shutdown)));
+                    tasks.push(tokio::spawn(limits::sweep_every_second(background_gate, shutdown)));
                     for task in tasks {
                         let _ = task.await;
                     }
@@ -196,7 +202,7 @@ impl Server {
 
         let token =
             config.admin.token.clone().or_else(|| std::env::var("USHER_ADMIN_TOKEN").ok()).filter(|t| !t.is_empty());
-        let api = admin_api::AdminApi { rooms: rooms.clone(), token };
+        let api = admin_api::AdminApi { rooms: rooms.clone(), token, metrics: metrics.clone() };
         let admin_state = Arc::new(AdminState { metrics: metrics.clone(), api, ready: true.into() });
         let admin = match admin_socket {
             None => None,
@@ -232,6 +238,7 @@ impl Server {
             admin_addr,
             metrics,
             rooms,
+            gate,
             trigger,
             admin_trigger,
             admin_state,

@@ -6,6 +6,10 @@
 //! table with a hard cap on entries, swept every second of the entries whose limit has fully
 //! recovered. When the table is full, a new client is checked but not remembered (its first
 //! request would have passed anyway), so a flood of fresh addresses costs no memory.
+//!
+//! A reload swaps the whole [`Gate`] in a [`LiveGate`] (read per request without a lock). A
+//! limiter whose quota is unchanged is carried over with its state, so a reload gives no
+//! client a fresh burst; a changed limit starts afresh.
 
 use crate::config::{ClientConfig, LimitsConfig, RouteLimit};
 use crate::identity::ClientKey;
@@ -129,6 +133,9 @@ pub struct Limiter<C: Clock = QuantaClock> {
     start: C::Instant,
     rule: Rule,
     hits: IntCounter,
+    /// What it was built with, so a reload can tell whether it changed.
+    quota: Quota,
+    cap: usize,
 }
 
 impl<C: Clock + Clone> Limiter<C> {
@@ -138,7 +145,7 @@ impl<C: Clock + Clone> Limiter<C> {
         // (to within the nanoseconds between the two calls).
         let start = clock.now();
         let limiter = RateLimiter::new(quota, SharedStates(states.clone()), clock.clone());
-        Self { limiter, states, clock, start, rule, hits }
+        Self { limiter, states, clock, start, rule, hits, quota, cap }
     }
 
     /// `Ok` if `key` may go on now; else which rule and when to retry.
@@ -166,10 +173,15 @@ pub struct Gate<C: Clock = QuantaClock> {
     pub trusted_proxies: Vec<IpNet>,
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
-    requests: Limiter<C>,
-    joins: Limiter<C>,
-    routes: Vec<(Option<Method>, String, Limiter<C>)>,
+    requests: Arc<Limiter<C>>,
+    joins: Arc<Limiter<C>>,
+    routes: Vec<(Option<Method>, String, Arc<Limiter<C>>)>,
+    clock: C,
 }
+
+/// The gate in force. Workers `load()` it per request (no lock, no shared counter);
+/// a reload `store()`s a [`Gate::reconfigured`] one.
+pub type LiveGate = arc_swap::ArcSwap<Gate>;
 
 /// What the gate says about a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -189,7 +201,34 @@ fn per_second(n: u32) -> NonZeroU32 {
 impl<C: Clock + Clone> Gate<C> {
     /// Builds the gate; `hits(rule_label)` gives the counter of each rule.
     pub fn new(client: &ClientConfig, limits: &LimitsConfig, clock: C, hits: impl Fn(&str) -> IntCounter) -> Self {
+        Self::build(client.trusted_proxies.clone(), client, limits, clock, None, hits)
+    }
+
+    /// A gate with new access lists and limits, for a reload. Limiters whose quota and cap are
+    /// unchanged are shared with this gate, state and all. The trusted proxies stay: the
+    /// listeners use them too, so changing them needs a restart.
+    pub fn reconfigured(
+        &self,
+        client: &ClientConfig,
+        limits: &LimitsConfig,
+        hits: impl Fn(&str) -> IntCounter,
+    ) -> Self {
+        Self::build(self.trusted_proxies.clone(), client, limits, self.clock.clone(), Some(self), hits)
+    }
+
+    fn build(
+        trusted_proxies: Vec<IpNet>,
+        client: &ClientConfig,
+        limits: &LimitsConfig,
+        clock: C,
+        previous: Option<&Self>,
+        hits: impl Fn(&str) -> IntCounter,
+    ) -> Self {
         let cap = limits.max_tracked_clients;
+        let limiter = |rule: Rule, quota: Quota, old: Option<&Arc<Limiter<C>>>| match old {
+            Some(old) if old.quota == quota && old.cap == cap => old.clone(),
+            _ => Arc::new(Limiter::new(rule.clone(), quota, cap, clock.clone(), hits(rule.label()))),
+        };
         let requests = Quota::per_second(per_second(limits.requests_per_second)).allow_burst(per_second(limits.burst));
         let joins = Quota::per_minute(per_second(limits.joins_per_minute)).allow_burst(per_second(limits.join_burst));
         let routes = limits
@@ -198,17 +237,18 @@ impl<C: Clock + Clone> Gate<C> {
             .map(|RouteLimit { method, path, per_minute }| {
                 let label = format!("route:{} {path}", method.as_ref().map_or("*", Method::as_str));
                 let quota = Quota::per_minute(per_second(*per_minute));
-                let limiter = Limiter::new(Rule::Route(label.clone()), quota, cap, clock.clone(), hits(&label));
-                (method.clone(), path.clone(), limiter)
+                let old = previous.and_then(|g| g.routes.iter().find(|(_, _, l)| l.rule.label() == label));
+                (method.clone(), path.clone(), limiter(Rule::Route(label), quota, old.map(|(_, _, l)| l)))
             })
             .collect();
         Self {
-            trusted_proxies: client.trusted_proxies.clone(),
+            trusted_proxies,
             allow: client.allow.clone(),
             deny: client.deny.clone(),
-            requests: Limiter::new(Rule::Requests, requests, cap, clock.clone(), hits("requests")),
-            joins: Limiter::new(Rule::Joins, joins, cap, clock, hits("joins")),
+            requests: limiter(Rule::Requests, requests, previous.map(|g| &g.requests)),
+            joins: limiter(Rule::Joins, joins, previous.map(|g| &g.joins)),
             routes,
+            clock,
         }
     }
 
@@ -255,15 +295,15 @@ impl<C: Clock + Clone> Gate<C> {
             + self.joins.states().len()
             + self.routes.iter().map(|(_, _, l)| l.states().len()).sum::<usize>()
     }
+}
 
-    /// Sweeps once a second until `shutdown`.
-    pub async fn sweep_every_second(self: Arc<Self>, mut shutdown: crate::shutdown::Shutdown) {
-        let mut interval = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = interval.tick() => self.sweep(),
-                () = shutdown.wait() => return,
-            }
+/// Sweeps the gate in force once a second until `shutdown`.
+pub async fn sweep_every_second(gate: Arc<LiveGate>, mut shutdown: crate::shutdown::Shutdown) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => gate.load().sweep(),
+            () = shutdown.wait() => return,
         }
     }
 }
@@ -333,6 +373,26 @@ mod tests {
         clock.advance(Duration::from_secs(5));
         g.sweep();
         assert_eq!(g.tracked(), 0, "recovered clients are forgotten");
+    }
+
+    #[test]
+    fn a_reconfigured_gate_keeps_the_state_of_unchanged_limits_and_applies_new_ones() {
+        let (g, _) = gate("[limits]\nrequests_per_second = 1\nburst = 2\njoins_per_minute = 1\njoin_burst = 1\n");
+        for _ in 0..2 {
+            assert_eq!(g.check_request(&key(1), &Method::GET, "/"), Ok(()));
+        }
+        assert_eq!(g.check_join(&key(1)), Ok(()));
+        let new = Config::parse(
+            "[client]\ndeny = [\"192.0.2.0/24\"]\n[limits]\nrequests_per_second = 1\nburst = 2\njoins_per_minute = 60\njoin_burst = 5\n",
+        )
+        .expect("config");
+        let hits = |rule: &str| IntCounter::new(format!("r_{}", rule.len()), "test").expect("counter");
+        let r = g.reconfigured(&new.client, &new.limits, hits);
+        assert!(Arc::ptr_eq(&g.requests, &r.requests), "an unchanged limiter is carried over");
+        assert!(r.check_request(&key(1), &Method::GET, "/").is_err(), "no fresh burst at reload");
+        assert_eq!(r.check_join(&key(1)), Ok(()), "the raised join limit applies at once");
+        assert_eq!(r.access("192.0.2.9".parse().expect("ip")), Access::Denied);
+        assert_eq!(g.access("192.0.2.9".parse().expect("ip")), Access::Normal);
     }
 
     #[test]

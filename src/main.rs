@@ -238,8 +238,13 @@ fn wait_for_signal(running: Running, reloadable: Option<(&std::path::Path, Confi
                         }
                         Ok(new) => {
                             let done = usher::reload::apply(&running, old, &new).await;
-                            tracing::info!(rooms_changed = ?done.rooms_changed, needs_restart = ?done.needs_restart, "configuration reloaded");
-                            *old = new;
+                            tracing::info!(
+                                rooms_changed = ?done.rooms_changed,
+                                gate_changed = done.gate_changed,
+                                needs_restart = ?done.needs_restart,
+                                "configuration reloaded"
+                            );
+                            *old = usher::reload::in_force(old, &new);
                         }
                     }
                 }

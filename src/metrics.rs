@@ -100,6 +100,8 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// Requests answered 429, by rule.
     pub rate_limited: IntCounterVec,
+    /// Changes applied while running, by source (api, reload), target and field.
+    pub changes: IntCounterVec,
     rooms: RoomFamilies,
 }
 
@@ -178,6 +180,12 @@ impl Metrics {
             "Requests answered 429, by the rule they broke.",
             &["rule"],
         );
+        let changes = counter_vec(
+            &registry,
+            "usher_changes_total",
+            "Changes applied while running (admin API or reload), by source, target and field.",
+            &["source", "target", "field"],
+        );
         let r = &registry;
         let wait = HistogramVec::new(
             HistogramOpts::new("usher_wait_seconds", "Time from joining the line to being admitted.")
@@ -230,6 +238,7 @@ impl Metrics {
             token_rejected,
             store_errors,
             rate_limited,
+            changes,
             rooms,
         }
     }

@@ -11,7 +11,7 @@ use crate::body::Body;
 use crate::error::{ProxyError, wants_json};
 use crate::forward::{ClientConn, Upstream};
 use crate::identity::{self, Identity};
-use crate::limits::{Access, Gate};
+use crate::limits::{Access, LiveGate};
 use crate::metrics::{Metrics, Route};
 use crate::pages;
 use crate::room::admitter::now_ms;
@@ -30,7 +30,7 @@ pub struct Worker {
     pub index: usize,
     pub upstream: Upstream,
     pub identity: Identity,
-    pub gate: Arc<Gate>,
+    pub gate: Arc<LiveGate>,
     pub rooms: Arc<Rooms>,
     pub metrics: Arc<Metrics>,
 }
@@ -44,14 +44,18 @@ impl Worker {
     }
 
     async fn respond(&self, mut req: Request<Incoming>, conn: ClientConn) -> (Route, Response<Body>) {
+        // Steps 1 to 3 read the gate in force; a reload may swap it at any time.
+        let gate = self.gate.load();
+
         // 1. Identify the client: the peer, or who a trusted proxy says it is.
-        let client = identity::client_addr(conn.addr, conn.tls, req.headers(), &self.gate.trusted_proxies);
+        let client = identity::client_addr(conn.addr, conn.tls, req.headers(), &gate.trusted_proxies);
         let conn = ClientConn { tls: client.https, addr: client.ip };
 
         // 2. Access lists, on the real address.
-        match self.gate.access(client.ip) {
+        match gate.access(client.ip) {
             Access::Denied => return (Route::Denied, ProxyError::Denied.response(wants_json(req.headers()))),
             Access::Allowed => {
+                drop(gate);
                 cookies::strip(req.headers_mut());
                 return (Route::Upstream, self.forward(req, conn).await);
             }
@@ -61,10 +65,11 @@ impl Worker {
         // 3. Rate limits, by client key, before anything can cost the room.
         let now_ms = now_ms();
         let key = self.identity.key(client.ip, now_ms / 1000);
-        if let Err(limited) = self.gate.check_request(&key, req.method(), req.uri().path()) {
+        if let Err(limited) = gate.check_request(&key, req.method(), req.uri().path()) {
             let error = ProxyError::RateLimited { retry_after_secs: limited.retry_after_secs };
             return (Route::Limited, error.response(wants_json(req.headers())));
         }
+        drop(gate);
         let visitor = Visitor { key, tls: client.https, now_ms, gate: &self.gate };
 
         // 4. usher's own paths.

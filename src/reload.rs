@@ -1,18 +1,24 @@
 //! `SIGHUP`: re-read the configuration file and apply what can change without a restart.
 //!
-//! Room limits change live, in the store, so every node and every waiter sees them; tickets,
-//! sessions and connections are untouched. Changes that need a restart (listeners, store,
-//! upstreams, secrets, client lists and limits, added or removed rooms) are reported, not
-//! half-applied. A broken file is rejected and the running configuration stays.
+//! Room limits change live, in the store, so every node and every waiter sees them; the access
+//! lists and rate limits change by swapping the gate (limiters whose quota is unchanged keep
+//! their state). Tickets, sessions and connections are untouched. Changes that need a restart
+//! (listeners, store, upstreams, secrets, how clients are identified, added or removed rooms)
+//! are reported, not half-applied. A broken file is rejected and the running configuration
+//! stays.
 
 use crate::Running;
-use crate::config::Config;
+use crate::changes::{self, Source};
+use crate::config::{ClientConfig, Config, RoomConfig};
 use crate::store::RoomLimits;
+use std::sync::Arc;
 
-/// What a reload did: per room, whether it changed; and what still needs a restart.
+/// What a reload did: what changed live, and what still needs a restart.
 #[derive(Debug, Default)]
 pub struct Reloaded {
     pub rooms_changed: Vec<String>,
+    /// The access lists or rate limits changed.
+    pub gate_changed: bool,
     pub needs_restart: Vec<String>,
 }
 
@@ -20,32 +26,60 @@ pub struct Reloaded {
 pub async fn apply(running: &Running, old: &Config, new: &Config) -> Reloaded {
     let mut done = Reloaded::default();
     let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+    // How a client is identified is fixed at start: the listeners and each worker's key
+    // derivation hold it. Allow and deny lists are not part of it.
+    let identification = |c: &ClientConfig| (c.trusted_proxies.clone(), c.ipv4_prefix, c.ipv6_prefix, c.hash_rotation);
     for (section, changed) in [
         ("listen", !same(&old.listen, &new.listen)),
         ("admin", !same(&old.admin.listen, &new.admin.listen)),
         ("store", old.store != new.store),
         ("upstream", !same(&old.upstream, &new.upstream)),
         ("secret", !same(&old.secret, &new.secret)),
-        ("client", !same(&old.client, &new.client)),
-        ("limits", !same(&old.limits, &new.limits)),
+        (
+            "client (trusted_proxies, prefixes, hash_rotation)",
+            identification(&old.client) != identification(&new.client),
+        ),
     ] {
         if changed {
             done.needs_restart.push(section.to_string());
         }
     }
+
+    let metrics = &running.metrics;
+    if changes::gate(metrics, (&old.client, &old.limits), (&new.client, &new.limits)) > 0 {
+        let gate = running
+            .gate
+            .load()
+            .reconfigured(&new.client, &new.limits, |rule| metrics.rate_limited.with_label_values(&[rule]));
+        running.gate.store(Arc::new(gate));
+        done.gate_changed = true;
+    }
+
     for room_config in &new.rooms {
-        let Some(room) = running.rooms.get(&room_config.name) else {
+        let (Some(room), Some(old_config)) =
+            (running.rooms.get(&room_config.name), old.rooms.iter().find(|r| r.name == room_config.name))
+        else {
             done.needs_restart.push(format!("room {} (added)", room_config.name));
             continue;
         };
-        let old_limits = room.limits();
-        let limits = RoomLimits::from_config(room_config, new.limits.tickets_per_client);
-        if limits == old_limits {
+        let routing = |r: &RoomConfig| format!("{:?}", (&r.hosts, &r.paths, &r.bypass, &r.logout_path, r.tick));
+        if routing(old_config) != routing(room_config) {
+            done.needs_restart.push(format!("room {} (hosts, paths, bypass, logout_path or tick)", room.name));
+        }
+        // Only what the file changed is applied, over the live limits: a reload for another
+        // reason must not undo what an operator set through the admin API (a pause, say).
+        let live = room.limits();
+        let limits = merge(
+            &live,
+            &RoomLimits::from_config(old_config, old.limits.tickets_per_client),
+            &RoomLimits::from_config(room_config, new.limits.tickets_per_client),
+        );
+        if limits == live {
             continue;
         }
         match room.apply(limits.clone()).await {
             Ok(()) => {
-                crate::admin_api::log_change("reload", &room.name, &old_limits, &limits);
+                changes::room_limits(metrics, Source::Reload, &room.name, &live, &limits);
                 done.rooms_changed.push(room.name.clone());
             }
             Err(e) => tracing::warn!(room = %room.name, error = %e, "reload could not change the room"),
@@ -57,4 +91,48 @@ pub async fn apply(running: &Running, old: &Config, new: &Config) -> Reloaded {
         }
     }
     done
+}
+
+/// `live` with each field that differs between the old and the new file set to the new value.
+fn merge(live: &RoomLimits, old: &RoomLimits, new: &RoomLimits) -> RoomLimits {
+    let mut out = live.clone();
+    macro_rules! take_changed {
+        ($($field:ident),*) => { $( if old.$field != new.$field { out.$field = new.$field.clone(); } )* };
+    }
+    take_changed!(
+        max_active,
+        admit_per_minute,
+        session_idle,
+        session_max,
+        waiter_ttl,
+        claim_window,
+        mode,
+        opens_at_ms,
+        message,
+        tickets_per_client
+    );
+    out
+}
+
+/// The configuration in force after [`apply`]: `old`, with what `apply` changed live taken
+/// from `new`. What needs a restart stays as it runs, so the next reload reports it again.
+pub fn in_force(old: &Config, new: &Config) -> Config {
+    let mut config = old.clone();
+    config.client.allow.clone_from(&new.client.allow);
+    config.client.deny.clone_from(&new.client.deny);
+    config.limits = new.limits.clone();
+    for room in &mut config.rooms {
+        if let Some(n) = new.rooms.iter().find(|r| r.name == room.name) {
+            room.max_active = n.max_active;
+            room.admit_per_minute = n.admit_per_minute;
+            room.session_idle = n.session_idle;
+            room.session_max = n.session_max;
+            room.waiter_ttl = n.waiter_ttl;
+            room.claim_window = n.claim_window;
+            room.mode = n.mode;
+            room.opens_at = n.opens_at;
+            room.message.clone_from(&n.message);
+        }
+    }
+    config
 }

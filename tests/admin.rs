@@ -167,3 +167,87 @@ async fn the_admin_command_line_sets_pauses_and_lists() {
     assert!(!missing.status.success());
     usher.stop();
 }
+
+/// Follows a local `$ref` (`#/components/...`) in the OpenAPI document.
+fn resolve<'a>(doc: &'a serde_json::Value, node: &'a serde_json::Value) -> &'a serde_json::Value {
+    match node.get("$ref").and_then(|r| r.as_str()) {
+        Some(r) => {
+            resolve(doc, r.strip_prefix('#').and_then(|p| doc.pointer(p)).unwrap_or_else(|| panic!("dangling {r}")))
+        }
+        None => node,
+    }
+}
+
+/// Checks `value` against the object schema: every required field present, and no field the
+/// document does not describe.
+fn check_object(doc: &serde_json::Value, schema: &serde_json::Value, value: &serde_json::Value, at: &str) {
+    let schema = resolve(doc, schema);
+    if schema["type"] == "array" {
+        for item in value.as_array().unwrap_or_else(|| panic!("{at}: expected an array, got {value}")) {
+            check_object(doc, &schema["items"], item, at);
+        }
+        return;
+    }
+    if schema["type"] != "object" {
+        return;
+    }
+    let object = value.as_object().unwrap_or_else(|| panic!("{at}: expected an object, got {value}"));
+    let properties = schema["properties"].as_object().cloned().unwrap_or_default();
+    for required in schema["required"].as_array().into_iter().flatten() {
+        let name = required.as_str().expect("required names are strings");
+        assert!(object.contains_key(name), "{at}: documented field {name} missing from {value}");
+    }
+    for (name, field) in object {
+        let described = properties.get(name).unwrap_or_else(|| panic!("{at}: field {name} is not in the OpenAPI file"));
+        if !field.is_null() {
+            check_object(doc, described, field, &format!("{at}.{name}"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_file_describes_every_answer_of_the_admin_listener() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/admin-openapi.json")).expect("file");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("the OpenAPI file is JSON");
+    let upstream = Upstream::start().await;
+    let usher = usher_with_room(&upstream, "auto", Some(TOKEN));
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 8, "every route is described");
+    for (template, item) in paths {
+        for (method, operation) in item.as_object().expect("path item") {
+            if method == "parameters" {
+                continue;
+            }
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("an HTTP method");
+            let responses = operation["responses"].as_object().expect("responses");
+            let body = operation.pointer("/requestBody/content/application~1json/example").map(ToString::to_string);
+            let body = body.unwrap_or_default();
+            let call_as = |room: &str, token: Option<&'static str>| {
+                let (method, path, body) = (method.clone(), template.replace("{room}", room), body.clone());
+                let admin = usher.admin_addr;
+                async move { call(admin, method, &path, token, &body).await }
+            };
+            let what = format!("{method} {template}");
+            let reply = call_as("citizens", Some(TOKEN)).await;
+            let code = reply.status.as_u16().to_string();
+            let documented = responses.get(&code).unwrap_or_else(|| panic!("{what} answered {code}, not documented"));
+            assert!(reply.status.is_success(), "{what}: {} {}", reply.status, reply.text());
+            let schema = resolve(&doc, documented).pointer("/content/application~1json/schema");
+            if let Some(schema) = schema {
+                check_object(&doc, schema, &reply.json(), &what);
+            }
+            if template.contains("{room}") {
+                let missing = call_as("nobody", Some(TOKEN)).await;
+                assert_eq!(missing.status, StatusCode::NOT_FOUND, "{what}");
+                assert!(responses.contains_key("404"), "{what}: 404 is documented");
+                check_object(&doc, &serde_json::json!({"$ref": "#/components/schemas/Error"}), &missing.json(), &what);
+            }
+            if operation.get("security").is_some() {
+                let refused = call_as("citizens", None).await;
+                assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{what} without the token");
+                assert!(responses.contains_key("401"), "{what}: 401 is documented");
+            }
+        }
+    }
+    usher.stop();
+}

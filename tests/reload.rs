@@ -72,5 +72,91 @@ async fn sighup_applies_a_changed_limit_without_dropping_a_request_or_a_waiter()
     }
     assert!(rejected, "the log says why: {:?}", usher.logs());
     assert_eq!(max_active(&usher).await, 5);
-    assert!(usher.logs().iter().any(|l| l.contains("room changed") && l.contains("max_active")), "{:?}", usher.logs());
+    assert!(
+        usher.logs().iter().any(|l| l.contains("change applied") && l.contains("max_active")),
+        "{:?}",
+        usher.logs()
+    );
+}
+
+const TOKEN: &str = "reload-test-admin-token-0123456789";
+
+/// A room on `/inbox` only, so `/` measures the gate alone; `client` and `limits` vary.
+fn gated_config(upstream: &Upstream, client: &str, limits: &str, max_active: u32) -> String {
+    format!(
+        "{}\n[client]\n{client}\n[limits]\n{limits}\n[[room]]\nname = \"citizens\"\npaths = [\"/inbox\"]\nmode = \"queue_all\"\nmax_active = {max_active}\n",
+        binary_config(&[upstream.addr], "", "")
+    )
+}
+
+async fn metric_value(usher: &UsherProcess, series: &str) -> String {
+    let text = http1(usher.admin_addr, get("/metrics")).await.text();
+    text.lines().find_map(|l| l.strip_prefix(series)).map(|v| v.trim().to_string()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_changes_access_lists_and_rate_limits_live_and_keeps_an_operators_pause() {
+    let upstream = Upstream::start().await;
+    let loose = "requests_per_second = 1000\nburst = 1000";
+    let usher =
+        UsherProcess::spawn(&gated_config(&upstream, "", loose, 2), Logs::Text, &[("USHER_ADMIN_TOKEN", TOKEN)]);
+    for _ in 0..5 {
+        assert_eq!(http1(usher.http_addr, get("/")).await.status, 200);
+    }
+    // The operator pauses the room through the API; a later reload must not undo that.
+    let pause = Request::post("/admin/rooms/citizens/pause")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(empty())
+        .expect("request");
+    assert_eq!(http1(usher.admin_addr, pause).await.status, 200);
+
+    // A strict limit and a raised max_active: both apply, the pause stays.
+    std::fs::write(usher.config_path(), gated_config(&upstream, "", "requests_per_second = 1\nburst = 2", 3))
+        .expect("rewrite the config");
+    usher.signal("HUP");
+    assert!(wait_until_max_active(&usher, 3).await, "the new max_active applies");
+    let room = http1(usher.admin_addr, get("/admin/rooms/citizens")).await.json();
+    assert_eq!(room["mode"], "paused", "the reload kept the operator's pause: {room}");
+    let statuses: Vec<u16> = {
+        let mut s = Vec::new();
+        for _ in 0..4 {
+            s.push(http1(usher.http_addr, get("/")).await.status.as_u16());
+        }
+        s
+    };
+    assert!(statuses.contains(&429), "the stricter limit applies at once: {statuses:?}");
+    assert_eq!(
+        metric_value(&usher, "usher_changes_total{field=\"requests_per_second\",source=\"reload\",target=\"limits\"}")
+            .await,
+        "1"
+    );
+    assert_eq!(
+        metric_value(&usher, "usher_changes_total{field=\"max_active\",source=\"reload\",target=\"room:citizens\"}")
+            .await,
+        "1"
+    );
+    assert_eq!(
+        metric_value(&usher, "usher_changes_total{field=\"mode\",source=\"api\",target=\"room:citizens\"}").await,
+        "1"
+    );
+
+    // Deny this client's address: 403 from the next request on, without a restart.
+    std::fs::write(usher.config_path(), gated_config(&upstream, "deny = [\"127.0.0.0/8\"]", loose, 3))
+        .expect("rewrite the config");
+    usher.signal("HUP");
+    let mut denied = false;
+    for _ in 0..100 {
+        if http1(usher.http_addr, get("/")).await.status == 403 {
+            denied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(denied, "the deny list applies live");
+    let logs = usher.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("change applied") && l.contains("deny") && l.contains("127.0.0.0/8")),
+        "one log line says what changed, old and new: {logs:?}"
+    );
+    assert!(!logs.iter().any(|l| l.contains(TOKEN)), "the token is never logged");
 }

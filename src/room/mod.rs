@@ -10,7 +10,7 @@ use crate::body::Body;
 use crate::config::{Config, RoomConfig, RoomMode};
 use crate::error::ProxyError;
 use crate::identity::ClientKey;
-use crate::limits::Gate;
+use crate::limits::LiveGate;
 use crate::metrics::{Metrics, RoomMetrics};
 use crate::pages::{self, Answer, Status, View};
 use crate::secrets::Secrets;
@@ -74,7 +74,7 @@ pub struct Visitor<'a> {
     pub tls: bool,
     pub now_ms: u64,
     /// For the join limit, checked only when a visitor would take a new ticket.
-    pub gate: &'a Gate,
+    pub gate: &'a LiveGate,
 }
 
 impl Room {
@@ -269,7 +269,7 @@ impl Rooms {
 
         // 3. A newcomer: admitted at once if nobody waits and there is room, else a ticket,
         //    within the join limit so that a flood cannot farm tickets.
-        if let Err(limited) = visitor.gate.check_join(&visitor.key) {
+        if let Err(limited) = visitor.gate.load().check_join(&visitor.key) {
             let mut response =
                 ProxyError::RateLimited { retry_after_secs: limited.retry_after_secs }.response(answer == Answer::Json);
             for cookie in set_cookies {

@@ -442,6 +442,23 @@ pub fn rejected(text: &str, cookie: &str, reason: &str) -> f64 {
     metric(text, "usher_token_rejected_total", &[("cookie", cookie), ("reason", reason)])
 }
 
+/// An admin API call (`Authorization: Bearer token` when given), on a fresh connection.
+pub async fn admin_call(admin: SocketAddr, method: http::Method, path: &str, token: Option<&str>, body: &str) -> Reply {
+    let stream = tokio::net::TcpStream::connect(admin).await.expect("connect to the admin listener");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("admin handshake");
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header(header::HOST, admin.to_string());
+    if let Some(token) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).expect("valid request");
+    let response = sender.send_request(req).await.expect("admin call");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("admin body").to_bytes();
+    Reply { status: parts.status, headers: parts.headers, body }
+}
+
 /// Polls `check` every 50 ms until it holds; panics with `what` after `timeout`.
 pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
