@@ -163,3 +163,56 @@ async fn a_paused_room_admits_nobody_keeps_the_order_and_resumes_first_come_firs
     }
     stop(usher).await;
 }
+
+/// Polls every 50 ms until the visitor is admitted; panics after `timeout`.
+async fn admitted_within(v: &mut Visitor, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while v.status().await["status"] != "admitted" {
+        assert!(Instant::now() < deadline, "{} not admitted within {timeout:?}", v.ip);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_sessions_frees_their_places_for_the_next_waiters_in_order() {
+    let backend = Backend::start().await;
+    let mut full = room("full");
+    (full.max_active, full.admit_per_minute) = (2, 60_000);
+    let usher = start_with(&backend, vec![full], |c| c.admin.token = Some(TOKEN.into()));
+    let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
+
+    let mut inside = Vec::new();
+    for i in 0..2 {
+        let mut v = Visitor::new(ip(5, i), addr);
+        assert!(v.api("/inbox").await.forwarded(), "visitor {i} gets in while there is room");
+        inside.push(v);
+    }
+    let mut line = Vec::new();
+    for i in 2..5 {
+        let mut v = Visitor::new(ip(5, i), addr);
+        assert_eq!(v.api("/inbox").await.status, 503, "visitor {i} waits in a full room");
+        line.push(v);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for v in &mut line {
+        assert_eq!(v.status().await["status"], "waiting", "nobody gets in while the room is full");
+    }
+
+    // The oldest session ends: exactly the first waiter gets its place.
+    let one = admin_call(admin, Method::POST, "/admin/rooms/full/drain", Some(TOKEN), r#"{"oldest": 1}"#).await;
+    assert_eq!((one.status.as_u16(), one.json()["drained"].as_u64()), (200, Some(1)), "{}", one.text());
+    admitted_within(&mut line[0], Duration::from_secs(10)).await;
+    assert_eq!(line[1].status().await["status"], "waiting", "only one place was freed");
+    assert!(!inside[0].api("/inbox").await.forwarded(), "the drained session's pass no longer passes");
+    assert!(inside[1].api("/inbox").await.forwarded(), "the newer session lives on");
+
+    // Drain the rest: the two remaining waiters take the two places.
+    let all = admin_call(admin, Method::POST, "/admin/rooms/full/drain", Some(TOKEN), "").await;
+    assert_eq!(all.json()["drained"].as_u64(), Some(2), "{}", all.text());
+    for v in &mut line[1..] {
+        admitted_within(v, Duration::from_secs(10)).await;
+    }
+    let text = metrics_text(admin).await;
+    assert_eq!(metric(&text, "usher_changes_total", &[("source", "api"), ("field", "drain")]), 2.0);
+    stop(usher).await;
+}
