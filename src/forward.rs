@@ -283,8 +283,10 @@ fn prepare_request(req: &mut Request<Incoming>, conn: ClientConn, forward_client
     }
     // Whatever the client claimed is not ours to vouch for: removed, then (opt-in) replaced
     // by the address usher believes.
-    for name in &CLIENT_ADDRESS_HEADERS {
-        headers.remove(name);
+    if headers.keys().any(|name| CLIENT_ADDRESS_HEADERS.contains(name)) {
+        for name in &CLIENT_ADDRESS_HEADERS {
+            headers.remove(name);
+        }
     }
     if forward_client_ip {
         if let Ok(value) = HeaderValue::from_str(&conn.addr.to_string()) {
@@ -315,6 +317,11 @@ fn requested_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names present is cheaper than a hash
+    // lookup per hop-by-hop name.
+    if !headers.keys().any(|name| *name == header::UPGRADE || HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)

@@ -1,17 +1,65 @@
 //! Client identity (DESIGN §2): the address usher believes, masked, turned into a
 //! [`ClientKey`] that cannot be reversed and that changes every `hash_rotation`.
 //!
-//! The raw address exists only inside request handling; everything that is kept, counted
-//! or logged uses the key.
+//! The raw address exists only inside connection and request handling; everything that is
+//! kept, counted or logged uses the key.
 
 use crate::config::ClientConfig;
 use ring::hmac;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
 /// A keyed hash of a masked client address: 128 bits, stable within one epoch.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ClientKey(pub [u8; 16]);
+
+/// Hashes as its first 8 bytes: see [`KeyHasher`].
+impl Hash for ClientKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_ne_bytes(first));
+    }
+}
+
+/// A [`ClientKey`] is already a keyed hash, unpredictable without the secret, so a table
+/// keyed by it needs no keyed second hash (SipHash would cost more than the lookup): the
+/// key's first 8 bytes go through a few-instruction mix (murmur3's finaliser), which also
+/// spreads the non-uniform keys of tests and benches. Anything else written is folded in,
+/// FNV-style.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+/// The hasher of tables keyed by [`ClientKey`].
+pub type KeyHashing = BuildHasherDefault<KeyHasher>;
+
+/// The last key computed on one connection. A keep-alive connection sends many requests from
+/// one address, and each would otherwise cost an HMAC. It lives exactly as long as the
+/// connection, which holds the address anyway.
+#[derive(Default)]
+pub struct KeyCache(Mutex<Option<(IpAddr, u64, ClientKey)>>);
 
 impl std::fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,6 +90,20 @@ impl Identity {
             ipv4_prefix: config.ipv4_prefix,
             ipv6_prefix: config.ipv6_prefix,
             current: Mutex::new(None),
+        }
+    }
+
+    /// [`Identity::key`], remembered in the connection's `cache` for the rest of the epoch.
+    pub fn key_cached(&self, cache: &KeyCache, addr: IpAddr, now_secs: u64) -> ClientKey {
+        let epoch = now_secs / self.rotation_secs;
+        let mut last = cache.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match *last {
+            Some((a, e, key)) if a == addr && e == epoch => key,
+            _ => {
+                let key = self.key(addr, now_secs);
+                *last = Some((addr, epoch, key));
+                key
+            }
         }
     }
 
@@ -102,6 +164,25 @@ mod tests {
 
     fn identity() -> Identity {
         Identity::new(&[7u8; 32], &Config::parse("").expect("defaults").client)
+    }
+
+    #[test]
+    fn a_connection_cache_gives_the_same_key_and_follows_address_and_epoch() {
+        let config = crate::config::Config::parse("").expect("config").client;
+        let identity = Identity::new(b"a-secret-of-at-least-32-bytes-long!!", &config);
+        let cache = KeyCache::default();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().expect("ip"), "192.0.2.2".parse().expect("ip"));
+        let now = 1_800_000_000;
+        assert_eq!(identity.key_cached(&cache, a, now), identity.key(a, now));
+        assert_eq!(identity.key_cached(&cache, a, now + 1), identity.key(a, now));
+        assert_eq!(
+            identity.key_cached(&cache, b, now),
+            identity.key(b, now),
+            "another address is not served from the cache"
+        );
+        let later = now + config.hash_rotation.as_secs();
+        assert_eq!(identity.key_cached(&cache, b, later), identity.key(b, later));
+        assert_ne!(identity.key(b, later), identity.key(b, now), "the key rotates with the epoch");
     }
 
     #[test]

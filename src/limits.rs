@@ -12,7 +12,7 @@
 //! client a fresh burst; a changed limit starts afresh.
 
 use crate::config::{ClientConfig, LimitsConfig, RouteLimit};
-use crate::identity::ClientKey;
+use crate::identity::{ClientKey, KeyHashing};
 use dashmap::DashMap;
 use governor::clock::{Clock, QuantaClock, Reference};
 use governor::middleware::NoOpMiddleware;
@@ -31,7 +31,7 @@ use std::time::Duration;
 /// Per-client GCRA state: each key's theoretical arrival time, in nanoseconds since the
 /// limiter started (governor's representation), with a hard cap on entries.
 pub struct ClientStates {
-    map: DashMap<ClientKey, AtomicU64>,
+    map: DashMap<ClientKey, AtomicU64, KeyHashing>,
     cap: usize,
     len: AtomicUsize,
     /// New clients checked but not remembered because the table was full.
@@ -40,7 +40,7 @@ pub struct ClientStates {
 
 impl ClientStates {
     fn new(cap: usize) -> Self {
-        Self { map: DashMap::new(), cap, len: AtomicUsize::new(0), overflowed: AtomicU64::new(0) }
+        Self { map: DashMap::default(), cap, len: AtomicUsize::new(0), overflowed: AtomicU64::new(0) }
     }
 
     /// Entries held now.

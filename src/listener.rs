@@ -8,6 +8,7 @@
 use crate::body::Body;
 use crate::config::ListenConfig;
 use crate::forward::ClientConn;
+use crate::identity::KeyCache;
 use crate::metrics::Metrics;
 use crate::proxy::Worker;
 use crate::shutdown::Shutdown;
@@ -216,12 +217,13 @@ async fn serve<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let started = Arc::new(AtomicBool::new(false));
+    let keys = Arc::new(KeyCache::default());
     let service = {
         let started = started.clone();
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
             started.store(true, Relaxed);
-            let worker = worker.clone();
-            async move { Ok::<http::Response<Body>, Infallible>(worker.handle(req, conn).await) }
+            let (worker, keys) = (worker.clone(), keys.clone());
+            async move { Ok::<http::Response<Body>, Infallible>(worker.handle(req, conn, &keys).await) }
         })
     };
     let connection = watcher.watch(settings.builder.serve_connection_with_upgrades(io, service));

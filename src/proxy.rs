@@ -10,7 +10,7 @@
 use crate::body::Body;
 use crate::error::{ProxyError, wants_json};
 use crate::forward::{ClientConn, Upstream};
-use crate::identity::{self, Identity};
+use crate::identity::{self, Identity, KeyCache};
 use crate::limits::{Access, LiveGate};
 use crate::metrics::{Metrics, Route};
 use crate::pages;
@@ -37,13 +37,14 @@ pub struct Worker {
 
 impl Worker {
     /// Answers one request; never fails (every error becomes a response here).
-    pub async fn handle(&self, req: Request<Incoming>, conn: ClientConn) -> Response<Body> {
-        let (route, response) = self.respond(req, conn).await;
+    /// `keys` is the connection's cache of its client key.
+    pub async fn handle(&self, req: Request<Incoming>, conn: ClientConn, keys: &KeyCache) -> Response<Body> {
+        let (route, response) = self.respond(req, conn, keys).await;
         self.metrics.request(self.index, route, response.status().as_u16());
         response
     }
 
-    async fn respond(&self, mut req: Request<Incoming>, conn: ClientConn) -> (Route, Response<Body>) {
+    async fn respond(&self, mut req: Request<Incoming>, conn: ClientConn, keys: &KeyCache) -> (Route, Response<Body>) {
         // Steps 1 to 3 read the gate in force; a reload may swap it at any time.
         let gate = self.gate.load();
 
@@ -64,7 +65,7 @@ impl Worker {
 
         // 3. Rate limits, by client key, before anything can cost the room.
         let now_ms = now_ms();
-        let key = self.identity.key(client.ip, now_ms / 1000);
+        let key = self.identity.key_cached(keys, client.ip, now_ms / 1000);
         if let Err(limited) = gate.check_request(&key, req.method(), req.uri().path()) {
             let error = ProxyError::RateLimited { retry_after_secs: limited.retry_after_secs };
             return (Route::Limited, error.response(wants_json(req.headers())));
