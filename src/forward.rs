@@ -154,6 +154,9 @@ pub struct Upstream {
     client: Client<Connector, Incoming>,
     response_timeout: Duration,
     forward_client_ip: bool,
+    /// `Host` for a request that came without one (HTTP/1.0): the first upstream address, as
+    /// a client configured with that address would send.
+    default_host: Option<HeaderValue>,
 }
 
 /// Why forwarding failed, with the upstream-error kind it counts as (`None`: not the upstream's fault).
@@ -172,7 +175,13 @@ impl Upstream {
             .pool_max_idle_per_host(config.pool_per_worker)
             .set_host(false)
             .build(Connector(addresses));
-        Self { client, response_timeout: config.response_timeout, forward_client_ip: config.forward_client_ip }
+        let default_host = config.addresses.first().and_then(|a| HeaderValue::from_str(&a.to_string()).ok());
+        Self {
+            client,
+            response_timeout: config.response_timeout,
+            forward_client_ip: config.forward_client_ip,
+            default_host,
+        }
     }
 
     /// Sends `req` upstream and returns the response head; bodies stream in both directions.
@@ -181,7 +190,7 @@ impl Upstream {
         mut req: Request<Incoming>,
         conn: ClientConn,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let upgrade = prepare_request(&mut req, conn, self.forward_client_ip);
+        let upgrade = prepare_request(&mut req, conn, self.forward_client_ip, self.default_host.as_ref());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
         let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
@@ -256,7 +265,12 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 
 /// Rewrites a client request into the upstream request, in place. Returns the `Upgrade`
 /// protocol when the client asked to switch protocols (HTTP/1.1 only).
-fn prepare_request(req: &mut Request<Incoming>, conn: ClientConn, forward_client_ip: bool) -> Option<HeaderValue> {
+fn prepare_request(
+    req: &mut Request<Incoming>,
+    conn: ClientConn,
+    forward_client_ip: bool,
+    default_host: Option<&HeaderValue>,
+) -> Option<HeaderValue> {
     let upgrade = requested_upgrade(req);
     // The request target's authority wins over `Host` (RFC 9112 §3.2.2; HTTP/2's :authority).
     let host = req
@@ -294,9 +308,17 @@ fn prepare_request(req: &mut Request<Incoming>, conn: ClientConn, forward_client
         }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-        headers.insert(header::HOST, host);
+    match host {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            headers.insert(header::HOST, host);
+        }
+        // HTTP/1.1 upstream requires a Host; an HTTP/1.0 client may not have sent one.
+        None => {
+            if let Some(host) = default_host {
+                headers.insert(header::HOST, host.clone());
+            }
+        }
     }
     headers.append(header::VIA, HeaderValue::from_static(if conn.tls { "1.1 usher (tls)" } else { "1.1 usher" }));
     upgrade

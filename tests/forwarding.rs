@@ -410,3 +410,15 @@ async fn a_client_hanging_up_mid_upload_is_not_an_upstream_error() {
         assert!(metrics.contains(&format!("usher_upstream_errors_total{{kind=\"{kind}\"}} 0\n")), "{metrics}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_request_without_host_reaches_the_upstream_with_one() {
+    let upstream = Upstream::start().await;
+    let usher = usher_for(&upstream);
+    let answer = raw_exchange(http_addr(&usher), b"GET /old-client HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = upstream.wait_for("/old-client").await;
+    assert_eq!(seen.header("host"), Some(upstream.addr.to_string().as_str()), "the upstream's own address");
+    assert_eq!(seen.header("x-forwarded-host"), None, "the client named no host");
+    usher.stop();
+}
