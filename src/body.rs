@@ -2,6 +2,7 @@
 //! or a small body usher made itself. An enum rather than a boxed trait object, so the
 //! forwarding path allocates nothing for it.
 
+use crate::pool::Checkin;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -10,8 +11,8 @@ use std::task::{Context, Poll};
 
 #[derive(Debug)]
 pub enum Body {
-    /// Streamed from the upstream.
-    Upstream(Incoming),
+    /// Streamed from the upstream; its connection goes back to the pool at the end.
+    Upstream(Incoming, Option<Checkin>),
     /// A complete body held in memory (`None` once sent).
     Full(Option<Bytes>),
 }
@@ -44,21 +45,32 @@ impl http_body::Body for Body {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            Body::Upstream(incoming) => Pin::new(incoming).poll_frame(cx),
+            Body::Upstream(incoming, checkin) => {
+                let polled = Pin::new(&mut *incoming).poll_frame(cx);
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => incoming.is_end_stream(),
+                    Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+                };
+                if ended && let Some(checkin) = checkin.take() {
+                    checkin.done();
+                }
+                polled
+            }
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Upstream(incoming) => incoming.is_end_stream(),
+            Body::Upstream(incoming, _) => incoming.is_end_stream(),
             Body::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Upstream(incoming) => incoming.size_hint(),
+            Body::Upstream(incoming, _) => incoming.size_hint(),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

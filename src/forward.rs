@@ -1,33 +1,29 @@
-//! Forwarding to the upstream (DESIGN §7): a pooled HTTP/1.1 client per worker, header
-//! hygiene, timeouts, WebSocket/`Upgrade` pass-through, and round robin over several
-//! addresses with passive health.
+//! Forwarding to the upstream (DESIGN §7): HTTP/1.1 over a pool of keep-alive connections
+//! per worker ([`crate::pool`]), header hygiene, timeouts, WebSocket/`Upgrade` pass-through,
+//! and round robin over several addresses with passive health.
 //!
 //! Balancing happens when a connection is made, not per request: every pooled connection
-//! is equivalent, so the pool is keyed by one logical host and the [`Connector`] picks the
-//! address. An address that refuses or times out is rested for `upstream.rest` and the next
-//! one is tried within the same connect, so a dead address costs no failed request.
+//! is equivalent, and [`Addresses`] picks the address of a new one. An address that refuses
+//! or times out is rested for `upstream.rest` and the next one is tried within the same
+//! connect, so a dead address costs no failed request.
 
+use crate::body::Body;
 use crate::config::{UpstreamAddress, UpstreamConfig};
 use crate::error::ProxyError;
 use crate::metrics::UpstreamErrorKind;
+use crate::pool::{Checkin, Pool, Sender};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::future::Future;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
-
-/// The pool key of every upstream connection; never sent (the client's Host is kept).
-const POOL_AUTHORITY: &str = "usher-upstream";
 
 /// Headers that describe one connection and must not cross the proxy (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -129,29 +125,11 @@ impl Addresses {
     }
 }
 
-/// The `hyper-util` connector: ignores the URI and asks [`Addresses`] for a connection.
-#[derive(Debug, Clone)]
-pub struct Connector(Arc<Addresses>);
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<TcpStream>>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let addresses = self.0.clone();
-        Box::pin(async move { addresses.connect().await.map(TokioIo::new) })
-    }
-}
-
 /// One worker's view of the upstream: its own connection pool (no lock shared with other
 /// workers), over the shared address list.
 pub struct Upstream {
-    client: Client<Connector, Incoming>,
+    pool: Arc<Pool>,
+    addresses: Arc<Addresses>,
     response_timeout: Duration,
     forward_client_ip: bool,
     /// `Host` for a request that came without one (HTTP/1.0): the first upstream address, as
@@ -168,46 +146,72 @@ pub struct ForwardError {
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig, addresses: Arc<Addresses>) -> Self {
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.pool_per_worker)
-            .set_host(false)
-            .build(Connector(addresses));
+        let pool = Pool::new(config.pool_per_worker, config.idle_timeout);
         let default_host = config.addresses.first().and_then(|a| HeaderValue::from_str(&a.to_string()).ok());
         Self {
-            client,
+            pool,
+            addresses,
             response_timeout: config.response_timeout,
             forward_client_ip: config.forward_client_ip,
             default_host,
         }
     }
 
+    /// A new connection to the next healthy address; its driver runs on this worker.
+    async fn connect(&self) -> Result<Sender, Failure> {
+        let stream = self.addresses.clone().connect().await.map_err(Failure::Connect)?;
+        let (sender, connection) =
+            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(Failure::Exchange)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// One exchange: on a pooled connection if one is open, else on a new one. A pooled
+    /// connection the upstream closed meanwhile returns the request unsent: it is sent again
+    /// on a new connection.
+    async fn exchange(&self, req: Request<Incoming>) -> Result<(Response<Incoming>, Sender), Failure> {
+        let (mut sender, reused) = match self.pool.checkout().await {
+            Some(sender) => (sender, true),
+            None => (self.connect().await?, false),
+        };
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok((response, sender)),
+            Err(mut e) => match e.take_message() {
+                Some(req) if reused => {
+                    let mut fresh = self.connect().await?;
+                    let response = fresh.send_request(req).await.map_err(Failure::Exchange)?;
+                    Ok((response, fresh))
+                }
+                _ => Err(Failure::Exchange(e.into_error())),
+            },
+        }
+    }
+
     /// Sends `req` upstream and returns the response head; bodies stream in both directions.
-    pub async fn forward(
-        &self,
-        mut req: Request<Incoming>,
-        conn: ClientConn,
-    ) -> Result<Response<Incoming>, ForwardError> {
+    pub async fn forward(&self, mut req: Request<Incoming>, conn: ClientConn) -> Result<Response<Body>, ForwardError> {
         let upgrade = prepare_request(&mut req, conn, self.forward_client_ip, self.default_host.as_ref());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
-        let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
-        let mut response = match sent {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) if e.is_connect() => {
+        let sent = tokio::time::timeout(self.response_timeout, self.exchange(req)).await;
+        let (mut response, sender) = match sent {
+            Ok(Ok(exchanged)) => exchanged,
+            Ok(Err(Failure::Connect(e))) => {
+                tracing::debug!(error = %e, "upstream connect failed");
                 return Err(ForwardError {
                     kind: Some(UpstreamErrorKind::Connect),
                     error: ProxyError::UpstreamUnreachable,
                 });
             }
             // The client's own request body failed (it hung up mid-upload): not the upstream's fault.
-            Ok(Err(e)) if client_body_failed(&e) => {
+            Ok(Err(Failure::Exchange(e))) if e.is_user() => {
                 tracing::debug!(error = %e, "client aborted its request body");
                 return Err(ForwardError { kind: None, error: ProxyError::ClientAborted });
             }
-            Ok(Err(e)) => {
+            Ok(Err(Failure::Exchange(e))) => {
                 tracing::debug!(error = %e, "upstream request failed");
                 return Err(ForwardError {
                     kind: Some(UpstreamErrorKind::Protocol),
@@ -230,26 +234,31 @@ impl Upstream {
                 let headers = response.headers_mut();
                 headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                 headers.insert(header::UPGRADE, protocol);
-                return Ok(response);
+                // The connection now belongs to the tunnel.
+                return Ok(response.map(|body| Body::Upstream(body, None)));
             }
         }
         strip_hop_by_hop(response.headers_mut());
         response.headers_mut().append(header::VIA, HeaderValue::from_static("1.1 usher"));
-        Ok(response)
+        let checkin = Checkin::new(sender, self.pool.clone());
+        // An empty body (HEAD, 204, 304, Content-Length: 0) may never be polled.
+        if http_body::Body::is_end_stream(response.body()) {
+            checkin.done();
+            return Ok(response.map(|body| Body::Upstream(body, None)));
+        }
+        Ok(response.map(|body| Body::Upstream(body, Some(checkin))))
+    }
+
+    /// Idle upstream connections in this worker's pool.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle()
     }
 }
 
-/// Whether a client error came from reading the client's request body (hyper marks errors
-/// from a user-supplied body as "user" errors).
-fn client_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
-            return true;
-        }
-        source = err.source();
-    }
-    false
+/// Why an exchange failed.
+enum Failure {
+    Connect(io::Error),
+    Exchange(hyper::Error),
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection until either closes.
@@ -279,13 +288,10 @@ fn prepare_request(
         .and_then(|a| HeaderValue::from_str(a.as_str().rsplit('@').next().unwrap_or_default()).ok())
         .or_else(|| req.headers().get(header::HOST).cloned());
 
-    let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(Authority::from_static(POOL_AUTHORITY));
-    parts.path_and_query = Some(path);
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *req.uri_mut() = uri;
+    // Origin form (`/path?query`): the upstream learns the host from `Host`.
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() || req.uri().path().is_empty() {
+        let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
     }
     *req.version_mut() = Version::HTTP_11;
 

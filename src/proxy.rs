@@ -112,7 +112,7 @@ impl Worker {
         match self.upstream.forward(req, conn).await {
             Ok(response) => {
                 self.metrics.upstream_duration(self.index, started.elapsed());
-                response.map(Body::Upstream)
+                response
             }
             Err(e) => {
                 if let Some(kind) = e.kind {
