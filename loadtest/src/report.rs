@@ -96,6 +96,12 @@ pub struct Eta {
     pub ratio: Spread,
     /// Share whose wait was within ±25 % or ±10 s (the larger) of the estimate.
     pub within_tolerance: f64,
+    /// The estimate against usher's grant rather than the visitor's next poll: the grant
+    /// came between the last "waiting" poll and the admitting one, so the error is the
+    /// distance from the estimate to that window (0 inside it; positive: granted later).
+    pub grant_error_s: Spread,
+    /// Share of estimates inside the grant window.
+    pub inside_grant_window: f64,
     /// (estimate, wait) in seconds, up to 2,000 evenly chosen visitors, for the plot.
     pub points: Vec<(f64, f64)>,
 }
@@ -230,6 +236,13 @@ impl Report {
             e.within_tolerance * 100.0,
             e.compared
         );
+        let _ = writeln!(
+            out,
+            "           against usher's grant (between the last two polls): inside the window {:.1} %, error p50 {:+.1} s, p90 {:+.1} s",
+            e.inside_grant_window * 100.0,
+            e.grant_error_s.p50,
+            e.grant_error_s.p90
+        );
         let f = &self.fairness;
         let _ = writeln!(
             out,
@@ -322,8 +335,24 @@ fn waits(records: &[VisitorRecord]) -> Waits {
 }
 
 fn eta(records: &[VisitorRecord]) -> Eta {
-    let pairs: Vec<(f64, f64)> =
-        records.iter().filter(|r| !r.prequeued).filter_map(|r| Some((r.eta_at_join_s? as f64, wait_of(r)?))).collect();
+    let shown = |r: &VisitorRecord| Some((r.eta_at_join_s? as f64, wait_of(r)?));
+    let pairs: Vec<(f64, f64)> = records.iter().filter(|r| !r.prequeued).filter_map(shown).collect();
+    let grant_errors: Vec<f64> = records
+        .iter()
+        .filter(|r| !r.prequeued)
+        .filter_map(|r| {
+            let (eta, wait) = shown(r)?;
+            let earliest = secs(r.last_waiting_sent_us?.saturating_sub(r.join_answered_us?));
+            Some(if eta < earliest {
+                earliest - eta
+            } else if eta > wait {
+                wait - eta
+            } else {
+                0.0
+            })
+        })
+        .collect();
+    let inside = grant_errors.iter().filter(|e| **e == 0.0).count();
     let within = pairs.iter().filter(|(shown, wait)| (wait - shown).abs() <= (0.25 * shown).max(10.0)).count();
     let step = pairs.len().div_ceil(2000).max(1);
     Eta {
@@ -332,6 +361,8 @@ fn eta(records: &[VisitorRecord]) -> Eta {
         abs_error_s: Spread::of(pairs.iter().map(|(shown, wait)| (wait - shown).abs()).collect()),
         ratio: Spread::of(pairs.iter().filter(|(shown, _)| *shown > 0.0).map(|(shown, wait)| wait / shown).collect()),
         within_tolerance: if pairs.is_empty() { 0.0 } else { within as f64 / pairs.len() as f64 },
+        inside_grant_window: if grant_errors.is_empty() { 0.0 } else { inside as f64 / grant_errors.len() as f64 },
+        grant_error_s: Spread::of(grant_errors),
         points: pairs.iter().step_by(step).copied().collect(),
     }
 }
@@ -434,4 +465,66 @@ fn timeline(records: &[VisitorRecord], end_us: u64) -> Vec<Second> {
         second.waiting = u64::try_from(waiting).unwrap_or(0);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Failure, Sample};
+    use std::time::Duration;
+
+    /// A visitor who joined at `join` s (shown `eta` s), last found waiting at `lo` s and
+    /// saw its admission at `hi` s.
+    fn queued(index: u64, ticket: u64, join: u64, eta: u64, lo: u64, hi: u64) -> VisitorRecord {
+        let mut r = VisitorRecord::new(index);
+        r.join_sent_us = Some(join * 1_000_000);
+        r.join_answered_us = Some(join * 1_000_000 + 1000);
+        r.ticket = Some(ticket);
+        r.eta_at_join_s = Some(eta);
+        r.last_waiting_sent_us = Some(lo * 1_000_000);
+        r.admitted_us = Some(hi * 1_000_000);
+        r.admission = Admission::FromLine;
+        r.samples.push(Sample { route: Route::Join, sent_us: join * 1_000_000, latency_us: 1000, status: 503 });
+        r
+    }
+
+    fn outcome(records: Vec<VisitorRecord>) -> Outcome {
+        Outcome { records, server: Vec::new(), failed_scrapes: 0, started_unix_ms: 0, elapsed: Duration::from_secs(30) }
+    }
+
+    #[test]
+    fn waits_estimates_and_order_are_measured_from_the_records() {
+        let mut late = queued(2, 12, 1, 5, 10, 20);
+        late.failures.push((Route::Status, Failure::Timeout));
+        let mut lost = VisitorRecord::new(3);
+        lost.join_sent_us = Some(2_000_000);
+        lost.join_answered_us = Some(2_001_000);
+        lost.ticket = Some(13);
+        lost.last_waiting_sent_us = Some(4_000_000);
+        lost.failures.push((Route::Status, Failure::PlaceLost));
+        let records = vec![queued(0, 10, 0, 8, 5, 9), queued(1, 11, 0, 30, 6, 12), late, lost];
+        let report = Report::build(&outcome(records), Profile::Spike { over: Duration::ZERO }, 5, Some(60.0));
+
+        let v = report.visitors;
+        assert_eq!(
+            (v.planned, v.arrived, v.queued, v.admitted_from_line, v.not_admitted, v.timed_out),
+            (5, 4, 4, 3, 1, 0)
+        );
+        assert_eq!(report.errors.total, 2);
+        assert_eq!(report.errors.by_kind.get("status:place_lost"), Some(&1));
+        assert_eq!(report.waits.seconds.count, 3);
+        // Shown 8, granted in (5, 9): inside. Shown 30, granted by 12: 18 s early. Shown 5,
+        // granted after 9 s: 4 s late.
+        assert_eq!(report.eta.compared, 3);
+        assert!((report.eta.inside_grant_window - 1.0 / 3.0).abs() < 1e-9);
+        let mut errors = vec![report.eta.grant_error_s.p50, report.eta.grant_error_s.max];
+        errors.sort_by(f64::total_cmp);
+        assert!((errors[1] - 4.0).abs() < 0.01, "{:?}", report.eta.grant_error_s);
+        // Visitor 0 (seen admitted at 9 s) certainly came in before visitor 2 was last seen
+        // waiting (10 s); nobody was admitted before an earlier visitor's last waiting poll.
+        assert!(report.fairness.pairs.concordant >= 1);
+        assert_eq!(report.fairness.overtakes, 0);
+        assert_eq!(report.fairness.kendall_tau, 1.0);
+        assert!(report.summary().contains("overtakes 0"));
+    }
 }
