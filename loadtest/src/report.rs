@@ -517,7 +517,7 @@ mod tests {
         // granted after 9 s: 4 s late.
         assert_eq!(report.eta.compared, 3);
         assert!((report.eta.inside_grant_window - 1.0 / 3.0).abs() < 1e-9);
-        let mut errors = vec![report.eta.grant_error_s.p50, report.eta.grant_error_s.max];
+        let mut errors = [report.eta.grant_error_s.p50, report.eta.grant_error_s.max];
         errors.sort_by(f64::total_cmp);
         assert!((errors[1] - 4.0).abs() < 0.01, "{:?}", report.eta.grant_error_s);
         // Visitor 0 (seen admitted at 9 s) certainly came in before visitor 2 was last seen
