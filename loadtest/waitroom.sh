@@ -8,15 +8,18 @@
 #
 #   -n  visitors in the spike (default 20000)      -o  seconds they arrive within (default 5)
 #   -a  the room's admit_per_minute (default 60000) -c idle connections (default 10000; 0 skips)
-#   -p  first loopback port (default 18380; 3 ports from it are used, and must be free)
+#   -p  first loopback port (default 18380; 5 ports from it are used, and must be free)
 #   -d  where the reports go (default ./loadtest-results): spike.json, spike.svg,
-#       connections.json, usher.toml and the logs
+#       connections-*.json, usher.toml and the logs
 #
 # It builds usher and usher-loadtest (release), starts on loopback the fixed 1 KiB upstream
 # (BASE), usher (BASE+1, admin BASE+2) with one room on "/" (max_active high enough never to
 # bind, so the outflow alone limits admission), and runs:
 #   usher-loadtest visitors --profile spike ...   (the report on stdout, JSON and SVG in -d)
 #   usher-loadtest connections --pid USHER ...    (usher restarted first, so it starts clean)
+# and the same connection measurement, as peers, on nginx as a reverse proxy (BASE+3, one
+# worker; master and worker summed) and on bare-proxy --per-core 0 (BASE+4), each fresh.
+# usher's connections ask /.usher/status (answered by usher), the peers' ask / (proxied).
 # Every visitor has its own source address in 127.1.0.0/16 onwards, so usher's per-client
 # limits apply to each as to a real browser. Raises the open-files limit (needs root beyond
 # the hard limit). Stops everything it started on exit.
@@ -41,13 +44,14 @@ command -v curl >/dev/null 2>&1 || { echo "waitroom.sh: needs curl (apt-get inst
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-P_UP=$BASE P_USHER=$((BASE + 1)) P_ADMIN=$((BASE + 2))
+P_UP=$BASE P_USHER=$((BASE + 1)) P_ADMIN=$((BASE + 2)) P_NGINX=$((BASE + 3)) P_BARE=$((BASE + 4))
 
 echo "== building (release)"
 (cd "$ROOT" && cargo build --release --locked -q -p usher --bin usher && \
-  cargo build --release --locked -q -p usher-loadtest --bin usher-loadtest)
+  cargo build --release --locked -q -p usher-loadtest --bin usher-loadtest --bin bare-proxy)
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-USHER=$TARGET_DIR/release/usher LOADGEN=$TARGET_DIR/release/usher-loadtest
+USHER=$TARGET_DIR/release/usher LOADGEN=$TARGET_DIR/release/usher-loadtest BARE=$TARGET_DIR/release/bare-proxy
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 # Both sides hold one descriptor per connection.
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -123,11 +127,55 @@ echo "== spike: $N visitors within $OVER s, admit_per_minute $ADMIT ($(nproc) co
 echo "usher VmRSS after the spike: $(sed -n 's/^VmRSS:\s*//p' "/proc/$USHER_PID/status")"
 stop_usher
 
+# Idle keep-alive connections of a fresh server: PIDS... -- loadtest connections ARGS...
+measure_connections() { # name url-path pid...
+  local name=$1 path=$2 port=$3; shift 3
+  local pid_args=()
+  for p in "$@"; do pid_args+=(--pid "$p"); done
+  echo "== idle keep-alive connections: $CONNS to $name"
+  "$LOADGEN" connections --target "127.0.0.1:$port" --path "$path" "${pid_args[@]}" --count "$CONNS" \
+    --json "$OUT/connections-$name.json"
+}
 if [ "$CONNS" -gt 0 ]; then
   start_usher usher-connections
-  echo "== idle keep-alive connections: $CONNS"
-  "$LOADGEN" connections --target "127.0.0.1:$P_USHER" --pid "$USHER_PID" --count "$CONNS" \
-    --json "$OUT/connections.json"
+  measure_connections usher /.usher/status "$P_USHER" "$USHER_PID"
   stop_usher
+
+  if [ -x "$NGINX" ]; then
+    mkdir -p "$OUT/nginx" && chmod 755 "$OUT/nginx"
+    cat >"$OUT/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $OUT/nginx/nginx.pid;
+error_log $OUT/nginx/error.log warn;
+daemon off;
+events { worker_connections 65536; }
+http {
+  access_log off;
+  keepalive_timeout 60s;
+  upstream up { server 127.0.0.1:$P_UP; keepalive 256; }
+  server {
+    listen 127.0.0.1:$P_NGINX backlog=4096;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+    "$NGINX" -e "$OUT/nginx/error.log" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" >"$OUT/nginx.log" 2>&1 &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$P_NGINX/" && break; sleep 0.1; done
+    kill -0 "$NGINX_PID" 2>/dev/null || { cat "$OUT/nginx/error.log" >&2; exit 1; }
+    measure_connections nginx-proxy / "$P_NGINX" "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID")
+    kill -TERM "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
+  else
+    echo "== nginx not installed: no nginx row (apt-get install nginx-light)"
+  fi
+
+  "$BARE" "127.0.0.1:$P_BARE" "127.0.0.1:$P_UP" --per-core 0 >"$OUT/bare-proxy.log" 2>&1 &
+  BARE_PID=$!
+  PIDS+=("$BARE_PID")
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$P_BARE/" && break; sleep 0.1; done
+  kill -0 "$BARE_PID" 2>/dev/null || { cat "$OUT/bare-proxy.log" >&2; exit 1; }
+  measure_connections bare-percore / "$P_BARE" "$BARE_PID"
+  kill -TERM "$BARE_PID"; wait "$BARE_PID" 2>/dev/null || true
 fi
 echo "reports in $OUT"

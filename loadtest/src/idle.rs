@@ -24,8 +24,8 @@ pub struct Plan {
     /// The one request made on each connection.
     pub path: String,
     pub sources: Sources,
-    /// The server process whose memory is read.
-    pub pid: u32,
+    /// The server's processes (e.g. nginx's master and workers): their memory is summed.
+    pub pids: Vec<u32>,
     /// Pause before each memory reading, so the server settles.
     pub settle: Duration,
     /// Connections being opened at once.
@@ -68,6 +68,11 @@ pub enum IdleError {
     Rss { pid: u32, source: std::io::Error },
 }
 
+/// The summed `VmRSS` of `pids`, in KiB.
+pub fn total_rss_kib(pids: &[u32]) -> Result<u64, IdleError> {
+    pids.iter().map(|&pid| rss_kib(pid)).sum()
+}
+
 /// `VmRSS` of `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> Result<u64, IdleError> {
     let text =
@@ -94,7 +99,7 @@ async fn open(target: SocketAddr, source: IpAddr, path: &str) -> Option<SendRequ
 /// Runs the measurement.
 pub async fn measure(plan: Plan) -> Result<IdleReport, IdleError> {
     tokio::time::sleep(plan.settle).await;
-    let rss_before_kib = rss_kib(plan.pid)?;
+    let rss_before_kib = total_rss_kib(&plan.pids)?;
     let gate = Arc::new(tokio::sync::Semaphore::new(plan.parallel.max(1)));
     let path: Arc<str> = Arc::from(plan.path.as_str());
     let mut opening = tokio::task::JoinSet::new();
@@ -114,12 +119,12 @@ pub async fn measure(plan: Plan) -> Result<IdleReport, IdleError> {
         }
     }
     tokio::time::sleep(plan.settle).await;
-    let rss_open_kib = rss_kib(plan.pid)?;
+    let rss_open_kib = total_rss_kib(&plan.pids)?;
     let open_at_reading = connections.iter().filter(|c| !c.is_closed()).count() as u64;
     let opened = connections.len() as u64;
     drop(connections);
     tokio::time::sleep(plan.settle).await;
-    let rss_closed_kib = rss_kib(plan.pid)?;
+    let rss_closed_kib = total_rss_kib(&plan.pids)?;
     let bytes_per_connection = if open_at_reading == 0 {
         0.0
     } else {

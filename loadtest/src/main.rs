@@ -119,9 +119,10 @@ struct VisitorsArgs {
 struct ConnectionsArgs {
     #[arg(long, value_parser = loopback)]
     target: SocketAddr,
-    /// The server process whose memory is read.
-    #[arg(long)]
-    pid: u32,
+    /// The server process whose memory is read; repeat it for a server of several processes
+    /// (nginx's master and workers), whose memory is summed.
+    #[arg(long, required = true)]
+    pid: Vec<u32>,
     #[arg(long, default_value_t = 10_000)]
     count: u64,
     /// The one request on each connection (default: usher's status, answered by usher itself).
@@ -240,7 +241,7 @@ fn connections(args: ConnectionsArgs) -> Result<(), String> {
         count: args.count,
         path: args.path,
         sources,
-        pid: args.pid,
+        pids: args.pid,
         settle: args.settle,
         parallel: 256,
     };

@@ -225,7 +225,7 @@ async fn idle_keep_alive_connections_are_opened_held_and_measured() {
         path: "/.usher/status".into(),
         sources: usher_loadtest::sources::Sources::new("127.5.0.1".parse().expect("ip"), 200).expect("fits"),
         // usher runs in this process here; the tool reads any pid.
-        pid: std::process::id(),
+        pids: vec![std::process::id()],
         settle: Duration::from_millis(200),
         parallel: 32,
     };
