@@ -255,8 +255,15 @@ fn connections(args: ConnectionsArgs) -> Result<(), String> {
 
 fn serve_upstream(listen: SocketAddr) -> Result<(), String> {
     runtime(None).map_err(|e| e.to_string())?.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        // A deep backlog: under a spike usher opens upstream connections in bursts.
+        let bind = || -> std::io::Result<tokio::net::TcpListener> {
+            let socket =
+                if listen.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            socket.set_reuseaddr(true)?;
+            socket.bind(listen)?;
+            socket.listen(4096)
+        };
+        let listener = bind().map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         println!("upstream listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
         upstream::serve(listener).await;
         Ok(())

@@ -238,10 +238,11 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "           against usher's grant (between the last two polls): inside the window {:.1} %, error p50 {:+.1} s, p90 {:+.1} s",
+            "           against usher's grant (between the last two polls): inside the window {:.1} %, error min {:+.1} s, mean {:+.2} s, max {:+.1} s",
             e.inside_grant_window * 100.0,
-            e.grant_error_s.p50,
-            e.grant_error_s.p90
+            e.grant_error_s.min,
+            e.grant_error_s.mean,
+            e.grant_error_s.max
         );
         let f = &self.fairness;
         let _ = writeln!(

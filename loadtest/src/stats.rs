@@ -17,11 +17,12 @@ pub fn sorted(mut values: Vec<f64>) -> Vec<f64> {
     values
 }
 
-/// p50/p90/p99/max of a distribution.
+/// min/p50/p90/p99/max of a distribution.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Spread {
     pub count: usize,
     pub mean: f64,
+    pub min: f64,
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
@@ -36,6 +37,7 @@ impl Spread {
         Self {
             count,
             mean,
+            min: values.first().copied().unwrap_or(0.0),
             p50: quantile(&values, 0.5),
             p90: quantile(&values, 0.9),
             p99: quantile(&values, 0.99),
