@@ -9,7 +9,7 @@
 #   -n  visitors in the spike (default 20000)      -o  seconds they arrive within (default 5)
 #   -a  the room's admit_per_minute (default 60000) -c idle connections (default 10000; 0 skips)
 #   -p  first loopback port (default 18380; 5 ports from it are used, and must be free)
-#   -d  where the reports go (default ./loadtest-results): spike.json, spike.svg,
+#   -d  where the reports go (default: a new /tmp/usher-waitroom.* directory): spike.json, spike.svg,
 #       connections-*.json, usher.toml and the logs
 #
 # It builds usher and usher-loadtest (release), starts on loopback the fixed 1 KiB upstream
@@ -25,7 +25,7 @@
 # the hard limit). Stops everything it started on exit.
 set -euo pipefail
 
-N=20000 OVER=5 ADMIT=60000 CONNS=10000 BASE=18380 OUT=loadtest-results
+N=20000 OVER=5 ADMIT=60000 CONNS=10000 BASE=18380 OUT=""
 while getopts "n:o:a:c:p:d:h" o; do
   case $o in
     n) N=$OPTARG ;; o) OVER=$OPTARG ;; a) ADMIT=$OPTARG ;; c) CONNS=$OPTARG ;;
@@ -42,6 +42,7 @@ done
 command -v curl >/dev/null 2>&1 || { echo "waitroom.sh: needs curl (apt-get install curl)" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+[ -n "$OUT" ] || OUT=$(mktemp -d /tmp/usher-waitroom.XXXXXX)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 P_UP=$BASE P_USHER=$((BASE + 1)) P_ADMIN=$((BASE + 2)) P_NGINX=$((BASE + 3)) P_BARE=$((BASE + 4))
