@@ -95,17 +95,19 @@ impl Server {
             (Some(_), Some(files)) => Some(TlsAcceptor::from(tls::load_server_config(files)?)),
             _ => None,
         };
-        let bind = |what: &'static str, addr: Option<SocketAddr>| -> Result<_, StartError> {
+        let bind = |what: &'static str, addr: Option<SocketAddr>, count: usize| -> Result<_, StartError> {
             match addr {
                 None => Ok((None, Vec::new())),
-                Some(addr) => listener::bind_reuseport(addr, workers)
+                Some(addr) => listener::bind_reuseport(addr, count)
                     .map(|(bound, sockets)| (Some(bound), sockets))
                     .map_err(|source| StartError::Bind { what, addr, source }),
             }
         };
-        let (http_addr, mut http_sockets) = bind("http", config.listen.http)?;
-        let (https_addr, mut https_sockets) = bind("https", config.listen.https)?;
-        let (admin_addr, mut admin_sockets) = bind("admin", Some(config.admin.listen))?;
+        let (http_addr, mut http_sockets) = bind("http", config.listen.http, workers)?;
+        let (https_addr, mut https_sockets) = bind("https", config.listen.https, workers)?;
+        // One thread serves the admin listener, so one socket: an unused socket of a
+        // `SO_REUSEPORT` group still takes its share of connections, reset when it closes.
+        let (admin_addr, mut admin_sockets) = bind("admin", Some(config.admin.listen), 1)?;
         let admin_addr = admin_addr.unwrap_or(config.admin.listen);
         let admin_socket = admin_sockets.pop();
 
