@@ -196,6 +196,59 @@ async fn a_paused_room_admits_nobody_and_the_report_says_everyone_ran_out_of_tim
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_opening_crowd_is_pre_queued_then_admitted_without_errors() {
+    const VISITORS: u64 = 60;
+    let upstream = upstream().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let opens_at = now + 4;
+    let mut event = room("event", 600, RoomMode::Auto);
+    event.opens_at = Some(i64::try_from(opens_at).expect("unix seconds"));
+    // Polls every 2 s (a third of the waiter TTL), so the test does not wait for 10 s polls.
+    event.waiter_ttl = Duration::from_secs(6);
+    let usher = usher(upstream, event);
+    let scratch = Scratch::new("opening");
+    let args: Vec<String> = [
+        "--target",
+        &usher.http_addr.expect("http").to_string(),
+        "--visitors",
+        &VISITORS.to_string(),
+        "--profile",
+        "opening",
+        "--over",
+        "1",
+        "--opens-at",
+        &opens_at.to_string(),
+        "--mailbox-requests",
+        "1",
+        "--time-limit",
+        "60",
+        "--source-from",
+        "127.6.0.1",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let (summary, report) = run_visitors(args, &scratch.file("report.json")).await;
+    assert_eq!(u64_at(&report, "/errors/total"), 0, "{summary}");
+    assert_eq!(u64_at(&report, "/visitors/prequeued"), VISITORS, "everyone came before the opening: {summary}");
+    assert_eq!(u64_at(&report, "/visitors/admitted_from_line"), VISITORS, "{summary}");
+    // Their order is drawn at random by design: pre-queued visitors are not compared.
+    assert_eq!(u64_at(&report, "/fairness/pairs/compared"), 0, "{summary}");
+    assert_eq!(u64_at(&report, "/fairness/overtakes"), 0);
+    assert_eq!(report["profile"]["kind"], "opening");
+    assert_eq!(u64_at(&report, "/profile/opens_at"), opens_at);
+    // Nobody was let in before the event opened.
+    let first_admission = report["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .position(|s| s["admitted_from_line"].as_u64().unwrap_or(0) > 0)
+        .expect("someone was admitted") as u64;
+    assert!(first_admission >= 2, "admitted {first_admission} s into a run that opens 3-4 s in: {summary}");
+    stop(usher).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_arguments_are_refused_with_the_reason() {
     for (args, reason) in [
         (vec!["--target", "10.0.0.1:80"], "loopback"),
