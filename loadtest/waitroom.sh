@@ -4,7 +4,7 @@
 # connections on a fresh usher.
 #
 #   loadtest/waitroom.sh [-n VISITORS] [-o SECONDS] [-a ADMIT_PER_MINUTE] [-c CONNECTIONS]
-#                        [-p BASE_PORT] [-d OUT_DIR] [-- EXTRA usher-loadtest visitors ARGS]
+#                        [-p BASE_PORT] [-d OUT_DIR] [-- MORE usher-loadtest visitors ARGS]
 #
 #   -n  visitors in the spike (default 20000)      -o  seconds they arrive within (default 5)
 #   -a  the room's admit_per_minute (default 60000) -c idle connections (default 10000; 0 skips)
@@ -20,6 +20,8 @@
 # and the same connection measurement, as peers, on nginx as a reverse proxy (BASE+3, one
 # worker; master and worker summed) and on bare-proxy --per-core 0 (BASE+4), each fresh.
 # usher's connections ask /.usher/status (answered by usher), the peers' ask / (proxied).
+# Arguments after -- go to `usher-loadtest visitors` and override its flags above, e.g.
+#   loadtest/waitroom.sh -c 0 -- --profile steady --rate 500 --visitors 5000
 # Every visitor has its own source address in 127.1.0.0/16 onwards, so usher's per-client
 # limits apply to each as to a real browser. Raises the open-files limit (needs root beyond
 # the hard limit). Stops everything it started on exit.

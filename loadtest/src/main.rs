@@ -17,6 +17,8 @@ use usher_loadtest::{idle, plot, rlimit, scrape, upstream};
 
 #[derive(Parser)]
 #[command(name = "usher-loadtest", version, about = "Load tools for usher's waiting room (loopback only)")]
+// A later flag overrides an earlier one, so a script's defaults can be overridden after it.
+#[command(args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
