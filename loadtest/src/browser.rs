@@ -1,0 +1,177 @@
+//! One visitor's HTTP client: a cookie jar, a fixed loopback source address and one
+//! keep-alive HTTP/1.1 connection, reopened when the server has closed it, as a browser does.
+
+use bytes::Bytes;
+use http::header::{ACCEPT, COOKIE, HOST, HeaderValue, SET_COOKIE};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Why a request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("no answer in time")]
+    Timeout,
+    #[error("HTTP exchange failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("invalid request: {0}")]
+    Build(#[from] http::Error),
+}
+
+/// An answer, with the cookies it set already in the jar.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Bytes,
+    /// From just before the request was written to the end of the body.
+    pub latency: Duration,
+    /// When the request was handed to the connection.
+    pub sent: Instant,
+    /// When the body had arrived.
+    pub received: Instant,
+}
+
+/// A browser tab's worth of HTTP: one origin, one connection at a time, a cookie jar.
+pub struct Browser {
+    target: SocketAddr,
+    source: IpAddr,
+    host: HeaderValue,
+    timeout: Duration,
+    jar: Vec<(String, String)>,
+    connection: Option<SendRequest<Empty<Bytes>>>,
+    /// Connections opened, the first included.
+    pub connects: u32,
+}
+
+impl Browser {
+    pub fn new(target: SocketAddr, source: IpAddr, host: HeaderValue, timeout: Duration) -> Self {
+        Self { target, source, host, timeout, jar: Vec::new(), connection: None, connects: 0 }
+    }
+
+    /// The value of a cookie in the jar.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.jar.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Closes the connection (a browser drops idle ones); the next request opens a new one.
+    pub fn close(&mut self) {
+        self.connection = None;
+    }
+
+    async fn connect(&mut self) -> Result<SendRequest<Empty<Bytes>>, RequestError> {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(RequestError::Connect)?;
+        socket.bind(SocketAddr::new(self.source, 0)).map_err(RequestError::Connect)?;
+        socket.set_nodelay(true).map_err(RequestError::Connect)?;
+        let stream = socket.connect(self.target).await.map_err(RequestError::Connect)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        self.connects += 1;
+        Ok(sender)
+    }
+
+    /// `GET path` with the jar's cookies. A request on a kept-alive connection that the
+    /// server had closed meanwhile is sent once more on a new connection.
+    pub async fn get(&mut self, path: &str, accept: &'static str) -> Result<Answer, RequestError> {
+        match tokio::time::timeout(self.timeout, self.get_inner(path, accept)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.connection = None;
+                Err(RequestError::Timeout)
+            }
+        }
+    }
+
+    async fn get_inner(&mut self, path: &str, accept: &'static str) -> Result<Answer, RequestError> {
+        let reused = match self.connection.take() {
+            Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
+            None => None,
+        };
+        let was_reused = reused.is_some();
+        let mut sender = match reused {
+            Some(sender) => sender,
+            None => self.connect().await?,
+        };
+        let sent = Instant::now();
+        let response = match sender.send_request(self.request(path, accept)?).await {
+            Ok(response) => response,
+            // The server closed the idle connection as the request left: nothing was
+            // answered, so asking again on a fresh connection is what a browser does.
+            Err(e) if was_reused && (e.is_canceled() || e.is_incomplete_message() || e.is_closed()) => {
+                sender = self.connect().await?;
+                sender.send_request(self.request(path, accept)?).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let status = response.status();
+        for value in response.headers().get_all(SET_COOKIE) {
+            if let Ok(text) = value.to_str() {
+                self.store_cookie(text);
+            }
+        }
+        let body = response.into_body().collect().await?.to_bytes();
+        let received = Instant::now();
+        self.connection = Some(sender);
+        Ok(Answer { status, body, latency: received - sent, sent, received })
+    }
+
+    fn request(&self, path: &str, accept: &'static str) -> Result<Request<Empty<Bytes>>, http::Error> {
+        let mut builder =
+            Request::get(path).header(HOST, self.host.clone()).header(ACCEPT, HeaderValue::from_static(accept));
+        if !self.jar.is_empty() {
+            let mut line = String::with_capacity(256);
+            for (name, value) in &self.jar {
+                if !line.is_empty() {
+                    line.push_str("; ");
+                }
+                line.push_str(name);
+                line.push('=');
+                line.push_str(value);
+            }
+            builder = builder.header(COOKIE, line);
+        }
+        builder.body(Empty::new())
+    }
+
+    /// Applies one `Set-Cookie`: an empty value or `Max-Age=0` removes the cookie.
+    fn store_cookie(&mut self, set_cookie: &str) {
+        let mut parts = set_cookie.split(';');
+        let Some((name, value)) = parts.next().and_then(|kv| kv.split_once('=')) else { return };
+        let (name, value) = (name.trim(), value.trim());
+        let removed = value.is_empty() || parts.any(|a| a.trim().eq_ignore_ascii_case("max-age=0"));
+        self.jar.retain(|(n, _)| n != name);
+        if !removed {
+            self.jar.push((name.to_string(), value.to_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn browser() -> Browser {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
+        Browser::new(addr, addr.ip(), HeaderValue::from_static("x"), Duration::from_secs(1))
+    }
+
+    #[test]
+    fn the_jar_keeps_set_cookies_and_forgets_cleared_ones() {
+        let mut b = browser();
+        b.store_cookie("usher_ticket=abc; Path=/; HttpOnly; Max-Age=86400");
+        b.store_cookie("site=1");
+        assert_eq!(b.cookie("usher_ticket"), Some("abc"));
+        b.store_cookie("usher_ticket=; Path=/; Max-Age=0");
+        assert_eq!(b.cookie("usher_ticket"), None);
+        b.store_cookie("site=2; Max-Age=0");
+        assert_eq!(b.cookie("site"), None);
+        b.store_cookie("no-equals-sign");
+        assert!(b.jar.is_empty());
+    }
+}

@@ -1,0 +1,273 @@
+//! `usher-loadtest`: the waiting-room load generator (`visitors`), the idle-connection
+//! memory probe (`connections`) and the fixed upstream they run against (`upstream`).
+//! Loopback only: targets and sources must be 127.0.0.0/8 addresses.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use http::header::HeaderValue;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use usher_loadtest::profile::Profile;
+use usher_loadtest::report::Report;
+use usher_loadtest::run::{self, Plan};
+use usher_loadtest::sources::Sources;
+use usher_loadtest::visitor::Script;
+use usher_loadtest::{idle, plot, rlimit, scrape, upstream};
+
+#[derive(Parser)]
+#[command(name = "usher-loadtest", version, about = "Load tools for usher's waiting room (loopback only)")]
+// A later flag overrides an earlier one, so a script's defaults can be overridden after it.
+#[command(args_override_self = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProfileKind {
+    /// `--rate` arrivals per second.
+    Steady,
+    /// Every visitor within `--over` seconds.
+    Spike,
+    /// Every visitor within `--over` seconds, all before `--opens-at`.
+    Opening,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Browser-like visitors through a waiting room; prints a summary, writes JSON and SVG.
+    Visitors(Box<VisitorsArgs>),
+    /// Memory per idle keep-alive connection of a running server (by its pid).
+    Connections(ConnectionsArgs),
+    /// Serves a fixed 1 KiB page on ADDR (the upstream of a load run).
+    Upstream {
+        #[arg(long, value_parser = loopback)]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(clap::Args)]
+struct VisitorsArgs {
+    /// usher's HTTP address.
+    #[arg(long, value_parser = loopback)]
+    target: SocketAddr,
+    /// The room path visitors ask for first.
+    #[arg(long, default_value = "/")]
+    path: String,
+    #[arg(long, default_value_t = 1000)]
+    visitors: u64,
+    #[arg(long, value_enum, default_value = "spike")]
+    profile: ProfileKind,
+    /// Seconds over which a spike or an opening crowd arrives.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    over: Duration,
+    /// Arrivals per second (steady profile).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// The room's `opens_at`, Unix seconds (opening profile).
+    #[arg(long)]
+    opens_at: Option<u64>,
+    /// Mailbox requests each admitted visitor makes with its pass.
+    #[arg(long, default_value_t = 3)]
+    mailbox_requests: usize,
+    /// The mailbox path (default: `--path`).
+    #[arg(long)]
+    mailbox_path: Option<String>,
+    /// Seconds before each mailbox request.
+    #[arg(long, default_value = "0.5", value_parser = seconds)]
+    think: Duration,
+    /// Seconds to keep the connection open, idle, after the last request.
+    #[arg(long, default_value = "0", value_parser = seconds)]
+    linger: Duration,
+    /// The run ends after this many seconds, whatever is left.
+    #[arg(long, default_value = "300", value_parser = seconds)]
+    time_limit: Duration,
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    request_timeout: Duration,
+    /// Multiplies usher's suggested poll interval (1 = as its page does).
+    #[arg(long, default_value_t = 1.0)]
+    poll_scale: f64,
+    /// Close the connection before a pause longer than this (usher closes idle ones too).
+    #[arg(long, default_value = "9", value_parser = seconds)]
+    idle_close: Duration,
+    /// The first visitor's source address; each next visitor takes the next one.
+    #[arg(long, default_value = "127.1.0.1")]
+    source_from: Ipv4Addr,
+    /// Seed of the poll jitter.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// usher's admin address: its metrics are sampled for the exact outflow.
+    #[arg(long, value_parser = loopback)]
+    admin: Option<SocketAddr>,
+    /// The room whose metrics are read (default: all rooms summed).
+    #[arg(long)]
+    room: Option<String>,
+    /// The configured outflow per minute, when usher's metrics are not read.
+    #[arg(long)]
+    outflow: Option<f64>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the plot as SVG here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct ConnectionsArgs {
+    #[arg(long, value_parser = loopback)]
+    target: SocketAddr,
+    /// The server process whose memory is read; repeat it for a server of several processes
+    /// (nginx's master and workers), whose memory is summed.
+    #[arg(long, required = true)]
+    pid: Vec<u32>,
+    #[arg(long, default_value_t = 10_000)]
+    count: u64,
+    /// The one request on each connection (default: usher's status, answered by usher itself).
+    #[arg(long, default_value = "/.usher/status")]
+    path: String,
+    #[arg(long, default_value = "127.2.0.1")]
+    source_from: Ipv4Addr,
+    #[arg(long, default_value = "2", value_parser = seconds)]
+    settle: Duration,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    let v: f64 = text.parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(v).map_err(|_| format!("`{text}` is not a duration of zero seconds or more"))
+}
+
+fn loopback(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text.parse().map_err(|_| format!("`{text}` is not an address like 127.0.0.1:8080"))?;
+    if addr.ip().is_loopback() { Ok(addr) } else { Err(format!("{addr} is not a loopback address (loopback only)")) }
+}
+
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n.max(1));
+    }
+    builder.enable_all().build()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Visitors(args) => visitors(*args),
+        Command::Connections(args) => connections(args),
+        Command::Upstream { listen } => serve_upstream(listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("usher-loadtest: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn write(path: &PathBuf, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn visitors(args: VisitorsArgs) -> Result<(), String> {
+    let profile = match args.profile {
+        ProfileKind::Steady => Profile::Steady { per_second: args.rate },
+        ProfileKind::Spike => Profile::Spike { over: args.over },
+        ProfileKind::Opening => Profile::Opening {
+            over: args.over,
+            opens_at: args
+                .opens_at
+                .ok_or("the opening profile needs --opens-at (the room's opens_at, Unix seconds)")?,
+        },
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    profile.check(now).map_err(|e| e.to_string())?;
+    if !(args.poll_scale.is_finite() && args.poll_scale > 0.0) {
+        return Err(format!("--poll-scale must be a positive number, not {}", args.poll_scale));
+    }
+    if !args.path.starts_with('/') {
+        return Err(format!("--path must start with '/', not `{}`", args.path));
+    }
+    let sources = Sources::new(args.source_from, args.visitors).map_err(|e| e.to_string())?;
+    let host = HeaderValue::from_str(&args.target.to_string()).map_err(|e| e.to_string())?;
+    let mailbox = args.mailbox_path.clone().unwrap_or_else(|| args.path.clone());
+    let plan = Plan {
+        script: Script {
+            target: args.target,
+            host,
+            join_path: args.path,
+            mailbox_paths: vec![mailbox; args.mailbox_requests],
+            think: args.think,
+            linger: args.linger,
+            request_timeout: args.request_timeout,
+            poll_scale: args.poll_scale,
+            idle_close: args.idle_close,
+        },
+        visitors: args.visitors,
+        profile,
+        time_limit: args.time_limit,
+        sources,
+        seed: args.seed,
+        scrape: args.admin.map(|admin| scrape::Target { admin, room: args.room.clone() }),
+    };
+    let limit = rlimit::raise_open_files(args.visitors + 1024)
+        .map_err(|e| format!("cannot raise the open-files limit: {e}"))?;
+    if limit < args.visitors.min(20_000) {
+        eprintln!("usher-loadtest: warning: only {limit} open files allowed; visitors close idle connections to fit");
+    }
+    let outcome = runtime(args.threads).map_err(|e| e.to_string())?.block_on(run::run(plan));
+    let report = Report::build(&outcome, profile, args.visitors, args.outflow);
+    print!("{}", report.summary());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        write(path, &json)?;
+    }
+    if let Some(path) = &args.svg {
+        write(path, &plot::svg(&report))?;
+    }
+    Ok(())
+}
+
+fn connections(args: ConnectionsArgs) -> Result<(), String> {
+    let sources = Sources::new(args.source_from, args.count).map_err(|e| e.to_string())?;
+    rlimit::raise_open_files(args.count + 1024).map_err(|e| format!("cannot raise the open-files limit: {e}"))?;
+    let plan = idle::Plan {
+        target: args.target,
+        count: args.count,
+        path: args.path,
+        sources,
+        pids: args.pid,
+        settle: args.settle,
+        parallel: 256,
+    };
+    let report = runtime(None).map_err(|e| e.to_string())?.block_on(idle::measure(plan)).map_err(|e| e.to_string())?;
+    print!("{}", report.summary());
+    if let Some(path) = &args.json {
+        write(path, &serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)?;
+    }
+    Ok(())
+}
+
+fn serve_upstream(listen: SocketAddr) -> Result<(), String> {
+    runtime(None).map_err(|e| e.to_string())?.block_on(async move {
+        // A deep backlog: under a spike usher opens upstream connections in bursts.
+        let bind = || -> std::io::Result<tokio::net::TcpListener> {
+            let socket =
+                if listen.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            socket.set_reuseaddr(true)?;
+            socket.bind(listen)?;
+            socket.listen(4096)
+        };
+        let listener = bind().map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        println!("upstream listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+        upstream::serve(listener).await;
+        Ok(())
+    })
+}

@@ -1,0 +1,294 @@
+//! The load generator against a real usher (in-process, real sockets) in front of a real
+//! upstream: a short spike through a small room must come out fair, complete and error-free
+//! in the report the tool writes, so neither the tool nor usher's fairness can rot unseen.
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use usher::config::{Config, RoomConfig, RoomMode};
+use usher::{Running, Server};
+
+/// The fixed 1 KiB upstream, on an ephemeral loopback port.
+async fn upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the upstream");
+    let addr = listener.local_addr().expect("upstream address");
+    tokio::spawn(usher_loadtest::upstream::serve(listener));
+    addr
+}
+
+fn room(name: &str, admit_per_minute: u64, mode: RoomMode) -> RoomConfig {
+    RoomConfig {
+        name: name.to_string(),
+        hosts: Vec::new(),
+        paths: vec!["/".to_string()],
+        bypass: Vec::new(),
+        max_active: 10_000,
+        admit_per_minute,
+        session_idle: Duration::from_secs(600),
+        session_max: Duration::from_secs(3600),
+        waiter_ttl: Duration::from_secs(30),
+        claim_window: Duration::from_secs(30),
+        mode,
+        opens_at: None,
+        logout_path: None,
+        message: None,
+        tick: Duration::from_millis(200),
+    }
+}
+
+fn usher(upstream: SocketAddr, room: RoomConfig) -> Running {
+    let mut config = Config::for_upstream(upstream);
+    config.rooms = vec![room];
+    Server::start(config).expect("usher starts")
+}
+
+/// Stops usher off the async threads (stopping joins its worker threads).
+async fn stop(usher: Running) {
+    tokio::task::spawn_blocking(move || usher.stop()).await.expect("usher stops");
+}
+
+/// A scratch directory for the report files, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("usher-loadgen-{}-{what}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("scratch dir");
+        Self(path)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the `usher-loadtest visitors` binary; returns its stdout and the parsed JSON report.
+async fn run_visitors(args: Vec<String>, json: &Path) -> (String, Value) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_usher-loadtest"));
+    command.arg("visitors").args(&args).arg("--json").arg(json);
+    let output = command.output().await.expect("the load generator runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "usher-loadtest failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(json).expect("the JSON report is written");
+    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("the report is not JSON ({e}): {text}"));
+    (stdout, report)
+}
+
+fn u64_at(v: &Value, pointer: &str) -> u64 {
+    v.pointer(pointer).and_then(Value::as_u64).unwrap_or_else(|| panic!("no integer at {pointer}"))
+}
+
+fn f64_at(v: &Value, pointer: &str) -> f64 {
+    v.pointer(pointer).and_then(Value::as_f64).unwrap_or_else(|| panic!("no number at {pointer}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spike_of_300_visitors_is_admitted_in_order_at_the_configured_outflow_without_errors() {
+    const VISITORS: u64 = 300;
+    let upstream = upstream().await;
+    // 20 admissions a second: the bucket's two seconds of reserve let ~40 in at once and the
+    // rest queue for about 13 s, polling every 5 s as usher suggests.
+    let usher = usher(upstream, room("lg", 1200, RoomMode::Auto));
+    let scratch = Scratch::new("spike");
+    let svg = scratch.file("report.svg");
+    let args: Vec<String> = [
+        "--target",
+        &usher.http_addr.expect("http").to_string(),
+        "--path",
+        "/inbox",
+        "--visitors",
+        &VISITORS.to_string(),
+        "--profile",
+        "spike",
+        "--over",
+        "1",
+        "--mailbox-requests",
+        "2",
+        "--think",
+        "0.1",
+        "--time-limit",
+        "90",
+        "--admin",
+        &usher.admin_addr.to_string(),
+        "--room",
+        "lg",
+        "--source-from",
+        "127.3.0.1",
+        "--svg",
+        svg.to_str().expect("utf-8 path"),
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let (summary, report) = run_visitors(args, &scratch.file("report.json")).await;
+
+    assert_eq!(u64_at(&report, "/errors/total"), 0, "{summary}");
+    assert_eq!(u64_at(&report, "/visitors/arrived"), VISITORS, "{summary}");
+    assert_eq!(u64_at(&report, "/visitors/admitted"), VISITORS, "everyone is let in: {summary}");
+    let queued = u64_at(&report, "/visitors/admitted_from_line");
+    assert!(queued >= 150, "the spike must queue most visitors for the test to mean anything: {summary}");
+    assert_eq!(u64_at(&report, "/visitors/queued"), queued);
+    assert_eq!(report["fairness"]["arrival_order"], "ticket", "arrival order comes from usher's ticket numbers");
+    assert_eq!(u64_at(&report, "/fairness/overtakes"), 0, "{summary}");
+    assert_eq!(u64_at(&report, "/fairness/direct_overtakes"), 0, "{summary}");
+    assert_eq!(u64_at(&report, "/fairness/position_increases"), 0, "{summary}");
+    assert!(f64_at(&report, "/fairness/kendall_tau") >= 0.999, "{summary}");
+    assert!(u64_at(&report, "/fairness/pairs/concordant") > 1000, "the order must be observable: {summary}");
+    let ratio = f64_at(&report, "/outflow/ratio");
+    // Never above the outflow. Below it only when the admitter thread is starved for longer
+    // than the bucket's two seconds of reserve, which a suite on two busy cores can do
+    // (0.89 seen there; 1.00 on a quiet machine), so the floor is loose.
+    assert!((0.7..=1.1).contains(&ratio), "grants per minute against admit_per_minute: {ratio}\n{summary}");
+    assert_eq!(f64_at(&report, "/outflow/configured_per_minute"), 1200.0);
+    // Every admitted visitor made its two mailbox requests, each answered by the upstream.
+    assert_eq!(u64_at(&report, "/routes/mailbox/requests"), 2 * VISITORS, "{summary}");
+    assert_eq!(u64_at(&report, "/routes/join/requests"), VISITORS);
+    assert!(u64_at(&report, "/routes/status/requests") >= queued, "every waiter polled at least once");
+    assert!(u64_at(&report, "/eta/compared") >= queued / 2, "{summary}");
+    assert!(!report["timeline"].as_array().expect("timeline").is_empty());
+
+    let picture = std::fs::read_to_string(&svg).expect("the SVG is written");
+    assert!(picture.starts_with("<svg") && picture.trim_end().ends_with("</svg>"));
+    for title in ["Waiting in line", "Admissions per second", "Wait from join", "ETA shown at join"] {
+        assert!(picture.contains(title), "the plot lacks the panel {title}");
+    }
+    assert!(summary.contains("Kendall tau") && summary.contains("overtakes 0"), "{summary}");
+    stop(usher).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_room_admits_nobody_and_the_report_says_everyone_ran_out_of_time() {
+    const VISITORS: u64 = 20;
+    let upstream = upstream().await;
+    let usher = usher(upstream, room("paused", 1200, RoomMode::Paused));
+    let scratch = Scratch::new("paused");
+    let args: Vec<String> = [
+        "--target",
+        &usher.http_addr.expect("http").to_string(),
+        "--visitors",
+        &VISITORS.to_string(),
+        "--over",
+        "0",
+        "--time-limit",
+        "3",
+        "--source-from",
+        "127.4.0.1",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let (summary, report) = run_visitors(args, &scratch.file("report.json")).await;
+    assert_eq!(u64_at(&report, "/visitors/admitted"), 0, "{summary}");
+    assert_eq!(u64_at(&report, "/visitors/queued"), VISITORS, "{summary}");
+    assert_eq!(u64_at(&report, "/visitors/not_admitted"), VISITORS);
+    assert_eq!(u64_at(&report, "/visitors/timed_out"), VISITORS);
+    assert_eq!(u64_at(&report, "/errors/total"), 0, "waiting in a paused room is no error: {summary}");
+    stop(usher).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_opening_crowd_is_pre_queued_then_admitted_without_errors() {
+    const VISITORS: u64 = 60;
+    let upstream = upstream().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let opens_at = now + 4;
+    let mut event = room("event", 600, RoomMode::Auto);
+    event.opens_at = Some(i64::try_from(opens_at).expect("unix seconds"));
+    // Polls every 2 s (a third of the waiter TTL), so the test does not wait for 10 s polls.
+    event.waiter_ttl = Duration::from_secs(6);
+    let usher = usher(upstream, event);
+    let scratch = Scratch::new("opening");
+    let args: Vec<String> = [
+        "--target",
+        &usher.http_addr.expect("http").to_string(),
+        "--visitors",
+        &VISITORS.to_string(),
+        "--profile",
+        "opening",
+        "--over",
+        "1",
+        "--opens-at",
+        &opens_at.to_string(),
+        "--mailbox-requests",
+        "1",
+        "--time-limit",
+        "60",
+        "--source-from",
+        "127.6.0.1",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let (summary, report) = run_visitors(args, &scratch.file("report.json")).await;
+    assert_eq!(u64_at(&report, "/errors/total"), 0, "{summary}");
+    assert_eq!(u64_at(&report, "/visitors/prequeued"), VISITORS, "everyone came before the opening: {summary}");
+    assert_eq!(u64_at(&report, "/visitors/admitted_from_line"), VISITORS, "{summary}");
+    // Their order is drawn at random by design: pre-queued visitors are not compared.
+    assert_eq!(u64_at(&report, "/fairness/pairs/compared"), 0, "{summary}");
+    assert_eq!(u64_at(&report, "/fairness/overtakes"), 0);
+    assert_eq!(report["profile"]["kind"], "opening");
+    assert_eq!(u64_at(&report, "/profile/opens_at"), opens_at);
+    // Nobody was let in before the event opened.
+    let first_admission = report["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .position(|s| s["admitted_from_line"].as_u64().unwrap_or(0) > 0)
+        .expect("someone was admitted") as u64;
+    assert!(first_admission >= 2, "admitted {first_admission} s into a run that opens 3-4 s in: {summary}");
+    stop(usher).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_are_refused_with_the_reason() {
+    for (args, reason) in [
+        (vec!["--target", "10.0.0.1:80"], "loopback"),
+        (vec!["--target", "127.0.0.1:1", "--profile", "opening"], "--opens-at"),
+        (vec!["--target", "127.0.0.1:1", "--source-from", "10.0.0.1"], "127.0.0.0/8"),
+        (vec!["--target", "127.0.0.1:1", "--over", "soon"], "seconds"),
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_usher-loadtest"))
+            .arg("visitors")
+            .args(&args)
+            .output()
+            .await
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?} should say {reason}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_opened_held_and_measured() {
+    let upstream = upstream().await;
+    let usher = usher(upstream, room("idle", 1200, RoomMode::Auto));
+    let plan = usher_loadtest::idle::Plan {
+        target: usher.http_addr.expect("http"),
+        count: 200,
+        path: "/.usher/status".into(),
+        sources: usher_loadtest::sources::Sources::new("127.5.0.1".parse().expect("ip"), 200).expect("fits"),
+        // usher runs in this process here; the tool reads any pid.
+        pids: vec![std::process::id()],
+        settle: Duration::from_millis(200),
+        parallel: 32,
+    };
+    let report = usher_loadtest::idle::measure(plan).await.expect("measured");
+    assert_eq!((report.opened, report.failed, report.open_at_reading), (200, 0, 200), "{}", report.summary());
+    assert!(report.rss_open_kib > 0 && report.rss_before_kib > 0);
+    let text = usher_loadtest::scrape::fetch(usher.admin_addr).await.expect("metrics");
+    assert!(text.contains("usher_connections"), "usher counts its connections");
+    stop(usher).await;
+}

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# The waiting room under load, in one command: a spike of browser-like visitors through one
+# usher node (fairness, outflow, ETA accuracy, errors), then the memory of idle keep-alive
+# connections on a fresh usher.
+#
+#   loadtest/waitroom.sh [-n VISITORS] [-o SECONDS] [-a ADMIT_PER_MINUTE] [-c CONNECTIONS]
+#                        [-p BASE_PORT] [-d OUT_DIR] [-- MORE usher-loadtest visitors ARGS]
+#
+#   -n  visitors in the spike (default 20000)      -o  seconds they arrive within (default 5)
+#   -a  the room's admit_per_minute (default 60000) -c idle connections (default 10000; 0 skips)
+#   -p  first loopback port (default 18380; 5 ports from it are used, and must be free)
+#   -d  where the reports go (default: a new /tmp/usher-waitroom.* directory): spike.json, spike.svg,
+#       connections-*.json, usher.toml and the logs
+#
+# It builds usher and usher-loadtest (release), starts on loopback the fixed 1 KiB upstream
+# (BASE), usher (BASE+1, admin BASE+2) with one room on "/" (max_active high enough never to
+# bind, so the outflow alone limits admission), and runs:
+#   usher-loadtest visitors --profile spike ...   (the report on stdout, JSON and SVG in -d)
+#   usher-loadtest connections --pid USHER ...    (usher restarted first, so it starts clean)
+# and the same connection measurement, as peers, on nginx as a reverse proxy (BASE+3, one
+# worker; master and worker summed) and on bare-proxy --per-core 0 (BASE+4), each fresh.
+# usher's connections ask /.usher/status (answered by usher), the peers' ask / (proxied).
+# Arguments after -- go to `usher-loadtest visitors` and override its flags above, e.g.
+#   loadtest/waitroom.sh -c 0 -- --profile steady --rate 500 --visitors 5000
+# Every visitor has its own source address in 127.1.0.0/16 onwards, so usher's per-client
+# limits apply to each as to a real browser. Raises the open-files limit (needs root beyond
+# the hard limit). Stops everything it started on exit.
+set -euo pipefail
+
+N=20000 OVER=5 ADMIT=60000 CONNS=10000 BASE=18380 OUT=""
+while getopts "n:o:a:c:p:d:h" o; do
+  case $o in
+    n) N=$OPTARG ;; o) OVER=$OPTARG ;; a) ADMIT=$OPTARG ;; c) CONNS=$OPTARG ;;
+    p) BASE=$OPTARG ;; d) OUT=$OPTARG ;;
+    h) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+for n in "$N" "$ADMIT" "$CONNS" "$BASE"; do
+  [[ $n =~ ^[0-9]+$ ]] || { echo "waitroom.sh: not a number: $n (see -h)" >&2; exit 2; }
+done
+[[ $OVER =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "waitroom.sh: -o is seconds, not $OVER" >&2; exit 2; }
+command -v curl >/dev/null 2>&1 || { echo "waitroom.sh: needs curl (apt-get install curl)" >&2; exit 2; }
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+[ -n "$OUT" ] || OUT=$(mktemp -d /tmp/usher-waitroom.XXXXXX)
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+P_UP=$BASE P_USHER=$((BASE + 1)) P_ADMIN=$((BASE + 2)) P_NGINX=$((BASE + 3)) P_BARE=$((BASE + 4))
+
+echo "== building (release)"
+(cd "$ROOT" && cargo build --release --locked -q -p usher --bin usher && \
+  cargo build --release --locked -q -p usher-loadtest --bin usher-loadtest --bin bare-proxy)
+TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+USHER=$TARGET_DIR/release/usher LOADGEN=$TARGET_DIR/release/usher-loadtest BARE=$TARGET_DIR/release/bare-proxy
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# Both sides hold one descriptor per connection.
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+PIDS=()
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null
+  exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+cat >"$OUT/usher.toml" <<TOML
+[listen]
+http = "127.0.0.1:$P_USHER"
+max_connections = 1000000
+# Idle keep-alive connections are held this long (the connection measurement needs them open).
+header_read_timeout = "60s"
+
+[admin]
+listen = "127.0.0.1:$P_ADMIN"
+
+[upstream]
+addresses = ["127.0.0.1:$P_UP"]
+
+[[room]]
+name = "spike"
+paths = ["/"]
+max_active = 10000000
+admit_per_minute = $ADMIT
+session_idle = "10m"
+waiter_ttl = "45s"
+claim_window = "2m"
+TOML
+"$USHER" check-config "$OUT/usher.toml" >/dev/null
+
+start_usher() { # log-name
+  USHER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') USHER_LOG=${USHER_LOG:-warn} \
+    "$USHER" --config "$OUT/usher.toml" >"$OUT/$1.log" 2>&1 &
+  USHER_PID=$!
+  PIDS+=("$USHER_PID")
+  for _ in $(seq 100); do
+    kill -0 "$USHER_PID" 2>/dev/null || { cat "$OUT/$1.log" >&2; exit 1; }
+    curl -sf -o /dev/null "http://127.0.0.1:$P_ADMIN/readyz" && return 0
+    sleep 0.1
+  done
+  echo "waitroom.sh: usher is not ready" >&2
+  exit 1
+}
+stop_usher() {
+  kill -TERM "$USHER_PID" 2>/dev/null || true
+  wait "$USHER_PID" 2>/dev/null || true
+}
+
+"$LOADGEN" upstream --listen "127.0.0.1:$P_UP" >"$OUT/upstream.log" 2>&1 &
+UP_PID=$!
+PIDS+=("$UP_PID")
+# Ours must be the one answering: a port taken by something else fails here, not silently.
+for _ in $(seq 100); do
+  kill -0 "$UP_PID" 2>/dev/null || { cat "$OUT/upstream.log" >&2; exit 1; }
+  grep -q "listening" "$OUT/upstream.log" && break
+  sleep 0.1
+done
+start_usher usher-spike
+
+echo "== spike: $N visitors within $OVER s, admit_per_minute $ADMIT ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+"$LOADGEN" visitors --target "127.0.0.1:$P_USHER" --path /inbox --visitors "$N" --profile spike --over "$OVER" \
+  --admin "127.0.0.1:$P_ADMIN" --room spike --json "$OUT/spike.json" --svg "$OUT/spike.svg" "$@"
+echo "usher VmRSS after the spike: $(sed -n 's/^VmRSS:\s*//p' "/proc/$USHER_PID/status")"
+stop_usher
+
+# Idle keep-alive connections of a fresh server: PIDS... -- loadtest connections ARGS...
+measure_connections() { # name url-path pid...
+  local name=$1 path=$2 port=$3; shift 3
+  local pid_args=()
+  for p in "$@"; do pid_args+=(--pid "$p"); done
+  echo "== idle keep-alive connections: $CONNS to $name"
+  "$LOADGEN" connections --target "127.0.0.1:$port" --path "$path" "${pid_args[@]}" --count "$CONNS" \
+    --json "$OUT/connections-$name.json"
+}
+if [ "$CONNS" -gt 0 ]; then
+  start_usher usher-connections
+  measure_connections usher /.usher/status "$P_USHER" "$USHER_PID"
+  stop_usher
+
+  if [ -x "$NGINX" ]; then
+    mkdir -p "$OUT/nginx" && chmod 755 "$OUT/nginx"
+    cat >"$OUT/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $OUT/nginx/nginx.pid;
+error_log $OUT/nginx/error.log warn;
+daemon off;
+events { worker_connections 65536; }
+http {
+  access_log off;
+  keepalive_timeout 60s;
+  upstream up { server 127.0.0.1:$P_UP; keepalive 256; }
+  server {
+    listen 127.0.0.1:$P_NGINX backlog=4096;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+    "$NGINX" -e "$OUT/nginx/error.log" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" >"$OUT/nginx.log" 2>&1 &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$P_NGINX/" && break; sleep 0.1; done
+    kill -0 "$NGINX_PID" 2>/dev/null || { cat "$OUT/nginx/error.log" >&2; exit 1; }
+    measure_connections nginx-proxy / "$P_NGINX" "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID")
+    kill -TERM "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
+  else
+    echo "== nginx not installed: no nginx row (apt-get install nginx-light)"
+  fi
+
+  "$BARE" "127.0.0.1:$P_BARE" "127.0.0.1:$P_UP" --per-core 0 >"$OUT/bare-proxy.log" 2>&1 &
+  BARE_PID=$!
+  PIDS+=("$BARE_PID")
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$P_BARE/" && break; sleep 0.1; done
+  kill -0 "$BARE_PID" 2>/dev/null || { cat "$OUT/bare-proxy.log" >&2; exit 1; }
+  measure_connections bare-percore / "$P_BARE" "$BARE_PID"
+  kill -TERM "$BARE_PID"; wait "$BARE_PID" 2>/dev/null || true
+fi
+echo "reports in $OUT"
