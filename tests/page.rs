@@ -91,7 +91,8 @@ async fn status_json_carries_the_documented_fields() {
     for field in ["status", "room", "ahead", "position", "eta_seconds", "eta_text", "poll_after_seconds", "joined_at"] {
         assert!(body.get(field).is_some(), "503 JSON lacks {field}: {body}");
     }
-    let status = visitor.request("/.usher/status", vec![("accept", "application/json"), ("accept-language", "da")]).await;
+    let status =
+        visitor.request("/.usher/status", vec![("accept", "application/json"), ("accept-language", "da")]).await;
     let json = status.json();
     assert_eq!(json["status"], "waiting");
     assert_eq!(json["position"], 1);
