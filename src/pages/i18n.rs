@@ -71,8 +71,12 @@ impl Lang {
             for item in value.split(',') {
                 let mut parts = item.split(';');
                 let tag = parts.next().unwrap_or_default().trim();
-                let primary = tag.split('-').next().unwrap_or_default().to_ascii_lowercase();
-                let Some(lang) = Self::parse(&primary) else { continue };
+                let primary = tag.split('-').next().unwrap_or_default();
+                let lang = match primary {
+                    p if p.eq_ignore_ascii_case("da") => Lang::Da,
+                    p if p.eq_ignore_ascii_case("en") => Lang::En,
+                    _ => continue,
+                };
                 let quality = parts
                     .filter_map(|p| p.trim().strip_prefix("q="))
                     .find_map(|q| q.trim().parse::<f32>().ok())

@@ -115,10 +115,12 @@
     tick();
   }
 
-  // Over a rate limit: try the page again once the limit allows (data-poll = Retry-After).
-  if (status === "rate_limited") setTimeout(function () { go(false); }, base * 1000);
-  else if (status === "waiting" || status === "paused" || status === "prequeue" ||
+  if (status === "waiting" || status === "paused" || status === "prequeue" ||
       status === "unavailable" || status === "closed") {
     later(base);
+  } else {
+    // Over a rate limit (data-poll = Retry-After), or a state the script does not follow:
+    // ask for the page again, as the meta refresh would.
+    setTimeout(function () { go(false); }, base * 1000);
   }
 })();

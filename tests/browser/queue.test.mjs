@@ -182,6 +182,15 @@ const scenarios = {
       h["x-content-type-options"] === "nosniff" && h["cache-control"] === "no-store", "strict CSP and security headers");
     await shoot(page, "waiting");
     await audit(page, "waiting");
+    await page.emulateMedia({ colorScheme: "dark", reducedMotion: "reduce" });
+    await shoot(page, "waiting-dark");
+    await audit(page, "waiting (dark mode)");
+    await page.emulateMedia({ colorScheme: "light", reducedMotion: "no-preference" });
+    // The browser's own parse of the stylesheet: reduced motion switches transitions off.
+    const still = await page.evaluate(() => [...document.styleSheets].flatMap((sheet) => [...sheet.cssRules])
+      .some((r) => r instanceof CSSMediaRule && /prefers-reduced-motion: *reduce/.test(r.conditionText) &&
+        /transition: *none/.test(r.cssText)));
+    check(still, "prefers-reduced-motion switches transitions off");
 
     const tab = await context.newPage();
     await tab.goto(USHER_URL + "/inbox");
