@@ -19,6 +19,8 @@ use usher::config::{Config, RoomConfig};
 const TOKEN: &str = "browser-test-admin-token";
 
 /// One Chromium at a time: the machine is small, and a starved browser makes slow tests.
+/// (Under cargo-nextest, which runs each test in its own process, `.config/nextest.toml`
+/// puts these tests in one group of one.)
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn browser_dir() -> PathBuf {
@@ -114,8 +116,9 @@ async fn paused_queue_shows_the_operators_message_and_moves_on_after_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prequeue_counts_down_to_the_opening_and_lets_the_visitor_in() {
-    let room = RoomConfig { max_active: 100, opens_at: Some(unix_now() + 15), ..small_room() };
-    let backend = run("prequeue", room, |_| {}).await;
+    // The opening is set when usher starts (after waiting for the browser), 15 s ahead.
+    let room = RoomConfig { max_active: 100, ..small_room() };
+    let backend = run("prequeue", room, |config| config.rooms[0].opens_at = Some(unix_now() + 15)).await;
     assert!(!backend.seen_path("/letters/10").is_empty(), "the mailbox never served the page first asked for");
 }
 
