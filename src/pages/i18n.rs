@@ -264,7 +264,7 @@ pub static DA: Strings = Strings {
     ago_minutes: "for {n} minutter siden",
     opens_label: "Køen åbner om",
     opens_now: "nu",
-    drawn_at_opening: "Din plads i køen trækkes lod om, når den åbner; indtil da vises ingen placering.",
+    drawn_at_opening: "Der trækkes lod om pladserne i køen, når den åbner; indtil da vises ingen placering.",
     unit_hour: "t",
     unit_minute: "min.",
     unit_second: "sek.",

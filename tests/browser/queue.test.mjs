@@ -165,6 +165,8 @@ const scenarios = {
     const page = await context.newPage();
     let navigations = 0;
     page.on("framenavigated", (f) => { if (f === page.mainFrame()) navigations++; });
+    const workers = [];
+    page.on("worker", (w) => workers.push(w.url()));
     const target = USHER_URL + "/letters/7?from=queue";
     const first = await page.goto(target);
     check(first.status() === 200, "the queue page answers 200");
@@ -177,6 +179,8 @@ const scenarios = {
     await until("the join time is shown in local time", async () => /^at \d/.test(await text(page, "#joined")));
     const ticket = await ticketOf(context);
     check(Boolean(ticket), "a ticket cookie");
+    await until("the poll timer runs in a worker (background tabs keep their pace)", () =>
+      workers.some((u) => u === ORIGIN + "/.usher/queue.js"));
     const h = await first.allHeaders();
     check(/default-src 'none'/.test(h["content-security-policy"]) && h["x-frame-options"] === "DENY" &&
       h["x-content-type-options"] === "nosniff" && h["cache-control"] === "no-store", "strict CSP and security headers");
