@@ -32,10 +32,16 @@
   }
 
   // To the page's own URL, as a GET (a queued POST must not be re-sent), without its hash.
+  // On admission the page first says so (announced by the status region), then goes on.
   function go(turn) {
     gone = true;
-    if (turn) { show("title", d.turnTitle); show("lead", d.turnLead); }
-    location.replace(location.href.split("#")[0]);
+    var to = location.href.split("#")[0];
+    if (!turn) return location.replace(to);
+    root.className += " turn";
+    show("title", d.turnTitle);
+    show("lead", d.turnLead);
+    document.title = d.turnTitle;
+    setTimeout(function () { location.replace(to); }, 800);
   }
 
   function offline(on) { var el = $("offline"); if (el) el.hidden = !on; }

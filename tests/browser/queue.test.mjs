@@ -204,6 +204,7 @@ const scenarios = {
     await admin("PATCH", "", { max_active: 3 });
     await until("the position falls to 1 without a reload", async () => (await text(page, "#ahead")) === "1");
     check(navigations === before, "the page was updated in place");
+    await shoot(page, "waiting-moved");
 
     await context.setOffline(true);
     await until("a network blip is noticed calmly", () => page.locator("#offline").isVisible(), 20000);
@@ -215,8 +216,17 @@ const scenarios = {
     await until("the position falls to 0", async () => (await text(page, "#ahead")) === "0");
 
     await admin("PATCH", "", { max_active: 10 });
-    await until("the browser lands on the page it first asked for", async () =>
-      page.url() === target && (await bodyText(page)) === "/letters/7?from=queue");
+    // The tab that claims the turn says so for a moment: photograph it if this one caught it.
+    let photographed = false;
+    await until("the browser lands on the page it first asked for", async () => {
+      for (const p of photographed ? [] : [page, tab]) {
+        if ((await within(300, p.title()).catch(() => "")) === "It is your turn") {
+          photographed = true;
+          await within(2000, p.screenshot({ path: path.join(SCREENSHOTS, "your-turn-1280.png") })).catch(() => {});
+        }
+      }
+      return page.url() === target && (await bodyText(page)) === "/letters/7?from=queue";
+    });
     await until("the second tab lands too", async () =>
       tab.url() === USHER_URL + "/inbox" && (await bodyText(tab)) === "/inbox");
     // The tab whose poll claimed the turn says so; the other simply follows the pass.
