@@ -10,7 +10,7 @@
 (function () {
   "use strict";
   if (typeof document === "undefined") {
-    self.onmessage = function (e) { setTimeout(function () { self.postMessage(0); }, e.data); };
+    self.onmessage = function (e) { setTimeout(function () { self.postMessage(e.data[0]); }, e.data[1]); };
     return;
   }
   var root = document.getElementById("usher");
@@ -18,18 +18,28 @@
   var d = root.dataset;
   var status = d.status;
   var base = Number(d.poll) || 5;
-  var failures = 0, busy = false, gone = false, lastPoll = Date.now(), best = 0;
+  var failures = 0, busy = false, gone = false, lastPoll = Date.now(), best = 0, seq = 0;
   var worker = null;
-  try { worker = new Worker("/.usher/queue.js"); worker.onmessage = poll; } catch (e) { worker = null; }
+  try {
+    worker = new Worker("/.usher/queue.js");
+    worker.onmessage = function (e) { due(e.data); };
+    // A worker that cannot run (blocked by a proxy's policy): plain timers instead.
+    worker.onerror = function () { worker = null; later(base); };
+  } catch (e) { worker = null; }
 
   function $(id) { return document.getElementById(id); }
   if ($("progress")) best = Number($("progress").value) || 0;
   function show(id, text) { var el = $(id); if (el && el.textContent !== String(text)) el.textContent = text; }
 
+  // One poll chain only: a timer that is no longer the latest one (an early poll on return
+  // to the tab or to the network made a newer one) does nothing.
   function later(seconds) {
+    var id = ++seq;
     var ms = Math.round(seconds * (0.8 + Math.random() * 0.4) * 1000);
-    if (worker) worker.postMessage(ms); else setTimeout(poll, ms);
+    if (worker) worker.postMessage([id, ms]); else setTimeout(function () { due(id); }, ms);
   }
+
+  function due(id) { if (id === seq) poll(); }
 
   // To the page's own URL, as a GET (a queued POST must not be re-sent), without its hash.
   // On admission the page first says so (announced by the status region), then goes on.
