@@ -204,3 +204,18 @@ fn a_broken_or_missing_template_is_a_config_error_naming_the_key() {
     let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["room[0].template", "room[1].template", "room[2].template"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_pages_carry_the_security_headers_and_no_inline_style() {
+    // Nobody listens upstream: the friendly 502 page.
+    let usher = support::start_usher(Config::for_upstream(support::free_addr()));
+    let mut visitor = Visitor::new(ip(66, 1), usher.http_addr.expect("http"));
+    for (path, code) in [("/inbox", 502), ("/.usher/nothing", 404)] {
+        let reply = visitor.page(path).await;
+        assert_eq!(reply.status, code, "{path}");
+        let csp = reply.header("content-security-policy").unwrap_or_default();
+        assert!(csp.contains("default-src 'none'"), "{path}: CSP {csp:?}");
+        assert!(!reply.text().contains("style="), "{path}: inline style would be blocked: {}", reply.text());
+    }
+    stop(usher).await;
+}
