@@ -1,7 +1,7 @@
 //! Errors on the request path and the one place where each becomes a response.
 
 use crate::body::Body;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 /// Why usher answered a request itself instead of passing on the upstream's answer.
@@ -54,19 +54,19 @@ impl ProxyError {
                 "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">",
                 "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
                 "<title>Temporarily unavailable</title>",
-                "<body style=\"font:1.1rem/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a\">",
+                "<link rel=\"stylesheet\" href=\"/.usher/queue.css\"><body><main>",
                 "<h1>The service is temporarily unavailable</h1>",
                 "<p>We could not reach the service just now. Please try again in a minute.</p>",
-                "<p lang=\"da\">Tjenesten kan ikke nås lige nu. Prøv igen om et minut.</p></body></html>\n"
+                "<p lang=\"da\">Tjenesten kan ikke nås lige nu. Prøv igen om et minut.</p></main></body></html>\n"
             ),
             Self::UpstreamTimeout => concat!(
                 "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">",
                 "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
                 "<title>Taking too long</title>",
-                "<body style=\"font:1.1rem/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a\">",
+                "<link rel=\"stylesheet\" href=\"/.usher/queue.css\"><body><main>",
                 "<h1>The service is taking too long to answer</h1>",
                 "<p>It is very busy. Please try again in a minute.</p>",
-                "<p lang=\"da\">Tjenesten er meget travl og svarer ikke. Prøv igen om et minut.</p></body></html>\n"
+                "<p lang=\"da\">Tjenesten er meget travl og svarer ikke. Prøv igen om et minut.</p></main></body></html>\n"
             ),
             Self::NotFound => concat!(
                 "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Not found</title>",
@@ -76,11 +76,11 @@ impl ProxyError {
                 "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">",
                 "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
                 "<title>Too many requests</title>",
-                "<body style=\"font:1.1rem/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a\">",
+                "<link rel=\"stylesheet\" href=\"/.usher/queue.css\"><body><main>",
                 "<h1>Too many requests</h1>",
                 "<p>Too many requests came from your connection. Please wait a moment and try again.</p>",
                 "<p lang=\"da\">Der er kommet for mange forespørgsler fra din forbindelse. Vent et øjeblik, og prøv igen.</p>",
-                "</body></html>\n"
+                "</main></body></html>\n"
             ),
             Self::Denied => concat!(
                 "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Access denied</title>",
@@ -107,7 +107,8 @@ impl ProxyError {
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // The same strict CSP and headers as every usher page (the pages use no inline style).
+        crate::pages::security_headers(headers);
         match self {
             Self::RateLimited { retry_after_secs } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));

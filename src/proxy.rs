@@ -1,6 +1,6 @@
 //! The request path of DESIGN §1, one step per function, called in order from [`Worker::handle`]:
 //!
-//! 1. usher's own paths (`/.usher/…`): status JSON and embedded assets;
+//! 1. usher's own paths (`/.usher/…`): embedded assets, status JSON, the language switch;
 //! 2. the room this request belongs to, if any, decides: forward (valid pass, or admitted
 //!    now) or answer with the visitor's place in line;
 //! 3. usher's cookies are removed and the request is forwarded; cookies the decision set
@@ -45,6 +45,12 @@ impl Worker {
     }
 
     async fn respond(&self, mut req: Request<Incoming>, conn: ClientConn, keys: &KeyCache) -> (Route, Response<Body>) {
+        // 0. usher's embedded assets: static, cacheable, and needed by the rate-limited page
+        //    itself, so they are served before any limit.
+        if let Some(asset) = pages::asset(req.uri().path()) {
+            return (Route::Usher, asset);
+        }
+
         // Steps 1 to 3 read the gate in force; a reload may swap it at any time.
         let gate = self.gate.load();
 
@@ -67,8 +73,8 @@ impl Worker {
         let now_ms = now_ms();
         let key = self.identity.key_cached(keys, client.ip, now_ms / 1000);
         if let Err(limited) = gate.check_request(&key, req.method(), req.uri().path()) {
-            let error = ProxyError::RateLimited { retry_after_secs: limited.retry_after_secs };
-            return (Route::Limited, error.response(wants_json(req.headers())));
+            let answer = pages::Answer::for_request(req.headers());
+            return (Route::Limited, pages::rate_limited(answer, limited.retry_after_secs));
         }
         drop(gate);
         let visitor = Visitor { key, tls: client.https, now_ms, gate: &self.gate };
@@ -99,10 +105,11 @@ impl Worker {
     /// usher's own pages and API under [`USHER_PREFIX`].
     async fn usher_path(&self, req: &Request<Incoming>, visitor: Visitor<'_>) -> Response<Body> {
         let path = req.uri().path();
-        if path == "/.usher/status" {
-            return self.rooms.status(req, visitor).await;
+        match path {
+            "/.usher/status" => self.rooms.status(req, visitor).await,
+            pages::LANG_PATH => pages::switch_language(req.headers(), req.uri().query(), visitor.tls),
+            _ => ProxyError::NotFound.response(wants_json(req.headers())),
         }
-        pages::asset(path).unwrap_or_else(|| ProxyError::NotFound.response(wants_json(req.headers())))
     }
 
     /// Forwards to the upstream, turning failures into the friendly 502/504 answers.

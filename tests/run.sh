@@ -11,9 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Commands the tests use, as "command:debian-package". Tests that need one fail without it,
-# they do not skip. promtool checks the alert rules and the live /metrics. To come:
-# redis-server:redis-server chromium:chromium chromedriver:chromium-driver
-NEEDED=(promtool:prometheus)
+# they do not skip. promtool checks the alert rules and the live /metrics; chromium, node and
+# npm run the queue page's browser tests (tests/browser.rs). To come:
+# redis-server:redis-server
+NEEDED=(promtool:prometheus chromium:chromium node:nodejs npm:npm)
 
 # Installs the Debian package of every missing command; without root, names them and exits 2.
 ensure_commands() {
@@ -45,8 +46,16 @@ ensure_rust() {
   fi
 }
 
+# The browser tests' npm packages (playwright-core, axe-core), exactly as locked.
+ensure_browser_packages() {
+  [ -d tests/browser/node_modules/playwright-core ] && [ -d tests/browser/node_modules/axe-core ] && return 0
+  echo "== npm ci (tests/browser)"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 ensure_commands ${NEEDED[@]+"${NEEDED[@]}"}
 ensure_rust
+ensure_browser_packages
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 

@@ -34,6 +34,7 @@ fn room(name: &str, admit_per_minute: u64, mode: RoomMode) -> RoomConfig {
         logout_path: None,
         message: None,
         tick: Duration::from_millis(200),
+        template: None,
     }
 }
 

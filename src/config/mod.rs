@@ -182,6 +182,9 @@ pub struct RoomConfig {
     pub message: Option<String>,
     /// How often the admitter runs.
     pub tick: Duration,
+    /// The operator's queue page template (compiled and test-rendered at load), or `None`
+    /// for the built-in page.
+    pub template: Option<std::sync::Arc<crate::pages::PageTemplate>>,
 }
 
 /// One problem in a configuration file: the key it is about and why it is wrong.

@@ -4,11 +4,13 @@ use super::{
     AdminConfig, ClientConfig, Config, ConfigError, ConfigErrors, LimitsConfig, ListenConfig, RoomConfig, RoomMode,
     RouteLimit, SecretConfig, StoreConfig, TlsFiles, UpstreamAddress, UpstreamConfig, duration,
 };
+use crate::pages::PageTemplate;
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Keys that serde did not recognise; reported as errors, not silently ignored.
@@ -140,6 +142,7 @@ struct RawRoom {
     logout_path: Option<String>,
     message: Option<String>,
     tick: Option<String>,
+    template: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -449,6 +452,14 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         if session_max < session_idle {
             c.error(format!("{key}.session_max"), "must not be shorter than session_idle");
         }
+        // Compiled and rendered in every state now, so a broken page is a start-up error.
+        let template = r.template.as_deref().and_then(|path| match PageTemplate::load(Path::new(path)) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                c.error(format!("{key}.template"), e.to_string());
+                None
+            }
+        });
         rooms.push(RoomConfig {
             name,
             hosts: r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -469,6 +480,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             logout_path: r.logout_path.clone(),
             message: r.message.clone(),
             tick: c.duration(&format!("{key}.tick"), r.tick.as_deref(), Duration::from_millis(200)),
+            template,
         });
     }
 

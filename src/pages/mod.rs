@@ -1,42 +1,50 @@
 //! What a waiting visitor receives (DESIGN §5): the queue page for browsers, JSON for apps,
-//! a bare 503 for everything else, and the status JSON that the page polls. Assets are
-//! embedded in the binary.
+//! a bare 503 for everything else, the status JSON that the page polls, and the language
+//! switch. Assets are embedded in the binary; every answer carries the security headers.
+
+pub mod i18n;
+pub mod template;
 
 use crate::body::Body;
+use crate::error::ProxyError;
 use bytes::Bytes;
 use http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderMap, HeaderValue, REFERRER_POLICY, RETRY_AFTER,
-    SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, LOCATION, REFERER,
+    REFERRER_POLICY, RETRY_AFTER, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use http::{Response, StatusCode};
+use i18n::{LANG_COOKIE, Lang};
 use serde::Serialize;
-use std::fmt::Write as _;
+pub use template::{PageContext, PageTemplate, RoomPage, TemplateError};
 
 pub const QUEUE_JS: &str = include_str!("queue.js");
 pub const QUEUE_CSS: &str = include_str!("queue.css");
 
 /// Strict: only usher's own script and style, no inline code, no third parties.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
-                   base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+                   worker-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// The kind of answer a client can use.
+/// The path of the language switch.
+pub const LANG_PATH: &str = "/.usher/lang";
+
+/// The kind of answer a client can use, with the language it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
-    Html,
-    Json,
+    Html(Lang),
+    Json(Lang),
     Other,
 }
 
 impl Answer {
     pub fn for_request(headers: &HeaderMap) -> Self {
         if crate::error::wants_json(headers) {
-            Answer::Json
+            Answer::Json(Lang::for_request(headers))
         } else if headers
             .get(http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/html") || a.contains("application/xhtml"))
         {
-            Answer::Html
+            Answer::Html(Lang::for_request(headers))
         } else {
             Answer::Other
         }
@@ -61,6 +69,8 @@ pub enum Status {
     Closed,
     /// usher cannot reach its store just now.
     Unavailable,
+    /// Too many requests from this client (the page only; the JSON is the 429 body).
+    RateLimited,
     /// No ticket was presented.
     None,
 }
@@ -79,6 +89,12 @@ pub struct View {
     /// Unix seconds of the event start, if one is set.
     pub opens_at: Option<u64>,
     pub message: Option<String>,
+    /// Unix seconds when this view was made, so that clients count down without trusting
+    /// their own clock.
+    pub server_time: u64,
+    /// The room's page template (not part of the JSON).
+    #[serde(skip)]
+    pub page: RoomPage,
 }
 
 impl View {
@@ -92,28 +108,125 @@ impl View {
             joined_at: None,
             opens_at: None,
             message: None,
+            server_time: unix_now(),
+            page: RoomPage::default(),
         }
     }
 
-    /// The JSON body: the view plus `position` (1 = next in line).
-    fn json(&self) -> String {
+    /// 1 = next in line.
+    pub fn position(&self) -> Option<u64> {
+        self.ahead.map(|a| a + 1)
+    }
+
+    pub fn eta_text(&self, lang: Lang) -> String {
+        let t = lang.strings();
+        match (self.status, self.eta_seconds) {
+            (Status::Paused, _) => t.eta_paused.into(),
+            (_, Some(s)) => lang.eta_text(s),
+            (_, None) => t.eta_unknown.into(),
+        }
+    }
+
+    /// The share of the expected wait already behind the visitor: time waited over time
+    /// waited plus the estimate. It moves as people ahead are admitted (the estimate falls)
+    /// and needs no state beyond the join time. `None` while no estimate exists.
+    pub fn progress_percent(&self) -> Option<u8> {
+        let eta = self.eta_seconds.filter(|_| self.status == Status::Waiting)?;
+        let waited = self.server_time.saturating_sub(self.joined_at?);
+        let total = waited + eta;
+        Some((waited * 100).checked_div(total).map_or(0, |p| p.min(99) as u8))
+    }
+
+    /// One view per state with plausible values: what templates are test-rendered with.
+    pub fn samples() -> Vec<View> {
+        let now = 1_795_000_000;
+        let waiting = View {
+            status: Status::Waiting,
+            room: "citizens".into(),
+            ahead: Some(42),
+            eta_seconds: Some(700),
+            poll_after_seconds: 5,
+            joined_at: Some(now - 300),
+            opens_at: None,
+            message: None,
+            server_time: now,
+            page: RoomPage::default(),
+        };
+        let with = |status, f: fn(&mut View)| {
+            let mut v = View { status, ..waiting.clone() };
+            f(&mut v);
+            v
+        };
+        vec![
+            waiting.clone(),
+            with(Status::Prequeue, |v| {
+                v.ahead = None;
+                v.eta_seconds = None;
+                v.opens_at = Some(v.server_time + 250);
+            }),
+            with(Status::Paused, |v| {
+                v.eta_seconds = None;
+                v.message = Some("Back at 10:30.".into());
+            }),
+            with(Status::Admitted, |v| v.ahead = None),
+            with(Status::Expired, |v| v.ahead = None),
+            with(Status::Closed, |v| {
+                v.ahead = None;
+                v.joined_at = None;
+                v.message = Some("Back tonight.".into());
+            }),
+            with(Status::Unavailable, |v| {
+                v.ahead = None;
+                v.joined_at = None;
+            }),
+            with(Status::RateLimited, |v| {
+                v.ahead = None;
+                v.joined_at = None;
+            }),
+            with(Status::None, |v| {
+                v.ahead = None;
+                v.joined_at = None;
+            }),
+        ]
+    }
+
+    /// The JSON body: the view plus derived fields (documented in README "Status JSON").
+    fn json(&self, lang: Lang) -> String {
         #[derive(Serialize)]
         struct Json<'a> {
             #[serde(flatten)]
             view: &'a View,
             position: Option<u64>,
+            eta_text: String,
+            progress_percent: Option<u8>,
+            lang: Lang,
         }
-        serde_json::to_string(&Json { view: self, position: self.ahead.map(|a| a + 1) })
-            .unwrap_or_else(|_| "{\"status\":\"unavailable\"}".into())
+        let body = Json {
+            view: self,
+            position: self.position(),
+            eta_text: self.eta_text(lang),
+            progress_percent: self.progress_percent(),
+            lang,
+        };
+        serde_json::to_string(&body).unwrap_or_else(|_| "{\"status\":\"unavailable\"}".into())
     }
 }
 
-fn security_headers(headers: &mut HeaderMap) {
+/// The current time in Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The headers every usher page carries: no caching, no sniffing, no framing, no referrer,
+/// and a CSP that allows nothing but usher's own files.
+pub fn security_headers(headers: &mut HeaderMap) {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    headers.insert("permissions-policy", HeaderValue::from_static("camera=(), microphone=(), geolocation=()"));
 }
 
 fn response(
@@ -133,19 +246,24 @@ fn response(
     r
 }
 
+/// The page HTML for a view, in a language, from the room's template.
+pub fn page(view: &View, lang: Lang) -> String {
+    view.page.render(&PageContext::new(view, lang))
+}
+
 /// The answer to a request that must wait (or cannot be served now).
 pub fn respond(answer: Answer, view: &View, set_cookies: Vec<HeaderValue>) -> Response<Body> {
     let retry = HeaderValue::from(view.poll_after_seconds.max(1));
     let mut r = match answer {
-        Answer::Html => {
+        Answer::Html(lang) => {
             let status = match view.status {
                 Status::Closed | Status::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::OK,
             };
-            response(status, "text/html; charset=utf-8", Body::from(page(view)), set_cookies)
+            response(status, "text/html; charset=utf-8", Body::from(page(view, lang)), set_cookies)
         }
-        Answer::Json => {
-            response(StatusCode::SERVICE_UNAVAILABLE, "application/json", Body::from(view.json()), set_cookies)
+        Answer::Json(lang) => {
+            response(StatusCode::SERVICE_UNAVAILABLE, "application/json", Body::from(view.json(lang)), set_cookies)
         }
         Answer::Other => response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -158,9 +276,24 @@ pub fn respond(answer: Answer, view: &View, set_cookies: Vec<HeaderValue>) -> Re
     r
 }
 
-/// `GET /.usher/status`.
-pub fn status_json(view: &View, set_cookies: Vec<HeaderValue>) -> Response<Body> {
-    response(StatusCode::OK, "application/json", Body::from(view.json()), set_cookies)
+/// `429` for a client over a rate limit: the localized page that retries by itself for
+/// browsers, the error JSON of [`ProxyError`] for apps.
+pub fn rate_limited(answer: Answer, retry_after_secs: u64) -> Response<Body> {
+    let error = ProxyError::RateLimited { retry_after_secs };
+    let Answer::Html(lang) = answer else {
+        return error.response(matches!(answer, Answer::Json(_)));
+    };
+    let view = View { status: Status::RateLimited, poll_after_seconds: retry_after_secs.max(1), ..View::none() };
+    let mut r =
+        response(StatusCode::TOO_MANY_REQUESTS, "text/html; charset=utf-8", Body::from(page(&view, lang)), Vec::new());
+    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+    r
+}
+
+/// `GET /.usher/status`, in the language of the request (for `eta_text`).
+pub fn status_json(headers: &HeaderMap, view: &View, set_cookies: Vec<HeaderValue>) -> Response<Body> {
+    let lang = Lang::for_request(headers);
+    response(StatusCode::OK, "application/json", Body::from(view.json(lang)), set_cookies)
 }
 
 /// An embedded asset under `/.usher/`, or `None`.
@@ -173,103 +306,144 @@ pub fn asset(path: &str) -> Option<Response<Body>> {
     let mut r = Response::new(Body::Full(Some(Bytes::from_static(text.as_bytes()))));
     let headers = r.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    security_headers(headers);
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
     Some(r)
 }
 
-/// "about 12 minutes": rounded, never falsely precise.
-pub fn describe_eta(seconds: u64) -> String {
-    match seconds {
-        0..60 => "less than a minute".into(),
-        60..5400 => {
-            let minutes = seconds.div_ceil(60);
-            if minutes == 1 { "about a minute".into() } else { format!("about {minutes} minutes") }
-        }
-        _ => format!("about {} hours", (seconds + 1800) / 3600),
-    }
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The queue page. Works alone with a `<noscript>` meta refresh; with JavaScript it polls
-/// `/.usher/status` and reloads the page it was shown on when the turn comes, so the
-/// visitor lands on the URL they first asked for.
-pub fn page(view: &View) -> String {
-    let (title, lead) = match view.status {
-        Status::Waiting => ("You are in the queue", "The service is very busy, so visitors are let in one by one."),
-        Status::Prequeue => (
-            "You are in the queue",
-            "The service opens soon. Everyone here now gets a fair, random place when it opens.",
-        ),
-        Status::Paused => ("The queue is paused", "Admission is paused for a moment. You keep your place."),
-        Status::Closed => ("Closed for maintenance", "The service is closed for maintenance. Please come back later."),
-        Status::Unavailable => {
-            ("Temporarily unavailable", "The queue cannot be reached just now. Please try again in a minute.")
-        }
-        Status::Admitted | Status::Expired | Status::None => ("One moment", "Taking you on…"),
-    };
-    let mut body = String::with_capacity(2048);
-    let _ = write!(body, "<h1>{title}</h1><p>{lead}</p>");
-    if let Some(message) = &view.message {
-        let _ = write!(body, "<p class=\"message\">{}</p>", escape(message));
-    }
-    if matches!(view.status, Status::Waiting | Status::Paused | Status::Prequeue) {
-        let ahead = view.ahead.map_or("–".to_string(), |a| a.to_string());
-        let eta = view.eta_seconds.map_or("not known yet".to_string(), describe_eta);
-        let _ = write!(
-            body,
-            "<div aria-live=\"polite\" aria-atomic=\"true\">\
-             <p>People ahead of you: <strong id=\"ahead\">{ahead}</strong></p>\
-             <p>Estimated wait: <strong id=\"eta\">{eta}</strong></p></div>\
-             <p>You keep your place. There is no need to refresh this page: \
-             you will be let in automatically when it is your turn.</p>"
+/// `GET /.usher/lang?to=da&back=/path`: remembers the language in a cookie and sends the
+/// visitor back where they were (their ticket cookie is untouched, so is their place). The
+/// way back is the `back` parameter (added by the script), else the same-host `Referer`
+/// (sent by the link without script), else `/`; only local paths, never another site.
+pub fn switch_language(headers: &HeaderMap, query: Option<&str>, secure: bool) -> Response<Body> {
+    let params = || query.unwrap_or_default().split('&').filter_map(|p| p.split_once('='));
+    let lang = params().find(|(k, _)| *k == "to").and_then(|(_, v)| Lang::parse(v));
+    let back = params()
+        .find(|(k, _)| *k == "back")
+        .and_then(|(_, v)| percent_decode(v))
+        .or_else(|| referer_path(headers))
+        .filter(|p| is_local_path(p))
+        .unwrap_or_else(|| "/".into());
+    let mut r = response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", Body::from_static(""), Vec::new());
+    let headers = r.headers_mut();
+    headers.insert(LOCATION, HeaderValue::from_str(&back).unwrap_or(HeaderValue::from_static("/")));
+    if let Some(lang) = lang {
+        let cookie = format!(
+            "{LANG_COOKIE}={}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{}",
+            lang.code(),
+            if secure { "; Secure" } else { "" }
         );
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            headers.insert(SET_COOKIE, value);
+        }
     }
-    let refresh = view.poll_after_seconds.max(1);
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <noscript><meta http-equiv=\"refresh\" content=\"{refresh}\"></noscript>\
-         <title>{title}</title><link rel=\"stylesheet\" href=\"/.usher/queue.css\"></head>\
-         <body><main id=\"usher\" data-poll=\"{refresh}\" data-status=\"{status}\">{body}</main>\
-         <script src=\"/.usher/queue.js\" defer></script></body></html>\n",
-        status = serde_json::to_value(view.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-    )
+    r
+}
+
+/// A path on this site: starts with one `/`, printable ASCII only (no `//evil`, `/\\evil`).
+fn is_local_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.starts_with("/\\")
+        && path.len() <= 4096
+        && path.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The path and query of a `Referer` on the same host as the request.
+fn referer_path(headers: &HeaderMap) -> Option<String> {
+    let referer = headers.get(REFERER)?.to_str().ok()?;
+    let host = headers.get(HOST)?.to_str().ok()?;
+    let rest = referer.strip_prefix("https://").or_else(|| referer.strip_prefix("http://"))?;
+    let (authority, path) = rest.split_at(rest.find('/')?);
+    (authority.eq_ignore_ascii_case(host)).then(|| path.split('#').next().unwrap_or(path).to_string())
+}
+
+/// `%XX` decoding of a query value; `None` for broken escapes or non-UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn estimates_are_rounded_not_precise() {
-        assert_eq!(describe_eta(20), "less than a minute");
-        assert_eq!(describe_eta(61), "about 2 minutes");
-        assert_eq!(describe_eta(720), "about 12 minutes");
-        assert_eq!(describe_eta(4 * 3600), "about 4 hours");
+    fn html(view: &View, lang: Lang) -> String {
+        page(view, lang)
     }
 
     #[test]
     fn operator_messages_are_escaped() {
-        let mut v = View::none();
-        v.status = Status::Paused;
+        let mut v = View::samples().remove(2);
         v.message = Some("<script>x</script>".into());
-        let html = page(&v);
-        assert!(!html.contains("<script>x"));
-        assert!(html.contains("&lt;script&gt;"));
+        let page = html(&v, Lang::En);
+        assert!(!page.contains("<script>x"));
+        assert!(page.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn every_state_in_both_languages() {
+        for v in View::samples() {
+            let da = html(&v, Lang::Da);
+            let en = html(&v, Lang::En);
+            assert!(da.contains("<html lang=\"da\">") && en.contains("<html lang=\"en\">"));
+            assert_ne!(da, en, "{:?}", v.status);
+        }
+        let waiting = html(&View::samples().remove(0), Lang::Da);
+        assert!(
+            waiting.contains("Personer foran dig")
+                && waiting.contains(">42<")
+                && waiting.contains("omkring 12 minutter")
+        );
+        assert!(waiting.contains("http-equiv=\"refresh\" content=\"5\""));
+        assert!(waiting.contains("aria-live=\"polite\""));
+    }
+
+    #[test]
+    fn progress_grows_as_the_estimate_falls() {
+        let mut v = View::samples().remove(0);
+        let early = v.progress_percent().expect("an estimate");
+        v.eta_seconds = Some(60);
+        let later = v.progress_percent().expect("an estimate");
+        assert!(later > early, "{early} -> {later}");
+        v.status = Status::Paused;
+        assert_eq!(v.progress_percent(), None);
+    }
+
+    #[test]
+    fn the_language_switch_stays_on_this_site() {
+        let mut h = HeaderMap::new();
+        let back = |r: Response<Body>| r.headers().get(LOCATION).map(|v| v.to_str().unwrap_or_default().to_string());
+        assert_eq!(back(switch_language(&h, Some("to=da&back=%2Fmail%3Fa%3D1"), false)).as_deref(), Some("/mail?a=1"));
+        assert_eq!(back(switch_language(&h, Some("to=da&back=%2F%2Fevil.example"), false)).as_deref(), Some("/"));
+        assert_eq!(back(switch_language(&h, Some("to=da&back=https://evil.example/"), false)).as_deref(), Some("/"));
+        h.insert(HOST, HeaderValue::from_static("post.example"));
+        h.insert(REFERER, HeaderValue::from_static("http://post.example/inbox?x=2#top"));
+        let r = switch_language(&h, Some("to=en"), true);
+        assert!(
+            r.headers()[SET_COOKIE].to_str().is_ok_and(|c| c.starts_with("usher_lang=en;") && c.contains("Secure"))
+        );
+        assert_eq!(back(r).as_deref(), Some("/inbox?x=2"));
+        h.insert(REFERER, HeaderValue::from_static("http://other.example/inbox"));
+        assert_eq!(back(switch_language(&h, Some("to=xx"), false)).as_deref(), Some("/"));
     }
 }

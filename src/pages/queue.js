@@ -1,49 +1,142 @@
-// Polls /.usher/status at the interval the server suggests, with jitter so that many
-// browsers do not poll in lockstep, and backs off on errors. Reloads the page (the URL the
-// visitor first asked for) when the turn comes or the place was lost.
+// The queue page's script. Without it the page still works (meta refresh); with it the page
+// polls /.usher/status at the server's suggested interval with jitter (so that many browsers
+// do not poll in lockstep), backs off on errors, updates in place, and goes to the URL the
+// visitor first asked for (this page's own URL) when the turn comes. All words come from the
+// page (data-* attributes), so every string lives server-side, per language.
+//
+// Loaded as a Worker, the same file is only a timer: browsers throttle timers of background
+// tabs (to once a minute in Chrome), which would let a waiter's place expire; a dedicated
+// worker's timers keep their pace.
 (function () {
   "use strict";
+  if (typeof document === "undefined") {
+    self.onmessage = function (e) { setTimeout(function () { self.postMessage(e.data[0]); }, e.data[1]); };
+    return;
+  }
   var root = document.getElementById("usher");
   if (!root) return;
-  var base = Number(root.getAttribute("data-poll")) || 5;
-  var failures = 0;
+  var d = root.dataset;
+  var status = d.status;
+  var base = Number(d.poll) || 5;
+  var failures = 0, busy = false, gone = false, lastPoll = Date.now(), best = 0, seq = 0;
+  var worker = null;
+  try {
+    worker = new Worker("/.usher/queue.js");
+    worker.onmessage = function (e) { due(e.data); };
+    // A worker that cannot run (blocked by a proxy's policy): plain timers instead.
+    worker.onerror = function () { worker = null; later(base); };
+  } catch (e) { worker = null; }
 
+  function $(id) { return document.getElementById(id); }
+  if ($("progress")) best = Number($("progress").value) || 0;
+  function show(id, text) { var el = $(id); if (el && el.textContent !== String(text)) el.textContent = text; }
+
+  // One poll chain only: a timer that is no longer the latest one (an early poll on return
+  // to the tab or to the network made a newer one) does nothing.
   function later(seconds) {
-    var jittered = seconds * (0.8 + Math.random() * 0.4);
-    setTimeout(poll, jittered * 1000);
+    var id = ++seq;
+    var ms = Math.round(seconds * (0.8 + Math.random() * 0.4) * 1000);
+    if (worker) worker.postMessage([id, ms]); else setTimeout(function () { due(id); }, ms);
   }
 
-  function eta(seconds) {
-    if (seconds == null) return "not known yet";
-    if (seconds < 60) return "less than a minute";
-    if (seconds < 5400) {
-      var m = Math.ceil(seconds / 60);
-      return m === 1 ? "about a minute" : "about " + m + " minutes";
+  function due(id) { if (id === seq) poll(); }
+
+  // To the page's own URL, as a GET (a queued POST must not be re-sent), without its hash.
+  // On admission the page first says so (announced by the status region), then goes on.
+  function go(turn) {
+    gone = true;
+    var to = location.href.split("#")[0];
+    if (!turn) return location.replace(to);
+    root.className += " turn";
+    show("title", d.turnTitle);
+    show("lead", d.turnLead);
+    document.title = d.turnTitle;
+    setTimeout(function () { location.replace(to); }, 800);
+  }
+
+  function offline(on) { var el = $("offline"); if (el) el.hidden = !on; }
+
+  function update(s) {
+    failures = 0;
+    offline(false);
+    if (s.status === "admitted") return go(true);
+    // Any other change of state (paused, opened, place lost, room closed) is a new page.
+    if (s.status !== status) return go(false);
+    if (s.ahead != null) show("ahead", s.ahead);
+    if (s.eta_text) show("eta", s.eta_text);
+    var bar = $("progress");
+    if (bar && s.progress_percent != null && s.progress_percent > best) {
+      best = s.progress_percent;
+      bar.value = best;
+      bar.textContent = best + " %";
     }
-    return "about " + Math.round(seconds / 3600) + " hours";
+    later(s.poll_after_seconds || base);
   }
 
-  function show(id, text) {
-    var el = document.getElementById(id);
-    if (el && el.textContent !== String(text)) el.textContent = text;
+  function fail() {
+    failures += 1;
+    if (failures > 1) offline(true);
+    // Back off, but stay well inside the time a place is kept without polls.
+    later(Math.min(base * Math.pow(2, failures - 1), base * 3));
   }
 
   function poll() {
-    fetch("/.usher/status", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
-      .then(function (r) { return r.json(); })
-      .then(function (s) {
-        failures = 0;
-        if (s.status === "admitted" || s.status === "expired") { location.reload(); return; }
-        if (s.status !== root.getAttribute("data-status")) { location.reload(); return; }
-        if (s.ahead != null) show("ahead", s.ahead);
-        show("eta", eta(s.eta_seconds));
-        later(s.poll_after_seconds || base);
-      })
-      .catch(function () {
-        failures += 1;
-        later(Math.min(60, base * Math.pow(2, failures)));
-      });
+    if (busy || gone) return;
+    busy = true;
+    lastPoll = Date.now();
+    var ctl = window.AbortController ? new AbortController() : null;
+    var timeout = setTimeout(function () { if (ctl) ctl.abort(); }, 15000);
+    fetch("/.usher/status", {
+      credentials: "same-origin", cache: "no-store",
+      headers: { Accept: "application/json" }, signal: ctl ? ctl.signal : undefined
+    })
+      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+      .then(function (s) { busy = false; clearTimeout(timeout); update(s); },
+        function () { busy = false; clearTimeout(timeout); fail(); });
   }
 
-  later(base);
+  // Back in the foreground after a long pause: ask at once.
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && Date.now() - lastPoll > base * 1000) poll();
+  });
+  window.addEventListener("online", function () { poll(); });
+
+  // The switch returns to this very URL.
+  var sw = $("switch");
+  if (sw) sw.href += "&back=" + encodeURIComponent(location.pathname + location.search);
+
+  // The join time in the visitor's own time zone.
+  var joined = $("joined");
+  if (joined && joined.dataset.at) {
+    try {
+      var t = new Date(joined.getAttribute("datetime"))
+        .toLocaleTimeString(d.lang, { hour: "2-digit", minute: "2-digit" });
+      joined.textContent = joined.dataset.at.replace("{t}", t);
+    } catch (e) { /* keep the server's text */ }
+  }
+
+  // Countdown to the opening, from the server's clock (not the visitor's).
+  var cd = $("countdown");
+  if (cd) {
+    var end = Date.now() + Number(cd.dataset.in) * 1000;
+    var tick = function () {
+      var left = Math.max(0, Math.ceil((end - Date.now()) / 1000));
+      var h = Math.floor(left / 3600), m = Math.floor(left % 3600 / 60), s = left % 60;
+      var c = cd.dataset;
+      cd.textContent = left === 0 ? c.now
+        : (h ? h + " " + c.h + " " : "") + (h || m ? m + " " + c.m + " " : "") + s + " " + c.s;
+      if (left === 0) { setTimeout(poll, 500 + Math.random() * 1500); return; }
+      setTimeout(tick, 1000);
+    };
+    tick();
+  }
+
+  if (status === "waiting" || status === "paused" || status === "prequeue" ||
+      status === "unavailable" || status === "closed") {
+    later(base);
+  } else {
+    // Over a rate limit (data-poll = Retry-After), or a state the script does not follow:
+    // ask for the page again, as the meta refresh would.
+    setTimeout(function () { go(false); }, base * 1000);
+  }
 })();

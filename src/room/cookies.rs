@@ -2,6 +2,7 @@
 //! writing `Set-Cookie` values with the flags of DESIGN §4.
 
 use super::tokens::{PASS_COOKIE, TICKET_COOKIE};
+use crate::pages::i18n::LANG_COOKIE;
 use http::header::{COOKIE, HeaderMap, HeaderValue};
 
 /// usher's two cookies as the browser sent them (raw, unverified).
@@ -48,7 +49,7 @@ pub fn strip(headers: &mut HeaderMap) {
         .map(str::trim)
         .filter(|pair| {
             let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
-            !pair.is_empty() && name != PASS_COOKIE && name != TICKET_COOKIE
+            !pair.is_empty() && name != PASS_COOKIE && name != TICKET_COOKIE && name != LANG_COOKIE
         })
         .collect();
     if !kept.is_empty() {
@@ -86,7 +87,7 @@ mod tests {
     #[test]
     fn reads_and_strips_only_usher_cookies() {
         let mut h = HeaderMap::new();
-        h.append(COOKIE, HeaderValue::from_static("a=1; usher_pass=PPP; b=2"));
+        h.append(COOKIE, HeaderValue::from_static("a=1; usher_pass=PPP; usher_lang=da; b=2"));
         h.append(COOKIE, HeaderValue::from_static("usher_ticket=TTT"));
         let c = UsherCookies::read(&h);
         assert_eq!((c.pass, c.ticket), (Some("PPP"), Some("TTT")));

@@ -8,7 +8,6 @@ pub mod tokens;
 
 use crate::body::Body;
 use crate::config::{Config, RoomConfig, RoomMode};
-use crate::error::ProxyError;
 use crate::identity::ClientKey;
 use crate::limits::LiveGate;
 use crate::metrics::{Metrics, RoomMetrics};
@@ -43,6 +42,8 @@ pub struct Room {
     pub resume_mode: RoomMode,
     /// Limits as of the last tick, so a request reads them without asking the store.
     limits: RwLock<RoomLimits>,
+    /// The queue page: the operator's template or the built-in one.
+    page: pages::RoomPage,
     /// Admissions per minute used for estimates, refreshed every tick.
     rate_per_minute: AtomicU64,
 }
@@ -93,6 +94,7 @@ impl Room {
             resume_mode: if config.mode == RoomMode::Paused { RoomMode::Auto } else { config.mode },
             rate_per_minute: AtomicU64::new(limits.admit_per_minute),
             limits: RwLock::new(limits),
+            page: config.template.clone().map(pages::RoomPage::custom).unwrap_or_default(),
         }
     }
 
@@ -270,8 +272,7 @@ impl Rooms {
         // 3. A newcomer: admitted at once if nobody waits and there is room, else a ticket,
         //    within the join limit so that a flood cannot farm tickets.
         if let Err(limited) = visitor.gate.load().check_join(&visitor.key) {
-            let mut response =
-                ProxyError::RateLimited { retry_after_secs: limited.retry_after_secs }.response(answer == Answer::Json);
+            let mut response = pages::rate_limited(answer, limited.retry_after_secs);
             for cookie in set_cookies {
                 response.headers_mut().append(http::header::SET_COOKIE, cookie);
             }
@@ -364,6 +365,8 @@ impl Rooms {
             joined_at: place.map(|p| p.joined_ms / 1000),
             opens_at: limits.opens_at_ms.map(|ms| ms / 1000),
             message: limits.message.clone(),
+            server_time: admitter::now_ms() / 1000,
+            page: room.page.clone(),
         }
     }
 
@@ -381,11 +384,11 @@ impl Rooms {
             None => None,
         };
         let Some((room, ticket)) = found else {
-            return pages::status_json(&View::none(), set_cookies);
+            return pages::status_json(req.headers(), &View::none(), set_cookies);
         };
         let limits = room.limits();
         if limits.mode == RoomMode::Closed {
-            return pages::status_json(&self.view(room, &limits, Status::Closed, None), set_cookies);
+            return pages::status_json(req.headers(), &self.view(room, &limits, Status::Closed, None), set_cookies);
         }
         let view = match room.store.poll(ticket.number, visitor.now_ms).await {
             Ok(PollOutcome::Admitted { session, waited_ms }) => {
@@ -405,6 +408,6 @@ impl Rooms {
                 self.view(room, &limits, Status::Unavailable, None)
             }
         };
-        pages::status_json(&view, set_cookies)
+        pages::status_json(req.headers(), &view, set_cookies)
     }
 }

@@ -156,6 +156,7 @@ pub fn room(name: &str) -> RoomConfig {
         logout_path: Some("/logout".to_string()),
         message: None,
         tick: Duration::from_millis(50),
+        template: None,
     }
 }
 

@@ -1,0 +1,381 @@
+// Browser scenarios for usher's queue page, run by tests/browser.rs against a real usher and
+// a real upstream: `node queue.test.mjs SCENARIO`. Environment: USHER_URL, ADMIN_URL,
+// ADMIN_TOKEN, ROOM, CHROMIUM (the Debian binary), SCREENSHOTS (a directory).
+//
+// The other visitors are plain HTTP clients with their own cookie jars; the operator is the
+// admin API. Waits are for events (a text, a URL), with generous limits, never fixed sleeps
+// that a result depends on. Exit code 0 = every check passed.
+import { chromium } from "playwright-core";
+import { createRequire } from "node:module";
+import fs from "node:fs";
+import path from "node:path";
+
+const require = createRequire(import.meta.url);
+const AXE = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+const { USHER_URL, ADMIN_URL, ADMIN_TOKEN, ROOM, CHROMIUM, SCREENSHOTS } = process.env;
+const ORIGIN = new URL(USHER_URL).origin;
+const WAIT = 30000;
+
+function check(ok, what) {
+  if (!ok) throw new Error("check failed: " + what);
+  console.log("ok  " + what);
+}
+
+async function until(what, fn, timeout = WAIT) {
+  const end = Date.now() + timeout;
+  let last;
+  while (Date.now() < end) {
+    try { last = await fn(); if (last) { console.log("ok  " + what); return last; } } catch (e) { last = e; }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("timed out waiting for: " + what + " (last: " + last + ")");
+}
+
+// ---- the operator and the other visitors --------------------------------------------------
+
+async function admin(method, route, body) {
+  const r = await fetch(ADMIN_URL + "/admin/rooms/" + ROOM + route, {
+    method, headers: { authorization: "Bearer " + ADMIN_TOKEN, "content-type": "application/json" },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  if (!r.ok) throw new Error(method + " " + route + " -> " + r.status + " " + (await r.text()));
+  return r.json();
+}
+
+/** A visitor without a browser: one cookie jar, polls to keep its place. */
+class Other {
+  constructor() { this.jar = new Map(); this.timer = null; }
+  async get(p, accept = "text/html") {
+    const cookie = [...this.jar].map(([k, v]) => k + "=" + v).join("; ");
+    const r = await fetch(USHER_URL + p, { headers: { accept, cookie }, redirect: "manual" });
+    for (const c of r.headers.getSetCookie()) {
+      const [pair] = c.split(";");
+      const i = pair.indexOf("=");
+      const [k, v] = [pair.slice(0, i), pair.slice(i + 1)];
+      if (/Max-Age=0/i.test(c)) this.jar.delete(k); else this.jar.set(k, v);
+    }
+    return { status: r.status, text: await r.text() };
+  }
+  keepPolling() { this.timer = setInterval(() => this.get("/.usher/status", "application/json").catch(() => {}), 2000); }
+  stop() { clearInterval(this.timer); }
+}
+
+/** Fills the room's places and puts `waiters` people in line ahead of whoever comes next. */
+async function crowd(places, waiters) {
+  const people = [];
+  for (let i = 0; i < places; i++) {
+    const o = new Other();
+    const r = await o.get("/inbox");
+    check(r.status === 200 && o.jar.has("usher_pass"), "visitor " + (i + 1) + " takes a place directly");
+    people.push(o);
+  }
+  for (let i = 0; i < waiters; i++) {
+    const o = new Other();
+    const r = await o.get("/inbox", "application/json");
+    const body = JSON.parse(r.text);
+    check(r.status === 503 && body.status === "waiting" && body.ahead === i, "waiter " + (i + 1) + " joins the line");
+    o.keepPolling();
+    people.push(o);
+  }
+  return people;
+}
+
+// ---- the browser ---------------------------------------------------------------------------
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+
+/** A browser context that records every request, CSP violation and page error. */
+async function visitor({ locale = "en-GB", javaScriptEnabled = true, width = 1280 } = {}) {
+  const context = await browser.newContext({ locale, javaScriptEnabled, viewport: { width, height: 900 } });
+  const log = { requests: [], problems: [], bytes: new Map() };
+  context.on("request", (r) => log.requests.push(r.url()));
+  context.on("response", async (r) => {
+    // The first answer for a URL: the queue page, not the mailbox page it later becomes.
+    try { const n = (await r.body()).length; if (!log.bytes.has(r.url())) log.bytes.set(r.url(), n); } catch { /* gone */ }
+  });
+  // CSP violations and script errors; failed loads (the blip, a queued favicon) are expected.
+  context.on("console", (m) => {
+    if (m.type() === "error" && !/^Failed to load resource/.test(m.text())) log.problems.push(m.text());
+  });
+  context.on("weberror", (e) => log.problems.push(String(e.error())));
+  return { context, log };
+}
+
+async function ticketOf(context) {
+  return (await context.cookies()).find((c) => c.name === "usher_ticket")?.value;
+}
+
+/** axe-core in the page: no serious or critical violation (WCAG 2.1 A/AA rules). */
+async function audit(page, state) {
+  await page.evaluate(AXE);
+  const result = await page.evaluate(() =>
+    window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } }));
+  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  for (const v of bad) console.log("axe " + state + ": " + v.id + " " + v.impact + " " + v.nodes.map((n) => n.target).join(" "));
+  check(bad.length === 0, "axe: no serious or critical violation in the " + state + " state (" + result.passes.length + " rules pass)");
+}
+
+/** Screenshots at phone and desktop widths, and the page reflows at 320 px (WCAG 1.4.10). */
+async function shoot(page, state) {
+  const size = page.viewportSize();
+  for (const width of [375, 1280]) {
+    await page.setViewportSize({ width, height: width === 375 ? 812 : 900 });
+    await page.screenshot({ path: path.join(SCREENSHOTS, state + "-" + width + ".png"), fullPage: true });
+  }
+  await page.setViewportSize({ width: 320, height: 640 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  check(overflow <= 0, state + ": no horizontal scrolling at 320 px");
+  await page.setViewportSize(size);
+}
+
+/** Only usher's own origin was asked for anything; the page, its CSS and JS < 20 KB. */
+function network(log, pageUrl) {
+  const foreign = log.requests.filter((u) => !u.startsWith(ORIGIN + "/") && !u.startsWith("data:"));
+  check(foreign.length === 0, "no third-party request (" + log.requests.length + " requests, all to usher)");
+  const doc = log.bytes.get(pageUrl) ?? 0;
+  const css = log.bytes.get(ORIGIN + "/.usher/queue.css") ?? 0;
+  const js = log.bytes.get(ORIGIN + "/.usher/queue.js") ?? 0;
+  check(doc > 0 && css > 0, "the page and its stylesheet were loaded");
+  check(doc + css + js < 20 * 1024, "page weight " + (doc + css + js) + " bytes (html " + doc + ", css " + css + ", js " + js + ") < 20 KB");
+  check(log.problems.length === 0, "no CSP violation or script error: " + JSON.stringify(log.problems));
+}
+
+const text = (page, sel) => page.locator(sel).first().textContent({ timeout: 2000 });
+const bodyText = (page) => page.locator("body").textContent({ timeout: 2000 });
+const within = (ms, promise) => Promise.race([promise, new Promise((_, no) => setTimeout(() => no(new Error("timeout")), ms))]);
+
+// ---- scenarios -----------------------------------------------------------------------------
+
+const scenarios = {
+  // Full room: position shown, falls in place as others are admitted, survives a network
+  // blip, a second tab shares the ticket, and both land where they first asked to go.
+  async queue() {
+    const others = await crowd(2, 2);
+    const { context, log } = await visitor();
+    // What each tab said as it left (recorded by the browser, outside the page's CSP).
+    await context.addInitScript(() => addEventListener("pagehide", () => {
+      const h = document.querySelector("h1");
+      if (h) sessionStorage.setItem("usher-last-title", h.textContent);
+    }));
+    const page = await context.newPage();
+    let navigations = 0;
+    page.on("framenavigated", (f) => { if (f === page.mainFrame()) navigations++; });
+    const workers = [];
+    page.on("worker", (w) => workers.push(w.url()));
+    const target = USHER_URL + "/letters/7?from=queue";
+    const first = await page.goto(target);
+    check(first.status() === 200, "the queue page answers 200");
+    check((await text(page, "h1")) === "You are in the queue", "the waiting state is shown");
+    check((await text(page, "#ahead")) === "2", "two people are ahead");
+    check(/minute/.test(await text(page, "#eta")), "an estimate in words: " + (await text(page, "#eta")));
+    check(await page.locator("progress#progress").count() === 1, "a progress bar");
+    check(await page.locator("[aria-live=polite] #ahead").count() === 1, "the position is in a polite live region");
+    check(/keep your place/.test(await text(page, "main")), "the page says the place is kept");
+    await until("the join time is shown in local time", async () => /^at \d/.test(await text(page, "#joined")));
+    const ticket = await ticketOf(context);
+    check(Boolean(ticket), "a ticket cookie");
+    await until("the poll timer runs in a worker (background tabs keep their pace)", () =>
+      workers.some((u) => u === ORIGIN + "/.usher/queue.js"));
+    const h = await first.allHeaders();
+    check(/default-src 'none'/.test(h["content-security-policy"]) && h["x-frame-options"] === "DENY" &&
+      h["x-content-type-options"] === "nosniff" && h["cache-control"] === "no-store", "strict CSP and security headers");
+    await shoot(page, "waiting");
+    await audit(page, "waiting");
+    await page.emulateMedia({ colorScheme: "dark", reducedMotion: "reduce" });
+    await shoot(page, "waiting-dark");
+    await audit(page, "waiting (dark mode)");
+    await page.emulateMedia({ colorScheme: "light", reducedMotion: "no-preference" });
+    // The browser's own parse of the stylesheet: reduced motion switches transitions off.
+    const still = await page.evaluate(() => [...document.styleSheets].flatMap((sheet) => [...sheet.cssRules])
+      .some((r) => r instanceof CSSMediaRule && /prefers-reduced-motion: *reduce/.test(r.conditionText) &&
+        /transition: *none/.test(r.cssText)));
+    check(still, "prefers-reduced-motion switches transitions off");
+
+    const tab = await context.newPage();
+    await tab.goto(USHER_URL + "/inbox");
+    check((await text(tab, "#ahead")) === "2" && (await ticketOf(context)) === ticket, "a second tab shares the one ticket");
+
+    const before = navigations;
+    await admin("PATCH", "", { max_active: 3 });
+    await until("the position falls to 1 without a reload", async () => (await text(page, "#ahead")) === "1");
+    check(navigations === before, "the page was updated in place");
+    await shoot(page, "waiting-moved");
+
+    await context.setOffline(true);
+    await until("a network blip is noticed calmly", () => page.locator("#offline").isVisible(), 20000);
+    await context.setOffline(false);
+    await until("the page recovers after the blip", async () => !(await page.locator("#offline").isVisible()), 20000);
+    check((await ticketOf(context)) === ticket, "the place survived the blip");
+
+    await admin("PATCH", "", { max_active: 4 });
+    await until("the position falls to 0", async () => (await text(page, "#ahead")) === "0");
+
+    await admin("PATCH", "", { max_active: 10 });
+    // The tab that claims the turn says so for a moment: photograph it if this one caught it.
+    let photographed = false;
+    await until("the browser lands on the page it first asked for", async () => {
+      for (const p of photographed ? [] : [page, tab]) {
+        if ((await within(300, p.title()).catch(() => "")) === "It is your turn") {
+          photographed = true;
+          await within(2000, p.screenshot({ path: path.join(SCREENSHOTS, "your-turn-1280.png") })).catch(() => {});
+        }
+      }
+      return page.url() === target && (await bodyText(page)) === "/letters/7?from=queue";
+    });
+    await until("the second tab lands too", async () =>
+      tab.url() === USHER_URL + "/inbox" && (await bodyText(tab)) === "/inbox");
+    // The tab whose poll claimed the turn says so; the other simply follows the pass.
+    const said = await Promise.all([page, tab].map((p) => p.evaluate(() => sessionStorage.getItem("usher-last-title"))));
+    check(said.includes("It is your turn"), "the tab that claimed the turn said so as it left: " + JSON.stringify(said));
+    network(log, target);
+    others.forEach((o) => o.stop());
+    await context.close();
+  },
+
+  // The same with JavaScript off: the meta refresh alone carries the visitor through.
+  async nojs() {
+    const others = await crowd(2, 2);
+    const { context, log } = await visitor({ javaScriptEnabled: false });
+    const page = await context.newPage();
+    const target = USHER_URL + "/letters/8";
+    await page.goto(target);
+    check((await text(page, "#ahead")) === "2", "two people are ahead (no script)");
+    check(await page.locator("noscript").count() >= 1, "a meta refresh for browsers without script");
+    await shoot(page, "waiting-nojs");
+    await admin("PATCH", "", { max_active: 3 });
+    await until("the refreshed page shows 1 ahead", async () => (await text(page, "#ahead")) === "1");
+    await admin("PATCH", "", { max_active: 10 });
+    await until("the browser lands on the page it first asked for", async () =>
+      page.url() === target && (await bodyText(page)) === "/letters/8");
+    network(log, target);
+    others.forEach((o) => o.stop());
+    await context.close();
+  },
+
+  // Danish and English by Accept-Language; the switch (by keyboard, with and without
+  // script) changes the language and keeps the URL and the ticket.
+  async languages() {
+    const others = await crowd(2, 1);
+    const target = USHER_URL + "/inbox?folder=2";
+    const en = await visitor({ locale: "en-US" });
+    const enPage = await en.context.newPage();
+    await enPage.goto(target);
+    check((await enPage.getAttribute("html", "lang")) === "en" && (await text(enPage, "h1")) === "You are in the queue",
+      "English for Accept-Language en-US");
+
+    const da = await visitor({ locale: "da-DK" });
+    const page = await da.context.newPage();
+    await page.goto(target);
+    check((await page.getAttribute("html", "lang")) === "da", "Danish for Accept-Language da-DK");
+    check((await text(page, "h1")) === "Du er i kø", "the Danish title");
+    check(/Du beholder din plads/.test(await text(page, "main")), "the Danish reassurance");
+    await shoot(page, "waiting-da");
+    await audit(page, "Danish waiting");
+    const ticket = await ticketOf(da.context);
+    await page.focus("#switch");
+    await Promise.all([page.waitForURL(target), page.keyboard.press("Enter")]);
+    await until("the switch turns the page English", async () => (await page.getAttribute("html", "lang")) === "en");
+    check(page.url() === target && (await ticketOf(da.context)) === ticket, "same URL, same ticket after the switch");
+    check((await text(page, "#switch")) === "Dansk", "the switch now offers Danish");
+
+    const plain = await visitor({ locale: "da-DK", javaScriptEnabled: false });
+    const p2 = await plain.context.newPage();
+    await p2.goto(target);
+    check((await text(p2, "h1")) === "Du er i kø", "Danish without script");
+    await Promise.all([p2.waitForURL(target), p2.click("#switch")]);
+    check((await p2.getAttribute("html", "lang")) === "en", "the switch works without script");
+    network(da.log, target);
+    others.forEach((o) => o.stop());
+    await Promise.all([en.context.close(), da.context.close(), plain.context.close()]);
+  },
+
+  // The operator pauses with a message; after resuming the visitor moves on by itself.
+  async paused() {
+    const others = await crowd(2, 0);
+    await admin("POST", "/pause", { message: "We are back at 10:30. / Vi er tilbage kl. 10.30." });
+    const { context, log } = await visitor();
+    const page = await context.newPage();
+    const target = USHER_URL + "/letters/9";
+    await page.goto(target);
+    check((await text(page, "h1")) === "The queue is paused", "the paused state is shown");
+    check((await text(page, "#message")) === "We are back at 10:30. / Vi er tilbage kl. 10.30.", "the operator's message");
+    check((await text(page, "#eta")) === "paused", "no estimate while paused");
+    await shoot(page, "paused");
+    await audit(page, "paused");
+    await admin("POST", "/resume");
+    await admin("PATCH", "", { max_active: 10 });
+    await until("after resume the browser lands on the page it first asked for", async () =>
+      page.url() === target && (await bodyText(page)) === "/letters/9");
+    network(log, target);
+    others.forEach((o) => o.stop());
+    await context.close();
+  },
+
+  // Before opens_at: a countdown, then the draw, then in without a click.
+  async prequeue() {
+    const { context, log } = await visitor();
+    const page = await context.newPage();
+    const target = USHER_URL + "/letters/10";
+    await page.goto(target);
+    check(await page.locator("#usher[data-status=prequeue]").count() === 1, "the pre-queue state is shown");
+    check(/opens soon/.test(await text(page, "#lead")), "the pre-queue explanation");
+    const start = await text(page, "#countdown");
+    await until("the countdown runs", async () => (await text(page, "#countdown")) !== start, 5000);
+    await shoot(page, "prequeue");
+    await audit(page, "pre-queue");
+    await until("the browser lands on the page it first asked for after the opening", async () =>
+      page.url() === target && (await bodyText(page)) === "/letters/10", 40000);
+    network(log, target);
+    await context.close();
+  },
+
+  // Maintenance, and a visitor over the join limit.
+  async closed_and_limited() {
+    const others = await crowd(1, 0);
+    const first = await visitor({ locale: "da-DK" });
+    const p1 = await first.context.newPage();
+    await p1.goto(USHER_URL + "/inbox");
+    check((await text(p1, "h1")) === "Du er i kø", "the first newcomer joins the line");
+    const second = await visitor();
+    const p2 = await second.context.newPage();
+    const limited = await p2.goto(USHER_URL + "/inbox");
+    check(limited.status() === 429, "a second newcomer from the same address is over the join limit");
+    check((await text(p2, "h1")) === "Too many requests", "the rate-limited page");
+    check(/<noscript><meta http-equiv="refresh" content="\d+">/.test(await p2.content()), "the rate-limited page retries by itself");
+    await shoot(p2, "rate-limited");
+    await audit(p2, "rate-limited");
+    network(second.log, USHER_URL + "/inbox");
+
+    await admin("PATCH", "", { mode: "closed", message: "Planned maintenance until 06:00." });
+    const third = await visitor();
+    const p3 = await third.context.newPage();
+    const closed = await p3.goto(USHER_URL + "/inbox");
+    check(closed.status() === 503 && (await text(p3, "h1")) === "Closed for maintenance", "the maintenance page");
+    check(/Planned maintenance/.test(await text(p3, "main")), "the operator's message on the maintenance page");
+    await shoot(p3, "closed");
+    await audit(p3, "closed");
+    await until("the waiting page follows the room into maintenance", async () =>
+      (await text(p1, "h1").catch(() => "")) === "Lukket på grund af vedligeholdelse");
+    others.forEach((o) => o.stop());
+    await Promise.all([first.context.close(), second.context.close(), third.context.close()]);
+  },
+};
+
+const name = process.argv[2];
+let failed = false;
+try {
+  if (!scenarios[name]) throw new Error("unknown scenario " + name);
+  await scenarios[name]();
+  console.log("scenario " + name + ": passed");
+} catch (e) {
+  failed = true;
+  console.error("scenario " + name + ": " + (e.stack || e));
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
