@@ -18,9 +18,11 @@
 //! Nothing personal is stored: a waiter is its ticket, its join time and its `ClientKey`.
 
 mod connect;
+mod runtime;
 mod sessions;
 
 pub use connect::{ConnectError, PASSWORD_ENV, connect, redacted};
+pub use runtime::{RedisRuntime, RoomSpec};
 
 use super::{JoinOutcome, Place, PollOutcome, RoomFigures, RoomLimits, Session, StoreError, TickReport};
 use crate::config::RoomMode;
