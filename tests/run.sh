@@ -11,9 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Commands the tests use, as "command:debian-package". Tests that need one fail without it,
-# they do not skip. promtool checks the alert rules and the live /metrics. To come:
-# redis-server:redis-server chromium:chromium chromedriver:chromium-driver
-NEEDED=(promtool:prometheus)
+# they do not skip. promtool checks the alert rules and the live /metrics; redis-server (its
+# package brings redis-cli) backs the Redis store's tests. To come:
+# chromium:chromium chromedriver:chromium-driver
+NEEDED=(promtool:prometheus redis-server:redis-server redis-cli:redis-tools)
 
 # Installs the Debian package of every missing command; without root, names them and exits 2.
 ensure_commands() {
