@@ -33,7 +33,8 @@ fn failed_start(config: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start usher");
+    let mut child =
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start usher");
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().expect("poll usher").is_none() {
         if Instant::now() > deadline {
@@ -59,7 +60,8 @@ async fn room_works(node: &UsherProcess) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_from_the_url_or_the_environment_works_and_a_wrong_one_stops_start_up() {
-    let redis = RedisServer::start_with(RedisOptions { password: Some("door-4711-open".into()), ..RedisOptions::default() });
+    let redis =
+        RedisServer::start_with(RedisOptions { password: Some("door-4711-open".into()), ..RedisOptions::default() });
     let backend = Backend::start().await;
 
     let from_env = UsherProcess::spawn(
@@ -109,7 +111,11 @@ async fn redis_over_tls_works_with_the_operators_ca_and_is_refused_without_it() 
     assert!(url.starts_with("rediss://"));
     let ca = redis.ca_file();
     let ca = ca.to_str().expect("a UTF-8 path");
-    let node = UsherProcess::spawn(&config(backend.addr, &url), Logs::Text, &[("USHER_SECRET", SECRET), ("SSL_CERT_FILE", ca)]);
+    let node = UsherProcess::spawn(
+        &config(backend.addr, &url),
+        Logs::Text,
+        &[("USHER_SECRET", SECRET), ("SSL_CERT_FILE", ca)],
+    );
     room_works(&node).await;
     drop(node);
 
@@ -117,4 +123,15 @@ async fn redis_over_tls_works_with_the_operators_ca_and_is_refused_without_it() 
     let (code, stderr) = failed_start(&config(backend.addr, &url), &[("SSL_CERT_FILE", "/nonexistent/ca.pem")]);
     assert_eq!(code, Some(1), "stderr:\n{stderr}");
     assert!(stderr.contains("store.url"), "{stderr}");
+}
+
+#[test]
+fn the_shipped_multi_node_configurations_are_valid() {
+    for file in ["config/redis-node-a.toml", "config/redis-node-b.toml", "config/redis-compose.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let out = Command::new(env!("CARGO_BIN_EXE_usher")).arg("check-config").arg(&path).output().expect("run usher");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{file}: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("store: redis"), "{file} uses Redis: {stdout}");
+    }
 }

@@ -19,8 +19,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{Logs, RedisOptions, RedisServer, UsherProcess};
-use support_room::{Backend, Reply, decode_pass, decode_ticket, ip, is_deletion, metric, metrics_text};
+use support::{Logs, RedisServer, UsherProcess};
+use support_room::{Backend, Reply, decode_pass, decode_ticket, ip, is_deletion, metric};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-shared-by-both-nodes";
 
@@ -94,7 +94,8 @@ impl Client {
         socket.bind(SocketAddr::new(self.ip, 0))?;
         let stream = socket.connect(self.nodes[self.at]).await?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
         tokio::spawn(conn);
         Ok(sender)
     }
@@ -114,7 +115,8 @@ impl Client {
                     }
                 }
             }
-            let mut builder = Request::get(path).header(header::HOST, "mailbox.test").header(header::ACCEPT, "application/json");
+            let mut builder =
+                Request::get(path).header(header::HOST, "mailbox.test").header(header::ACCEPT, "application/json");
             if !self.jar.is_empty() {
                 let cookies: Vec<String> = self.jar.iter().map(|(n, v)| format!("{n}={v}")).collect();
                 builder = builder.header(header::COOKIE, cookies.join("; "));
@@ -211,7 +213,8 @@ async fn taken(admin: SocketAddr) -> Option<f64> {
 fn lease_holder(redis: &RedisServer, nodes: &[UsherProcess]) -> Option<(usize, u64)> {
     let lease = redis.cli(&["GET", "{usher:spike}:lease"]);
     let (node, fence) = lease.trim().split_once(':')?;
-    let index = nodes.iter().position(|n| n.logs().iter().any(|l| l.contains("connected to Redis") && l.contains(node)))?;
+    let index =
+        nodes.iter().position(|n| n.logs().iter().any(|l| l.contains("connected to Redis") && l.contains(node)))?;
     Some((index, fence.parse().ok()?))
 }
 
@@ -222,7 +225,7 @@ async fn spike(kill_the_admitter: bool) {
     let redis = RedisServer::start();
     let backend = Backend::start().await;
     let config = node_config(backend.addr, &redis.url(), MAX_ACTIVE);
-    let mut nodes = vec![spawn_node(&config, &[]), spawn_node(&config, &[])];
+    let nodes = vec![spawn_node(&config, &[]), spawn_node(&config, &[])];
     let http: Vec<SocketAddr> = nodes.iter().map(|n| n.http_addr).collect();
     let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin_addr).collect();
 
@@ -257,7 +260,8 @@ async fn spike(kill_the_admitter: bool) {
             barrier.wait().await;
             let sent = Instant::now();
             let joined = c.get("/inbox").await;
-            let mut record = Record { ticket: None, last_waiting_sent: None, admitted_seen: Instant::now(), passes: Vec::new() };
+            let mut record =
+                Record { ticket: None, last_waiting_sent: None, admitted_seen: Instant::now(), passes: Vec::new() };
             if joined.status != StatusCode::OK {
                 assert_eq!(joined.status, StatusCode::SERVICE_UNAVAILABLE, "{}", joined.text());
                 assert_eq!(joined.json()["status"], "waiting", "{}", joined.text());
@@ -368,7 +372,10 @@ async fn spike(kill_the_admitter: bool) {
          {ties} within one poll), max live {max_live}, max active+pending {max_taken}"
     );
     if let Some((took, before, holder)) = takeover {
-        eprintln!("killed node {holder} (the admitter) after {before} admissions; node {} held the lease {took:?} later", 1 - holder);
+        eprintln!(
+            "killed node {holder} (the admitter) after {before} admissions; node {} held the lease {took:?} later",
+            1 - holder
+        );
         assert!(before < CLIENTS, "the kill came mid-spike");
         assert!(nodes[1 - holder].logs().iter().any(|l| l.contains("this node runs the admitter")));
     }

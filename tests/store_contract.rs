@@ -34,12 +34,13 @@ struct Stores {
     _redis: RedisServer,
 }
 
+/// Each store in turn (a cheap handle); the Redis server lives as long as the `Stores`.
 impl<'a> IntoIterator for &'a Stores {
-    type Item = &'a (&'static str, RoomStore);
-    type IntoIter = std::slice::Iter<'a, (&'static str, RoomStore)>;
+    type Item = (&'static str, RoomStore);
+    type IntoIter = std::iter::Cloned<std::slice::Iter<'a, (&'static str, RoomStore)>>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.list.iter()
+        self.list.iter().cloned()
     }
 }
 
