@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{Logs, RedisServer, UsherProcess};
-use support_room::{Backend, Reply, decode_pass, decode_ticket, ip, is_deletion, metric};
+use support_room::{Backend, Reply, decode_pass, decode_ticket, ip, is_deletion};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-shared-by-both-nodes";
 
@@ -193,20 +193,21 @@ fn kendall_tau(queued: &[&Record]) -> (f64, u64, u64, u64) {
     (tau, concordant, discordant, ties)
 }
 
-/// A node's `usher_active_sessions + usher_pending_grants`, or None if it is gone.
-async fn taken(admin: SocketAddr) -> Option<f64> {
+/// A node's view of the room's `active + pending_grants`, from the admin API (one atomic
+/// read of Redis, where two metric gauges could be read between two ticks), or None if the
+/// node is gone.
+async fn taken(admin: SocketAddr) -> Option<u64> {
     let answer = tokio::time::timeout(Duration::from_secs(2), async {
         let stream = tokio::net::TcpStream::connect(admin).await.ok()?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
         tokio::spawn(conn);
-        let req = Request::get("/metrics").header(header::HOST, "admin").body(Empty::<Bytes>::new()).ok()?;
+        let req = Request::get("/admin/rooms/spike").header(header::HOST, "admin").body(Empty::<Bytes>::new()).ok()?;
         let body = sender.send_request(req).await.ok()?.into_body().collect().await.ok()?.to_bytes();
-        Some(String::from_utf8_lossy(&body).into_owned())
+        serde_json::from_slice::<Value>(&body).ok()
     })
     .await
     .ok()??;
-    let labels = [("room", "spike")];
-    Some(metric(&answer, "usher_active_sessions", &labels) + metric(&answer, "usher_pending_grants", &labels))
+    Some(answer["active"].as_u64()? + answer["pending_grants"].as_u64()?)
 }
 
 /// The node (index) whose process holds the admitter lease now.
@@ -233,7 +234,7 @@ async fn spike(kill_the_admitter: bool) {
     let sampler = {
         let (done, admins) = (done.clone(), admins.clone());
         tokio::spawn(async move {
-            let mut max_taken = 0.0f64;
+            let mut max_taken = 0u64;
             while !done.load(Ordering::Relaxed) {
                 for admin in &admins {
                     if let Some(t) = taken(*admin).await {
@@ -348,7 +349,7 @@ async fn spike(kill_the_admitter: bool) {
     let max_live = max_live.load(Ordering::SeqCst);
     assert!(max_live <= MAX_ACTIVE as i64, "{max_live} sessions were live at once across the nodes");
     assert!(max_live >= 2, "the spike never had two sessions at once: it did not test the cap");
-    assert!(max_taken <= MAX_ACTIVE as f64, "active + pending grants reached {max_taken}");
+    assert!(max_taken <= MAX_ACTIVE, "active + pending grants reached {max_taken}");
 
     // Everybody got in exactly once: one pass each, no session shared.
     let mut sessions = HashSet::new();
@@ -371,6 +372,18 @@ async fn spike(kill_the_admitter: bool) {
         "{CLIENTS} clients over 2 nodes: tau {tau:.4} ({concordant} pairs in order, {discordant} overtakes, \
          {ties} within one poll), max live {max_live}, max active+pending {max_taken}"
     );
+    // Every key expires some day, and no client address is in Redis (only ClientKey hashes).
+    let keys = redis.cli(&["--scan", "--pattern", "*"]);
+    for kept in ["limits", "state", "lease"] {
+        assert!(keys.lines().any(|k| k == format!("{{usher:spike}}:{kept}")), "no {kept} key in {keys}");
+    }
+    for key in keys.lines() {
+        assert!(key.starts_with("{usher:spike}:"), "{key} is under the room's hash tag");
+        let ttl: i64 = redis.cli(&["PTTL", key]).trim().parse().expect("PTTL");
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+    let snapshot = redis.snapshot();
+    assert!(!snapshot.windows(6).any(|w| w == b"127.3."), "a client address is stored in Redis");
     if let Some((took, before, holder)) = takeover {
         eprintln!(
             "killed node {holder} (the admitter) after {before} admissions; node {} held the lease {took:?} later",

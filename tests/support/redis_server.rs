@@ -133,6 +133,12 @@ impl RedisServer {
         self.launch();
     }
 
+    /// Every byte Redis holds, as its snapshot file (`SAVE`), to search for what must not be there.
+    pub fn snapshot(&self) -> Vec<u8> {
+        assert_eq!(self.cli(&["SAVE"]).trim(), "OK", "SAVE");
+        std::fs::read(self.dir.path().join("dump.rdb")).expect("read dump.rdb")
+    }
+
     /// Runs `redis-cli` against this server (plain servers only) and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
         let mut command = Command::new("redis-cli");
