@@ -278,7 +278,15 @@ impl RedisRoom {
         self.sessions.remove(id);
         let mut call = self.invocation(&END_SESSION);
         call.arg(format!("{id:032x}"));
-        let ended: i64 = call.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        // Ending twice is harmless, and the first call after Redis came back fails on the
+        // dropped connection (which it replaces): a logout is worth a second try, or the
+        // session would hold its place until idle.
+        let ended: i64 = match call.invoke_async(&mut self.conn.clone()).await {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                call.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)?
+            }
+            other => other.map_err(unavailable)?,
+        };
         self.forget_cache();
         Ok(ended == 1)
     }
