@@ -107,3 +107,26 @@ async fn a_redis_that_lost_its_data_gets_the_room_back_from_the_node() {
     assert!(matches!(outcome, JoinOutcome::Admitted(_)), "{outcome:?}");
     assert_eq!(a.limits().await.expect("limits"), limits());
 }
+
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_gets_the_same_session_on_the_next_poll_anywhere() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a").await;
+    let b = node(&redis, "node-b").await;
+    a.seed().await.expect("seed");
+    let JoinOutcome::Admitted(first) = a.join(client(1), T0).await.expect("join") else { panic!("admitted") };
+    let Ok(JoinOutcome::Queued { ticket, .. }) = a.join(client(2), T0).await else { panic!("queued") };
+    a.end_session(first.id).await.expect("end");
+    assert_eq!(a.tick(T0 + 200).await.expect("tick").granted, 1);
+    // Node a claims the turn, then dies before its answer leaves; the visitor polls node b.
+    let PollOutcome::Admitted { session, .. } = a.poll(ticket, T0 + 300).await.expect("poll") else { panic!("claim") };
+    let again = b.poll(ticket, T0 + 400).await.expect("poll");
+    assert!(
+        matches!(again, PollOutcome::Admitted { session: s, .. } if s.id == session.id),
+        "the same session, not a second one: {again:?}"
+    );
+    assert!(b.touch(session.id, T0 + 500).await.expect("touch"));
+    // Once the session has ended, the ticket is spent.
+    b.end_session(session.id).await.expect("end");
+    assert_eq!(a.poll(ticket, T0 + 600).await.expect("poll"), PollOutcome::Gone);
+}

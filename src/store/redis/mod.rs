@@ -52,7 +52,7 @@ static SET_LIMITS: LazyLock<Script> = script!("set_limits.lua");
 static FIGURES: LazyLock<Script> = script!("figures.lua");
 
 /// The keys of a room, in the order of `lua/prelude.lua`.
-const KEY_NAMES: [&str; 13] = [
+const KEY_NAMES: [&str; 15] = [
     "limits",
     "state",
     "line",
@@ -66,6 +66,8 @@ const KEY_NAMES: [&str; 13] = [
     "sessions:created",
     "meter",
     "lease",
+    "claims",
+    "claims:at",
 ];
 
 /// Most expired or abandoned entries one tick handles of each kind; the rest wait for the
@@ -233,16 +235,24 @@ impl RedisRoom {
         let id = self.random_u128();
         let mut call = self.invocation(&POLL);
         call.arg(now_ms).arg(ticket).arg(format!("{id:032x}"));
-        let answer = ints(&self.run(&call).await?, "poll")?;
-        match answer.as_slice() {
-            [0] => Ok(PollOutcome::Gone),
-            [1, expires, waited] => {
+        let answer = self.run(&call).await?;
+        // A claim answers with the session's id: this poll's, or the one of an earlier claim
+        // of the same ticket whose answer was lost.
+        if let Value::Array(parts) = &answer {
+            if let [Value::Int(1), expires, waited, session] = parts.as_slice() {
+                let session = string(session).and_then(|s| u128::from_str_radix(&s, 16).ok());
+                let (Some(session), Some(expires), Some(waited)) = (session, int(expires), int(waited)) else {
+                    return Err(malformed("poll"));
+                };
                 self.forget_cache();
-                Ok(PollOutcome::Admitted {
-                    session: self.new_session(id, now_ms, to_u64(*expires)),
-                    waited_ms: to_u64(*waited),
-                })
+                return Ok(PollOutcome::Admitted {
+                    session: self.new_session(session, now_ms, to_u64(expires)),
+                    waited_ms: to_u64(waited),
+                });
             }
+        }
+        match ints(&answer, "poll")?.as_slice() {
+            [0] => Ok(PollOutcome::Gone),
             [2, ahead, joined, prequeue] => Ok(PollOutcome::Waiting(Place {
                 ahead: to_u64(*ahead),
                 joined_ms: to_u64(*joined),
@@ -478,6 +488,13 @@ fn string(v: &Value) -> Option<String> {
         Value::Okay => Some("OK".into()),
         Value::Int(n) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        other => string(other)?.parse().ok(),
     }
 }
 

@@ -1,12 +1,13 @@
 -- Shared by every usher script (DESIGN §8). All keys of a room share one hash tag, so a
 -- script touches one Redis Cluster slot. Times are Unix milliseconds from the calling node.
-local L, S, Q, H, G, T, K, N, SS, SX, SC, M, A = unpack(KEYS)
+local L, S, Q, H, G, T, K, N, SS, SX, SC, M, A, CL, CT = unpack(KEYS)
 -- L  limits (hash)                 S  counters: next ticket, bucket, meter, pre-queue, fence
 -- Q  waiting: ticket -> line slot  H  waiting: ticket -> last heartbeat
 -- G  granted: ticket -> claim deadline
 -- T  ticket -> "joined_ms:client"  K  client -> live tickets   N  client -> newest ticket
 -- SS session -> last seen          SX session -> expires      SC session -> created
 -- M  admissions per second (60 slots "sec:count")             A  admitter lease "node:fence"
+-- CL claimed ticket -> "session:expires:waited"   CT claimed ticket -> when (kept a claim window)
 
 local function limits()
   local v = redis.call('HMGET', L, 'max_active', 'admit_per_minute', 'session_idle', 'session_max',

@@ -60,6 +60,12 @@ if token ~= '' then
     expired_grants = expired_grants + 1
   end
 
+  -- Claims are remembered for a claim window (see poll.lua).
+  for _, t in ipairs(redis.call('ZRANGEBYSCORE', CT, '-inf', now - lim.claim, 'LIMIT', 0, bound)) do
+    redis.call('ZREM', CT, t)
+    redis.call('HDEL', CL, t)
+  end
+
   -- Waiters whose last heartbeat is older than waiter_ttl have abandoned.
   for _, t in ipairs(redis.call('ZRANGEBYSCORE', H, '-inf', now - lim.ttl, 'LIMIT', 0, bound)) do
     redis.call('ZREM', Q, t)
@@ -102,7 +108,7 @@ if token ~= '' then
     save_bucket(tokens, updated)
     meter_record(now, granted)
   end
-  keep(lim, L, S, Q, H, G, T, K, N, SS, SX, SC, M)
+  keep(lim, L, S, Q, H, G, T, K, N, SS, SX, SC, M, CL, CT)
 end
 
 local limits_now = redis.call('HMGET', L, 'max_active', 'admit_per_minute', 'session_idle', 'session_max',
