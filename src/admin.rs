@@ -59,8 +59,12 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if state.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/readyz" if !state.ready.load(Ordering::Relaxed) => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        // A node that cannot reach its store cannot queue newcomers: take it out of rotation.
+        "/readyz" if !state.api.rooms.all().iter().all(|r| r.store_up()) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "not ready: store unreachable\n")
+        }
+        "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {
             let mut response = Response::new(Body::from(state.metrics.render()));
             response

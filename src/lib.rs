@@ -29,7 +29,7 @@ pub mod store;
 pub mod tls;
 
 use crate::admin::AdminState;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::forward::{Addresses, Upstream};
 use crate::identity::Identity;
 use crate::limits::{Gate, LiveGate};
@@ -40,6 +40,7 @@ use crate::room::Rooms;
 use crate::room::admitter::{self, now_ms};
 use crate::secrets::Secrets;
 use crate::shutdown::Trigger;
+use crate::store::RoomLimits;
 use governor::clock::QuantaClock;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error(transparent)]
     Secret(#[from] secrets::SecretError),
+    #[error(transparent)]
+    Store(#[from] store::redis::ConnectError),
 }
 
 /// Builds and starts usher from a validated [`Config`].
@@ -79,6 +82,8 @@ pub struct Running {
     admin_state: Arc<AdminState>,
     workers: Vec<JoinHandle<()>>,
     admin: Option<JoinHandle<()>>,
+    /// The Redis connection's thread, stopped after the workers that use it.
+    redis: Option<store::redis::RedisRuntime>,
 }
 
 impl Server {
@@ -125,7 +130,25 @@ impl Server {
             connections,
             metrics.clone(),
         ));
-        let rooms = Arc::new(Rooms::new(&config, &secrets, metrics.clone(), now_ms()));
+        // With Redis, every room's state is there; connecting first makes a wrong URL or
+        // password a start-up error rather than a stream of 503s.
+        let (redis, rooms) = match &config.store {
+            StoreConfig::Memory => (None, Rooms::new(&config, &secrets, metrics.clone(), now_ms())),
+            StoreConfig::Redis { url } => {
+                let specs = config
+                    .rooms
+                    .iter()
+                    .map(|rc| store::redis::RoomSpec {
+                        name: rc.name.clone(),
+                        limits: RoomLimits::from_config(rc, config.limits.tickets_per_client),
+                        lease: rc.tick * 5,
+                    })
+                    .collect();
+                let (runtime, stores) = store::redis::RedisRuntime::start(url, specs)?;
+                (Some(runtime), Rooms::with_stores(&config, &secrets, metrics.clone(), stores))
+            }
+        };
+        let rooms = Arc::new(rooms);
         let gate = Arc::new(LiveGate::from_pointee(Gate::new(
             &config.client,
             &config.limits,
@@ -247,6 +270,7 @@ impl Server {
             admin_state,
             workers: handles,
             admin,
+            redis,
         })
     }
 }
@@ -263,6 +287,9 @@ impl Running {
     pub fn wait(mut self) {
         for handle in self.workers.drain(..) {
             let _ = handle.join();
+        }
+        if let Some(redis) = self.redis.take() {
+            redis.stop();
         }
         self.admin_trigger.fire();
         if let Some(admin) = self.admin.take() {

@@ -1,11 +1,15 @@
 //! The store contract (DESIGN §3, §8): the admission semantics every store implementation
-//! must keep, driven with an explicit clock so each rule is checked exactly. Today it runs
-//! against the memory store; the Redis store joins `stores()` and must pass unchanged.
+//! must keep, driven with an explicit clock so each rule is checked exactly. Every test runs
+//! against the memory store and against the Redis store on a real `redis-server` that the
+//! test starts on a free port.
+
+mod support;
 
 use std::time::Duration;
+use support::RedisServer;
 use usher::config::RoomMode;
 use usher::identity::ClientKey;
-use usher::store::{JoinOutcome, PollOutcome, RoomLimits, RoomStore};
+use usher::store::{JoinOutcome, PollOutcome, RoomLimits, RoomStore, redis};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -24,8 +28,28 @@ fn limits() -> RoomLimits {
     }
 }
 
-fn stores(limits: RoomLimits) -> Vec<(&'static str, RoomStore)> {
-    vec![("memory", RoomStore::memory(limits, T0))]
+/// The stores under test, and the Redis server behind one of them (stopped on drop).
+struct Stores {
+    list: Vec<(&'static str, RoomStore)>,
+    _redis: RedisServer,
+}
+
+/// Each store in turn (a cheap handle); the Redis server lives as long as the `Stores`.
+impl<'a> IntoIterator for &'a Stores {
+    type Item = (&'static str, RoomStore);
+    type IntoIter = std::iter::Cloned<std::slice::Iter<'a, (&'static str, RoomStore)>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter().cloned()
+    }
+}
+
+async fn stores(limits: RoomLimits) -> Stores {
+    let redis = RedisServer::start();
+    let conn = redis::connect(&redis.url()).await.expect("connect to the test's redis-server");
+    let room = redis::RedisRoom::new(conn, "contract", redis::node_id(), limits.clone(), Duration::from_secs(1));
+    assert!(room.seed().await.expect("seed the room's limits"), "a fresh Redis has no limits yet");
+    Stores { list: vec![("memory", RoomStore::memory(limits, T0)), ("redis", RoomStore::redis(room))], _redis: redis }
 }
 
 fn client(n: u32) -> ClientKey {
@@ -84,7 +108,7 @@ async fn admit_all(store: &RoomStore, tickets: &[u64], mut now: u64) -> Vec<u64>
 
 #[tokio::test]
 async fn an_idle_room_admits_a_newcomer_at_once() {
-    for (name, store) in stores(limits()) {
+    for (name, store) in &stores(limits()).await {
         let id = session(&store, 1, T0).await;
         assert!(store.touch(id, T0 + 1000).await.expect("touch"), "{name}");
         assert_eq!(store.figures(T0).await.expect("figures").active, 1, "{name}");
@@ -93,7 +117,7 @@ async fn an_idle_room_admits_a_newcomer_at_once() {
 
 #[tokio::test]
 async fn a_full_room_queues_and_admits_in_ticket_order() {
-    for (name, store) in stores(limits()) {
+    for (name, store) in &stores(limits()).await {
         let s1 = session(&store, 1, T0).await;
         let s2 = session(&store, 2, T0).await;
         let tickets: Vec<u64> = futures_collect(&store, 3..13, T0).await;
@@ -119,7 +143,7 @@ async fn futures_collect(store: &RoomStore, clients: std::ops::Range<u32>, now: 
 
 #[tokio::test]
 async fn nobody_is_admitted_past_max_active_or_pending_grants() {
-    for (name, store) in stores(limits()) {
+    for (name, store) in &stores(limits()).await {
         let first = session(&store, 0, T0).await;
         session(&store, 1, T0).await;
         let tickets = futures_collect(&store, 2..7, T0).await;
@@ -142,7 +166,7 @@ async fn nobody_is_admitted_past_max_active_or_pending_grants() {
 
 #[tokio::test]
 async fn a_waiter_who_stops_polling_is_skipped_and_those_behind_move_up() {
-    for (name, store) in stores(limits()) {
+    for (name, store) in &stores(limits()).await {
         let a = session(&store, 1, T0).await;
         let _b = session(&store, 2, T0).await;
         let t1 = ticket(&store, 3, T0).await;
@@ -172,7 +196,7 @@ async fn a_waiter_who_stops_polling_is_skipped_and_those_behind_move_up() {
 async fn an_unclaimed_turn_expires_and_the_place_goes_to_the_next() {
     let mut l = limits();
     l.max_active = 1;
-    for (name, store) in stores(l.clone()) {
+    for (name, store) in &stores(l.clone()).await {
         let s = session(&store, 1, T0).await;
         let t1 = ticket(&store, 2, T0).await;
         let t2 = ticket(&store, 3, T0).await;
@@ -197,7 +221,7 @@ async fn an_unclaimed_turn_expires_and_the_place_goes_to_the_next() {
 
 #[tokio::test]
 async fn sessions_end_when_idle_past_their_lifetime_on_logout_and_on_drain() {
-    for (name, store) in stores(limits()) {
+    for (name, store) in &stores(limits()).await {
         let idle = session(&store, 1, T0).await;
         let busy = session(&store, 2, T0).await;
         let mut now = T0;
@@ -233,7 +257,7 @@ async fn sessions_end_when_idle_past_their_lifetime_on_logout_and_on_drain() {
 async fn one_client_key_cannot_hold_more_than_its_cap_of_tickets() {
     let mut l = limits();
     l.max_active = 1;
-    for (name, store) in stores(l.clone()) {
+    for (name, store) in &stores(l.clone()).await {
         session(&store, 99, T0).await;
         let mut tickets = Vec::new();
         for _ in 0..10 {
@@ -255,7 +279,7 @@ async fn pre_queued_visitors_are_drawn_in_random_order_all_before_later_arrivals
     l.opens_at_ms = Some(T0 + 60_000);
     l.max_active = 1000;
     l.admit_per_minute = 600; // a reserve of 20: the opening grants 20 of 60
-    for (name, store) in stores(l.clone()) {
+    for (name, store) in &stores(l.clone()).await {
         let early = futures_collect(&store, 0..60, T0).await;
         for t in &early {
             match store.poll(*t, T0 + 1).await.expect("poll") {
@@ -288,7 +312,7 @@ async fn pause_admits_nobody_and_resume_continues_in_order() {
     let mut l = limits();
     l.max_active = 1000;
     l.mode = RoomMode::QueueAll;
-    for (name, store) in stores(l.clone()) {
+    for (name, store) in &stores(l.clone()).await {
         let tickets = futures_collect(&store, 0..6, T0).await;
         let mut paused = l.clone();
         paused.mode = RoomMode::Paused;
@@ -310,7 +334,7 @@ async fn admissions_follow_the_configured_outflow() {
     l.max_active = 100_000;
     l.admit_per_minute = 600; // 10 per second, a reserve of 20
     l.mode = RoomMode::QueueAll;
-    for (name, store) in stores(l.clone()) {
+    for (name, store) in &stores(l.clone()).await {
         let tickets = futures_collect(&store, 0..500, T0).await;
         let mut granted = 0;
         let mut now = T0;

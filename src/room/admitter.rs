@@ -29,10 +29,11 @@ pub async fn tick(room: &Room, now_ms: u64) {
     let report = match room.store.tick(now_ms).await {
         Ok(report) => report,
         Err(e) => {
-            tracing::warn!(room = %room.name, error = %e, "admitter tick failed");
+            room.store_failed(&e);
             return;
         }
     };
+    room.store_answered();
     let m = &room.metrics;
     m.abandoned.inc_by(report.abandoned);
     m.expired_grants.inc_by(report.expired_grants);

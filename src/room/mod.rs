@@ -18,7 +18,7 @@ use cookies::UsherCookies;
 use http::header::{HOST, HeaderValue};
 use http::{Request, Response};
 use prometheus::IntCounter;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokens::{PASS_COOKIE, Pass, Rejection, Sealer, TICKET_COOKIE, Ticket};
@@ -46,6 +46,9 @@ pub struct Room {
     page: pages::RoomPage,
     /// Admissions per minute used for estimates, refreshed every tick.
     rate_per_minute: AtomicU64,
+    /// Whether the last store call worked; `/readyz` reports it.
+    store_up: AtomicBool,
+    store_errors: IntCounter,
 }
 
 /// What to do with a request that belongs to a room.
@@ -56,11 +59,10 @@ pub enum Decision {
     Respond(Response<Body>),
 }
 
-/// All rooms and what deciding admission needs: the cookie sealer and the metrics.
+/// All rooms and what deciding admission needs: the cookie sealer and the rejection counters.
 pub struct Rooms {
     rooms: Vec<Arc<Room>>,
     sealer: Sealer,
-    metrics: Arc<Metrics>,
     /// `usher_token_rejected_total` per (cookie, reason), resolved once: a flood of junk
     /// cookies then costs an atomic add each, not a label lookup behind a shared lock.
     rejections: [[IntCounter; Rejection::ALL.len()]; 2],
@@ -79,7 +81,13 @@ pub struct Visitor<'a> {
 }
 
 impl Room {
-    fn new(config: &RoomConfig, limits: RoomLimits, store: RoomStore, metrics: RoomMetrics) -> Self {
+    fn new(
+        config: &RoomConfig,
+        limits: RoomLimits,
+        store: RoomStore,
+        metrics: RoomMetrics,
+        store_errors: IntCounter,
+    ) -> Self {
         metrics.outflow_configured.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
         Self {
             name: config.name.clone(),
@@ -95,6 +103,28 @@ impl Room {
             rate_per_minute: AtomicU64::new(limits.admit_per_minute),
             limits: RwLock::new(limits),
             page: config.template.clone().map(pages::RoomPage::custom).unwrap_or_default(),
+            store_up: AtomicBool::new(true),
+            store_errors,
+        }
+    }
+
+    /// Whether the room's store answered its last call.
+    pub fn store_up(&self) -> bool {
+        self.store_up.load(Relaxed)
+    }
+
+    /// A store call failed: counted, and logged once when the store starts failing.
+    pub fn store_failed(&self, e: &StoreError) {
+        self.store_errors.inc();
+        if self.store_up.swap(false, Relaxed) {
+            tracing::warn!(room = %self.name, error = %e, "store unreachable");
+        }
+    }
+
+    /// A store call worked (the admitter's tick): logged once when the store is back.
+    pub fn store_answered(&self) {
+        if !self.store_up.swap(true, Relaxed) {
+            tracing::info!(room = %self.name, "store reachable again");
         }
     }
 
@@ -136,19 +166,30 @@ impl Room {
 }
 
 impl Rooms {
+    /// Rooms in this process's memory.
     pub fn new(config: &Config, secrets: &Secrets, metrics: Arc<Metrics>, now_ms: u64) -> Self {
+        let stores = config
+            .rooms
+            .iter()
+            .map(|rc| RoomStore::memory(RoomLimits::from_config(rc, config.limits.tickets_per_client), now_ms))
+            .collect();
+        Self::with_stores(config, secrets, metrics, stores)
+    }
+
+    /// Rooms on the given stores, one per configured room, in order.
+    pub fn with_stores(config: &Config, secrets: &Secrets, metrics: Arc<Metrics>, stores: Vec<RoomStore>) -> Self {
         let rooms = config
             .rooms
             .iter()
-            .map(|rc| {
+            .zip(stores)
+            .map(|(rc, store)| {
                 let limits = RoomLimits::from_config(rc, config.limits.tickets_per_client);
-                let store = RoomStore::memory(limits.clone(), now_ms);
-                Arc::new(Room::new(rc, limits, store, metrics.room(&rc.name)))
+                Arc::new(Room::new(rc, limits, store, metrics.room(&rc.name), metrics.store_errors.clone()))
             })
             .collect();
         let rejections = [PASS_COOKIE, TICKET_COOKIE]
             .map(|cookie| Rejection::ALL.map(|why| metrics.token_rejected.with_label_values(&[cookie, why.label()])));
-        Self { rooms, sealer: Sealer::new(secrets), metrics, rejections }
+        Self { rooms, sealer: Sealer::new(secrets), rejections }
     }
 
     pub fn all(&self) -> &[Arc<Room>] {
@@ -183,8 +224,7 @@ impl Rooms {
     }
 
     fn store_error(&self, room: &Room, e: &StoreError) {
-        self.metrics.store_errors.inc();
-        tracing::warn!(room = %room.name, error = %e, "store operation failed");
+        room.store_failed(e);
     }
 
     fn pass_cookie(&self, room: &Room, session: &Session, tls: bool) -> HeaderValue {

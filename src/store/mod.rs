@@ -1,10 +1,11 @@
 //! All admission state goes through here (DESIGN §8): one interface, implemented in memory
-//! today and by Redis for several nodes later. Callers never know which.
+//! (one node) and in Redis (several nodes, one queue). Callers never know which.
 //!
 //! Every operation takes `now` (Unix milliseconds) so the semantics can be tested exactly,
 //! and returns a `Result`, because a shared store can be unreachable.
 
 pub mod memory;
+pub mod redis;
 
 use crate::config::{RoomConfig, RoomMode};
 use crate::identity::ClientKey;
@@ -119,6 +120,7 @@ pub enum StoreError {
 #[derive(Clone)]
 pub enum RoomStore {
     Memory(Arc<memory::MemoryRoom>),
+    Redis(Arc<redis::RedisRoom>),
 }
 
 impl RoomStore {
@@ -127,10 +129,16 @@ impl RoomStore {
         Self::Memory(Arc::new(memory::MemoryRoom::new(limits, now_ms)))
     }
 
+    /// A room in Redis, shared with every node on the same Redis; see [`redis::RedisRoom`].
+    pub fn redis(room: redis::RedisRoom) -> Self {
+        Self::Redis(Arc::new(room))
+    }
+
     /// Admits a newcomer at once when nobody waits and capacity allows, else gives a ticket.
     pub async fn join(&self, client: ClientKey, now_ms: u64) -> Result<JoinOutcome, StoreError> {
         match self {
             Self::Memory(room) => Ok(room.join(client, now_ms)),
+            Self::Redis(room) => room.join(client, now_ms).await,
         }
     }
 
@@ -138,6 +146,7 @@ impl RoomStore {
     pub async fn poll(&self, ticket: u64, now_ms: u64) -> Result<PollOutcome, StoreError> {
         match self {
             Self::Memory(room) => Ok(room.poll(ticket, now_ms)),
+            Self::Redis(room) => room.poll(ticket, now_ms).await,
         }
     }
 
@@ -145,6 +154,7 @@ impl RoomStore {
     pub async fn touch(&self, session: u128, now_ms: u64) -> Result<bool, StoreError> {
         match self {
             Self::Memory(room) => Ok(room.touch(session, now_ms)),
+            Self::Redis(room) => room.touch(session, now_ms).await,
         }
     }
 
@@ -152,6 +162,7 @@ impl RoomStore {
     pub async fn end_session(&self, session: u128) -> Result<bool, StoreError> {
         match self {
             Self::Memory(room) => Ok(room.end_session(session)),
+            Self::Redis(room) => room.end_session(session).await,
         }
     }
 
@@ -159,6 +170,7 @@ impl RoomStore {
     pub async fn drain(&self, oldest: Option<u64>) -> Result<u64, StoreError> {
         match self {
             Self::Memory(room) => Ok(room.drain(oldest)),
+            Self::Redis(room) => room.drain(oldest).await,
         }
     }
 
@@ -166,18 +178,21 @@ impl RoomStore {
     pub async fn tick(&self, now_ms: u64) -> Result<TickReport, StoreError> {
         match self {
             Self::Memory(room) => Ok(room.tick(now_ms)),
+            Self::Redis(room) => room.tick(now_ms).await,
         }
     }
 
     pub async fn figures(&self, now_ms: u64) -> Result<RoomFigures, StoreError> {
         match self {
             Self::Memory(room) => Ok(room.figures(now_ms)),
+            Self::Redis(room) => room.figures(now_ms).await,
         }
     }
 
     pub async fn limits(&self) -> Result<RoomLimits, StoreError> {
         match self {
             Self::Memory(room) => Ok(room.limits()),
+            Self::Redis(room) => room.limits().await,
         }
     }
 
@@ -187,6 +202,7 @@ impl RoomStore {
                 room.set_limits(limits);
                 Ok(())
             }
+            Self::Redis(room) => room.set_limits(limits).await,
         }
     }
 }

@@ -7,11 +7,13 @@
 pub mod client;
 pub mod data;
 pub mod process;
+pub mod redis_server;
 pub mod upstream;
 
 pub use client::*;
 pub use data::*;
 pub use process::*;
+pub use redis_server::*;
 pub use upstream::*;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -1,0 +1,46 @@
+-- join(now, client, session_id, draw): admit at once when nobody waits and there is room,
+-- else a ticket at the tail. `draw` in [0, 1) places a pre-queued ticket at random among
+-- the others of its pre-queue; the order is only shown after the opening.
+local lim = limits()
+if not lim then
+  return no_limits()
+end
+local now, client, id, draw = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local prequeue = lim.opens ~= nil and now < lim.opens
+if not prequeue then
+  redis.call('HDEL', S, 'prequeue_from')
+end
+if lim.mode == 'auto' and not prequeue and redis.call('ZCARD', Q) == 0 then
+  local tokens, updated = refill(lim, now)
+  if redis.call('ZCARD', SS) + redis.call('ZCARD', G) < lim.max_active and tokens >= 1 then
+    save_bucket(tokens - 1, updated)
+    meter_record(now, 1)
+    keep(lim, S, M)
+    return {1, new_session(lim, id, now)}
+  end
+  save_bucket(tokens, updated)
+end
+local live = tonumber(redis.call('HGET', K, client)) or 0
+if live >= lim.cap then
+  local newest = tonumber(redis.call('HGET', N, client))
+  if newest then
+    return {2, newest}
+  end
+end
+local ticket = redis.call('HINCRBY', S, 'next_ticket', 1) - 1
+local slot = ticket
+if prequeue then
+  local from = tonumber(redis.call('HGET', S, 'prequeue_from'))
+  if not from then
+    from = ticket
+    redis.call('HSET', S, 'prequeue_from', ticket)
+  end
+  slot = from + draw
+end
+redis.call('ZADD', Q, slot, ticket)
+redis.call('ZADD', H, now, ticket)
+redis.call('HSET', T, ticket, string.format('%d:%s', now, client))
+redis.call('HINCRBY', K, client, 1)
+redis.call('HSET', N, client, ticket)
+keep(lim, S, Q, H, T, K, N)
+return {0, ticket}

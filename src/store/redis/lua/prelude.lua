@@ -1,0 +1,144 @@
+-- Shared by every usher script (DESIGN §8). All keys of a room share one hash tag, so a
+-- script touches one Redis Cluster slot. Times are Unix milliseconds from the calling node.
+local L, S, Q, H, G, T, K, N, SS, SX, SC, M, A, CL, CT = unpack(KEYS)
+-- L  limits (hash)                 S  counters: next ticket, bucket, meter, pre-queue, fence
+-- Q  waiting: ticket -> line slot  H  waiting: ticket -> last heartbeat
+-- G  granted: ticket -> claim deadline
+-- T  ticket -> "joined_ms:client"  K  client -> live tickets   N  client -> newest ticket
+-- SS session -> last seen          SX session -> expires      SC session -> created
+-- M  admissions per second (60 slots "sec:count")             A  admitter lease "node:fence"
+-- CL claimed ticket -> "session:expires:waited"   CT claimed ticket -> when (kept a claim window)
+
+local function limits()
+  local v = redis.call('HMGET', L, 'max_active', 'admit_per_minute', 'session_idle', 'session_max',
+    'waiter_ttl', 'claim_window', 'mode', 'opens_at', 'tickets_per_client')
+  if not v[1] then
+    return nil
+  end
+  local lim = {
+    max_active = tonumber(v[1]), rate = tonumber(v[2]), idle = tonumber(v[3]), smax = tonumber(v[4]),
+    ttl = tonumber(v[5]), claim = tonumber(v[6]), mode = v[7], opens = tonumber(v[8]), cap = tonumber(v[9]),
+  }
+  -- State lives as long as the longest thing in it, plus an hour of slack.
+  lim.keep = math.max(lim.smax, lim.idle, lim.ttl, lim.claim) + 3600000
+  return lim
+end
+
+local function no_limits()
+  return redis.error_reply('USHER_NOLIMITS room limits are missing')
+end
+
+local function keep(lim, ...)
+  for _, key in ipairs({...}) do
+    redis.call('PEXPIRE', key, lim.keep)
+  end
+end
+
+local function split(v)
+  local p = string.find(v, ':', 1, true)
+  return string.sub(v, 1, p - 1), string.sub(v, p + 1)
+end
+
+-- The outflow bucket: admit_per_minute, up to two seconds' worth in reserve.
+local function capacity(rate)
+  return math.max(rate / 30.0, 1.0)
+end
+
+local function refill(lim, now)
+  local b = redis.call('HMGET', S, 'tokens', 'bucket_ms')
+  local tokens, updated = tonumber(b[1]), tonumber(b[2])
+  if not tokens then
+    tokens, updated = capacity(lim.rate), now
+  end
+  tokens = math.min(tokens + math.max(now - updated, 0) * lim.rate / 60000.0, capacity(lim.rate))
+  return tokens, math.max(updated, now)
+end
+
+local function save_bucket(tokens, updated)
+  redis.call('HSET', S, 'tokens', tostring(tokens), 'bucket_ms', updated)
+end
+
+local function meter_record(now, n)
+  if n == 0 then
+    return
+  end
+  local m = redis.call('HMGET', S, 'meter_since', 'meter_last')
+  local since, last = tonumber(m[1]) or 0, tonumber(m[2]) or 0
+  if now - last > 60000 or since == 0 then
+    since = now
+  end
+  redis.call('HSET', S, 'meter_since', since, 'meter_last', now)
+  local sec = math.floor(now / 1000)
+  local slot = sec % 60
+  local count = 0
+  local cur = redis.call('HGET', M, slot)
+  if cur then
+    local s, c = split(cur)
+    if tonumber(s) == sec then
+      count = tonumber(c)
+    end
+  end
+  redis.call('HSET', M, slot, string.format('%d:%d', sec, count + n))
+end
+
+-- Admissions per minute over the last minute; -1 for "not enough history yet".
+local function per_minute(now)
+  local m = redis.call('HMGET', S, 'meter_since', 'meter_last')
+  local since, last = tonumber(m[1]) or 0, tonumber(m[2]) or 0
+  if since == 0 then
+    return -1
+  end
+  if now - last > 60000 then
+    return 0
+  end
+  local sec = math.floor(now / 1000)
+  local count = 0
+  local all = redis.call('HGETALL', M)
+  for i = 1, #all, 2 do
+    local s, c = split(all[i + 1])
+    s = tonumber(s)
+    if s + 60 > sec and s <= sec then
+      count = count + tonumber(c)
+    end
+  end
+  local window = math.min(math.max(now - since, 0), 60000)
+  if window < 10000 then
+    return -1
+  end
+  return math.floor(count * 60000 / window)
+end
+
+local function new_session(lim, id, now)
+  local expires = now + lim.smax
+  redis.call('ZADD', SS, now, id)
+  redis.call('ZADD', SX, expires, id)
+  redis.call('ZADD', SC, now, id)
+  keep(lim, SS, SX, SC)
+  return expires
+end
+
+local function end_session(id)
+  local n = redis.call('ZREM', SS, id)
+  redis.call('ZREM', SX, id)
+  redis.call('ZREM', SC, id)
+  return n
+end
+
+-- Forgets a ticket's record and gives its client the place back; returns when it joined.
+local function release(ticket)
+  local v = redis.call('HGET', T, ticket)
+  if not v then
+    return nil
+  end
+  redis.call('HDEL', T, ticket)
+  local joined, client = split(v)
+  if redis.call('HINCRBY', K, client, -1) <= 0 then
+    redis.call('HDEL', K, client)
+    redis.call('HDEL', N, client)
+  end
+  return tonumber(joined)
+end
+
+local function figures(now)
+  return {redis.call('ZCARD', Q), redis.call('ZCARD', SS), redis.call('ZCARD', G), per_minute(now)}
+end

@@ -1,0 +1,510 @@
+//! The Redis store (DESIGN §8): one room's line, grants and sessions in Redis, shared by
+//! every usher node in front of the same upstream, with the memory store's semantics.
+//!
+//! - Every key of a room is under one hash tag, `{usher:ROOM}`, so a room lives in one
+//!   Redis Cluster slot and its scripts work unchanged on a cluster. Every key has a TTL.
+//! - Every change that touches several keys is one Lua script (`lua/`), loaded once and
+//!   called by its SHA (the `redis::Script` type falls back to loading it on `NOSCRIPT`),
+//!   so a crash between two commands cannot leave half a change.
+//! - The line is a sorted set of tickets by slot: a waiter's place is its rank, O(log n).
+//!   A pre-queued ticket gets a random slot inside its pre-queue's range at join, drawn by
+//!   the node from the system's secure random source; the order is shown after the opening.
+//! - One node at a time admits: the tick script holds a lease with a fencing token and
+//!   grants only while the caller's token is the lease's (see `lua/tick.lua`).
+//! - No Redis call per proxied request: passes are checked against this node's
+//!   [`LocalSessions`] and their uses written once per tick, in the tick call; the room's
+//!   figures and limits come back in that call and are cached for the tick.
+//!
+//! Nothing personal is stored: a waiter is its ticket, its join time and its `ClientKey`.
+
+mod connect;
+mod runtime;
+mod sessions;
+
+pub use connect::{ConnectError, PASSWORD_ENV, connect, redacted};
+pub use runtime::{RedisRuntime, RoomSpec};
+
+use super::{JoinOutcome, Place, PollOutcome, RoomFigures, RoomLimits, Session, StoreError, TickReport};
+use crate::config::RoomMode;
+use crate::identity::ClientKey;
+use redis::aio::ConnectionManager;
+use redis::{Script, ScriptInvocation, Value};
+use ring::rand::{SecureRandom, SystemRandom};
+use sessions::{Local, LocalSessions};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::time::Duration;
+
+macro_rules! script {
+    ($file:literal) => {
+        LazyLock::new(|| Script::new(concat!(include_str!("lua/prelude.lua"), include_str!(concat!("lua/", $file)))))
+    };
+}
+
+static JOIN: LazyLock<Script> = script!("join.lua");
+static POLL: LazyLock<Script> = script!("poll.lua");
+static TOUCH: LazyLock<Script> = script!("touch.lua");
+static END_SESSION: LazyLock<Script> = script!("end_session.lua");
+static DRAIN: LazyLock<Script> = script!("drain.lua");
+static TICK: LazyLock<Script> = script!("tick.lua");
+static SET_LIMITS: LazyLock<Script> = script!("set_limits.lua");
+static FIGURES: LazyLock<Script> = script!("figures.lua");
+
+/// The keys of a room, in the order of `lua/prelude.lua`.
+const KEY_NAMES: [&str; 15] = [
+    "limits",
+    "state",
+    "line",
+    "heartbeats",
+    "grants",
+    "tickets",
+    "clients",
+    "newest",
+    "sessions:seen",
+    "sessions:expires",
+    "sessions:created",
+    "meter",
+    "lease",
+    "claims",
+    "claims:at",
+];
+
+/// Most expired or abandoned entries one tick handles of each kind; the rest wait for the
+/// next tick, so one tick never blocks Redis for long.
+const TICK_BOUND: u64 = 10_000;
+
+/// Ticks between sweeps of this node's session map.
+const SWEEP_EVERY: u64 = 25;
+
+/// The room's figures and limits as of one tick.
+#[derive(Clone)]
+struct Cached {
+    now_ms: u64,
+    figures: RoomFigures,
+    limits: RoomLimits,
+}
+
+/// One room's state in Redis, as seen from this node.
+pub struct RedisRoom {
+    conn: ConnectionManager,
+    keys: Vec<String>,
+    /// This node's name in the lease (random per process).
+    node: String,
+    lease_ms: u64,
+    /// The lease token this node holds, or empty.
+    token: Mutex<String>,
+    sessions: LocalSessions,
+    session_idle_ms: AtomicU64,
+    /// Figures and limits of the last tick; dropped by this node's own changes.
+    cached: Mutex<Option<Cached>>,
+    /// The latest limits this node knows, written back if Redis lost the room (a restart
+    /// without persistence), so the room keeps working.
+    known_limits: Mutex<RoomLimits>,
+    ticks: AtomicU64,
+    random: SystemRandom,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn malformed(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("unexpected answer from Redis ({what})"))
+}
+
+/// The name of this process in admitter leases: random, so a restarted node is a new holder.
+pub fn node_id() -> String {
+    let mut id = [0u8; 8];
+    let _ = SystemRandom::new().fill(&mut id);
+    hex(&id)
+}
+
+impl RedisRoom {
+    /// A room named `room` on `conn`. `lease` is how long an admitter lease lasts without
+    /// renewal: a few ticks, so another node takes over quickly when the holder dies.
+    pub fn new(conn: ConnectionManager, room: &str, node: String, limits: RoomLimits, lease: Duration) -> Self {
+        let keys = KEY_NAMES.iter().map(|k| format!("{{usher:{room}}}:{k}")).collect();
+        Self {
+            conn,
+            keys,
+            node,
+            lease_ms: millis(lease).max(100),
+            token: Mutex::new(String::new()),
+            sessions: LocalSessions::default(),
+            session_idle_ms: AtomicU64::new(millis(limits.session_idle)),
+            cached: Mutex::new(None),
+            known_limits: Mutex::new(limits),
+            ticks: AtomicU64::new(0),
+            random: SystemRandom::new(),
+        }
+    }
+
+    /// Writes this node's limits unless another node already has (start-up), so a live
+    /// change made through the admin API is not undone when a node restarts.
+    pub async fn seed(&self) -> Result<bool, StoreError> {
+        let limits = lock(&self.known_limits).clone();
+        self.write_limits(&limits, true).await
+    }
+
+    async fn write_limits(&self, limits: &RoomLimits, only_if_missing: bool) -> Result<bool, StoreError> {
+        let mut call = self.invocation(&SET_LIMITS);
+        call.arg(if only_if_missing { "1" } else { "0" });
+        for (field, value) in limit_fields(limits) {
+            call.arg(field).arg(value);
+        }
+        let written: i64 = call.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        Ok(written == 1)
+    }
+
+    fn invocation<'a>(&self, script: &'a Script) -> ScriptInvocation<'a> {
+        let mut call = script.prepare_invoke();
+        for key in &self.keys {
+            call.key(key);
+        }
+        call
+    }
+
+    /// Runs a script; if Redis lost the room (restarted without its data), writes the
+    /// limits back and runs it once more.
+    async fn run(&self, call: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
+        match call.invoke_async::<Value>(&mut self.conn.clone()).await {
+            Err(e) if e.to_string().contains("USHER_NOLIMITS") => {
+                tracing::warn!("the room's state is gone from Redis; writing its limits back");
+                self.seed().await?;
+                call.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)
+            }
+            other => other.map_err(unavailable),
+        }
+    }
+
+    fn forget_cache(&self) {
+        *lock(&self.cached) = None;
+    }
+
+    fn random_u128(&self) -> u128 {
+        let mut id = [0u8; 16];
+        // The OS random source only fails if it is gone; the pass is signed either way.
+        let _ = self.random.fill(&mut id);
+        u128::from_be_bytes(id)
+    }
+
+    /// A uniform draw in [0, 1) with 32 bits, for a pre-queued ticket's place.
+    fn draw(&self) -> f64 {
+        let mut r = [0u8; 4];
+        let _ = self.random.fill(&mut r);
+        f64::from(u32::from_be_bytes(r)) / 4_294_967_296.0
+    }
+
+    fn new_session(&self, id: u128, now_ms: u64, expires_ms: u64) -> Session {
+        self.sessions.insert(id, now_ms, expires_ms);
+        Session { id, created_ms: now_ms, expires_ms }
+    }
+
+    pub async fn join(&self, client: ClientKey, now_ms: u64) -> Result<JoinOutcome, StoreError> {
+        let id = self.random_u128();
+        let mut call = self.invocation(&JOIN);
+        call.arg(now_ms).arg(hex(&client.0)).arg(format!("{id:032x}")).arg(self.draw().to_string());
+        let answer = ints(&self.run(&call).await?, "join")?;
+        self.forget_cache();
+        match answer.as_slice() {
+            [1, expires] => Ok(JoinOutcome::Admitted(self.new_session(id, now_ms, to_u64(*expires)))),
+            [0, ticket] => Ok(JoinOutcome::Queued { ticket: to_u64(*ticket), reused: false }),
+            [2, ticket] => Ok(JoinOutcome::Queued { ticket: to_u64(*ticket), reused: true }),
+            _ => Err(malformed("join")),
+        }
+    }
+
+    pub async fn poll(&self, ticket: u64, now_ms: u64) -> Result<PollOutcome, StoreError> {
+        let id = self.random_u128();
+        let mut call = self.invocation(&POLL);
+        call.arg(now_ms).arg(ticket).arg(format!("{id:032x}"));
+        let answer = self.run(&call).await?;
+        // A claim answers with the session's id: this poll's, or the one of an earlier claim
+        // of the same ticket whose answer was lost.
+        if let Value::Array(parts) = &answer {
+            if let [Value::Int(1), expires, waited, session] = parts.as_slice() {
+                let session = string(session).and_then(|s| u128::from_str_radix(&s, 16).ok());
+                let (Some(session), Some(expires), Some(waited)) = (session, int(expires), int(waited)) else {
+                    return Err(malformed("poll"));
+                };
+                self.forget_cache();
+                return Ok(PollOutcome::Admitted {
+                    session: self.new_session(session, now_ms, to_u64(expires)),
+                    waited_ms: to_u64(waited),
+                });
+            }
+        }
+        match ints(&answer, "poll")?.as_slice() {
+            [0] => Ok(PollOutcome::Gone),
+            [2, ahead, joined, prequeue] => Ok(PollOutcome::Waiting(Place {
+                ahead: to_u64(*ahead),
+                joined_ms: to_u64(*joined),
+                prequeue: *prequeue == 1,
+            })),
+            _ => Err(malformed("poll")),
+        }
+    }
+
+    /// Answered from this node's map when it can (no Redis call); see [`LocalSessions`].
+    pub async fn touch(&self, id: u128, now_ms: u64) -> Result<bool, StoreError> {
+        if self.sessions.touch(id, now_ms, self.session_idle_ms.load(Relaxed)) == Local::Live {
+            return Ok(true);
+        }
+        let mut call = self.invocation(&TOUCH);
+        call.arg(now_ms).arg(format!("{id:032x}"));
+        let answer = ints(&self.run(&call).await?, "touch")?;
+        match answer.as_slice() {
+            [1, expires, seen] => {
+                self.sessions.insert(id, to_u64(*seen), to_u64(*expires));
+                Ok(true)
+            }
+            [0] => {
+                self.sessions.remove(id);
+                self.forget_cache();
+                Ok(false)
+            }
+            _ => Err(malformed("touch")),
+        }
+    }
+
+    pub async fn end_session(&self, id: u128) -> Result<bool, StoreError> {
+        self.sessions.remove(id);
+        let mut call = self.invocation(&END_SESSION);
+        call.arg(format!("{id:032x}"));
+        // Ending twice is harmless, and the first call after Redis came back fails on the
+        // dropped connection (which it replaces): a logout is worth a second try, or the
+        // session would hold its place until idle.
+        let ended: i64 = match call.invoke_async(&mut self.conn.clone()).await {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                call.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)?
+            }
+            other => other.map_err(unavailable)?,
+        };
+        self.forget_cache();
+        Ok(ended == 1)
+    }
+
+    pub async fn drain(&self, oldest: Option<u64>) -> Result<u64, StoreError> {
+        let mut call = self.invocation(&DRAIN);
+        call.arg(oldest.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)));
+        let ids: Vec<String> = call.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        for id in &ids {
+            if let Ok(id) = u128::from_str_radix(id, 16) {
+                self.sessions.remove(id);
+            }
+        }
+        self.forget_cache();
+        Ok(ids.len() as u64)
+    }
+
+    /// Every node calls this every tick: it writes the node's session uses, and, on the
+    /// node holding the admitter lease, admits. One Redis call.
+    pub async fn tick(&self, now_ms: u64) -> Result<TickReport, StoreError> {
+        let uses = self.sessions.take_dirty();
+        let token = lock(&self.token).clone();
+        let mut call = self.invocation(&TICK);
+        call.arg(now_ms).arg(&self.node).arg(&token).arg(self.lease_ms).arg(TICK_BOUND);
+        for (id, seen) in &uses {
+            call.arg(format!("{id:032x}")).arg(*seen);
+        }
+        let answer = match self.run(&call).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.sessions.restore(&uses);
+                return Err(e);
+            }
+        };
+        let Value::Array(parts) = answer else { return Err(malformed("tick")) };
+        let [new_token, counts, figures, ended, waits, limits] = parts.as_slice() else {
+            return Err(malformed("tick"));
+        };
+        let new_token = string(new_token).ok_or_else(|| malformed("tick token"))?;
+        self.lease_changed(&token, &new_token);
+        *lock(&self.token) = new_token;
+
+        let counts = ints(counts, "tick counts")?;
+        let [granted, abandoned, expired_grants, expired_sessions, opened] = counts.as_slice() else {
+            return Err(malformed("tick counts"));
+        };
+        let Value::Array(ended) = ended else { return Err(malformed("tick ended")) };
+        for id in ended.iter().filter_map(string) {
+            if let Ok(id) = u128::from_str_radix(&id, 16) {
+                self.sessions.remove(id);
+            }
+        }
+        let limits = parse_limits(limits)?;
+        self.session_idle_ms.store(millis(limits.session_idle), Relaxed);
+        *lock(&self.known_limits) = limits.clone();
+        let figures = parse_figures(figures)?;
+        *lock(&self.cached) = Some(Cached { now_ms, figures, limits });
+        if self.ticks.fetch_add(1, Relaxed) % SWEEP_EVERY == 0 {
+            self.sessions.sweep(now_ms, self.session_idle_ms.load(Relaxed));
+        }
+        Ok(TickReport {
+            granted: to_u64(*granted),
+            abandoned: to_u64(*abandoned),
+            expired_grants: to_u64(*expired_grants),
+            expired_sessions: to_u64(*expired_sessions),
+            waits_ms: ints(waits, "tick waits")?.into_iter().map(to_u64).collect(),
+            opened: *opened == 1,
+        })
+    }
+
+    fn lease_changed(&self, old: &str, new: &str) {
+        if old == new {
+            return;
+        }
+        match (old.is_empty(), new.is_empty()) {
+            (_, false) => tracing::info!(node = %self.node, lease = %new, "this node runs the admitter"),
+            (false, true) => tracing::info!(node = %self.node, "another node runs the admitter now"),
+            (true, true) => {}
+        }
+    }
+
+    /// Cached from this tick when asked for the same instant; otherwise read from Redis.
+    pub async fn figures(&self, now_ms: u64) -> Result<RoomFigures, StoreError> {
+        if let Some(cached) = lock(&self.cached).as_ref().filter(|c| c.now_ms == now_ms) {
+            return Ok(cached.figures);
+        }
+        let mut call = self.invocation(&FIGURES);
+        call.arg(now_ms);
+        parse_figures(&self.run(&call).await?)
+    }
+
+    pub async fn limits(&self) -> Result<RoomLimits, StoreError> {
+        if let Some(cached) = lock(&self.cached).as_ref() {
+            return Ok(cached.limits.clone());
+        }
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(&self.keys[0]).arg(&LIMIT_FIELDS[..]);
+        let value: Value = cmd.query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        match parse_limits(&value) {
+            Ok(limits) => Ok(limits),
+            // Not written yet (or lost with Redis's data): this node's are the room's.
+            Err(_) => Ok(lock(&self.known_limits).clone()),
+        }
+    }
+
+    pub async fn set_limits(&self, limits: RoomLimits) -> Result<(), StoreError> {
+        self.write_limits(&limits, false).await?;
+        self.session_idle_ms.store(millis(limits.session_idle), Relaxed);
+        *lock(&self.known_limits) = limits;
+        self.forget_cache();
+        Ok(())
+    }
+
+    /// Forgets what this node knows of sessions (tests: a node restarted).
+    pub fn forget_local_sessions(&self) {
+        self.sessions.clear();
+    }
+}
+
+const LIMIT_FIELDS: [&str; 10] = [
+    "max_active",
+    "admit_per_minute",
+    "session_idle",
+    "session_max",
+    "waiter_ttl",
+    "claim_window",
+    "mode",
+    "opens_at",
+    "tickets_per_client",
+    "message",
+];
+
+fn limit_fields(l: &RoomLimits) -> [(&'static str, String); 10] {
+    [
+        ("max_active", l.max_active.to_string()),
+        ("admit_per_minute", l.admit_per_minute.to_string()),
+        ("session_idle", millis(l.session_idle).to_string()),
+        ("session_max", millis(l.session_max).to_string()),
+        ("waiter_ttl", millis(l.waiter_ttl).to_string()),
+        ("claim_window", millis(l.claim_window).to_string()),
+        ("mode", l.mode.as_str().to_string()),
+        ("opens_at", l.opens_at_ms.map(|ms| ms.to_string()).unwrap_or_default()),
+        ("tickets_per_client", l.tickets_per_client.to_string()),
+        ("message", l.message.clone().unwrap_or_default()),
+    ]
+}
+
+fn parse_limits(v: &Value) -> Result<RoomLimits, StoreError> {
+    let Value::Array(fields) = v else { return Err(malformed("limits")) };
+    let text: Vec<Option<String>> = fields.iter().map(string).collect();
+    let [max_active, per_minute, idle, max, ttl, claim, mode, opens, cap, message] = text.as_slice() else {
+        return Err(malformed("limits"));
+    };
+    let num = |f: &Option<String>| f.as_deref().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| malformed("limits"));
+    Ok(RoomLimits {
+        max_active: num(max_active)?,
+        admit_per_minute: num(per_minute)?,
+        session_idle: Duration::from_millis(num(idle)?),
+        session_max: Duration::from_millis(num(max)?),
+        waiter_ttl: Duration::from_millis(num(ttl)?),
+        claim_window: Duration::from_millis(num(claim)?),
+        mode: mode.as_deref().and_then(RoomMode::parse).ok_or_else(|| malformed("limits mode"))?,
+        opens_at_ms: opens.as_deref().and_then(|s| s.parse().ok()),
+        tickets_per_client: u32::try_from(num(cap)?).unwrap_or(u32::MAX),
+        message: message.clone().filter(|m| !m.is_empty()),
+    })
+}
+
+fn parse_figures(v: &Value) -> Result<RoomFigures, StoreError> {
+    match ints(v, "figures")?.as_slice() {
+        [waiting, active, pending, per_minute] => Ok(RoomFigures {
+            waiting: to_u64(*waiting),
+            active: to_u64(*active),
+            pending: to_u64(*pending),
+            measured_per_minute: u64::try_from(*per_minute).ok(),
+        }),
+        _ => Err(malformed("figures")),
+    }
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Okay => Some("OK".into()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        other => string(other)?.parse().ok(),
+    }
+}
+
+fn ints(v: &Value, what: &str) -> Result<Vec<i64>, StoreError> {
+    let Value::Array(items) = v else { return Err(malformed(what)) };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::Int(n) => Ok(*n),
+            other => string(other).and_then(|s| s.parse().ok()).ok_or_else(|| malformed(what)),
+        })
+        .collect()
+}

@@ -1,0 +1,405 @@
+//! Several usher nodes on one Redis behave as one fair queue (DESIGN §3, §8): a spike spread
+//! round-robin over two nodes is admitted in one FIFO order and never over `max_active` in
+//! total; when the node running the admitter dies, the other takes over and nobody is
+//! admitted twice. Also: the password from the environment, a wrong password, and TLS.
+//!
+//! Each node is the real binary; Redis is a real `redis-server` started by the test.
+
+mod support;
+mod support_room;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use support::{Logs, RedisServer, UsherProcess};
+use support_room::{Backend, Reply, decode_pass, decode_ticket, ip, is_deletion};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-shared-by-both-nodes";
+
+/// The configuration of one node: a room `spike` on Redis at `url`, limits out of the way.
+fn node_config(backend: SocketAddr, url: &str, max_active: u64) -> String {
+    format!(
+        r#"[listen]
+http = "127.0.0.1:0"
+workers = 2
+
+[admin]
+listen = "127.0.0.1:0"
+
+[upstream]
+addresses = ["{backend}"]
+
+[store]
+kind = "redis"
+url = "{url}"
+
+[limits]
+requests_per_second = 1000000
+burst = 1000000
+joins_per_minute = 1000000
+join_burst = 1000000
+
+[[room]]
+name = "spike"
+paths = ["/"]
+max_active = {max_active}
+admit_per_minute = 60000
+session_idle = "2m"
+waiter_ttl = "60s"
+claim_window = "30s"
+logout_path = "/logout"
+tick = "50ms"
+"#
+    )
+}
+
+fn spawn_node(config: &str, extra_env: &[(&str, &str)]) -> UsherProcess {
+    let mut env = vec![("USHER_SECRET", SECRET)];
+    env.extend_from_slice(extra_env);
+    UsherProcess::spawn(config, Logs::Json, &env)
+}
+
+/// A browser-like client behind a load balancer: its own loopback address and cookie jar,
+/// one kept-alive connection to its current node, and on a failed connection it moves to
+/// the next node, as a load balancer would move it.
+struct Client {
+    ip: IpAddr,
+    nodes: Vec<SocketAddr>,
+    at: usize,
+    jar: BTreeMap<String, String>,
+    sender: Option<SendRequest<Empty<Bytes>>>,
+    passes: Vec<String>,
+}
+
+impl Client {
+    fn new(ip: IpAddr, nodes: Vec<SocketAddr>, at: usize) -> Self {
+        Self { ip, nodes, at, jar: BTreeMap::new(), sender: None, passes: Vec::new() }
+    }
+
+    fn move_on(&mut self) {
+        self.sender = None;
+        self.at = (self.at + 1) % self.nodes.len();
+    }
+
+    async fn connect(&self) -> std::io::Result<SendRequest<Empty<Bytes>>> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(self.ip, 0))?;
+        let stream = socket.connect(self.nodes[self.at]).await?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    /// `GET path` as an app wanting JSON, on the current node or, if it is gone, the next.
+    async fn get(&mut self, path: &str) -> Reply {
+        let mut last_error = String::new();
+        for _ in 0..40 {
+            if self.sender.as_mut().is_none_or(|s| s.is_closed()) {
+                match self.connect().await {
+                    Ok(sender) => self.sender = Some(sender),
+                    Err(e) => {
+                        last_error = e.to_string();
+                        self.move_on();
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                }
+            }
+            let mut builder =
+                Request::get(path).header(header::HOST, "mailbox.test").header(header::ACCEPT, "application/json");
+            if !self.jar.is_empty() {
+                let cookies: Vec<String> = self.jar.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                builder = builder.header(header::COOKIE, cookies.join("; "));
+            }
+            let Some(sender) = self.sender.as_mut() else { continue };
+            if sender.ready().await.is_err() {
+                self.move_on();
+                continue;
+            }
+            let response = match sender.send_request(builder.body(Empty::new()).expect("request")).await {
+                Ok(response) => response,
+                Err(e) => {
+                    last_error = e.to_string();
+                    self.move_on();
+                    continue;
+                }
+            };
+            let (parts, body) = response.into_parts();
+            let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+                self.move_on();
+                continue;
+            };
+            let reply = Reply { status: parts.status, headers: parts.headers, body };
+            for set_cookie in reply.set_cookies() {
+                let pair = set_cookie.split(';').next().unwrap_or_default();
+                if let Some((name, value)) = pair.split_once('=') {
+                    if is_deletion(&set_cookie) {
+                        self.jar.remove(name);
+                    } else {
+                        self.jar.insert(name.to_string(), value.to_string());
+                        if name == support_room::PASS {
+                            self.passes.push(value.to_string());
+                        }
+                    }
+                }
+            }
+            return reply;
+        }
+        panic!("GET {path} from {} failed on every node: {last_error}", self.ip);
+    }
+}
+
+/// What one spike client saw.
+struct Record {
+    ticket: Option<u64>,
+    /// When the last request that found it still waiting was sent.
+    last_waiting_sent: Option<Instant>,
+    /// When the answer that admitted it arrived.
+    admitted_seen: Instant,
+    passes: Vec<String>,
+}
+
+/// Kendall's tau between ticket order and admission order, over the pairs whose order the
+/// clients could observe: (a, b) with ticket a < b is in order if a was seen admitted before
+/// b was last seen waiting, out of order (an overtake) if b was seen admitted before a was
+/// last seen waiting; otherwise both turns came within one poll and the pair is a tie.
+fn kendall_tau(queued: &[&Record]) -> (f64, u64, u64, u64) {
+    let (mut concordant, mut discordant, mut ties) = (0u64, 0u64, 0u64);
+    for (i, a) in queued.iter().enumerate() {
+        for b in &queued[i + 1..] {
+            let (a, b) = if a.ticket < b.ticket { (a, b) } else { (b, a) };
+            let (Some(a_waiting), Some(b_waiting)) = (a.last_waiting_sent, b.last_waiting_sent) else { continue };
+            if b.admitted_seen < a_waiting {
+                discordant += 1;
+            } else if a.admitted_seen < b_waiting {
+                concordant += 1;
+            } else {
+                ties += 1;
+            }
+        }
+    }
+    let decided = concordant + discordant;
+    let tau = if decided == 0 { 0.0 } else { (concordant as f64 - discordant as f64) / decided as f64 };
+    (tau, concordant, discordant, ties)
+}
+
+/// A node's view of the room's `active + pending_grants`, from the admin API (one atomic
+/// read of Redis, where two metric gauges could be read between two ticks), or None if the
+/// node is gone.
+async fn taken(admin: SocketAddr) -> Option<u64> {
+    let answer = tokio::time::timeout(Duration::from_secs(2), async {
+        let stream = tokio::net::TcpStream::connect(admin).await.ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(conn);
+        let req = Request::get("/admin/rooms/spike").header(header::HOST, "admin").body(Empty::<Bytes>::new()).ok()?;
+        let body = sender.send_request(req).await.ok()?.into_body().collect().await.ok()?.to_bytes();
+        serde_json::from_slice::<Value>(&body).ok()
+    })
+    .await
+    .ok()??;
+    Some(answer["active"].as_u64()? + answer["pending_grants"].as_u64()?)
+}
+
+/// The node (index) whose process holds the admitter lease now.
+fn lease_holder(redis: &RedisServer, nodes: &[UsherProcess]) -> Option<(usize, u64)> {
+    let lease = redis.cli(&["GET", "{usher:spike}:lease"]);
+    let (node, fence) = lease.trim().split_once(':')?;
+    let index =
+        nodes.iter().position(|n| n.logs().iter().any(|l| l.contains("connected to Redis") && l.contains(node)))?;
+    Some((index, fence.parse().ok()?))
+}
+
+async fn spike(kill_the_admitter: bool) {
+    const CLIENTS: usize = 300;
+    const MAX_ACTIVE: u64 = 10;
+    const POLL: Duration = Duration::from_millis(100);
+    let redis = RedisServer::start();
+    let backend = Backend::start().await;
+    let config = node_config(backend.addr, &redis.url(), MAX_ACTIVE);
+    let nodes = vec![spawn_node(&config, &[]), spawn_node(&config, &[])];
+    let http: Vec<SocketAddr> = nodes.iter().map(|n| n.http_addr).collect();
+    let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin_addr).collect();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (done, admins) = (done.clone(), admins.clone());
+        tokio::spawn(async move {
+            let mut max_taken = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                for admin in &admins {
+                    if let Some(t) = taken(*admin).await {
+                        max_taken = max_taken.max(t);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            max_taken
+        })
+    };
+
+    let live = Arc::new(AtomicI64::new(0));
+    let max_live = Arc::new(AtomicI64::new(0));
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let (live, max_live, admitted, barrier, http) =
+            (live.clone(), max_live.clone(), admitted.clone(), barrier.clone(), http.clone());
+        tasks.push(tokio::spawn(async move {
+            // Round-robin over the nodes.
+            let mut c = Client::new(ip(3, i as u32), http, i % 2);
+            barrier.wait().await;
+            let sent = Instant::now();
+            let joined = c.get("/inbox").await;
+            let mut record =
+                Record { ticket: None, last_waiting_sent: None, admitted_seen: Instant::now(), passes: Vec::new() };
+            if joined.status != StatusCode::OK {
+                assert_eq!(joined.status, StatusCode::SERVICE_UNAVAILABLE, "{}", joined.text());
+                assert_eq!(joined.json()["status"], "waiting", "{}", joined.text());
+                record.ticket = Some(decode_ticket(c.jar.get(support_room::TICKET).expect("a ticket")).number);
+                record.last_waiting_sent = Some(sent);
+                let mut last_position = u64::MAX;
+                tokio::time::sleep(Duration::from_millis((i as u64 * 7) % 100)).await;
+                loop {
+                    tokio::time::sleep(POLL).await;
+                    let sent = Instant::now();
+                    let reply = c.get("/.usher/status").await;
+                    let arrived = Instant::now();
+                    let status: Value = reply.json();
+                    match status["status"].as_str() {
+                        Some("waiting") => {
+                            let position = status["position"].as_u64().expect("a position");
+                            assert!(position <= last_position, "{}: position grew to {position}", c.ip);
+                            last_position = position;
+                            record.last_waiting_sent = Some(sent);
+                        }
+                        Some("admitted") => {
+                            record.admitted_seen = arrived;
+                            break;
+                        }
+                        other => panic!("{}: expected waiting or admitted, got {other:?}: {status}", c.ip),
+                    }
+                }
+            }
+            admitted.fetch_add(1, Ordering::SeqCst);
+            let now_live = live.fetch_add(1, Ordering::SeqCst) + 1;
+            max_live.fetch_max(now_live, Ordering::SeqCst);
+            // The pass works on the other node too: it verifies there on its own.
+            c.move_on();
+            let work = c.get("/work").await;
+            assert!(work.forwarded(), "{}: an admitted client is forwarded: {} {}", c.ip, work.status, work.text());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            live.fetch_sub(1, Ordering::SeqCst);
+            let out = c.get("/logout").await;
+            assert!(out.forwarded(), "{}: logout is forwarded: {}", c.ip, out.text());
+            record.passes = c.passes;
+            record
+        }));
+    }
+
+    let mut takeover = None;
+    if kill_the_admitter {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while admitted.load(Ordering::SeqCst) < CLIENTS / 3 {
+            assert!(Instant::now() < deadline, "the spike never got a third of the way");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (holder, fence) = lease_holder(&redis, &nodes).expect("one node holds the lease");
+        let before = admitted.load(Ordering::SeqCst);
+        nodes[holder].signal("KILL");
+        let killed_at = Instant::now();
+        let survivor = 1 - holder;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some((now_holder, now_fence)) = lease_holder(&redis, &nodes) {
+                if now_holder == survivor {
+                    assert!(now_fence > fence, "a new holder has a higher fence ({now_fence} after {fence})");
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "no node took the admitter lease over within 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        takeover = Some((killed_at.elapsed(), before, holder));
+    }
+
+    let records = tokio::time::timeout(Duration::from_secs(120), async {
+        let mut records = Vec::new();
+        for task in tasks {
+            records.push(task.await.expect("a spike client failed"));
+        }
+        records
+    })
+    .await
+    .expect("every client is admitted within 120 s");
+    done.store(true, Ordering::Relaxed);
+    let max_taken = sampler.await.expect("sampler");
+
+    // Never over max_active in total, as the clients saw it and as the nodes counted it.
+    let max_live = max_live.load(Ordering::SeqCst);
+    assert!(max_live <= MAX_ACTIVE as i64, "{max_live} sessions were live at once across the nodes");
+    assert!(max_live >= 2, "the spike never had two sessions at once: it did not test the cap");
+    assert!(max_taken <= MAX_ACTIVE, "active + pending grants reached {max_taken}");
+
+    // Everybody got in exactly once: one pass each, no session shared.
+    let mut sessions = HashSet::new();
+    for r in &records {
+        assert_eq!(r.passes.len(), 1, "a client got {} passes", r.passes.len());
+        assert!(sessions.insert(decode_pass(&r.passes[0]).session), "two clients share a session");
+    }
+    let queued: Vec<&Record> = records.iter().filter(|r| r.ticket.is_some()).collect();
+    assert!(queued.len() >= CLIENTS - 2 * MAX_ACTIVE as usize, "only {} clients queued", queued.len());
+    let tickets: HashSet<u64> = queued.iter().filter_map(|r| r.ticket).collect();
+    assert_eq!(tickets.len(), queued.len(), "ticket numbers are unique across the nodes");
+
+    // One global FIFO order.
+    let (tau, concordant, discordant, ties) = kendall_tau(&queued);
+    let pairs = (queued.len() * (queued.len() - 1) / 2) as u64;
+    assert!(concordant + discordant > pairs / 2, "too few pairs could be ordered ({concordant} of {pairs})");
+    assert_eq!(discordant, 0, "{discordant} overtakes among clients that kept polling");
+    assert!(tau >= 0.999, "Kendall's tau {tau}");
+    eprintln!(
+        "{CLIENTS} clients over 2 nodes: tau {tau:.4} ({concordant} pairs in order, {discordant} overtakes, \
+         {ties} within one poll), max live {max_live}, max active+pending {max_taken}"
+    );
+    // Every key expires some day, and no client address is in Redis (only ClientKey hashes).
+    let keys = redis.cli(&["--scan", "--pattern", "*"]);
+    for kept in ["limits", "state", "lease"] {
+        assert!(keys.lines().any(|k| k == format!("{{usher:spike}}:{kept}")), "no {kept} key in {keys}");
+    }
+    for key in keys.lines() {
+        assert!(key.starts_with("{usher:spike}:"), "{key} is under the room's hash tag");
+        let ttl: i64 = redis.cli(&["PTTL", key]).trim().parse().expect("PTTL");
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+    let snapshot = redis.snapshot();
+    assert!(!snapshot.windows(6).any(|w| w == b"127.3."), "a client address is stored in Redis");
+    if let Some((took, before, holder)) = takeover {
+        eprintln!(
+            "killed node {holder} (the admitter) after {before} admissions; node {} held the lease {took:?} later",
+            1 - holder
+        );
+        assert!(before < CLIENTS, "the kill came mid-spike");
+        assert!(nodes[1 - holder].logs().iter().any(|l| l.contains("this node runs the admitter")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spike_over_two_nodes_is_admitted_in_one_fifo_order_never_over_max_active() {
+    spike(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_admitter_node_dies_mid_spike_the_other_takes_over_and_nobody_is_admitted_twice() {
+    spike(true).await;
+}

@@ -1,0 +1,132 @@
+//! The Redis store as two nodes see it (DESIGN §8), below HTTP: two `RedisRoom`s on one real
+//! `redis-server`, as two usher processes would hold them. One line and one session table
+//! for both; only the lease holder grants, and the lease passes on when it is not renewed;
+//! a session ended on one node stops passing on the other after that node's next tick.
+
+mod support;
+
+use std::time::Duration;
+use support::RedisServer;
+use usher::config::RoomMode;
+use usher::identity::ClientKey;
+use usher::store::redis::{self, RedisRoom};
+use usher::store::{JoinOutcome, PollOutcome, RoomLimits};
+
+const T0: u64 = 1_800_000_000_000;
+
+fn limits() -> RoomLimits {
+    RoomLimits {
+        max_active: 1,
+        admit_per_minute: 6000,
+        session_idle: Duration::from_secs(60),
+        session_max: Duration::from_secs(3600),
+        waiter_ttl: Duration::from_secs(30),
+        claim_window: Duration::from_secs(20),
+        mode: RoomMode::Auto,
+        opens_at_ms: None,
+        message: None,
+        tickets_per_client: 3,
+    }
+}
+
+fn client(n: u8) -> ClientKey {
+    ClientKey([n; 16])
+}
+
+const LEASE: Duration = Duration::from_millis(300);
+
+async fn node(redis: &RedisServer, name: &str) -> RedisRoom {
+    let conn = redis::connect(&redis.url()).await.expect("connect");
+    RedisRoom::new(conn, "shared", name.to_string(), limits(), LEASE)
+}
+
+#[tokio::test]
+async fn two_nodes_share_one_line_and_only_the_lease_holder_grants() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a").await;
+    let b = node(&redis, "node-b").await;
+    assert!(a.seed().await.expect("seed"), "the first node writes the limits");
+    assert!(!b.seed().await.expect("seed"), "the second keeps them");
+
+    let JoinOutcome::Admitted(first) = a.join(client(1), T0).await.expect("join") else { panic!("admitted at once") };
+    let Ok(JoinOutcome::Queued { ticket: t0, .. }) = b.join(client(2), T0).await else { panic!("queued") };
+    let Ok(JoinOutcome::Queued { ticket: t1, .. }) = a.join(client(3), T0).await else { panic!("queued") };
+    assert_eq!((t0, t1), (0, 1), "one ticket counter for both nodes");
+    assert!(b.touch(first.id, T0 + 1).await.expect("touch"), "a pass from node a is live on node b");
+
+    // Node a takes the lease first; node b's tick grants nothing while a holds it.
+    a.tick(T0 + 200).await.expect("tick");
+    a.end_session(first.id).await.expect("end");
+    assert_eq!(b.tick(T0 + 400).await.expect("tick").granted, 0, "b does not hold the lease");
+    assert_eq!(a.tick(T0 + 400).await.expect("tick").granted, 1, "a grants the freed place");
+    let PollOutcome::Admitted { session, .. } = b.poll(t0, T0 + 500).await.expect("poll") else {
+        panic!("t0's turn is claimed on node b")
+    };
+
+    // a stops renewing (as if it died): after the lease's TTL, b takes over; a is fenced out.
+    tokio::time::sleep(LEASE + Duration::from_millis(200)).await;
+    b.tick(T0 + 1000).await.expect("tick");
+    b.end_session(session.id).await.expect("end");
+    assert_eq!(a.tick(T0 + 1200).await.expect("tick").granted, 0, "a's old lease is void");
+    assert_eq!(b.tick(T0 + 1200).await.expect("tick").granted, 1, "b admits now");
+    let PollOutcome::Admitted { session, .. } = a.poll(t1, T0 + 1300).await.expect("poll") else {
+        panic!("t1's turn is claimed on node a")
+    };
+
+    // Drained on b: still passing on a until a's next tick, which learns it ended.
+    assert!(a.touch(session.id, T0 + 2500).await.expect("touch"));
+    assert_eq!(b.drain(None).await.expect("drain"), 1);
+    assert!(a.touch(session.id, T0 + 3600).await.expect("touch"), "known live on a until its tick");
+    a.tick(T0 + 3700).await.expect("tick");
+    assert!(!a.touch(session.id, T0 + 3800).await.expect("touch"), "ended on a after its tick");
+    assert_eq!(b.drain(Some(0)).await.expect("drain"), 0, "draining none ends none");
+}
+
+#[tokio::test]
+async fn a_live_limit_change_on_one_node_reaches_the_other_with_its_next_tick() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a").await;
+    let b = node(&redis, "node-b").await;
+    a.seed().await.expect("seed");
+    let mut paused = limits();
+    paused.mode = RoomMode::Paused;
+    paused.message = Some("Back at nine".into());
+    a.set_limits(paused.clone()).await.expect("set");
+    b.tick(T0).await.expect("tick");
+    assert_eq!(b.limits().await.expect("limits"), paused);
+}
+
+#[tokio::test]
+async fn a_redis_that_lost_its_data_gets_the_room_back_from_the_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a").await;
+    a.seed().await.expect("seed");
+    redis.cli(&["FLUSHALL"]);
+    // Restarted without persistence: the next call writes the limits back and works.
+    let outcome = a.join(client(1), T0).await.expect("join after the data was lost");
+    assert!(matches!(outcome, JoinOutcome::Admitted(_)), "{outcome:?}");
+    assert_eq!(a.limits().await.expect("limits"), limits());
+}
+
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_gets_the_same_session_on_the_next_poll_anywhere() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a").await;
+    let b = node(&redis, "node-b").await;
+    a.seed().await.expect("seed");
+    let JoinOutcome::Admitted(first) = a.join(client(1), T0).await.expect("join") else { panic!("admitted") };
+    let Ok(JoinOutcome::Queued { ticket, .. }) = a.join(client(2), T0).await else { panic!("queued") };
+    a.end_session(first.id).await.expect("end");
+    assert_eq!(a.tick(T0 + 200).await.expect("tick").granted, 1);
+    // Node a claims the turn, then dies before its answer leaves; the visitor polls node b.
+    let PollOutcome::Admitted { session, .. } = a.poll(ticket, T0 + 300).await.expect("poll") else { panic!("claim") };
+    let again = b.poll(ticket, T0 + 400).await.expect("poll");
+    assert!(
+        matches!(again, PollOutcome::Admitted { session: s, .. } if s.id == session.id),
+        "the same session, not a second one: {again:?}"
+    );
+    assert!(b.touch(session.id, T0 + 500).await.expect("touch"));
+    // Once the session has ended, the ticket is spent.
+    b.end_session(session.id).await.expect("end");
+    assert_eq!(a.poll(ticket, T0 + 600).await.expect("poll"), PollOutcome::Gone);
+}

@@ -1,0 +1,174 @@
+//! A real `redis-server` for the tests: its own temp directory and a free loopback port,
+//! optionally with a password, TLS (a CA and a server certificate made here with rcgen) and
+//! an append-only file, so a restart keeps the data as a production Redis would.
+
+use super::TempDir;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How the server is started.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    pub password: Option<String>,
+    pub tls: bool,
+    /// Keep the data across a restart (appendonly, fsync every write).
+    pub persist: bool,
+}
+
+/// A running redis-server; killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub options: RedisOptions,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// A plain server without password or persistence.
+    pub fn start() -> Self {
+        Self::start_with(RedisOptions::default())
+    }
+
+    pub fn start_with(options: RedisOptions) -> Self {
+        let dir = TempDir::new("redis");
+        let port = super::free_addr().port();
+        if options.tls {
+            write_certificates(&dir);
+        }
+        let mut server = Self { child: None, port, options, dir };
+        server.launch();
+        server
+    }
+
+    /// `redis://` or `rediss://` for this server, with the password when it has one.
+    pub fn url(&self) -> String {
+        let scheme = if self.options.tls { "rediss" } else { "redis" };
+        match &self.options.password {
+            Some(p) => format!("{scheme}://:{p}@127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The URL without the password (for `USHER_REDIS_PASSWORD` or a wrong-password test).
+    pub fn url_without_password(&self) -> String {
+        let scheme = if self.options.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA certificate file that signed the server's certificate (TLS only).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    fn launch(&mut self) {
+        let _ = std::fs::remove_file(self.log_file());
+        let mut command = Command::new("redis-server");
+        command
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.log_file())
+            .args(["--save", "", "--daemonize", "no", "--protected-mode", "no"]);
+        if self.options.persist {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        if let Some(password) = &self.options.password {
+            command.arg("--requirepass").arg(password);
+        }
+        if self.options.tls {
+            let path = |name: &str| self.dir.path().join(name);
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(path("server.pem"))
+                .arg("--tls-key-file")
+                .arg(path("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(path("ca.pem"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (tests/run.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+            if log.contains("Ready to accept connections") {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server exited ({status}):\n{log}");
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start within 20 s:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server at once (SIGKILL: no goodbye to the clients).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory (the data survives with `persist`).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Every byte Redis holds, as its snapshot file (`SAVE`), to search for what must not be there.
+    pub fn snapshot(&self) -> Vec<u8> {
+        assert_eq!(self.cli(&["SAVE"]).trim(), "OK", "SAVE");
+        std::fs::read(self.dir.path().join("dump.rdb")).expect("read dump.rdb")
+    }
+
+    /// Runs `redis-cli` against this server (plain servers only) and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut command = Command::new("redis-cli");
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(password) = &self.options.password {
+            command.env("REDISCLI_AUTH", password);
+        }
+        let out = command.args(args).output().expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 / localhost signed by it, as PEM files.
+fn write_certificates(dir: &TempDir) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "usher test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("server params");
+    let cert = params.signed_by(&key, &ca).expect("server certificate");
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca.pem");
+    std::fs::write(dir.path().join("server.pem"), cert.pem()).expect("write server.pem");
+    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).expect("write server.key");
+}
