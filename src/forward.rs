@@ -248,11 +248,6 @@ impl Upstream {
         }
         Ok(response.map(|body| Body::Upstream(body, Some(checkin))))
     }
-
-    /// Idle upstream connections in this worker's pool.
-    pub fn idle_connections(&self) -> usize {
-        self.pool.idle()
-    }
 }
 
 /// Why an exchange failed.

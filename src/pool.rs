@@ -60,11 +60,6 @@ impl Pool {
             idle.push_back((sender, now));
         }
     }
-
-    /// Idle connections held now.
-    pub fn idle(&self) -> usize {
-        self.lock().len()
-    }
 }
 
 /// A connection lent to one response: [`Checkin::done`] returns it once the body has ended;

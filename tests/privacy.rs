@@ -3,11 +3,13 @@
 //! in `/metrics`, in a cookie (as text or as bytes inside the decoded cookie), or in anything
 //! the upstream receives.
 
+mod support;
 mod support_room;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{Logs, UsherProcess};
 use support_room::*;
 
 const CLIENTS: u8 = 50;
@@ -38,8 +40,9 @@ async fn client_addresses_never_reach_logs_metrics_cookies_or_the_upstream() {
          tick = \"50ms\"\nwaiter_ttl = \"30s\"\nlogout_path = \"/logout\"\n",
         backend.addr
     );
-    let usher = UsherBinary::spawn(
+    let mut usher = UsherProcess::spawn(
         &config,
+        Logs::Json,
         &[("USHER_LOG", "debug"), ("USHER_SECRET", "privacy-test-secret-0123456789-abcdefghijklmnop")],
     );
     let addr = usher.http_addr;
@@ -88,7 +91,9 @@ async fn client_addresses_never_reach_logs_metrics_cookies_or_the_upstream() {
     assert!(garbage.starts_with("HTTP/1.1 4"), "a malformed request is refused: {garbage:?}");
 
     let metrics = metrics_text(usher.admin_addr).await;
-    let logs = usher.stop().await;
+    usher.signal("TERM");
+    assert!(usher.exit_status().await.success(), "usher stops cleanly");
+    let logs = usher.logs();
 
     let forbidden: Vec<String> = (1..=CLIENTS).chain([201, 202]).flat_map(forbidden_texts).collect();
 

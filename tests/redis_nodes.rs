@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{Logs, RedisServer, UsherProcess};
-use support_room::{Backend, Reply, decode_pass, decode_ticket, ip, is_deletion};
+use support_room::{Backend, Reply, decode_pass, decode_ticket, ip};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-shared-by-both-nodes";
 
@@ -117,9 +117,8 @@ impl Client {
             }
             let mut builder =
                 Request::get(path).header(header::HOST, "mailbox.test").header(header::ACCEPT, "application/json");
-            if !self.jar.is_empty() {
-                let cookies: Vec<String> = self.jar.iter().map(|(n, v)| format!("{n}={v}")).collect();
-                builder = builder.header(header::COOKIE, cookies.join("; "));
+            if let Some(cookies) = support_room::cookie_header(&self.jar) {
+                builder = builder.header(header::COOKIE, cookies);
             }
             let Some(sender) = self.sender.as_mut() else { continue };
             if sender.ready().await.is_err() {
@@ -140,17 +139,9 @@ impl Client {
                 continue;
             };
             let reply = Reply { status: parts.status, headers: parts.headers, body };
-            for set_cookie in reply.set_cookies() {
-                let pair = set_cookie.split(';').next().unwrap_or_default();
-                if let Some((name, value)) = pair.split_once('=') {
-                    if is_deletion(&set_cookie) {
-                        self.jar.remove(name);
-                    } else {
-                        self.jar.insert(name.to_string(), value.to_string());
-                        if name == support_room::PASS {
-                            self.passes.push(value.to_string());
-                        }
-                    }
+            for (name, value) in support_room::keep_cookies(&mut self.jar, &reply) {
+                if name == support_room::PASS {
+                    self.passes.push(value);
                 }
             }
             return reply;

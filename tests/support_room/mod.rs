@@ -1,7 +1,8 @@
 //! Shared parts of the waiting-room tests (admission, tokens, privacy): a recording upstream,
 //! simulated visitors that each connect from their own loopback address and keep their own
-//! cookie jar, usher started in-process with a known secret (or as its binary), metrics
-//! reading, and the cookie byte layout of DESIGN §4 for decoding and forging.
+//! cookie jar, usher started in-process with a known secret (the binary is started by
+//! `support::process`), metrics reading, and the cookie byte layout of DESIGN §4 for decoding
+//! and forging.
 //!
 //! Each test binary uses only some of these helpers.
 #![allow(dead_code)]
@@ -17,9 +18,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpSocket;
@@ -248,6 +247,29 @@ pub fn is_deletion(set_cookie: &str) -> bool {
     set_cookie.split(';').any(|a| a.trim().eq_ignore_ascii_case("max-age=0")) || cookie_value(set_cookie).is_empty()
 }
 
+/// Keeps a reply's cookies in `jar` as a browser would (a deletion removes the cookie);
+/// returns the `(name, value)` pairs it set.
+pub fn keep_cookies(jar: &mut BTreeMap<String, String>, reply: &Reply) -> Vec<(String, String)> {
+    let mut set = Vec::new();
+    for set_cookie in reply.set_cookies() {
+        let pair = set_cookie.split(';').next().unwrap_or_default();
+        if let Some((name, value)) = pair.split_once('=') {
+            if is_deletion(&set_cookie) {
+                jar.remove(name);
+            } else {
+                jar.insert(name.to_string(), value.to_string());
+                set.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+    set
+}
+
+/// The `Cookie` header a browser would send with `jar`, if it holds any cookie.
+pub fn cookie_header(jar: &BTreeMap<String, String>) -> Option<String> {
+    (!jar.is_empty()).then(|| jar.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; "))
+}
+
 /// One simulated browser or app: its own source address, its own keep-alive connection and
 /// its own cookie jar.
 pub struct Visitor {
@@ -315,9 +337,8 @@ impl Visitor {
             for (name, value) in &headers {
                 builder = builder.header(*name, *value);
             }
-            if !self.jar.is_empty() {
-                let cookies: Vec<String> = self.jar.iter().map(|(n, v)| format!("{n}={v}")).collect();
-                builder = builder.header(header::COOKIE, cookies.join("; "));
+            if let Some(cookies) = cookie_header(&self.jar) {
+                builder = builder.header(header::COOKIE, cookies);
             }
             let req = builder.body(Empty::new()).expect("valid request");
             let ready = match self.sender.as_mut() {
@@ -346,17 +367,8 @@ impl Visitor {
                 }
             };
             let reply = Reply { status: parts.status, headers: parts.headers, body };
-            for set_cookie in reply.set_cookies() {
-                let pair = set_cookie.split(';').next().unwrap_or_default();
-                if let Some((name, value)) = pair.split_once('=') {
-                    if is_deletion(&set_cookie) {
-                        self.jar.remove(name);
-                    } else {
-                        self.jar.insert(name.to_string(), value.to_string());
-                    }
-                }
-                self.received.push(set_cookie);
-            }
+            keep_cookies(&mut self.jar, &reply);
+            self.received.extend(reply.set_cookies());
             return reply;
         }
         panic!("GET {path} from {} failed three times: {last_error}", self.ip);
@@ -581,117 +593,4 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; n];
     ring::rand::SystemRandom::new().fill(&mut bytes).expect("random bytes");
     bytes
-}
-
-// ---------------------------------------------------------------------------------------
-// The binary
-// ---------------------------------------------------------------------------------------
-
-/// The real `usher` binary as a child process, every stderr line kept.
-pub struct UsherBinary {
-    child: Child,
-    pub http_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-    dir: std::path::PathBuf,
-}
-
-/// The address of a JSON `listening (what)` log line.
-fn listening(line: &str, what: &str) -> Option<SocketAddr> {
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    if value.get("message")?.as_str()? != format!("listening ({what})") {
-        return None;
-    }
-    value.get("addr")?.as_str()?.parse().ok()
-}
-
-impl UsherBinary {
-    /// `usher run --config FILE --log-format json` with `env`; waits (at most 30 s) for its
-    /// addresses.
-    pub fn spawn(config: &str, env: &[(&str, &str)]) -> Self {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("usher-room-test-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("usher.toml");
-        std::fs::write(&path, config).expect("write the config");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_usher"));
-        command.arg("run").arg("--config").arg(&path).args(["--log-format", "json"]);
-        command.env_remove("USHER_LOG").env_remove("USHER_CONFIG").env_remove("USHER_SECRET").env("NO_COLOR", "1");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the usher binary");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let kept = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                kept.lock().expect("log lock").push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        let (mut http, mut admin) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http.is_none() || admin.is_none() {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    http = http.or_else(|| listening(&line, "http"));
-                    admin = admin.or_else(|| listening(&line, "admin"));
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("usher did not announce its addresses; stderr:\n{}", lines.lock().expect("log").join("\n"));
-                }
-            }
-        }
-        Self {
-            child,
-            http_addr: http.expect("http address"),
-            admin_addr: admin.expect("admin address"),
-            lines,
-            reader: Some(reader),
-            dir,
-        }
-    }
-
-    /// Sends SIGTERM, waits (at most 30 s) for the exit, and returns every stderr line.
-    pub async fn stop(mut self) -> Vec<String> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.child.try_wait().expect("poll the child").is_some() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if let Some(reader) = self.reader.take() {
-            let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-        }
-        self.lines.lock().expect("log lock").clone()
-    }
-}
-
-impl Drop for UsherBinary {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
