@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::Duration;
 use usher::config::Config;
-use usher::identity::{self, ClientKey, Identity};
+use usher::identity::{self, ClientKey, ClientSource, Identity};
 use usher::limits::Gate;
 
 fn gate(config: &Config) -> Gate {
@@ -51,8 +51,9 @@ fn forwarded_for(c: &mut Criterion) {
     let mut headers = HeaderMap::new();
     headers.insert("x-forwarded-for", "203.0.113.9, 10.1.2.3".parse().expect("value"));
     let peer: IpAddr = "10.0.0.1".parse().expect("ip");
+    let source = ClientSource::new(&config.client);
     c.bench_function("identify/x_forwarded_for", |b| {
-        b.iter(|| identity::client_addr(black_box(peer), false, &headers, &config.client.trusted_proxies))
+        b.iter(|| identity::client_addr(black_box(peer), false, &headers, &source))
     });
 }
 
@@ -60,12 +61,13 @@ fn whole_step(c: &mut Criterion) {
     let config = config();
     let gate = gate(&config);
     let identity = Identity::new(&[9; 32], &config.client);
+    let source = ClientSource::new(&config.client);
     let mut headers = HeaderMap::new();
     headers.insert("x-forwarded-for", "203.0.113.9".parse().expect("value"));
     let peer: IpAddr = "10.0.0.1".parse().expect("ip");
     c.bench_function("identify_and_limit/through_a_trusted_proxy", |b| {
         b.iter(|| {
-            let client = identity::client_addr(black_box(peer), false, &headers, &gate.trusted_proxies);
+            let client = identity::client_addr(black_box(peer), false, &headers, &source);
             let _ = gate.access(client.ip);
             let key = identity.key(client.ip, 1_800_000_000);
             gate.check_request(&key, &Method::GET, "/inbox")
@@ -75,7 +77,7 @@ fn whole_step(c: &mut Criterion) {
     let none = HeaderMap::new();
     c.bench_function("identify_and_limit/direct_client", |b| {
         b.iter(|| {
-            let client = identity::client_addr(black_box(direct), false, &none, &gate.trusted_proxies);
+            let client = identity::client_addr(black_box(direct), false, &none, &source);
             let _ = gate.access(client.ip);
             let key = identity.key(client.ip, 1_800_000_000);
             gate.check_request(&key, &Method::GET, "/inbox")

@@ -8,9 +8,9 @@
 
 use crate::body::Body;
 use crate::changes::{self, Source};
+use crate::clock::now_ms;
 use crate::config::{RoomMode, parse_rfc3339};
 use crate::metrics::Metrics;
-use crate::room::admitter::now_ms;
 use crate::room::tokens::constant_time_eq;
 use crate::room::{Room, Rooms};
 use bytes::Bytes;

@@ -1,8 +1,8 @@
-//! Errors on the request path and the one place where each becomes a response.
+//! Why usher answered a request itself instead of passing on the upstream's answer: one
+//! enum, its status, stable code and page text. [`crate::render`] turns it into a response.
 
-use crate::body::Body;
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use http::{Response, StatusCode};
+use crate::request::TargetError;
+use http::StatusCode;
 
 /// Why usher answered a request itself instead of passing on the upstream's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +21,8 @@ pub enum ProxyError {
     Denied,
     #[error("the request body ended early")]
     ClientAborted,
+    #[error("the request target is ambiguous: {0}")]
+    BadTarget(TargetError),
 }
 
 impl ProxyError {
@@ -31,12 +33,12 @@ impl ProxyError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Denied => StatusCode::FORBIDDEN,
-            Self::ClientAborted => StatusCode::BAD_REQUEST,
+            Self::ClientAborted | Self::BadTarget(_) => StatusCode::BAD_REQUEST,
         }
     }
 
     /// A stable machine-readable name for the JSON variant.
-    fn code(self) -> &'static str {
+    pub fn code(self) -> &'static str {
         match self {
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -45,10 +47,11 @@ impl ProxyError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Denied => "denied",
             Self::ClientAborted => "client_aborted",
+            Self::BadTarget(_) => "bad_request",
         }
     }
 
-    fn page(self) -> &'static str {
+    pub fn page(self) -> &'static str {
         match self {
             Self::UpstreamUnreachable | Self::UpstreamProtocol => concat!(
                 "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">",
@@ -90,43 +93,10 @@ impl ProxyError {
                 "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Bad request</title>",
                 "<body><h1>The request ended early</h1></body></html>\n"
             ),
+            Self::BadTarget(_) => concat!(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Bad request</title>",
+                "<body><h1>Bad request</h1><p>The address of this request cannot be read unambiguously.</p></body></html>\n"
+            ),
         }
     }
-
-    /// The answer for a client that prefers JSON (`wants_json`) or HTML.
-    pub fn response(self, wants_json: bool) -> Response<Body> {
-        let status = self.status();
-        let (content_type, body) = if wants_json {
-            let json =
-                format!("{{\"status\":{},\"error\":\"{}\",\"message\":\"{self}\"}}\n", status.as_u16(), self.code());
-            ("application/json", Body::from(json))
-        } else {
-            ("text/html; charset=utf-8", Body::from_static(self.page()))
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        // The same strict CSP and headers as every usher page (the pages use no inline style).
-        crate::pages::security_headers(headers);
-        match self {
-            Self::RateLimited { retry_after_secs } => {
-                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
-            }
-            _ if status.is_server_error() => {
-                headers.insert(RETRY_AFTER, HeaderValue::from_static("30"));
-            }
-            _ => {}
-        }
-        response
-    }
-}
-
-/// Whether the client asked for JSON rather than a page (API clients, XHR/fetch).
-pub fn wants_json(headers: &http::HeaderMap) -> bool {
-    let accept_json = headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json") && !v.contains("text/html"));
-    accept_json || headers.get("x-requested-with").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"))
 }

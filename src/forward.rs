@@ -12,9 +12,9 @@ use crate::config::{UpstreamAddress, UpstreamConfig};
 use crate::error::ProxyError;
 use crate::metrics::UpstreamErrorKind;
 use crate::pool::{Checkin, Pool, Sender};
+use crate::request::Authority;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -192,8 +192,15 @@ impl Upstream {
     }
 
     /// Sends `req` upstream and returns the response head; bodies stream in both directions.
-    pub async fn forward(&self, mut req: Request<Incoming>, conn: ClientConn) -> Result<Response<Body>, ForwardError> {
-        let upgrade = prepare_request(&mut req, conn, self.forward_client_ip, self.default_host.as_ref());
+    /// `authority` is the request's canonical one, sent as `Host` (see [`crate::request`]).
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        conn: ClientConn,
+        authority: Option<&Authority>,
+    ) -> Result<Response<Body>, ForwardError> {
+        let host = authority.map(Authority::header_value);
+        let upgrade = prepare_request(&mut req, conn, self.forward_client_ip, host, self.default_host.as_ref());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
         let sent = tokio::time::timeout(self.response_timeout, self.exchange(req)).await;
@@ -267,27 +274,17 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     }
 }
 
-/// Rewrites a client request into the upstream request, in place. Returns the `Upgrade`
-/// protocol when the client asked to switch protocols (HTTP/1.1 only).
+/// Rewrites a canonical client request (origin-form target) into the upstream request, in
+/// place, with `host` as `Host` and `X-Forwarded-Host`. Returns the `Upgrade` protocol when
+/// the client asked to switch protocols (HTTP/1.1 only).
 fn prepare_request(
     req: &mut Request<Incoming>,
     conn: ClientConn,
     forward_client_ip: bool,
+    host: Option<&HeaderValue>,
     default_host: Option<&HeaderValue>,
 ) -> Option<HeaderValue> {
     let upgrade = requested_upgrade(req);
-    // The request target's authority wins over `Host` (RFC 9112 §3.2.2; HTTP/2's :authority).
-    let host = req
-        .uri()
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str().rsplit('@').next().unwrap_or_default()).ok())
-        .or_else(|| req.headers().get(header::HOST).cloned());
-
-    // Origin form (`/path?query`): the upstream learns the host from `Host`.
-    if req.uri().scheme().is_some() || req.uri().authority().is_some() || req.uri().path().is_empty() {
-        let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(path);
-    }
     *req.version_mut() = Version::HTTP_11;
 
     let headers = req.headers_mut();
@@ -312,7 +309,7 @@ fn prepare_request(
     match host {
         Some(host) => {
             headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-            headers.insert(header::HOST, host);
+            headers.insert(header::HOST, host.clone());
         }
         // HTTP/1.1 upstream requires a Host; an HTTP/1.0 client may not have sent one.
         None => {

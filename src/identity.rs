@@ -230,36 +230,85 @@ pub struct ClientAddr {
     pub https: bool,
 }
 
-/// Resolves the client behind `peer` (DESIGN §2). Forwarding headers are believed only from
-/// a peer inside `trusted`; then the right-most address that is not itself trusted is the
-/// client (`Forwarded` preferred over `X-Forwarded-For`). Unparseable entries end the walk
-/// and the peer is used: garbage never becomes an identity.
-pub fn client_addr(peer: IpAddr, tls: bool, headers: &http::HeaderMap, trusted: &[ipnet::IpNet]) -> ClientAddr {
+/// The one source of the client's address that usher believes from a trusted proxy
+/// (`client.real_ip_from`). The others are ignored (and stripped before forwarding): a load
+/// balancer that appends one header passes the client's own version of the other untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RealIpFrom {
+    /// The right-most untrusted entry of `X-Forwarded-For`; `X-Forwarded-Proto` for the scheme.
+    XForwardedFor,
+    /// The right-most untrusted `for=` of `Forwarded` (RFC 7239); its `proto=` for the scheme.
+    Forwarded,
+    /// The PROXY protocol v2 header, read by the listener before any HTTP.
+    ProxyProtocol,
+}
+
+impl RealIpFrom {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "x-forwarded-for" => Some(Self::XForwardedFor),
+            "forwarded" => Some(Self::Forwarded),
+            "proxy_protocol" => Some(Self::ProxyProtocol),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+            Self::ProxyProtocol => "proxy_protocol",
+        }
+    }
+}
+
+/// Whom usher believes about the client's address: peers in `trusted`, through `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSource {
+    pub trusted: Vec<ipnet::IpNet>,
+    pub from: RealIpFrom,
+}
+
+impl ClientSource {
+    pub fn new(config: &ClientConfig) -> Self {
+        Self { trusted: config.trusted_proxies.clone(), from: config.real_ip_from }
+    }
+}
+
+/// Resolves the client behind `peer` (DESIGN §2). Only a peer inside `source.trusted` is
+/// believed, and only through `source.from`; then the right-most address that is not itself
+/// trusted is the client. Unparseable entries end the walk and the peer is used: garbage
+/// never becomes an identity. With the PROXY protocol, `peer` is already the client.
+pub fn client_addr(peer: IpAddr, tls: bool, headers: &http::HeaderMap, source: &ClientSource) -> ClientAddr {
     let peer = peer.to_canonical();
+    let trusted = &source.trusted;
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if trusted.is_empty() || !is_trusted(&peer) {
+    if trusted.is_empty() || source.from == RealIpFrom::ProxyProtocol || !is_trusted(&peer) {
         return ClientAddr { ip: peer, https: tls };
     }
-    let https = tls
-        || headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
-    let forwarded = headers.get_all(http::header::FORWARDED);
-    let chain: Vec<Option<IpAddr>> = if forwarded.iter().next().is_some() {
-        forwarded
-            .iter()
-            .flat_map(|v| v.to_str().map(|t| t.split(',').collect::<Vec<_>>()).unwrap_or_else(|_| vec!["\u{0}"]))
-            .map(forwarded_for)
-            .collect()
-    } else {
+    let split = |name| {
         headers
-            .get_all("x-forwarded-for")
+            .get_all(name)
             .iter()
             .flat_map(|v| v.to_str().map(|t| t.split(',').collect::<Vec<_>>()).unwrap_or_else(|_| vec!["\u{0}"]))
-            .map(parse_node)
-            .collect()
+            .collect::<Vec<&str>>()
     };
+    let (chain, https): (Vec<Option<IpAddr>>, bool) = match source.from {
+        RealIpFrom::Forwarded => {
+            let elements = split(http::header::FORWARDED.as_str());
+            let proto = elements.last().and_then(|e| forwarded_param(e, "proto"));
+            let https = proto.is_some_and(|p| p.eq_ignore_ascii_case("https"));
+            (elements.into_iter().map(|e| forwarded_param(e, "for").and_then(parse_node)).collect(), https)
+        }
+        _ => {
+            let https = headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+            (split("x-forwarded-for").into_iter().map(parse_node).collect(), https)
+        }
+    };
+    let https = tls || https;
     let mut client = peer;
     for entry in chain.iter().rev() {
         match entry {
@@ -271,11 +320,14 @@ pub fn client_addr(peer: IpAddr, tls: bool, headers: &http::HeaderMap, trusted: 
     ClientAddr { ip: client, https }
 }
 
-/// The `for=` node of one `Forwarded` element.
-fn forwarded_for(element: &str) -> Option<IpAddr> {
+/// One parameter (`for`, `proto`) of one `Forwarded` element, unquoted.
+fn forwarded_param<'a>(element: &'a str, name: &str) -> Option<&'a str> {
     element.split(';').find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
-        key.trim().eq_ignore_ascii_case("for").then(|| parse_node(value))?
+        key.trim().eq_ignore_ascii_case(name).then(|| {
+            let value = value.trim();
+            value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value)
+        })
     })
 }
 
@@ -307,8 +359,12 @@ mod client_addr_tests {
     use super::*;
     use http::HeaderMap;
 
-    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
-        list.iter().map(|n| n.parse().expect("cidr")).collect()
+    fn from(list: &[&str], from: RealIpFrom) -> ClientSource {
+        ClientSource { trusted: list.iter().map(|n| n.parse().expect("cidr")).collect(), from }
+    }
+
+    fn xff(list: &[&str]) -> ClientSource {
+        from(list, RealIpFrom::XForwardedFor)
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -326,31 +382,35 @@ mod client_addr_tests {
     #[test]
     fn headers_from_an_untrusted_peer_are_ignored() {
         let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
-        let got = client_addr(ip("198.51.100.7"), false, &h, &nets(&["10.0.0.0/8"]));
-        assert_eq!(got.ip, ip("198.51.100.7"));
+        for from in [RealIpFrom::XForwardedFor, RealIpFrom::Forwarded] {
+            let got = client_addr(ip("198.51.100.7"), false, &h, &self::from(&["10.0.0.0/8"], from));
+            assert_eq!(got.ip, ip("198.51.100.7"));
+        }
     }
 
     #[test]
     fn the_rightmost_untrusted_address_is_the_client() {
-        let trusted = nets(&["10.0.0.0/8"]);
+        let trusted = xff(&["10.0.0.0/8"]);
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.5, 10.1.1.1"), ("x-forwarded-for", "10.2.2.2")]);
         assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &trusted).ip, ip("203.0.113.5"));
     }
 
     #[test]
     fn forwarded_with_quoted_ipv6_ports_and_zones() {
-        let trusted = nets(&["10.0.0.0/8"]);
+        let trusted = from(&["10.0.0.0/8"], RealIpFrom::Forwarded);
         let h = headers(&[("forwarded", r#"for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711";by=10.0.0.1"#)]);
         assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &trusted).ip, ip("2001:db8:cafe::17"));
         let h = headers(&[("forwarded", r#"For="192.0.2.61:8080""#)]);
         assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &trusted).ip, ip("192.0.2.61"));
+        let h = headers(&[("forwarded", "for=192.0.2.9;proto=https")]);
+        assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &trusted), ClientAddr { ip: ip("192.0.2.9"), https: true });
         let h = headers(&[("x-forwarded-for", "fe80::1%eth0")]);
-        assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &trusted).ip, ip("fe80::1"));
+        assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &xff(&["10.0.0.0/8"])).ip, ip("fe80::1"));
     }
 
     #[test]
     fn garbage_falls_back_to_the_peer() {
-        let trusted = nets(&["10.0.0.0/8"]);
+        let trusted = xff(&["10.0.0.0/8"]);
         for junk in ["unknown", "_hidden", "1.2.3", "[::1", "1.2.3.4:99999", "<script>", ""] {
             let h = headers(&[("x-forwarded-for", junk)]);
             assert_eq!(client_addr(ip("10.9.9.9"), false, &h, &trusted).ip, ip("10.9.9.9"), "{junk:?}");
@@ -359,11 +419,28 @@ mod client_addr_tests {
 
     #[test]
     fn ipv4_mapped_peers_and_proto_from_trusted_proxies() {
-        let trusted = nets(&["10.0.0.0/8"]);
+        let trusted = xff(&["10.0.0.0/8"]);
         let h = headers(&[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https")]);
         let got = client_addr(ip("::ffff:10.0.0.1"), false, &h, &trusted);
         assert_eq!(got, ClientAddr { ip: ip("203.0.113.9"), https: true });
         let untrusted = client_addr(ip("::ffff:198.51.100.1"), false, &h, &trusted);
         assert_eq!(untrusted, ClientAddr { ip: ip("198.51.100.1"), https: false });
+    }
+
+    #[test]
+    fn only_the_configured_header_is_believed() {
+        // A load balancer that appends X-Forwarded-For passes the client's own Forwarded on.
+        let h = headers(&[("forwarded", "for=10.9.9.9"), ("x-forwarded-for", "203.0.113.5")]);
+        assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &xff(&["10.0.0.0/8"])).ip, ip("203.0.113.5"));
+        let h = headers(&[("forwarded", "for=203.0.113.6"), ("x-forwarded-for", "10.9.9.9")]);
+        let forwarded = from(&["10.0.0.0/8"], RealIpFrom::Forwarded);
+        assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &forwarded).ip, ip("203.0.113.6"));
+        // Only Forwarded sent, X-Forwarded-For believed: the peer, not the spoofed Forwarded.
+        let h = headers(&[("forwarded", "for=198.51.100.1")]);
+        assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &xff(&["10.0.0.0/8"])).ip, ip("10.0.0.1"));
+        // With the PROXY protocol the listener already put the client in `peer`.
+        let proxy = from(&["10.0.0.0/8"], RealIpFrom::ProxyProtocol);
+        let h = headers(&[("x-forwarded-for", "203.0.113.5")]);
+        assert_eq!(client_addr(ip("10.0.0.1"), false, &h, &proxy).ip, ip("10.0.0.1"));
     }
 }

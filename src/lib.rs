@@ -1,15 +1,18 @@
 //! usher: a fair, privacy-first login queue and rate-limiting reverse proxy.
 //!
 //! [`Server::start`] is the one way to run it, shared by `main`, the tests and the benches.
-//! Read the request path from [`listener`] (accept) to [`proxy`] (the steps of DESIGN §1)
-//! to [`forward`] (the upstream).
+//! Read the request path from [`listener`] (accept) to [`proxy`] (the steps of DESIGN §1,
+//! on the canonical [`request::RequestView`]) to [`forward`] (the upstream); usher's own
+//! answers are made in [`render`].
 
 pub mod admin;
 pub mod admin_api;
 pub mod admin_client;
 pub mod body;
 pub mod changes;
+pub mod clock;
 pub mod config;
+pub mod cookies;
 pub mod demo;
 pub mod error;
 pub mod forward;
@@ -22,6 +25,8 @@ pub mod pool;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;
+pub mod render;
+pub mod request;
 pub mod room;
 pub mod secrets;
 pub mod shutdown;
@@ -31,18 +36,19 @@ pub mod tls;
 use crate::admin::AdminState;
 use crate::config::{Config, StoreConfig};
 use crate::forward::{Addresses, Upstream};
-use crate::identity::Identity;
+use crate::identity::{ClientSource, Identity};
 use crate::limits::{Gate, LiveGate};
 use crate::listener::{BoundSocket, ConnectionSettings};
 use crate::metrics::Metrics;
 use crate::proxy::Worker;
 use crate::room::Rooms;
-use crate::room::admitter::{self, now_ms};
+use crate::room::admitter;
 use crate::secrets::Secrets;
-use crate::shutdown::Trigger;
+use crate::shutdown::{Shutdown, Trigger};
 use crate::store::RoomLimits;
 use governor::clock::QuantaClock;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -86,6 +92,17 @@ pub struct Running {
     redis: Option<store::redis::RedisRuntime>,
 }
 
+/// Every listening socket, bound before anything runs so that errors surface at start.
+struct Sockets {
+    http_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
+    admin_addr: SocketAddr,
+    /// One `SO_REUSEPORT` socket per worker and address.
+    http: Vec<std::net::TcpListener>,
+    https: Vec<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
+}
+
 impl Server {
     /// Starts with the secrets from `USHER_SECRET` or `secret.file` (or a random one).
     pub fn start(config: Config) -> Result<Running, StartError> {
@@ -93,163 +110,39 @@ impl Server {
         Self::start_with_secrets(config, secrets)
     }
 
-    /// Binds every socket (so errors surface here, before anything runs), then starts one
-    /// worker thread per configured worker, the admitter and the admin thread. Returns at once.
+    /// Binds every socket, connects the store, then starts one worker thread per configured
+    /// worker, the background thread (admitters, limiter sweep) and the admin thread.
+    /// Returns at once.
     pub fn start_with_secrets(config: Config, secrets: Secrets) -> Result<Running, StartError> {
         let config = Arc::new(config);
         let workers = config.listen.workers.max(1);
         let metrics = Arc::new(Metrics::new(workers));
-
-        let acceptor = match (&config.listen.https, &config.listen.tls) {
-            (Some(_), Some(files)) => Some(TlsAcceptor::from(tls::load_server_config(files)?)),
-            _ => None,
-        };
-        let bind = |what: &'static str, addr: Option<SocketAddr>, sockets: usize| -> Result<_, StartError> {
-            match addr {
-                None => Ok((None, Vec::new())),
-                Some(addr) => listener::bind_reuseport(addr, sockets)
-                    .map(|(bound, sockets)| (Some(bound), sockets))
-                    .map_err(|source| StartError::Bind { what, addr, source }),
-            }
-        };
-        let (http_addr, mut http_sockets) = bind("http", config.listen.http, workers)?;
-        let (https_addr, mut https_sockets) = bind("https", config.listen.https, workers)?;
-        // One admin socket: a spare one listening on the same port would take a share of the
-        // connections and reset them when dropped.
-        let (admin_addr, mut admin_sockets) = bind("admin", Some(config.admin.listen), 1)?;
-        let admin_addr = admin_addr.unwrap_or(config.admin.listen);
-        let admin_socket = admin_sockets.pop();
-
-        let (trigger, _) = shutdown::channel();
-        let (admin_trigger, _) = shutdown::channel();
-        let connections = Arc::new(Semaphore::new(config.listen.max_connections));
-        let addresses = Addresses::new(&config.upstream);
-        let settings = Arc::new(ConnectionSettings::new(
-            &config.listen,
-            config.client.trusted_proxies.clone(),
-            connections,
-            metrics.clone(),
-        ));
-        // With Redis, every room's state is there; connecting first makes a wrong URL or
-        // password a start-up error rather than a stream of 503s.
-        let (redis, rooms) = match &config.store {
-            StoreConfig::Memory => (None, Rooms::new(&config, &secrets, metrics.clone(), now_ms())),
-            StoreConfig::Redis { url } => {
-                let specs = config
-                    .rooms
-                    .iter()
-                    .map(|rc| store::redis::RoomSpec {
-                        name: rc.name.clone(),
-                        limits: RoomLimits::from_config(rc, config.limits.tickets_per_client),
-                        lease: rc.tick * 5,
-                    })
-                    .collect();
-                let (runtime, stores) = store::redis::RedisRuntime::start(url, specs)?;
-                (Some(runtime), Rooms::with_stores(&config, &secrets, metrics.clone(), stores))
-            }
-        };
-        let rooms = Arc::new(rooms);
+        let admin_token = secrets::admin_token(&config.admin)?;
+        let sockets = Self::bind(&config, workers)?;
+        let (redis, rooms) = Self::rooms(&config, &secrets, &metrics)?;
         let gate = Arc::new(LiveGate::from_pointee(Gate::new(
             &config.client,
             &config.limits,
             QuantaClock::default(),
             |rule| metrics.rate_limited.with_label_values(&[rule]),
         )));
+        let (trigger, _) = shutdown::channel();
+        let (admin_trigger, _) = shutdown::channel();
 
-        let mut handles = Vec::with_capacity(workers);
-        for index in 0..workers {
-            let http = http_sockets.pop().map(|listener| BoundSocket { listener, tls: None });
-            let https = https_sockets.pop().map(|listener| BoundSocket { listener, tls: acceptor.clone() });
-            let worker = Arc::new(Worker {
-                index,
-                upstream: Upstream::new(&config.upstream, addresses.clone()),
-                // Each worker derives keys with its own cache of the epoch key, so the cache's
-                // lock is never contended across cores.
-                identity: Identity::new(secrets.primary(), &config.client),
-                gate: gate.clone(),
-                rooms: rooms.clone(),
-                metrics: metrics.clone(),
-            });
-            let (settings, shutdown, grace) = (settings.clone(), trigger.subscribe(), config.listen.shutdown_grace);
-            let handle = std::thread::Builder::new()
-                .name(format!("usher-worker-{index}"))
-                .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(runtime) => runtime,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot build a worker runtime");
-                            return;
-                        }
-                    };
-                    runtime.block_on(async move {
-                        let graceful = GracefulShutdown::new();
-                        let serve = |socket: Option<BoundSocket>| {
-                            let (worker, settings, shutdown, graceful) =
-                                (worker.clone(), settings.clone(), shutdown.clone(), &graceful);
-                            async move {
-                                let Some(socket) = socket else { return };
-                                if let Err(e) =
-                                    listener::accept_loop(socket, worker, settings, graceful, shutdown).await
-                                {
-                                    tracing::error!(error = %e, "listener failed");
-                                }
-                            }
-                        };
-                        tokio::join!(serve(http), serve(https));
-                        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-                            tracing::warn!(?grace, "shutdown grace period over; closing remaining connections");
-                        }
-                    });
-                })
-                .map_err(StartError::Thread)?;
-            handles.push(handle);
-        }
-
-        // Background work off the request path: each room's admitter and the limiter sweep.
-        let (background_rooms, background_gate, shutdown) = (rooms.clone(), gate.clone(), trigger.subscribe());
-        let background = std::thread::Builder::new()
-            .name("usher-background".into())
-            .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(async move {
-                    let mut tasks: Vec<_> = background_rooms
-                        .all()
-                        .iter()
-                        .map(|room| tokio::spawn(admitter::run(room.clone(), shutdown.clone())))
-                        .collect();
-                    tasks.push(tokio::spawn(limits::sweep_every_second(background_gate, shutdown)));
-                    for task in tasks {
-                        let _ = task.await;
-                    }
-                }),
-                Err(e) => tracing::error!(error = %e, "cannot build the background runtime"),
-            })
-            .map_err(StartError::Thread)?;
-        handles.push(background);
-
-        let token =
-            config.admin.token.clone().or_else(|| std::env::var("USHER_ADMIN_TOKEN").ok()).filter(|t| !t.is_empty());
-        let api = admin_api::AdminApi { rooms: rooms.clone(), token, metrics: metrics.clone() };
+        let Sockets { http_addr, https_addr, admin_addr, http, https, admin } = sockets;
+        let mut handles = Self::workers(&config, &secrets, http, https, &rooms, &gate, &metrics, &trigger)?;
+        handles.push(Self::background(&rooms, &gate, trigger.subscribe())?);
+        let api = admin_api::AdminApi { rooms: rooms.clone(), token: admin_token, metrics: metrics.clone() };
         let admin_state = Arc::new(AdminState { metrics: metrics.clone(), api, ready: true.into() });
-        let admin = match admin_socket {
+        let admin = match admin {
             None => None,
             Some(socket) => {
                 let (state, shutdown) = (admin_state.clone(), admin_trigger.subscribe());
-                Some(
-                    std::thread::Builder::new()
-                        .name("usher-admin".into())
-                        .spawn(move || {
-                            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-                            match runtime {
-                                Ok(runtime) => {
-                                    if let Err(e) = runtime.block_on(admin::serve(socket, state, shutdown)) {
-                                        tracing::error!(error = %e, "admin listener failed");
-                                    }
-                                }
-                                Err(e) => tracing::error!(error = %e, "cannot build the admin runtime"),
-                            }
-                        })
-                        .map_err(StartError::Thread)?,
-                )
+                Some(spawn_runtime_thread("usher-admin".into(), move || async move {
+                    if let Err(e) = admin::serve(socket, state, shutdown).await {
+                        tracing::error!(error = %e, "admin listener failed");
+                    }
+                })?)
             }
         };
 
@@ -273,6 +166,148 @@ impl Server {
             redis,
         })
     }
+
+    /// Binds the public sockets (one per worker) and the admin socket.
+    fn bind(config: &Config, workers: usize) -> Result<Sockets, StartError> {
+        let bind = |what: &'static str, addr: Option<SocketAddr>, sockets: usize| -> Result<_, StartError> {
+            match addr {
+                None => Ok((None, Vec::new())),
+                Some(addr) => listener::bind_reuseport(addr, sockets)
+                    .map(|(bound, sockets)| (Some(bound), sockets))
+                    .map_err(|source| StartError::Bind { what, addr, source }),
+            }
+        };
+        let (http_addr, http) = bind("http", config.listen.http, workers)?;
+        let (https_addr, https) = bind("https", config.listen.https, workers)?;
+        // One admin socket: a spare one listening on the same port would take a share of the
+        // connections and reset them when dropped.
+        let (admin_addr, mut admin) = bind("admin", Some(config.admin.listen), 1)?;
+        Ok(Sockets {
+            http_addr,
+            https_addr,
+            admin_addr: admin_addr.unwrap_or(config.admin.listen),
+            http,
+            https,
+            admin: admin.pop(),
+        })
+    }
+
+    /// The rooms on their store. With Redis, every room's state is there; connecting first
+    /// makes a wrong URL or password a start-up error rather than a stream of 503s.
+    fn rooms(
+        config: &Config,
+        secrets: &Secrets,
+        metrics: &Arc<Metrics>,
+    ) -> Result<(Option<store::redis::RedisRuntime>, Arc<Rooms>), StartError> {
+        match &config.store {
+            StoreConfig::Memory => Ok((None, Arc::new(Rooms::new(config, secrets, metrics.clone(), clock::now_ms())))),
+            StoreConfig::Redis { url } => {
+                let specs = config
+                    .rooms
+                    .iter()
+                    .map(|rc| store::redis::RoomSpec {
+                        name: rc.name.clone(),
+                        limits: RoomLimits::from_config(rc, config.limits.tickets_per_client),
+                        lease: rc.tick * 5,
+                    })
+                    .collect();
+                let (runtime, stores) = store::redis::RedisRuntime::start(url, specs)?;
+                Ok((Some(runtime), Arc::new(Rooms::with_stores(config, secrets, metrics.clone(), stores))))
+            }
+        }
+    }
+
+    /// One thread per worker, each with its own runtime, sockets and upstream pool.
+    #[allow(clippy::too_many_arguments)]
+    fn workers(
+        config: &Arc<Config>,
+        secrets: &Secrets,
+        mut http: Vec<std::net::TcpListener>,
+        mut https: Vec<std::net::TcpListener>,
+        rooms: &Arc<Rooms>,
+        gate: &Arc<LiveGate>,
+        metrics: &Arc<Metrics>,
+        trigger: &Trigger,
+    ) -> Result<Vec<JoinHandle<()>>, StartError> {
+        let acceptor = match (&config.listen.https, &config.listen.tls) {
+            (Some(_), Some(files)) => Some(TlsAcceptor::from(tls::load_server_config(files)?)),
+            _ => None,
+        };
+        let connections = Arc::new(Semaphore::new(config.listen.max_connections));
+        let addresses = Addresses::new(&config.upstream);
+        let settings = Arc::new(ConnectionSettings::new(
+            &config.listen,
+            config.client.trusted_proxies.clone(),
+            connections,
+            metrics.clone(),
+        ));
+        let workers = config.listen.workers.max(1);
+        let mut handles = Vec::with_capacity(workers + 1);
+        for index in 0..workers {
+            let http = http.pop().map(|listener| BoundSocket { listener, tls: None });
+            let https = https.pop().map(|listener| BoundSocket { listener, tls: acceptor.clone() });
+            let worker = Arc::new(Worker {
+                index,
+                upstream: Upstream::new(&config.upstream, addresses.clone()),
+                // Each worker derives keys with its own cache of the epoch key, so the cache's
+                // lock is never contended across cores.
+                identity: Identity::new(secrets.primary(), &config.client),
+                client_source: ClientSource::new(&config.client),
+                cookie_secure_always: config.listen.cookie_secure_always,
+                gate: gate.clone(),
+                rooms: rooms.clone(),
+                metrics: metrics.clone(),
+            });
+            let (settings, shutdown, grace) = (settings.clone(), trigger.subscribe(), config.listen.shutdown_grace);
+            handles.push(spawn_runtime_thread(format!("usher-worker-{index}"), move || async move {
+                let graceful = GracefulShutdown::new();
+                let serve = |socket: Option<BoundSocket>| {
+                    let (worker, settings, shutdown, graceful) =
+                        (worker.clone(), settings.clone(), shutdown.clone(), &graceful);
+                    async move {
+                        let Some(socket) = socket else { return };
+                        if let Err(e) = listener::accept_loop(socket, worker, settings, graceful, shutdown).await {
+                            tracing::error!(error = %e, "listener failed");
+                        }
+                    }
+                };
+                tokio::join!(serve(http), serve(https));
+                if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+                    tracing::warn!(?grace, "shutdown grace period over; closing remaining connections");
+                }
+            })?);
+        }
+        Ok(handles)
+    }
+
+    /// Background work off the request path: each room's admitter and the limiter sweep.
+    fn background(rooms: &Arc<Rooms>, gate: &Arc<LiveGate>, shutdown: Shutdown) -> Result<JoinHandle<()>, StartError> {
+        let (rooms, gate) = (rooms.clone(), gate.clone());
+        spawn_runtime_thread("usher-background".into(), move || async move {
+            let mut tasks: Vec<_> =
+                rooms.all().iter().map(|room| tokio::spawn(admitter::run(room.clone(), shutdown.clone()))).collect();
+            tasks.push(tokio::spawn(limits::sweep_every_second(gate, shutdown)));
+            for task in tasks {
+                let _ = task.await;
+            }
+        })
+    }
+}
+
+/// A named thread running the future `work()` makes to completion on its own current-thread
+/// runtime: the shape of every usher thread (workers, background, admin), so nothing is
+/// shared but what is passed in.
+fn spawn_runtime_thread<F: Future<Output = ()>>(
+    name: String,
+    work: impl FnOnce() -> F + Send + 'static,
+) -> Result<JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(work()),
+            Err(e) => tracing::error!(error = %e, thread = ?std::thread::current().name(), "cannot build a runtime"),
+        })
+        .map_err(StartError::Thread)
 }
 
 impl Running {

@@ -170,7 +170,6 @@ impl<C: Clock + Clone> Limiter<C> {
 /// The client-gate of the request path: access lists, then the request and route limits.
 /// The join limit is checked by the room, only when a visitor would get a new ticket.
 pub struct Gate<C: Clock = QuantaClock> {
-    pub trusted_proxies: Vec<IpNet>,
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
     requests: Arc<Limiter<C>>,
@@ -201,23 +200,21 @@ fn per_second(n: u32) -> NonZeroU32 {
 impl<C: Clock + Clone> Gate<C> {
     /// Builds the gate; `hits(rule_label)` gives the counter of each rule.
     pub fn new(client: &ClientConfig, limits: &LimitsConfig, clock: C, hits: impl Fn(&str) -> IntCounter) -> Self {
-        Self::build(client.trusted_proxies.clone(), client, limits, clock, None, hits)
+        Self::build(client, limits, clock, None, hits)
     }
 
     /// A gate with new access lists and limits, for a reload. Limiters whose quota and cap are
-    /// unchanged are shared with this gate, state and all. The trusted proxies stay: the
-    /// listeners use them too, so changing them needs a restart.
+    /// unchanged are shared with this gate, state and all.
     pub fn reconfigured(
         &self,
         client: &ClientConfig,
         limits: &LimitsConfig,
         hits: impl Fn(&str) -> IntCounter,
     ) -> Self {
-        Self::build(self.trusted_proxies.clone(), client, limits, self.clock.clone(), Some(self), hits)
+        Self::build(client, limits, self.clock.clone(), Some(self), hits)
     }
 
     fn build(
-        trusted_proxies: Vec<IpNet>,
         client: &ClientConfig,
         limits: &LimitsConfig,
         clock: C,
@@ -242,7 +239,6 @@ impl<C: Clock + Clone> Gate<C> {
             })
             .collect();
         Self {
-            trusted_proxies,
             allow: client.allow.clone(),
             deny: client.deny.clone(),
             requests: limiter(Rule::Requests, requests, previous.map(|g| &g.requests)),

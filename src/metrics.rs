@@ -27,10 +27,13 @@ pub enum Route {
     Limited,
     /// Refused by the deny list (403).
     Denied,
+    /// A request target with no unambiguous meaning (400).
+    Invalid,
 }
 
 impl Route {
-    const ALL: [Route; 5] = [Route::Upstream, Route::Usher, Route::Queue, Route::Limited, Route::Denied];
+    const ALL: [Route; 6] =
+        [Route::Upstream, Route::Usher, Route::Queue, Route::Limited, Route::Denied, Route::Invalid];
 
     fn label(self) -> &'static str {
         match self {
@@ -39,6 +42,7 @@ impl Route {
             Route::Queue => "queue",
             Route::Limited => "limited",
             Route::Denied => "denied",
+            Route::Invalid => "invalid",
         }
     }
 }

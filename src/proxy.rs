@@ -1,22 +1,27 @@
-//! The request path of DESIGN §1, one step per function, called in order from [`Worker::handle`]:
+//! The request path of DESIGN §1, one step per numbered block, called in order from
+//! [`Worker::handle`]:
 //!
-//! 1. usher's own paths (`/.usher/…`): embedded assets, status JSON, the language switch;
-//! 2. the room this request belongs to, if any, decides: forward (valid pass, or admitted
-//!    now) or answer with the visitor's place in line;
-//! 3. usher's cookies are removed and the request is forwarded; cookies the decision set
-//!    are added to the upstream's response.
+//! 1. identify the client (the peer, or the one source a trusted proxy is believed through);
+//! 2. build the canonical [`RequestView`]: a target with no unambiguous meaning is `400`;
+//! 3. usher's embedded assets (the rate-limited page needs them, so before any limit);
+//! 4. access lists; 5. rate limits;
+//! 6. usher's own paths (`/.usher/…`): status JSON, the language switch;
+//! 7. the room this request belongs to, if any, decides: forward, or answer;
+//! 8. forward the canonical request without usher's cookies; add the cookies the room set.
 //!
+//! Every step reads the view; [`render`] makes every answer of usher's own.
 
 use crate::body::Body;
-use crate::error::{ProxyError, wants_json};
+use crate::error::ProxyError;
 use crate::forward::{ClientConn, Upstream};
-use crate::identity::{self, Identity, KeyCache};
+use crate::identity::{self, ClientSource, Identity, KeyCache};
 use crate::limits::{Access, LiveGate};
 use crate::metrics::{Metrics, Route};
 use crate::pages;
-use crate::room::admitter::now_ms;
-use crate::room::{Decision, Rooms, Visitor, cookies};
-use http::header::SET_COOKIE;
+use crate::render::{self, Answer};
+use crate::request::RequestView;
+use crate::room::{Decision, Rooms, Visitor};
+use http::header::{HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -30,6 +35,10 @@ pub struct Worker {
     pub index: usize,
     pub upstream: Upstream,
     pub identity: Identity,
+    /// Whom to believe about the client's address (restart-only, like the listeners).
+    pub client_source: ClientSource,
+    /// `listen.cookie_secure = "always"`.
+    pub cookie_secure_always: bool,
     pub gate: Arc<LiveGate>,
     pub rooms: Arc<Rooms>,
     pub metrics: Arc<Metrics>,
@@ -44,79 +53,88 @@ impl Worker {
         response
     }
 
-    async fn respond(&self, mut req: Request<Incoming>, conn: ClientConn, keys: &KeyCache) -> (Route, Response<Body>) {
-        // 0. usher's embedded assets: static, cacheable, and needed by the rate-limited page
-        //    itself, so they are served before any limit.
-        if let Some(asset) = pages::asset(req.uri().path()) {
+    async fn respond(&self, req: Request<Incoming>, conn: ClientConn, keys: &KeyCache) -> (Route, Response<Body>) {
+        // 1. Identify the client.
+        let client = identity::client_addr(conn.addr, conn.tls, req.headers(), &self.client_source);
+
+        // 2. One canonical view of the request; every later step reads it.
+        let (head, body) = req.into_parts();
+        let view = match RequestView::new(head, client, self.cookie_secure_always) {
+            Ok(view) => view,
+            Err(refused) => {
+                tracing::debug!(error = %refused.error, "request target refused");
+                return (Route::Invalid, render::error(ProxyError::BadTarget(refused.error), refused.accepts));
+            }
+        };
+
+        // 3. usher's embedded assets: static, and needed by the rate-limited page itself.
+        if let Some(asset) = render::asset(view.path()) {
             return (Route::Usher, asset);
         }
 
-        // Steps 1 to 3 read the gate in force; a reload may swap it at any time.
+        // Steps 4 and 5 read the gate in force; a reload may swap it at any time.
         let gate = self.gate.load();
 
-        // 1. Identify the client: the peer, or who a trusted proxy says it is.
-        let client = identity::client_addr(conn.addr, conn.tls, req.headers(), &gate.trusted_proxies);
-        let conn = ClientConn { tls: client.https, addr: client.ip };
-
-        // 2. Access lists, on the real address.
+        // 4. Access lists, on the real address.
         match gate.access(client.ip) {
-            Access::Denied => return (Route::Denied, ProxyError::Denied.response(wants_json(req.headers()))),
+            Access::Denied => return (Route::Denied, render::error(ProxyError::Denied, view.accepts)),
             Access::Allowed => {
                 drop(gate);
-                cookies::strip(req.headers_mut());
-                return (Route::Upstream, self.forward(req, conn).await);
+                return (Route::Upstream, self.forward(view, body, Vec::new()).await);
             }
             Access::Normal => {}
         }
 
-        // 3. Rate limits, by client key, before anything can cost the room.
-        let now_ms = now_ms();
+        // 5. Rate limits, by client key, before anything can cost the room.
+        let now_ms = crate::clock::now_ms();
         let key = self.identity.key_cached(keys, client.ip, now_ms / 1000);
-        if let Err(limited) = gate.check_request(&key, req.method(), req.uri().path()) {
-            let answer = pages::Answer::for_request(req.headers());
-            return (Route::Limited, pages::rate_limited(answer, limited.retry_after_secs));
+        if let Err(limited) = gate.check_request(&key, view.method(), view.path()) {
+            let answer = Answer::Limited { retry_after_secs: limited.retry_after_secs };
+            return (Route::Limited, render::render(answer, &view, Vec::new()));
         }
         drop(gate);
-        let visitor = Visitor { key, tls: client.https, now_ms, gate: &self.gate };
+        let visitor = Visitor { key, secure: view.secure_cookies, now_ms, gate: &self.gate };
 
-        // 4. usher's own paths.
-        if req.uri().path().starts_with(USHER_PREFIX) {
-            return (Route::Usher, self.usher_path(&req, visitor).await);
+        // 6. usher's own paths.
+        if view.path().starts_with(USHER_PREFIX) {
+            return (Route::Usher, self.usher_path(&view, visitor).await);
         }
 
-        // 5. The room decides: forward, or the visitor's place in line.
+        // 7. The room decides: forward, or answer.
         let mut set_cookies = Vec::new();
-        if let Some(room) = self.rooms.find(&req) {
-            match self.rooms.decide(room, &req, visitor).await {
+        if let Some(room) = self.rooms.find(&view) {
+            match self.rooms.decide(room, &view, visitor).await {
                 Decision::Forward(cookies) => set_cookies = cookies,
-                Decision::Respond(response) => return (Route::Queue, response),
+                Decision::Answer(answer, cookies) => {
+                    let route = if matches!(answer, Answer::Limited { .. }) { Route::Limited } else { Route::Queue };
+                    return (route, render::render(answer, &view, cookies));
+                }
             }
         }
 
-        // 6. Forward, without usher's cookies; add the ones the room set.
-        cookies::strip(req.headers_mut());
-        let mut response = self.forward(req, conn).await;
-        for cookie in set_cookies {
-            response.headers_mut().append(SET_COOKIE, cookie);
-        }
-        (Route::Upstream, response)
+        // 8. Forward the canonical request.
+        (Route::Upstream, self.forward(view, body, set_cookies).await)
     }
 
     /// usher's own pages and API under [`USHER_PREFIX`].
-    async fn usher_path(&self, req: &Request<Incoming>, visitor: Visitor<'_>) -> Response<Body> {
-        let path = req.uri().path();
-        match path {
-            "/.usher/status" => self.rooms.status(req, visitor).await,
-            pages::LANG_PATH => pages::switch_language(req.headers(), req.uri().query(), visitor.tls),
-            _ => ProxyError::NotFound.response(wants_json(req.headers())),
+    async fn usher_path(&self, view: &RequestView, visitor: Visitor<'_>) -> Response<Body> {
+        match view.path() {
+            "/.usher/status" => {
+                let (status, cookies) = self.rooms.status(view, visitor).await;
+                render::render(Answer::Status(status), view, cookies)
+            }
+            pages::LANG_PATH => render::language_switch(view),
+            _ => render::error(ProxyError::NotFound, view.accepts),
         }
     }
 
     /// Forwards to the upstream, turning failures into the friendly 502/504 answers.
-    async fn forward(&self, req: Request<Incoming>, conn: ClientConn) -> Response<Body> {
-        let json = wants_json(req.headers());
+    async fn forward(&self, view: RequestView, body: Incoming, set_cookies: Vec<HeaderValue>) -> Response<Body> {
+        let accepts = view.accepts;
+        let conn = ClientConn { tls: view.client.https, addr: view.client.ip };
+        let (req, authority) = view.into_request(body);
         let started = Instant::now();
-        match self.upstream.forward(req, conn).await {
+        let mut response = match self.upstream.forward(req, conn, authority.as_ref()).await {
             Ok(response) => {
                 self.metrics.upstream_duration(self.index, started.elapsed());
                 response
@@ -125,8 +143,12 @@ impl Worker {
                 if let Some(kind) = e.kind {
                     self.metrics.upstream_error(self.index, kind);
                 }
-                e.error.response(json)
+                render::error(e.error, accepts)
             }
+        };
+        for cookie in set_cookies {
+            response.headers_mut().append(SET_COOKIE, cookie);
         }
+        response
     }
 }

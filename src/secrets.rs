@@ -4,7 +4,7 @@
 //! per line); the first signs, all verify, so a secret can be rotated without logging anyone
 //! out. Without either, a random secret is made at start (fine for one node only).
 
-use crate::config::SecretConfig;
+use crate::config::{AdminConfig, SecretConfig};
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// Shortest secret accepted: 256 bits, the strength of the HMAC it keys.
@@ -16,6 +16,8 @@ pub enum SecretError {
     TooShort { source_name: &'static str, len: usize },
     #[error("secret.file: cannot read {path}: {error}")]
     File { path: String, error: std::io::Error },
+    #[error("admin.token_file: cannot read {path}: {error}")]
+    AdminTokenFile { path: String, error: std::io::Error },
     #[error("cannot make a random secret: the system random source failed")]
     Random,
 }
@@ -88,4 +90,19 @@ fn check(source_name: &'static str, secrets: &[Vec<u8>]) -> Result<(), SecretErr
         Some(short) => Err(SecretError::TooShort { source_name, len: short.len() }),
         None => Ok(()),
     }
+}
+
+/// The admin API's write token: `USHER_ADMIN_TOKEN`, else `admin.token_file`, else the one set
+/// in the configuration directly (tests, embedders). `None`: admin writes are refused.
+pub fn admin_token(config: &AdminConfig) -> Result<Option<String>, SecretError> {
+    let non_empty = |t: String| Some(t.trim().to_string()).filter(|t| !t.is_empty());
+    if let Some(token) = std::env::var("USHER_ADMIN_TOKEN").ok().and_then(non_empty) {
+        return Ok(Some(token));
+    }
+    if let Some(path) = &config.token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| SecretError::AdminTokenFile { path: path.display().to_string(), error })?;
+        return Ok(non_empty(text));
+    }
+    Ok(config.token.clone().and_then(non_empty))
 }

@@ -1,12 +1,18 @@
 //! TLS for the client-facing listener: rustls with the `ring` provider, TLS 1.2 and 1.3
 //! only, and ALPN offering `h2` before `http/1.1`.
 
-use crate::config::TlsFiles;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// The certificate chain and key files of the TLS listener (`listen.tls_cert`, `listen.tls_key`).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

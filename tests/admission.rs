@@ -705,7 +705,7 @@ async fn a_visitor_arriving_after_opens_at_is_not_drawn_into_the_prequeue() {
         visitors.push(v);
     }
     assert!(unix_secs() < opens_at, "the setup was too slow");
-    while usher::room::admitter::now_ms() < opens_at * 1000 + 100 {
+    while usher::clock::now_ms() < opens_at * 1000 + 100 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut late_status = Vec::new();
@@ -715,7 +715,7 @@ async fn a_visitor_arriving_after_opens_at_is_not_drawn_into_the_prequeue() {
         visitors.push(v);
     }
     let room = usher.rooms.all()[0].clone();
-    usher::room::admitter::tick(&room, usher::room::admitter::now_ms()).await;
+    usher::room::admitter::tick(&room, usher::clock::now_ms()).await;
 
     // Rank in the drawn line: 0 for the one granted at opening, else 1 + ahead.
     let mut ranks = Vec::new();

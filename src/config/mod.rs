@@ -9,6 +9,8 @@ pub mod duration;
 mod raw;
 pub(crate) use raw::parse_rfc3339;
 
+pub use crate::identity::RealIpFrom;
+pub use crate::tls::TlsFiles;
 use ipnet::IpNet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -45,19 +47,19 @@ pub struct ListenConfig {
     pub max_header_bytes: usize,
     /// Every connection starts with a PROXY protocol v2 header from a load balancer.
     pub proxy_protocol: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    /// `cookie_secure = "always"`: usher's cookies are `Secure` even on plain HTTP, for a
+    /// TLS-terminating proxy in front that does not say so. `"auto"` (false): when the
+    /// client came over TLS.
+    pub cookie_secure_always: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    /// The bearer token for admin writes; from `USHER_ADMIN_TOKEN`, never from the file.
+    /// The bearer token for admin writes, when set here directly (tests, embedders).
     pub token: Option<String>,
+    /// `admin.token_file`: a file holding the token. `USHER_ADMIN_TOKEN` wins over both.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +102,8 @@ impl fmt::Display for UpstreamAddress {
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub trusted_proxies: Vec<IpNet>,
+    /// The one forwarding source believed from `trusted_proxies`.
+    pub real_ip_from: RealIpFrom,
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
     pub hash_rotation: Duration,
@@ -267,6 +271,7 @@ impl Config {
             self.listen.max_connections
         ));
         lines.push(format!("admin: {}", self.admin.listen));
+        lines.push(self.client_summary());
         let upstreams: Vec<String> = self.upstream.addresses.iter().map(ToString::to_string).collect();
         lines.push(format!(
             "upstream: {} (connect {}, response {})",
@@ -292,6 +297,29 @@ impl Config {
             ));
         }
         lines.join("\n")
+    }
+}
+
+impl Config {
+    /// How the client's address is found, in words, for `check-config`.
+    fn client_summary(&self) -> String {
+        let trusted = &self.client.trusted_proxies;
+        if trusted.is_empty() {
+            return "client address: the connection's peer (no trusted_proxies; forwarding headers ignored and \
+                    stripped)"
+                .into();
+        }
+        let nets: Vec<String> = trusted.iter().map(ToString::to_string).collect();
+        let source = match self.client.real_ip_from {
+            RealIpFrom::XForwardedFor => {
+                "the right-most untrusted X-Forwarded-For entry (Forwarded ignored and stripped)"
+            }
+            RealIpFrom::Forwarded => "the right-most untrusted Forwarded for= (X-Forwarded-For ignored and stripped)",
+            RealIpFrom::ProxyProtocol => {
+                "the PROXY protocol v2 header (X-Forwarded-For and Forwarded ignored and stripped)"
+            }
+        };
+        format!("client address: from peers in {}: {source}", nets.join(", "))
     }
 }
 

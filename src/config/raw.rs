@@ -1,8 +1,8 @@
 //! The file as serde reads it, and the checks that turn it into a [`Config`].
 
 use super::{
-    AdminConfig, ClientConfig, Config, ConfigError, ConfigErrors, LimitsConfig, ListenConfig, RoomConfig, RoomMode,
-    RouteLimit, SecretConfig, StoreConfig, TlsFiles, UpstreamAddress, UpstreamConfig, duration,
+    AdminConfig, ClientConfig, Config, ConfigError, ConfigErrors, LimitsConfig, ListenConfig, RealIpFrom, RoomConfig,
+    RoomMode, RouteLimit, SecretConfig, StoreConfig, TlsFiles, UpstreamAddress, UpstreamConfig, duration,
 };
 use crate::pages::PageTemplate;
 use ipnet::IpNet;
@@ -44,6 +44,7 @@ struct RawListen {
     shutdown_grace: Option<String>,
     max_header_bytes: Option<i64>,
     proxy_protocol: Option<bool>,
+    cookie_secure: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -52,6 +53,7 @@ struct RawListen {
 #[serde(default)]
 struct RawAdmin {
     listen: Option<String>,
+    token_file: Option<PathBuf>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -82,6 +84,7 @@ struct RawUpstream {
 #[serde(default)]
 struct RawClient {
     trusted_proxies: Vec<String>,
+    real_ip_from: Option<String>,
     ipv4_prefix: Option<i64>,
     ipv6_prefix: Option<i64>,
     hash_rotation: Option<String>,
@@ -210,10 +213,22 @@ impl Checker {
         nets
     }
 
-    fn path_prefixes(&mut self, key: &str, items: &[String]) {
-        for (i, item) in items.iter().enumerate() {
-            if !item.starts_with('/') {
-                self.error(format!("{key}[{i}]"), format!("{item:?} must start with \"/\""));
+    /// Path prefixes in canonical form (see [`crate::request::path`]), so that they are
+    /// compared with requests' canonical paths: `/Static/%7e/` is kept as `/Static/~/`.
+    fn path_prefixes(&mut self, key: &str, items: &[String]) -> Vec<String> {
+        items.iter().enumerate().filter_map(|(i, item)| self.path_prefix(&format!("{key}[{i}]"), item)).collect()
+    }
+
+    fn path_prefix(&mut self, key: &str, item: &str) -> Option<String> {
+        if !item.starts_with('/') {
+            self.error(key, format!("{item:?} must start with \"/\""));
+            return None;
+        }
+        match crate::request::path::canonical(item) {
+            Ok(path) => Some(path.into_owned()),
+            Err(e) => {
+                self.error(key, format!("{item:?} is not a usable path prefix: {e}"));
+                None
             }
         }
     }
@@ -282,6 +297,14 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         max_header_bytes: c.int("listen.max_header_bytes", l.max_header_bytes, 16 * 1024, 8 * 1024, 1024 * 1024)
             as usize,
         proxy_protocol: l.proxy_protocol.unwrap_or(false),
+        cookie_secure_always: match l.cookie_secure.as_deref() {
+            None | Some("auto") => false,
+            Some("always") => true,
+            Some(other) => {
+                c.error("listen.cookie_secure", format!("{other:?} is not \"auto\" or \"always\""));
+                false
+            }
+        },
     };
     let listen =
         ListenConfig { workers: if listen.workers == 0 { default_workers() } else { listen.workers }, ..listen };
@@ -292,6 +315,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let admin = AdminConfig {
         listen: c.socket_addr("admin.listen", admin_listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
         token: None,
+        token_file: raw.admin.token_file.clone(),
     };
 
     // [secret]
@@ -333,8 +357,34 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     // [client]
     let cl = &raw.client;
     c.unknown("client", &cl.unknown);
+    let real_ip_from = match (cl.real_ip_from.as_deref(), listen.proxy_protocol) {
+        (None, true) => RealIpFrom::ProxyProtocol,
+        (None, false) => RealIpFrom::XForwardedFor,
+        (Some(text), proxy_protocol) => match RealIpFrom::parse(text) {
+            Some(RealIpFrom::ProxyProtocol) if !proxy_protocol => {
+                c.error("client.real_ip_from", "\"proxy_protocol\" needs listen.proxy_protocol = true");
+                RealIpFrom::ProxyProtocol
+            }
+            Some(from) if proxy_protocol && from != RealIpFrom::ProxyProtocol => {
+                c.error(
+                    "client.real_ip_from",
+                    format!("with listen.proxy_protocol = true the PROXY header names the client; {text:?} would be ignored (use \"proxy_protocol\")"),
+                );
+                from
+            }
+            Some(from) => from,
+            None => {
+                c.error(
+                    "client.real_ip_from",
+                    format!("{text:?} is not a source (use \"x-forwarded-for\", \"forwarded\" or \"proxy_protocol\")"),
+                );
+                RealIpFrom::XForwardedFor
+            }
+        },
+    };
     let client = ClientConfig {
         trusted_proxies: c.cidrs("client.trusted_proxies", &cl.trusted_proxies),
+        real_ip_from,
         ipv4_prefix: c.int("client.ipv4_prefix", cl.ipv4_prefix, 32, 8, 32) as u8,
         ipv6_prefix: c.int("client.ipv6_prefix", cl.ipv6_prefix, 64, 16, 128) as u8,
         hash_rotation: c.duration("client.hash_rotation", cl.hash_rotation.as_deref(), Duration::from_secs(24 * 3600)),
@@ -383,10 +433,13 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 }
             },
         };
-        let path = r.path.clone().unwrap_or_default();
-        if !path.starts_with('/') {
-            c.error(format!("{key}.path"), "is required and must start with \"/\"");
-        }
+        let path = match r.path.as_deref() {
+            None => {
+                c.error(format!("{key}.path"), "is required and must start with \"/\"");
+                String::new()
+            }
+            Some(path) => c.path_prefix(&format!("{key}.path"), path).unwrap_or_default(),
+        };
         let per_minute = match r.per_minute {
             None => {
                 c.error(format!("{key}.per_minute"), "is required");
@@ -423,10 +476,17 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             c.error(format!("{key}.name"), format!("{name:?} is used by another room"));
         }
         let paths = if r.paths.is_empty() { vec!["/".to_string()] } else { r.paths.clone() };
-        c.path_prefixes(&format!("{key}.paths"), &paths);
-        c.path_prefixes(&format!("{key}.bypass"), &r.bypass);
-        if let Some(p) = &r.logout_path {
-            c.path_prefixes(&format!("{key}.logout_path"), std::slice::from_ref(p));
+        let paths = c.path_prefixes(&format!("{key}.paths"), &paths);
+        let bypass = c.path_prefixes(&format!("{key}.bypass"), &r.bypass);
+        let logout_path = r.logout_path.as_deref().and_then(|p| c.path_prefix(&format!("{key}.logout_path"), p));
+        let mut hosts = Vec::with_capacity(r.hosts.len());
+        for (j, host) in r.hosts.iter().enumerate() {
+            match crate::request::Authority::parse(host, false) {
+                Ok(a) if !host.contains(':') || host.starts_with('[') && host.ends_with(']') => {
+                    hosts.push(a.host().to_string());
+                }
+                _ => c.error(format!("{key}.hosts[{j}]"), format!("{host:?} is not a host name (without a port)")),
+            }
         }
         let mode = match r.mode.as_deref() {
             None => RoomMode::Auto,
@@ -462,9 +522,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         });
         rooms.push(RoomConfig {
             name,
-            hosts: r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            hosts,
             paths,
-            bypass: r.bypass.clone(),
+            bypass,
             max_active: c.int(&format!("{key}.max_active"), r.max_active, 1000, 1, 100_000_000) as u64,
             admit_per_minute: c.int(&format!("{key}.admit_per_minute"), r.admit_per_minute, 600, 1, 100_000_000) as u64,
             session_idle,
@@ -477,7 +537,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             ),
             mode,
             opens_at,
-            logout_path: r.logout_path.clone(),
+            logout_path,
             message: r.message.clone(),
             tick: c.duration(&format!("{key}.tick"), r.tick.as_deref(), Duration::from_millis(200)),
             template,

@@ -1,55 +1,20 @@
-//! What a waiting visitor receives (DESIGN §5): the queue page for browsers, JSON for apps,
-//! a bare 503 for everything else, the status JSON that the page polls, and the language
-//! switch. Assets are embedded in the binary; every answer carries the security headers.
+//! What a waiting visitor is shown (DESIGN §5): the [`View`] of its situation, the queue page
+//! and the JSON made from it, the embedded assets and the language switch's way back.
+//! [`crate::render`] makes responses of them.
 
 pub mod i18n;
 pub mod template;
 
-use crate::body::Body;
-use crate::error::ProxyError;
-use bytes::Bytes;
-use http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, LOCATION, REFERER,
-    REFERRER_POLICY, RETRY_AFTER, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
-};
-use http::{Response, StatusCode};
-use i18n::{LANG_COOKIE, Lang};
+use http::header::{HeaderMap, REFERER};
+use i18n::Lang;
 use serde::Serialize;
 pub use template::{PageContext, PageTemplate, RoomPage, TemplateError};
 
 pub const QUEUE_JS: &str = include_str!("queue.js");
 pub const QUEUE_CSS: &str = include_str!("queue.css");
 
-/// Strict: only usher's own script and style, no inline code, no third parties.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
-                   worker-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-
 /// The path of the language switch.
 pub const LANG_PATH: &str = "/.usher/lang";
-
-/// The kind of answer a client can use, with the language it reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
-    Html(Lang),
-    Json(Lang),
-    Other,
-}
-
-impl Answer {
-    pub fn for_request(headers: &HeaderMap) -> Self {
-        if crate::error::wants_json(headers) {
-            Answer::Json(Lang::for_request(headers))
-        } else if headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("text/html") || a.contains("application/xhtml"))
-        {
-            Answer::Html(Lang::for_request(headers))
-        } else {
-            Answer::Other
-        }
-    }
-}
 
 /// A waiter's situation, as the page and the JSON show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -108,7 +73,7 @@ impl View {
             joined_at: None,
             opens_at: None,
             message: None,
-            server_time: unix_now(),
+            server_time: crate::clock::unix_now(),
             page: RoomPage::default(),
         }
     }
@@ -191,7 +156,7 @@ impl View {
     }
 
     /// The JSON body: the view plus derived fields (documented in README "Status JSON").
-    fn json(&self, lang: Lang) -> String {
+    pub fn json(&self, lang: Lang) -> String {
         #[derive(Serialize)]
         struct Json<'a> {
             #[serde(flatten)]
@@ -212,132 +177,41 @@ impl View {
     }
 }
 
-/// The current time in Unix seconds.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// The headers every usher page carries: no caching, no sniffing, no framing, no referrer,
-/// and a CSP that allows nothing but usher's own files.
-pub fn security_headers(headers: &mut HeaderMap) {
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    headers.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
-    headers.insert("permissions-policy", HeaderValue::from_static("camera=(), microphone=(), geolocation=()"));
-}
-
-fn response(
-    status: StatusCode,
-    content_type: &'static str,
-    body: Body,
-    set_cookies: Vec<HeaderValue>,
-) -> Response<Body> {
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    let headers = r.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    security_headers(headers);
-    for c in set_cookies {
-        headers.append(SET_COOKIE, c);
-    }
-    r
-}
-
 /// The page HTML for a view, in a language, from the room's template.
 pub fn page(view: &View, lang: Lang) -> String {
     view.page.render(&PageContext::new(view, lang))
 }
 
-/// The answer to a request that must wait (or cannot be served now).
-pub fn respond(answer: Answer, view: &View, set_cookies: Vec<HeaderValue>) -> Response<Body> {
-    let retry = HeaderValue::from(view.poll_after_seconds.max(1));
-    let mut r = match answer {
-        Answer::Html(lang) => {
-            let status = match view.status {
-                Status::Closed | Status::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::OK,
-            };
-            response(status, "text/html; charset=utf-8", Body::from(page(view, lang)), set_cookies)
-        }
-        Answer::Json(lang) => {
-            response(StatusCode::SERVICE_UNAVAILABLE, "application/json", Body::from(view.json(lang)), set_cookies)
-        }
-        Answer::Other => response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain; charset=utf-8",
-            Body::from_static("The service is busy; you are in the queue. Please retry later.\n"),
-            set_cookies,
-        ),
-    };
-    r.headers_mut().insert(RETRY_AFTER, retry);
-    r
+/// An embedded asset under `/.usher/`: its content type and text, or `None`.
+pub fn asset(path: &str) -> Option<(&'static str, &'static str)> {
+    match path {
+        "/.usher/queue.js" => Some(("text/javascript; charset=utf-8", QUEUE_JS)),
+        "/.usher/queue.css" => Some(("text/css; charset=utf-8", QUEUE_CSS)),
+        _ => None,
+    }
 }
 
-/// `429` for a client over a rate limit: the localized page that retries by itself for
-/// browsers, the error JSON of [`ProxyError`] for apps.
-pub fn rate_limited(answer: Answer, retry_after_secs: u64) -> Response<Body> {
-    let error = ProxyError::RateLimited { retry_after_secs };
-    let Answer::Html(lang) = answer else {
-        return error.response(matches!(answer, Answer::Json(_)));
-    };
-    let view = View { status: Status::RateLimited, poll_after_seconds: retry_after_secs.max(1), ..View::none() };
-    let mut r =
-        response(StatusCode::TOO_MANY_REQUESTS, "text/html; charset=utf-8", Body::from(page(&view, lang)), Vec::new());
-    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
-    r
-}
-
-/// `GET /.usher/status`, in the language of the request (for `eta_text`).
-pub fn status_json(headers: &HeaderMap, view: &View, set_cookies: Vec<HeaderValue>) -> Response<Body> {
-    let lang = Lang::for_request(headers);
-    response(StatusCode::OK, "application/json", Body::from(view.json(lang)), set_cookies)
-}
-
-/// An embedded asset under `/.usher/`, or `None`.
-pub fn asset(path: &str) -> Option<Response<Body>> {
-    let (content_type, text) = match path {
-        "/.usher/queue.js" => ("text/javascript; charset=utf-8", QUEUE_JS),
-        "/.usher/queue.css" => ("text/css; charset=utf-8", QUEUE_CSS),
-        _ => return None,
-    };
-    let mut r = Response::new(Body::Full(Some(Bytes::from_static(text.as_bytes()))));
-    let headers = r.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    security_headers(headers);
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
-    Some(r)
+/// Where the language switch sends the visitor, and the language it remembers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LanguageSwitch {
+    pub back: String,
+    pub lang: Option<Lang>,
 }
 
 /// `GET /.usher/lang?to=da&back=/path`: remembers the language in a cookie and sends the
 /// visitor back where they were (their ticket cookie is untouched, so is their place). The
 /// way back is the `back` parameter (added by the script), else the same-host `Referer`
 /// (sent by the link without script), else `/`; only local paths, never another site.
-pub fn switch_language(headers: &HeaderMap, query: Option<&str>, secure: bool) -> Response<Body> {
+pub fn switch_language(headers: &HeaderMap, query: Option<&str>, authority: Option<&str>) -> LanguageSwitch {
     let params = || query.unwrap_or_default().split('&').filter_map(|p| p.split_once('='));
     let lang = params().find(|(k, _)| *k == "to").and_then(|(_, v)| Lang::parse(v));
     let back = params()
         .find(|(k, _)| *k == "back")
         .and_then(|(_, v)| percent_decode(v))
-        .or_else(|| referer_path(headers))
+        .or_else(|| authority.and_then(|a| referer_path(headers, a)))
         .filter(|p| is_local_path(p))
         .unwrap_or_else(|| "/".into());
-    let mut r = response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", Body::from_static(""), Vec::new());
-    let headers = r.headers_mut();
-    headers.insert(LOCATION, HeaderValue::from_str(&back).unwrap_or(HeaderValue::from_static("/")));
-    if let Some(lang) = lang {
-        let cookie = format!(
-            "{LANG_COOKIE}={}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{}",
-            lang.code(),
-            if secure { "; Secure" } else { "" }
-        );
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            headers.insert(SET_COOKIE, value);
-        }
-    }
-    r
+    LanguageSwitch { back, lang }
 }
 
 /// A path on this site: starts with one `/`, printable ASCII only (no `//evil`, `/\\evil`).
@@ -349,10 +223,10 @@ fn is_local_path(path: &str) -> bool {
         && path.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// The path and query of a `Referer` on the same host as the request.
-fn referer_path(headers: &HeaderMap) -> Option<String> {
+/// The path and query of a `Referer` on the same host as the request (`authority`: the
+/// request's canonical `host[:port]`).
+fn referer_path(headers: &HeaderMap, host: &str) -> Option<String> {
     let referer = headers.get(REFERER)?.to_str().ok()?;
-    let host = headers.get(HOST)?.to_str().ok()?;
     let rest = referer.strip_prefix("https://").or_else(|| referer.strip_prefix("http://"))?;
     let (authority, path) = rest.split_at(rest.find('/')?);
     (authority.eq_ignore_ascii_case(host)).then(|| path.split('#').next().unwrap_or(path).to_string())
@@ -431,19 +305,20 @@ mod tests {
 
     #[test]
     fn the_language_switch_stays_on_this_site() {
+        use http::header::HeaderValue;
         let mut h = HeaderMap::new();
-        let back = |r: Response<Body>| r.headers().get(LOCATION).map(|v| v.to_str().unwrap_or_default().to_string());
-        assert_eq!(back(switch_language(&h, Some("to=da&back=%2Fmail%3Fa%3D1"), false)).as_deref(), Some("/mail?a=1"));
-        assert_eq!(back(switch_language(&h, Some("to=da&back=%2F%2Fevil.example"), false)).as_deref(), Some("/"));
-        assert_eq!(back(switch_language(&h, Some("to=da&back=https://evil.example/"), false)).as_deref(), Some("/"));
-        h.insert(HOST, HeaderValue::from_static("post.example"));
+        let back = |h: &HeaderMap, q, authority| switch_language(h, Some(q), authority).back;
+        assert_eq!(back(&h, "to=da&back=%2Fmail%3Fa%3D1", None), "/mail?a=1");
+        assert_eq!(back(&h, "to=da&back=%2F%2Fevil.example", None), "/");
+        assert_eq!(back(&h, "to=da&back=https://evil.example/", None), "/");
         h.insert(REFERER, HeaderValue::from_static("http://post.example/inbox?x=2#top"));
-        let r = switch_language(&h, Some("to=en"), true);
-        assert!(
-            r.headers()[SET_COOKIE].to_str().is_ok_and(|c| c.starts_with("usher_lang=en;") && c.contains("Secure"))
-        );
-        assert_eq!(back(r).as_deref(), Some("/inbox?x=2"));
+        let switch = switch_language(&h, Some("to=en"), Some("post.example"));
+        assert_eq!(switch, LanguageSwitch { back: "/inbox?x=2".into(), lang: Some(Lang::En) });
+        assert_eq!(back(&h, "to=en", Some("other.example")), "/", "a referer on another host is not followed");
         h.insert(REFERER, HeaderValue::from_static("http://other.example/inbox"));
-        assert_eq!(back(switch_language(&h, Some("to=xx"), false)).as_deref(), Some("/"));
+        assert_eq!(
+            switch_language(&h, Some("to=xx"), Some("post.example")),
+            LanguageSwitch { back: "/".into(), lang: None }
+        );
     }
 }

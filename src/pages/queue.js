@@ -86,7 +86,8 @@
     lastPoll = Date.now();
     var ctl = window.AbortController ? new AbortController() : null;
     var timeout = setTimeout(function () { if (ctl) ctl.abort(); }, 15000);
-    fetch("/.usher/status", {
+    // The room names which of the visitor's tickets this page shows (rooms keep their own).
+    fetch("/.usher/status" + (d.room ? "?room=" + encodeURIComponent(d.room) : ""), {
       credentials: "same-origin", cache: "no-store",
       headers: { Accept: "application/json" }, signal: ctl ? ctl.signal : undefined
     })

@@ -3,14 +3,9 @@
 //! refreshed from the result, so requests never ask the store for them.
 
 use super::Room;
+use crate::clock::now_ms;
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Unix time in milliseconds: the one clock of admission.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// Runs one room's admitter until shutdown.
 pub async fn run(room: Arc<Room>, mut shutdown: Shutdown) {

@@ -3,25 +3,24 @@
 //! in line. The state lives in the [`store`](crate::store); this module decides.
 
 pub mod admitter;
-pub mod cookies;
 pub mod tokens;
 
-use crate::body::Body;
 use crate::config::{Config, RoomConfig, RoomMode};
+use crate::cookies::{self, Kind};
 use crate::identity::ClientKey;
 use crate::limits::LiveGate;
 use crate::metrics::{Metrics, RoomMetrics};
-use crate::pages::{self, Answer, Status, View};
+use crate::pages::{self, Status, View};
+use crate::render::Answer;
+use crate::request::RequestView;
 use crate::secrets::Secrets;
 use crate::store::{JoinOutcome, PollOutcome, RoomLimits, RoomStore, Session, StoreError};
-use cookies::UsherCookies;
-use http::header::{HOST, HeaderValue};
-use http::{Request, Response};
+use http::header::HeaderValue;
 use prometheus::IntCounter;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokens::{PASS_COOKIE, Pass, Rejection, Sealer, TICKET_COOKIE, Ticket};
+use tokens::{Pass, Rejection, Sealer, Ticket};
 
 /// How long a ticket cookie lives in the browser; the place itself expires by `waiter_ttl`.
 const TICKET_COOKIE_SECS: u64 = 24 * 3600;
@@ -31,6 +30,9 @@ pub struct Room {
     pub name: String,
     /// The room's id inside cookies.
     pub id: u64,
+    /// The names of its pass and ticket cookies (per room, so rooms on one host keep both).
+    pass_cookie: String,
+    ticket_cookie: String,
     hosts: Vec<String>,
     paths: Vec<String>,
     bypass: Vec<String>,
@@ -51,12 +53,14 @@ pub struct Room {
     store_errors: IntCounter,
 }
 
-/// What to do with a request that belongs to a room.
+/// What to do with a request that belongs to a room; each carries the `Set-Cookie` values
+/// the decision made.
+#[derive(Debug)]
 pub enum Decision {
-    /// Forward it; add these `Set-Cookie` values to the upstream's response.
+    /// Forward it; the cookies are added to the upstream's response.
     Forward(Vec<HeaderValue>),
-    /// Answer it here (queue page, 503, maintenance).
-    Respond(Response<Body>),
+    /// Answer it here: the visitor's place, the maintenance page, a limit.
+    Answer(Answer, Vec<HeaderValue>),
 }
 
 /// All rooms and what deciding admission needs: the cookie sealer and the rejection counters.
@@ -74,7 +78,7 @@ pub struct Visitor<'a> {
     /// The client's key (its address never reaches the room).
     pub key: ClientKey,
     /// Whether cookies must be `Secure`.
-    pub tls: bool,
+    pub secure: bool,
     pub now_ms: u64,
     /// For the join limit, checked only when a visitor would take a new ticket.
     pub gate: &'a LiveGate,
@@ -92,6 +96,8 @@ impl Room {
         Self {
             name: config.name.clone(),
             id: tokens::room_id(&config.name),
+            pass_cookie: Kind::Pass.name(&config.name),
+            ticket_cookie: Kind::Ticket.name(&config.name),
             hosts: config.hosts.clone(),
             paths: config.paths.clone(),
             bypass: config.bypass.clone(),
@@ -128,13 +134,11 @@ impl Room {
         }
     }
 
-    /// The longest path prefix of this room that matches, if the host matches too.
+    /// The longest path prefix of this room that matches, if the host matches too. Both come
+    /// canonical: the host without port or trailing dot, in lower case, as `hosts` is kept.
     fn matches(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        if !self.hosts.is_empty() {
-            let host = host.map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))?;
-            if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-                return None;
-            }
+        if !self.hosts.is_empty() && !self.hosts.iter().any(|h| Some(h.as_str()) == host) {
+            return None;
         }
         self.paths.iter().filter(|p| path.starts_with(p.as_str())).map(String::len).max()
     }
@@ -187,8 +191,9 @@ impl Rooms {
                 Arc::new(Room::new(rc, limits, store, metrics.room(&rc.name), metrics.store_errors.clone()))
             })
             .collect();
-        let rejections = [PASS_COOKIE, TICKET_COOKIE]
-            .map(|cookie| Rejection::ALL.map(|why| metrics.token_rejected.with_label_values(&[cookie, why.label()])));
+        let rejections = [Kind::Pass, Kind::Ticket].map(|cookie| {
+            Rejection::ALL.map(|why| metrics.token_rejected.with_label_values(&[cookie.label(), why.label()]))
+        });
         Self { rooms, sealer: Sealer::new(secrets), rejections }
     }
 
@@ -205,12 +210,11 @@ impl Rooms {
     }
 
     /// The room guarding this request: the longest matching path prefix wins.
-    pub fn find<B>(&self, req: &Request<B>) -> Option<&Arc<Room>> {
+    pub fn find(&self, req: &RequestView) -> Option<&Arc<Room>> {
         if self.rooms.is_empty() {
             return None;
         }
-        let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
-        let path = req.uri().path();
+        let (host, path) = (req.host(), req.path());
         self.rooms
             .iter()
             .filter_map(|r| r.matches(host, path).map(|len| (len, r)))
@@ -218,16 +222,15 @@ impl Rooms {
             .map(|(_, r)| r)
     }
 
-    fn rejected(&self, cookie: &str, why: Rejection) {
-        let which = usize::from(cookie != PASS_COOKIE);
-        self.rejections[which][why as usize].inc();
+    fn rejected(&self, cookie: Kind, why: Rejection) {
+        self.rejections[usize::from(cookie == Kind::Ticket)][why as usize].inc();
     }
 
     fn store_error(&self, room: &Room, e: &StoreError) {
         room.store_failed(e);
     }
 
-    fn pass_cookie(&self, room: &Room, session: &Session, tls: bool) -> HeaderValue {
+    fn pass_cookie(&self, room: &Room, session: &Session, secure: bool) -> HeaderValue {
         let pass = Pass {
             room: room.id,
             session: session.id,
@@ -235,26 +238,27 @@ impl Rooms {
             expires_secs: session.expires_ms / 1000,
         };
         let max_age = session.expires_ms.saturating_sub(session.created_ms) / 1000;
-        cookies::set_cookie(PASS_COOKIE, Some(&self.sealer.seal_pass(&pass)), max_age, tls)
+        cookies::set_cookie(&room.pass_cookie, Some(&self.sealer.seal_pass(&pass)), max_age, secure)
     }
 
-    fn ticket_cookie(&self, room: &Room, number: u64, now_ms: u64, tls: bool) -> HeaderValue {
+    fn ticket_cookie(&self, room: &Room, number: u64, now_ms: u64, secure: bool) -> HeaderValue {
         let ticket = Ticket { room: room.id, number, issued_secs: now_ms / 1000 };
-        cookies::set_cookie(TICKET_COOKIE, Some(&self.sealer.seal_ticket(&ticket)), TICKET_COOKIE_SECS, tls)
+        cookies::set_cookie(&room.ticket_cookie, Some(&self.sealer.seal_ticket(&ticket)), TICKET_COOKIE_SECS, secure)
     }
 
     /// The admission decision for a request in `room` (DESIGN §1, §3).
-    pub async fn decide<B>(&self, room: &Room, req: &Request<B>, visitor: Visitor<'_>) -> Decision {
-        let path = req.uri().path();
+    pub async fn decide(&self, room: &Room, req: &RequestView, visitor: Visitor<'_>) -> Decision {
+        let path = req.path();
         if room.bypass.iter().any(|b| path.starts_with(b.as_str())) {
             return Decision::Forward(Vec::new());
         }
         let now_ms = visitor.now_ms;
-        let cookies = UsherCookies::read(req.headers());
+        let secure = visitor.secure;
+        let clear = |name: &str| cookies::set_cookie(name, None, 0, secure);
         let mut set_cookies = Vec::new();
 
         // 1. A valid pass of a live session goes straight through.
-        if let Some(raw) = cookies.pass {
+        if let Some(raw) = req.cookies.get(Kind::Pass, &room.name) {
             match self.sealer.open_pass(raw, room.id, now_ms / 1000) {
                 Ok(pass) => match room.store.touch(pass.session, now_ms).await {
                     Ok(true) => {
@@ -262,113 +266,97 @@ impl Rooms {
                             if let Err(e) = room.store.end_session(pass.session).await {
                                 self.store_error(room, &e);
                             }
-                            cookies::push(&mut set_cookies, cookies::set_cookie(PASS_COOKIE, None, 0, visitor.tls));
+                            cookies::push(&mut set_cookies, clear(&room.pass_cookie));
                         }
                         return Decision::Forward(set_cookies);
                     }
-                    Ok(false) => self.rejected(PASS_COOKIE, Rejection::Ended),
+                    Ok(false) => self.rejected(Kind::Pass, Rejection::Ended),
                     // The store is down: a pass that verifies on its own keeps being served.
                     Err(e) => {
                         self.store_error(room, &e);
                         return Decision::Forward(set_cookies);
                     }
                 },
-                Err(why) => self.rejected(PASS_COOKIE, why),
+                Err(why) => self.rejected(Kind::Pass, why),
             }
-            cookies::push(&mut set_cookies, cookies::set_cookie(PASS_COOKIE, None, 0, visitor.tls));
+            cookies::push(&mut set_cookies, clear(&room.pass_cookie));
         }
 
         let limits = room.limits();
-        let answer = Answer::for_request(req.headers());
         if limits.mode == RoomMode::Closed {
-            return Decision::Respond(pages::respond(
-                answer,
-                &self.view(room, &limits, Status::Closed, None),
-                set_cookies,
-            ));
+            return Decision::Answer(Answer::Wait(self.view(room, &limits, Status::Closed, None)), set_cookies);
         }
 
         // 2. A waiter polling by reloading the page: its place, or its turn.
-        if let Some(raw) = cookies.ticket {
+        let ticket = req.cookies.get(Kind::Ticket, &room.name);
+        if let Some(raw) = ticket {
             match self.sealer.open_ticket(raw, room.id) {
                 Ok(ticket) => match room.store.poll(ticket.number, now_ms).await {
                     Ok(PollOutcome::Admitted { session, waited_ms }) => {
                         self.admitted_from_line(room, waited_ms);
-                        cookies::push(&mut set_cookies, self.pass_cookie(room, &session, visitor.tls));
-                        cookies::push(&mut set_cookies, cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                        cookies::push(&mut set_cookies, self.pass_cookie(room, &session, secure));
+                        cookies::push(&mut set_cookies, clear(&room.ticket_cookie));
                         return Decision::Forward(set_cookies);
                     }
                     Ok(PollOutcome::Waiting(place)) => {
                         let view = self.view(room, &limits, Status::Waiting, Some(place));
-                        return Decision::Respond(pages::respond(answer, &view, set_cookies));
+                        return Decision::Answer(Answer::Wait(view), set_cookies);
                     }
-                    Ok(PollOutcome::Gone) => self.rejected(TICKET_COOKIE, Rejection::Ended),
-                    Err(e) => return self.unavailable(room, &limits, answer, &e, set_cookies),
+                    Ok(PollOutcome::Gone) => self.rejected(Kind::Ticket, Rejection::Ended),
+                    Err(e) => return self.unavailable(room, &limits, &e, set_cookies),
                 },
-                Err(why) => self.rejected(TICKET_COOKIE, why),
+                Err(why) => self.rejected(Kind::Ticket, why),
             }
         }
 
         // 3. A newcomer: admitted at once if nobody waits and there is room, else a ticket,
         //    within the join limit so that a flood cannot farm tickets.
         if let Err(limited) = visitor.gate.load().check_join(&visitor.key) {
-            let mut response = pages::rate_limited(answer, limited.retry_after_secs);
-            for cookie in set_cookies {
-                response.headers_mut().append(http::header::SET_COOKIE, cookie);
-            }
-            return Decision::Respond(response);
+            return Decision::Answer(Answer::Limited { retry_after_secs: limited.retry_after_secs }, set_cookies);
         }
         match room.store.join(visitor.key, now_ms).await {
             Ok(JoinOutcome::Admitted(session)) => {
                 room.metrics.admitted_direct.inc();
-                cookies::push(&mut set_cookies, self.pass_cookie(room, &session, visitor.tls));
-                if cookies.ticket.is_some() {
-                    cookies::push(&mut set_cookies, cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                cookies::push(&mut set_cookies, self.pass_cookie(room, &session, secure));
+                if ticket.is_some() {
+                    cookies::push(&mut set_cookies, clear(&room.ticket_cookie));
                 }
                 Decision::Forward(set_cookies)
             }
-            Ok(JoinOutcome::Queued { ticket, reused }) => {
+            Ok(JoinOutcome::Queued { ticket: number, reused }) => {
                 if !reused {
                     room.metrics.joined.inc();
                 }
-                match room.store.poll(ticket, now_ms).await {
+                match room.store.poll(number, now_ms).await {
                     // A reused ticket whose turn has come (or a grant between join and poll):
                     // the session exists now, so hand out its pass rather than lose it.
                     Ok(PollOutcome::Admitted { session, waited_ms }) => {
                         self.admitted_from_line(room, waited_ms);
-                        cookies::push(&mut set_cookies, self.pass_cookie(room, &session, visitor.tls));
-                        if cookies.ticket.is_some() {
-                            cookies::push(&mut set_cookies, cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                        cookies::push(&mut set_cookies, self.pass_cookie(room, &session, secure));
+                        if ticket.is_some() {
+                            cookies::push(&mut set_cookies, clear(&room.ticket_cookie));
                         }
                         Decision::Forward(set_cookies)
                     }
                     Ok(PollOutcome::Waiting(place)) => {
-                        cookies::push(&mut set_cookies, self.ticket_cookie(room, ticket, now_ms, visitor.tls));
+                        cookies::push(&mut set_cookies, self.ticket_cookie(room, number, now_ms, secure));
                         let view = self.view(room, &limits, Status::Waiting, Some(place));
-                        Decision::Respond(pages::respond(answer, &view, set_cookies))
+                        Decision::Answer(Answer::Wait(view), set_cookies)
                     }
                     Ok(PollOutcome::Gone) => {
-                        cookies::push(&mut set_cookies, self.ticket_cookie(room, ticket, now_ms, visitor.tls));
-                        let view = self.view(room, &limits, Status::Waiting, None);
-                        Decision::Respond(pages::respond(answer, &view, set_cookies))
+                        cookies::push(&mut set_cookies, self.ticket_cookie(room, number, now_ms, secure));
+                        Decision::Answer(Answer::Wait(self.view(room, &limits, Status::Waiting, None)), set_cookies)
                     }
-                    Err(e) => self.unavailable(room, &limits, answer, &e, set_cookies),
+                    Err(e) => self.unavailable(room, &limits, &e, set_cookies),
                 }
             }
-            Err(e) => self.unavailable(room, &limits, answer, &e, set_cookies),
+            Err(e) => self.unavailable(room, &limits, &e, set_cookies),
         }
     }
 
-    fn unavailable(
-        &self,
-        room: &Room,
-        limits: &RoomLimits,
-        answer: Answer,
-        e: &StoreError,
-        set_cookies: Vec<HeaderValue>,
-    ) -> Decision {
+    fn unavailable(&self, room: &Room, limits: &RoomLimits, e: &StoreError, set_cookies: Vec<HeaderValue>) -> Decision {
         self.store_error(room, e);
-        Decision::Respond(pages::respond(answer, &self.view(room, limits, Status::Unavailable, None), set_cookies))
+        Decision::Answer(Answer::Wait(self.view(room, limits, Status::Unavailable, None)), set_cookies)
     }
 
     fn admitted_from_line(&self, room: &Room, waited_ms: u64) {
@@ -405,42 +393,47 @@ impl Rooms {
             joined_at: place.map(|p| p.joined_ms / 1000),
             opens_at: limits.opens_at_ms.map(|ms| ms / 1000),
             message: limits.message.clone(),
-            server_time: admitter::now_ms() / 1000,
+            server_time: crate::clock::unix_now(),
             page: room.page.clone(),
         }
     }
 
-    /// `GET /.usher/status`: a waiter's place as JSON; claims the turn when it has come.
-    pub async fn status<B>(&self, req: &Request<B>, visitor: Visitor<'_>) -> Response<Body> {
-        let cookies = UsherCookies::read(req.headers());
+    /// `GET /.usher/status[?room=NAME]`: a waiter's place as JSON; claims the turn when it has
+    /// come. Without `room`, the first room the visitor holds a ticket for.
+    pub async fn status(&self, req: &RequestView, visitor: Visitor<'_>) -> (View, Vec<HeaderValue>) {
         let mut set_cookies = Vec::new();
-        let ticket = cookies.ticket.map(|raw| self.sealer.open_ticket_any_room(raw));
-        let found = match ticket {
-            Some(Ok(t)) => self.rooms.iter().find(|r| r.id == t.room).map(|r| (r, t)),
-            Some(Err(why)) => {
-                self.rejected(TICKET_COOKIE, why);
-                None
-            }
-            None => None,
+        let wanted = req.query().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("room=")));
+        let held = req
+            .cookies
+            .all(Kind::Ticket)
+            .filter(|(name, _)| wanted.is_none_or(|w| w == *name))
+            .find_map(|(name, raw)| self.get(name).map(|room| (room, raw)));
+        let Some((room, raw)) = held else {
+            return (View::none(), set_cookies);
         };
-        let Some((room, ticket)) = found else {
-            return pages::status_json(req.headers(), &View::none(), set_cookies);
+        let ticket = match self.sealer.open_ticket(raw, room.id) {
+            Ok(ticket) => ticket,
+            Err(why) => {
+                self.rejected(Kind::Ticket, why);
+                return (View::none(), set_cookies);
+            }
         };
         let limits = room.limits();
         if limits.mode == RoomMode::Closed {
-            return pages::status_json(req.headers(), &self.view(room, &limits, Status::Closed, None), set_cookies);
+            return (self.view(room, &limits, Status::Closed, None), set_cookies);
         }
+        let clear = cookies::set_cookie(&room.ticket_cookie, None, 0, visitor.secure);
         let view = match room.store.poll(ticket.number, visitor.now_ms).await {
             Ok(PollOutcome::Admitted { session, waited_ms }) => {
                 self.admitted_from_line(room, waited_ms);
-                cookies::push(&mut set_cookies, self.pass_cookie(room, &session, visitor.tls));
-                cookies::push(&mut set_cookies, cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                cookies::push(&mut set_cookies, self.pass_cookie(room, &session, visitor.secure));
+                cookies::push(&mut set_cookies, clear);
                 self.view(room, &limits, Status::Admitted, None)
             }
             Ok(PollOutcome::Waiting(place)) => self.view(room, &limits, Status::Waiting, Some(place)),
             Ok(PollOutcome::Gone) => {
-                self.rejected(TICKET_COOKIE, Rejection::Ended);
-                cookies::push(&mut set_cookies, cookies::set_cookie(TICKET_COOKIE, None, 0, visitor.tls));
+                self.rejected(Kind::Ticket, Rejection::Ended);
+                cookies::push(&mut set_cookies, clear);
                 self.view(room, &limits, Status::Expired, None)
             }
             Err(e) => {
@@ -448,6 +441,6 @@ impl Rooms {
                 self.view(room, &limits, Status::Unavailable, None)
             }
         };
-        pages::status_json(req.headers(), &view, set_cookies)
+        (view, set_cookies)
     }
 }

@@ -1,5 +1,5 @@
-//! The two cookies (DESIGN §4): `usher_ticket` (a place in line) and `usher_pass` (an
-//! admitted session). Each is `base64url(payload ‖ tag)`, the tag the first 128 bits of
+//! The two cookies (DESIGN §4): `usher_ticket_<room>` (a place in line) and `usher_pass_<room>`
+//! (an admitted session). Each is `base64url(payload ‖ tag)`, the tag the first 128 bits of
 //! HMAC-SHA256 over the payload, compared in constant time against every configured secret.
 //!
 //! Payloads are fixed-size big-endian records starting with a version and a kind byte, so a
@@ -9,9 +9,6 @@ use crate::secrets::Secrets;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
-
-pub const TICKET_COOKIE: &str = "usher_ticket";
-pub const PASS_COOKIE: &str = "usher_pass";
 
 const VERSION: u8 = 1;
 const KIND_TICKET: u8 = b'T';
