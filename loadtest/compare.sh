@@ -24,7 +24,7 @@
 # then measures every row, plus each NAME=URL[::HEADER] given, in rounds (the order rotates
 # each round) and prints the median round of each row and usher's ratios to its peers. In
 # extra rows "{usher}" stands for usher's base URL and "{admin}" for its admin listener's:
-#   loadtest/compare.sh "usher-status={usher}/.usher/status::Cookie: usher_ticket=..."
+#   loadtest/compare.sh "usher-status={usher}/.usher/status::Cookie: usher_ticket_<room>=..."
 # A row counts only when its non-2xx and error columns are 0. cpu_us/req is the CPU time of
 # the row's server per request; other% is the CPU that anything else on the machine took
 # meanwhile (a disturbed run: measure again). BENCHMARKS.md explains every column.
@@ -192,9 +192,9 @@ USHER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') USHER_LOG=${
 
 # --- rows --------------------------------------------------------------------------------
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$P_USHER/room/" && break; sleep 0.1; done
-cookie_from() { # URL COOKIE-NAME: the value usher sets for a newcomer
+cookie_from() { # URL KIND: the name=value usher sets for a newcomer (names are KIND_<room>)
   curl -s -D - -o /dev/null -H 'Accept: application/json' "$1" | tr -d '\r' |
-    sed -n "s/^[Ss]et-[Cc]ookie: $2=\([^;]*\).*/\1/p" | head -n 1
+    sed -n "s/^[Ss]et-[Cc]ookie: \($2_[^=]*=[^;]*\).*/\1/p" | head -n 1
 }
 PASS=$(cookie_from "http://127.0.0.1:$P_USHER/room/" usher_pass)
 TICKET=$(cookie_from "http://127.0.0.1:$P_USHER/queue/" usher_ticket)
@@ -203,8 +203,8 @@ TARGETS=("direct=http://127.0.0.1:$P_DIRECT/" "nginx-proxy=http://127.0.0.1:$P_N
   "nginx-limit=http://127.0.0.1:$P_LIMIT/" "bare-proxy=http://127.0.0.1:$P_BARE/"
   "bare-percore=http://127.0.0.1:$P_PERCORE/" "static-1k=http://127.0.0.1:$P_STATIC/"
   "usher=http://127.0.0.1:$P_USHER/"
-  "usher-admitted=http://127.0.0.1:$P_USHER/room/::Cookie: usher_pass=$PASS"
-  "usher-status=http://127.0.0.1:$P_USHER/.usher/status::Cookie: usher_ticket=$TICKET"
+  "usher-admitted=http://127.0.0.1:$P_USHER/room/::Cookie: $PASS"
+  "usher-status=http://127.0.0.1:$P_USHER/.usher/status::Cookie: $TICKET"
   "usher-limited=http://127.0.0.1:$P_USHER/limited/")
 for t in "$@"; do
   t=${t//\{usher\}/http://127.0.0.1:$P_USHER}

@@ -70,7 +70,8 @@ sleep 0.5
 "$U" run --config "$W/memory.toml" 2>"$W/memory.log" & P3=$!
 trap 'kill $P1 $P2 $P3 2>/dev/null; "$NGINX" -c "$W/nginx.conf" -s stop 2>/dev/null; redis-cli -p 16379 shutdown nosave >/dev/null 2>&1 || true; rm -rf "$W"' EXIT
 sleep 2
-cookie() { curl -s -o /dev/null -c - -H 'Accept: application/json' "$1" | awk -v n="$2" '$6==n {print $7}'; }
+# URL KIND: name=value of the cookie usher sets for a newcomer (names are KIND_<room>).
+cookie() { curl -s -o /dev/null -c - -H 'Accept: application/json' "$1" | awk -v n="$2_" 'index($6, n) == 1 {print $6 "=" $7}'; }
 PASS_R=$(cookie http://127.0.0.1:18091/room/ usher_pass); TICKET_R=$(cookie http://127.0.0.1:18091/held/ usher_ticket)
 PASS_M=$(cookie http://127.0.0.1:18101/room/ usher_pass); TICKET_M=$(cookie http://127.0.0.1:18101/held/ usher_ticket)
 [ -n "$PASS_R" ] && [ -n "$TICKET_R" ] && [ -n "$PASS_M" ] && [ -n "$TICKET_M" ] || { echo "no cookies" >&2; exit 1; }
@@ -83,8 +84,8 @@ echo "idle: $(calls) Redis commands, $(calls evalsha) EVALSHA in ${D}s without t
 RP=$(cat "$W/redis.pid")
 for round in 1 2; do
   for row in admitted status; do
-    if [ $row = admitted ]; then path=/room/x; rc="usher_pass=$PASS_R"; mc="usher_pass=$PASS_M"
-    else path=/.usher/status; rc="usher_ticket=$TICKET_R"; mc="usher_ticket=$TICKET_M"; fi
+    if [ $row = admitted ]; then path=/room/x; rc="$PASS_R"; mc="$PASS_M"
+    else path=/.usher/status; rc="$TICKET_R"; mc="$TICKET_M"; fi
     redis-cli -p 16379 CONFIG RESETSTAT >/dev/null
     u0=$(cpu $P1); r0=$(cpu "$RP")
     wrk_run "http://127.0.0.1:18091$path" "$rc"

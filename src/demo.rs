@@ -211,7 +211,7 @@ impl Browser {
 async fn visit(usher: SocketAddr, source: IpAddr) -> std::io::Result<()> {
     let mut browser = Browser::connect(usher, source).await?;
     browser.send(Method::GET, "/login", "text/html").await?;
-    while !browser.jar.contains_key("usher_pass") {
+    while !browser.jar.keys().any(|name| name.starts_with("usher_pass_")) {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (_, body) = browser.send(Method::GET, "/.usher/status", "application/json").await?;
         let status: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();

@@ -59,6 +59,15 @@ impl Browser {
         self.jar.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
+    /// The value of the first cookie of one of usher's kinds (`usher_pass`, `usher_ticket`),
+    /// whatever room it is for: usher names them `<kind>_<room>`.
+    pub fn usher_cookie(&self, kind: &str) -> Option<&str> {
+        self.jar
+            .iter()
+            .find(|(n, _)| n.strip_prefix(kind).is_some_and(|room| room.starts_with('_')))
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Closes the connection (a browser drops idle ones); the next request opens a new one.
     pub fn close(&mut self) {
         self.connection = None;

@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// The names of usher's cookies start with these, then `_` and the room's name.
 pub const TICKET_COOKIE: &str = "usher_ticket";
 pub const PASS_COOKIE: &str = "usher_pass";
 const STATUS_PATH: &str = "/.usher/status";
@@ -149,7 +150,7 @@ impl Visit {
         let answer = self.request(Route::Join, &script.join_path, "application/json").await.ok_or(Stop::Failed)?;
         self.record.join_answered_us = Some(self.us(answer.received));
         if answer.status.is_success() {
-            if self.browser.cookie(PASS_COOKIE).is_none() {
+            if self.browser.usher_cookie(PASS_COOKIE).is_none() {
                 self.fail(Route::Join, Failure::MissingCookie);
                 return Err(Stop::Failed);
             }
@@ -165,7 +166,7 @@ impl Visit {
             self.fail(Route::Join, Failure::BadJson);
             return Err(Stop::Failed);
         };
-        let Some(ticket) = self.browser.cookie(TICKET_COOKIE) else {
+        let Some(ticket) = self.browser.usher_cookie(TICKET_COOKIE) else {
             let failure = match json.status.as_str() {
                 "closed" => Failure::Closed,
                 "unavailable" => Failure::Unavailable,
@@ -234,7 +235,7 @@ impl Visit {
                     poll_after = json.poll_after_seconds.unwrap_or(poll_after);
                 }
                 "admitted" => {
-                    if self.browser.cookie(PASS_COOKIE).is_none() {
+                    if self.browser.usher_cookie(PASS_COOKIE).is_none() {
                         self.fail(Route::Status, Failure::MissingCookie);
                         return Err(Stop::Failed);
                     }
