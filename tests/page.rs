@@ -208,7 +208,8 @@ fn a_broken_or_missing_template_is_a_config_error_naming_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_pages_carry_the_security_headers_and_no_inline_style() {
     // Nobody listens upstream: the friendly 502 page.
-    let usher = support::start_usher(Config::for_upstream(support::free_addr()));
+    let nobody = support::closed_addr();
+    let usher = support::start_usher(Config::for_upstream(nobody.addr));
     let mut visitor = Visitor::new(ip(66, 1), usher.http_addr.expect("http"));
     for (path, code) in [("/inbox", 502), ("/.usher/nothing", 404)] {
         let reply = visitor.page(path).await;

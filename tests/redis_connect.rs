@@ -96,10 +96,10 @@ async fn a_password_from_the_url_or_the_environment_works_and_a_wrong_one_stops_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_redis_stops_start_up_with_an_error_naming_store_url() {
     let backend = Backend::start().await;
-    let nobody = support::free_addr();
-    let (code, stderr) = failed_start(&config(backend.addr, &format!("redis://{nobody}")), &[]);
+    let nobody = support::closed_addr();
+    let (code, stderr) = failed_start(&config(backend.addr, &format!("redis://{}", nobody.addr)), &[]);
     assert_eq!(code, Some(1), "stderr:\n{stderr}");
-    assert!(stderr.contains("store.url") && stderr.contains(&nobody.to_string()), "{stderr}");
+    assert!(stderr.contains("store.url") && stderr.contains(&nobody.addr.to_string()), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 

@@ -41,10 +41,24 @@ pub fn http_addr(running: &Running) -> SocketAddr {
     running.http_addr.expect("usher listens for http")
 }
 
-/// An address nobody listens on: bound to port 0, then released.
-pub fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local address")
+/// A loopback address nobody listens on, for tests about an unreachable upstream or Redis:
+/// connecting to it is refused at once.
+///
+/// The port is bound (so the kernel gives it to nobody else) but never listened on (so a
+/// connection attempt is answered with a reset), and it stays so for as long as this value
+/// lives: keep it until the test is done. Releasing it early would let any server started
+/// meanwhile, by this test or by another one running in parallel, be given the port.
+pub struct ClosedAddr {
+    pub addr: SocketAddr,
+    _bound: socket2::Socket,
+}
+
+/// See [`ClosedAddr`].
+pub fn closed_addr() -> ClosedAddr {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind port 0");
+    let addr = socket.local_addr().expect("local address").as_socket().expect("an IP address");
+    ClosedAddr { addr, _bound: socket }
 }
 
 /// A directory under the system temp dir, removed on drop.
