@@ -4,7 +4,6 @@
 mod support;
 
 use http::{Method, Request, StatusCode};
-use std::net::SocketAddr;
 use support::*;
 use usher::config::Config;
 
@@ -20,28 +19,20 @@ fn usher_with_room(upstream: &Upstream, mode: &str, token: Option<&str>) -> ushe
     start_usher(config)
 }
 
-async fn call(admin: SocketAddr, method: Method, path: &str, token: Option<&str>, body: &str) -> Reply {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(token) = token {
-        req = req.header("authorization", format!("Bearer {token}"));
-    }
-    http1(admin, req.body(full(body.to_string())).expect("request")).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_are_listed_with_their_live_figures() {
     let upstream = Upstream::start().await;
     let usher = usher_with_room(&upstream, "auto", Some(TOKEN));
-    let list = call(usher.admin_addr, Method::GET, "/admin/rooms", None, "").await;
+    let list = admin_call(usher.admin_addr, Method::GET, "/admin/rooms", None, "").await;
     assert_eq!(list.status, StatusCode::OK, "{}", list.text());
     let rooms = list.json()["rooms"].as_array().cloned().expect("rooms");
     assert_eq!(rooms.len(), 1);
     assert_eq!(rooms[0]["name"], "citizens");
     assert_eq!(rooms[0]["max_active"], 2);
     assert_eq!(rooms[0]["waiting"], 0);
-    let one = call(usher.admin_addr, Method::GET, "/admin/rooms/citizens", None, "").await;
+    let one = admin_call(usher.admin_addr, Method::GET, "/admin/rooms/citizens", None, "").await;
     assert_eq!(one.json()["mode"], "auto");
-    let missing = call(usher.admin_addr, Method::GET, "/admin/rooms/nobody", None, "").await;
+    let missing = admin_call(usher.admin_addr, Method::GET, "/admin/rooms/nobody", None, "").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     usher.stop();
 }
@@ -53,9 +44,9 @@ async fn patch_changes_limits_with_the_token_and_names_the_bad_field() {
     let admin = usher.admin_addr;
     let path = "/admin/rooms/citizens";
     let body = r#"{"admit_per_minute": 3000, "max_active": 7, "message": "Tax day"}"#;
-    assert_eq!(call(admin, Method::PATCH, path, None, body).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(call(admin, Method::PATCH, path, Some("wrong"), body).await.status, StatusCode::UNAUTHORIZED);
-    let ok = call(admin, Method::PATCH, path, Some(TOKEN), body).await;
+    assert_eq!(admin_call(admin, Method::PATCH, path, None, body).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(admin_call(admin, Method::PATCH, path, Some("wrong"), body).await.status, StatusCode::UNAUTHORIZED);
+    let ok = admin_call(admin, Method::PATCH, path, Some(TOKEN), body).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
     let room = ok.json();
     assert_eq!((room["admit_per_minute"].as_u64(), room["max_active"].as_u64()), (Some(3000), Some(7)));
@@ -66,12 +57,12 @@ async fn patch_changes_limits_with_the_token_and_names_the_bad_field() {
         (r#"{"opens_at": "tomorrow"}"#, "opens_at"),
         (r#"{"colour": "blue"}"#, "colour"),
     ] {
-        let reply = call(admin, Method::PATCH, path, Some(TOKEN), bad).await;
+        let reply = admin_call(admin, Method::PATCH, path, Some(TOKEN), bad).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(reply.json()["field"], field, "{bad}");
     }
-    assert_eq!(call(admin, Method::PATCH, path, Some(TOKEN), "{not json").await.status, StatusCode::BAD_REQUEST);
-    let unknown = call(admin, Method::PATCH, "/admin/rooms/nobody", Some(TOKEN), body).await;
+    assert_eq!(admin_call(admin, Method::PATCH, path, Some(TOKEN), "{not json").await.status, StatusCode::BAD_REQUEST);
+    let unknown = admin_call(admin, Method::PATCH, "/admin/rooms/nobody", Some(TOKEN), body).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     let metrics = http1(admin, get("/metrics")).await.text();
     assert!(metrics.contains("usher_outflow_per_minute{kind=\"configured\",room=\"citizens\"} 3000"), "{metrics}");
@@ -82,9 +73,9 @@ async fn patch_changes_limits_with_the_token_and_names_the_bad_field() {
 async fn without_a_token_configured_writes_are_refused() {
     let upstream = Upstream::start().await;
     let usher = usher_with_room(&upstream, "auto", None);
-    let reply = call(usher.admin_addr, Method::POST, "/admin/rooms/citizens/pause", Some("anything"), "").await;
+    let reply = admin_call(usher.admin_addr, Method::POST, "/admin/rooms/citizens/pause", Some("anything"), "").await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    assert_eq!(call(usher.admin_addr, Method::GET, "/admin/rooms", None, "").await.status, StatusCode::OK);
+    assert_eq!(admin_call(usher.admin_addr, Method::GET, "/admin/rooms", None, "").await.status, StatusCode::OK);
     usher.stop();
 }
 
@@ -94,7 +85,7 @@ async fn pause_shows_the_message_and_resume_returns_to_the_configured_mode() {
     let usher = usher_with_room(&upstream, "queue_all", Some(TOKEN));
     let admin = usher.admin_addr;
     let paused =
-        call(admin, Method::POST, "/admin/rooms/citizens/pause", Some(TOKEN), r#"{"message":"Back at 9"}"#).await;
+        admin_call(admin, Method::POST, "/admin/rooms/citizens/pause", Some(TOKEN), r#"{"message":"Back at 9"}"#).await;
     assert_eq!(paused.status, StatusCode::OK, "{}", paused.text());
     assert_eq!(
         (paused.json()["mode"].clone(), paused.json()["message"].clone()),
@@ -108,10 +99,10 @@ async fn pause_shows_the_message_and_resume_returns_to_the_configured_mode() {
     assert_eq!(waiter.status, 503);
     assert_eq!(waiter.json()["status"], "paused");
     assert_eq!(waiter.json()["message"], "Back at 9");
-    let resumed = call(admin, Method::POST, "/admin/rooms/citizens/resume", Some(TOKEN), "").await;
+    let resumed = admin_call(admin, Method::POST, "/admin/rooms/citizens/resume", Some(TOKEN), "").await;
     assert_eq!(resumed.json()["mode"], "queue_all");
     assert_eq!(resumed.json()["message"], serde_json::Value::Null);
-    let missing = call(admin, Method::POST, "/admin/rooms/nobody/resume", Some(TOKEN), "").await;
+    let missing = admin_call(admin, Method::POST, "/admin/rooms/nobody/resume", Some(TOKEN), "").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     usher.stop();
 }
@@ -124,9 +115,9 @@ async fn drain_ends_sessions_and_their_passes_no_longer_pass() {
     let first = http1(http_addr(&usher), get("/inbox")).await;
     assert_eq!(first.status, StatusCode::OK);
     let pass = first.header("set-cookie").and_then(|c| c.split(';').next()).expect("a pass").to_string();
-    let bad = call(admin, Method::POST, "/admin/rooms/citizens/drain", Some(TOKEN), r#"{"oldest": "all"}"#).await;
+    let bad = admin_call(admin, Method::POST, "/admin/rooms/citizens/drain", Some(TOKEN), r#"{"oldest": "all"}"#).await;
     assert_eq!((bad.status, bad.json()["field"].clone()), (StatusCode::BAD_REQUEST, "oldest".into()));
-    let drained = call(admin, Method::POST, "/admin/rooms/citizens/drain", Some(TOKEN), "").await;
+    let drained = admin_call(admin, Method::POST, "/admin/rooms/citizens/drain", Some(TOKEN), "").await;
     assert_eq!(drained.status, StatusCode::OK, "{}", drained.text());
     assert_eq!(drained.json()["drained"], 1);
     let again = http1(
@@ -225,7 +216,7 @@ async fn the_openapi_file_describes_every_answer_of_the_admin_listener() {
             let call_as = |room: &str, token: Option<&'static str>| {
                 let (method, path, body) = (method.clone(), template.replace("{room}", room), body.clone());
                 let admin = usher.admin_addr;
-                async move { call(admin, method, &path, token, &body).await }
+                async move { admin_call(admin, method, &path, token, &body).await }
             };
             let what = format!("{method} {template}");
             let reply = call_as("citizens", Some(TOKEN)).await;

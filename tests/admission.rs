@@ -6,7 +6,7 @@
 //! Every visitor connects from its own loopback address (127.x.y.z) and keeps its own cookie
 //! jar; the upstream is a real server that records what reached it.
 
-mod support_room;
+mod support;
 
 use http::StatusCode;
 use serde_json::Value;
@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
-use support_room::*;
+use support::*;
 use usher::config::RoomMode;
 
 /// The spike and the outflow measurement load the machine; they run one at a time so
@@ -72,8 +72,8 @@ fn attributes(set_cookie: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_room_forwards_a_newcomer_at_once_with_a_pass_that_keeps_working_and_never_reaches_the_upstream() {
-    let backend = Backend::start().await;
-    let usher = start(&backend, vec![room("mailbox")]);
+    let backend = Upstream::start_mailbox().await;
+    let usher = usher_with_rooms(&backend, vec![room("mailbox")]);
     let mut v = Visitor::new(ip(10, 0), usher.http_addr.expect("http"));
     // The visitor also carries the mailbox's own cookies, on both sides of usher's name.
     v.jar.insert("a_site".into(), "1".into());
@@ -117,7 +117,7 @@ async fn an_idle_room_forwards_a_newcomer_at_once_with_a_pass_that_keeps_working
     assert_eq!(metric(&text, "usher_joined_total", &[("room", "mailbox")]), 0.0);
     assert_eq!(metric(&text, "usher_token_rejected_total", &[]), 0.0);
     drop(v);
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 // -----------------------------------------------------------------------------------------
@@ -143,14 +143,14 @@ async fn a_spike_of_500_clients_never_exceeds_max_active_and_is_admitted_in_tick
     const MAX_ACTIVE: u64 = 10;
     const POLL: Duration = Duration::from_millis(100);
     let _heavy = HEAVY.lock().await;
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut spike = room("spike");
     spike.max_active = MAX_ACTIVE;
     spike.admit_per_minute = 60_000;
     spike.session_idle = Duration::from_secs(120);
     spike.claim_window = Duration::from_secs(30);
     spike.waiter_ttl = Duration::from_secs(60);
-    let usher = start(&backend, vec![spike]);
+    let usher = usher_with_rooms(&backend, vec![spike]);
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
 
     // The server's own figures, sampled all along from the admin API: one snapshot of the
@@ -302,7 +302,7 @@ async fn a_spike_of_500_clients_never_exceeds_max_active_and_is_admitted_in_tick
     assert_eq!(metric(&text, "usher_abandoned_total", &[("room", "spike")]), 0.0);
     assert_eq!(metric(&text, "usher_expired_grants_total", &[("room", "spike")]), 0.0);
     eprintln!("spike: {CLIENTS} clients in {took:?}; max live {max_live}, max active {max_active}");
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 // -----------------------------------------------------------------------------------------
@@ -315,11 +315,11 @@ async fn admissions_follow_admit_per_minute_plus_at_most_the_bucket_reserve() {
     const RESERVE: f64 = 4.0; // max(1, 120 / 30)
     const WAITERS: u32 = 40;
     let _heavy = HEAVY.lock().await;
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut outflow = room("outflow");
     outflow.admit_per_minute = PER_MINUTE;
     outflow.max_active = 100_000;
-    let usher = start(&backend, vec![outflow]);
+    let usher = usher_with_rooms(&backend, vec![outflow]);
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
 
     let stop_polling = Arc::new(AtomicBool::new(false));
@@ -361,7 +361,7 @@ async fn admissions_follow_admit_per_minute_plus_at_most_the_bucket_reserve() {
         after - started
     );
     assert!(metric(&text, "usher_waiting", &[("room", "outflow")]) > 0.0, "the line never ran dry");
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 // -----------------------------------------------------------------------------------------
@@ -370,11 +370,11 @@ async fn admissions_follow_admit_per_minute_plus_at_most_the_bucket_reserve() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_who_stop_polling_are_skipped_and_those_behind_move_up_and_get_in() {
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut r = room("abandon");
     r.max_active = 1;
     r.waiter_ttl = Duration::from_secs(2);
-    let usher = start(&backend, vec![r]);
+    let usher = usher_with_rooms(&backend, vec![r]);
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
 
     let mut holder = Visitor::new(ip(3, 0), addr);
@@ -434,16 +434,16 @@ async fn waiters_who_stop_polling_are_skipped_and_those_behind_move_up_and_get_i
     let text = metrics_text(admin).await;
     assert_eq!(metric(&text, "usher_abandoned_total", &[("room", "abandon")]), 3.0);
     assert_eq!(metric(&text, "usher_admitted_total", &[("room", "abandon"), ("via", "queue")]), 3.0);
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_expires_and_its_place_goes_to_a_waiter_while_a_busy_one_lives_on() {
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut r = room("idle");
     r.max_active = 1;
     r.session_idle = Duration::from_secs(2);
-    let usher = start(&backend, vec![r]);
+    let usher = usher_with_rooms(&backend, vec![r]);
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
 
     let mut holder = Visitor::new(ip(4, 0), addr);
@@ -469,16 +469,16 @@ async fn an_idle_session_expires_and_its_place_goes_to_a_waiter_while_a_busy_one
         assert!(r.forwarded(), "a busy session must not expire: {} {}", r.status, r.text());
     }
     assert_eq!(waiter.cookie(PASS), Some(pass.as_str()));
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_ends_the_session_at_once_and_the_next_waiter_gets_in() {
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut r = room("logout");
     r.max_active = 1;
     r.session_idle = Duration::from_secs(600);
-    let usher = start(&backend, vec![r]);
+    let usher = usher_with_rooms(&backend, vec![r]);
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
 
     let mut holder = Visitor::new(ip(5, 0), addr);
@@ -503,17 +503,17 @@ async fn logout_ends_the_session_at_once_and_the_next_waiter_gets_in() {
     let replay = holder.api("/inbox").await;
     assert_eq!(replay.status, StatusCode::SERVICE_UNAVAILABLE, "a logged-out pass must not pass");
     assert_eq!(rejected(&metrics_text(admin).await, PASS, "ended"), 1.0);
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unclaimed_grant_expires_after_the_claim_window_and_the_place_goes_to_the_next_waiter() {
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut r = room("claim");
     r.max_active = 1;
     r.claim_window = Duration::from_secs(1);
     r.waiter_ttl = Duration::from_secs(30);
-    let usher = start(&backend, vec![r]);
+    let usher = usher_with_rooms(&backend, vec![r]);
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
 
     let mut holder = Visitor::new(ip(12, 0), addr);
@@ -539,7 +539,7 @@ async fn an_unclaimed_grant_expires_after_the_claim_window_and_the_place_goes_to
     let again = sleeper.api("/inbox").await;
     assert_eq!(again.status, StatusCode::SERVICE_UNAVAILABLE, "it must queue again: {}", again.text());
     assert_ne!(sleeper.ticket_number(), Some(old_ticket), "a fresh ticket");
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 // -----------------------------------------------------------------------------------------
@@ -561,11 +561,11 @@ fn check_waiting(who: &str, v: &Value, per_minute: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_polling_waiter_never_sees_its_position_grow_and_gets_a_sane_estimate() {
     const PER_MINUTE: u64 = 600;
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut r = room("eta");
     r.max_active = 3;
     r.admit_per_minute = PER_MINUTE;
-    let usher = start(&backend, vec![r]);
+    let usher = usher_with_rooms(&backend, vec![r]);
     let addr = usher.http_addr.expect("http");
 
     let visitor = move |i: u32, delay: Duration| {
@@ -601,7 +601,7 @@ async fn a_polling_waiter_never_sees_its_position_grow_and_gets_a_sane_estimate(
         waited += usize::from(positions.len() > 3);
     }
     assert!(waited >= 20, "too few visitors waited long enough to see their place move ({waited})");
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 // -----------------------------------------------------------------------------------------
@@ -612,12 +612,12 @@ async fn a_polling_waiter_never_sees_its_position_grow_and_gets_a_sane_estimate(
 async fn visitors_before_opens_at_are_prequeued_then_admitted_shuffled_and_before_later_arrivals() {
     const EARLY: u32 = 30;
     const LATE: u32 = 5;
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let opens_at = unix_secs() + 3;
     let mut r = room("event");
     r.max_active = 1;
     r.opens_at = Some(opens_at as i64);
-    let usher = start(&backend, vec![r]);
+    let usher = usher_with_rooms(&backend, vec![r]);
     let addr = usher.http_addr.expect("http");
 
     let mut early = Vec::new();
@@ -680,14 +680,14 @@ async fn visitors_before_opens_at_are_prequeued_then_admitted_shuffled_and_befor
     assert_eq!(sorted, (0..u64::from(EARLY)).collect::<Vec<_>>(), "the pre-queued came first: {order:?}");
     assert_ne!(first, sorted.as_slice(), "the pre-queue was admitted in arrival order, not shuffled");
     assert_eq!(rest, (u64::from(EARLY)..u64::from(EARLY + LATE)).collect::<Vec<_>>(), "later arrivals in FIFO order");
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_arriving_after_opens_at_is_not_drawn_into_the_prequeue() {
     const EARLY: u32 = 20;
     const LATE: u32 = 5;
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let opens_at = unix_secs() + 2;
     let mut r = room("opening");
     r.max_active = 1;
@@ -695,7 +695,7 @@ async fn a_visitor_arriving_after_opens_at_is_not_drawn_into_the_prequeue() {
     // The admitter ticks once at start and then not for an hour: the test runs the tick at
     // opening itself, so "after opening, before the next tick" is certain, not a race.
     r.tick = Duration::from_secs(3600);
-    let usher = start(&backend, vec![r]);
+    let usher = usher_with_rooms(&backend, vec![r]);
     let addr = usher.http_addr.expect("http");
 
     let mut visitors = Vec::new();
@@ -737,19 +737,19 @@ async fn a_visitor_arriving_after_opens_at_is_not_drawn_into_the_prequeue() {
         late_status.iter().all(|s| s == "waiting"),
         "visitors arriving after opening were told they are pre-queued: {late_status:?}"
     );
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prequeued_visitor_is_never_shown_a_place_that_grows_at_opening() {
     const EARLY: u32 = 20;
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let opens_at = unix_secs() + 2;
     let mut r = room("draw");
     // One admitted at opening and nobody leaves: everyone else keeps the place drawn for them.
     r.max_active = 1;
     r.opens_at = Some(opens_at as i64);
-    let usher = start(&backend, vec![r]);
+    let usher = usher_with_rooms(&backend, vec![r]);
     let addr = usher.http_addr.expect("http");
 
     let mut visitors = Vec::new();
@@ -791,7 +791,7 @@ async fn a_prequeued_visitor_is_never_shown_a_place_that_grows_at_opening() {
         }
     }
     assert!(grew.is_empty(), "a polling waiter's place grew at the draw: {grew:?}");
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 // -----------------------------------------------------------------------------------------
@@ -800,10 +800,10 @@ async fn a_prequeued_visitor_is_never_shown_a_place_that_grows_at_opening() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_address_cannot_hold_more_than_tickets_per_client_live_tickets() {
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut r = room("cap");
     r.max_active = 1;
-    let usher = start_with(&backend, vec![r], |c| c.limits.tickets_per_client = 3);
+    let usher = usher_with_rooms_and(&backend, vec![r], |c| c.limits.tickets_per_client = 3);
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
 
     let mut holder = Visitor::new(ip(8, 0), addr);
@@ -828,15 +828,15 @@ async fn one_client_address_cannot_hold_more_than_tickets_per_client_live_ticket
     })
     .await;
     assert_eq!(room_metric(admin, "usher_joined_total", "cap").await, 4.0);
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejoining_at_the_ticket_cap_when_the_turn_has_come_never_leaves_a_session_without_a_pass() {
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut r = room("rejoin");
     r.max_active = 1;
-    let usher = start_with(&backend, vec![r], |c| c.limits.tickets_per_client = 1);
+    let usher = usher_with_rooms_and(&backend, vec![r], |c| c.limits.tickets_per_client = 1);
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
 
     let mut holder = Visitor::new(ip(16, 0), addr);
@@ -866,7 +866,7 @@ async fn rejoining_at_the_ticket_cap_when_the_turn_has_come_never_leaves_a_sessi
     .await;
     let active = room_metric(admin, "usher_active_sessions", "rejoin").await;
     assert_eq!(active, passes as f64, "every live session belongs to a pass somebody holds");
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 // -----------------------------------------------------------------------------------------
@@ -875,10 +875,10 @@ async fn rejoining_at_the_ticket_cap_when_the_turn_has_come_never_leaves_a_sessi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_browser_gets_the_queue_page_and_lands_on_the_url_it_first_asked_for() {
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut r = room("page");
     r.max_active = 1;
-    let usher = start(&backend, vec![r]);
+    let usher = usher_with_rooms(&backend, vec![r]);
     let addr = usher.http_addr.expect("http");
 
     let mut holder = Visitor::new(ip(9, 0), addr);
@@ -920,15 +920,15 @@ async fn a_waiting_browser_gets_the_queue_page_and_lands_on_the_url_it_first_ask
     assert_eq!(seen[0].target(), "/inbox?x=1");
     assert!(seen[0].all("cookie").iter().all(|c| !c.contains("usher_")));
     assert!(browser.page("/letters").await.forwarded(), "the pass works afterwards");
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_clients_get_503_with_retry_after_and_their_place_and_other_clients_a_bare_503() {
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut r = room("api");
     r.max_active = 1;
-    let usher = start(&backend, vec![r]);
+    let usher = usher_with_rooms(&backend, vec![r]);
     let addr = usher.http_addr.expect("http");
     let mut holder = Visitor::new(ip(13, 0), addr);
     assert!(holder.api("/start").await.forwarded());
@@ -963,15 +963,15 @@ async fn json_clients_get_503_with_retry_after_and_their_place_and_other_clients
         assert!(!reply.forwarded());
     }
     assert!(backend.seen_path("/api/inbox").is_empty() && backend.seen_path("/inbox").is_empty());
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_room_answers_every_newcomer_with_the_maintenance_answer() {
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut r = room("closed");
     r.mode = RoomMode::Closed;
-    let usher = start(&backend, vec![r]);
+    let usher = usher_with_rooms(&backend, vec![r]);
     let addr = usher.http_addr.expect("http");
 
     let mut browser = Visitor::new(ip(14, 1), addr);
@@ -987,5 +987,5 @@ async fn a_closed_room_answers_every_newcomer_with_the_maintenance_answer() {
     assert_eq!(other.get("/inbox", None).await.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(browser.cookie(TICKET).is_none() && app.cookie(TICKET).is_none(), "nobody is queued for a closed room");
     assert!(backend.seen().is_empty(), "nothing reaches the mailbox");
-    stop(usher).await;
+    stop_usher(usher).await;
 }

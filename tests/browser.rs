@@ -8,12 +8,12 @@
 //! `tests/run.sh` installs Chromium and runs `npm ci` in `tests/browser/`; without them these
 //! tests fail and say so (they never skip).
 
-mod support_room;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support_room::*;
+use std::time::Duration;
+use support::*;
 use usher::config::{Config, RoomConfig};
 
 const TOKEN: &str = "browser-test-admin-token";
@@ -34,7 +34,7 @@ fn small_room() -> RoomConfig {
 
 /// Starts usher (admin token set) in front of a recording backend and runs `scenario`;
 /// returns the backend so the test can check what reached the mailbox.
-async fn run(scenario: &str, room: RoomConfig, tweak: impl FnOnce(&mut Config)) -> Backend {
+async fn run(scenario: &str, room: RoomConfig, tweak: impl FnOnce(&mut Config)) -> Upstream {
     let _one = BROWSER.lock().await;
     let modules = browser_dir().join("node_modules");
     assert!(
@@ -44,8 +44,8 @@ async fn run(scenario: &str, room: RoomConfig, tweak: impl FnOnce(&mut Config)) 
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(Path::new(&chromium).exists(), "no Chromium at {chromium}: install Debian's chromium (tests/run.sh does)");
 
-    let backend = Backend::start().await;
-    let usher = start_with(&backend, vec![room], |config| {
+    let backend = Upstream::start_mailbox().await;
+    let usher = usher_with_rooms_and(&backend, vec![room], |config| {
         config.admin.token = Some(TOKEN.into());
         tweak(config);
     });
@@ -75,12 +75,8 @@ async fn run(scenario: &str, room: RoomConfig, tweak: impl FnOnce(&mut Config)) 
     println!("{stdout}");
     eprintln!("{stderr}");
     assert!(output.status.success(), "scenario {scenario} failed ({}):\n{stdout}\n{stderr}", output.status);
-    stop(usher).await;
+    stop_usher(usher).await;
     backend
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +114,7 @@ async fn paused_queue_shows_the_operators_message_and_moves_on_after_resume() {
 async fn prequeue_counts_down_to_the_opening_and_lets_the_visitor_in() {
     // The opening is set when usher starts (after waiting for the browser), 15 s ahead.
     let room = RoomConfig { max_active: 100, ..small_room() };
-    let backend = run("prequeue", room, |config| config.rooms[0].opens_at = Some(unix_now() + 15)).await;
+    let backend = run("prequeue", room, |config| config.rooms[0].opens_at = Some(unix_secs() as i64 + 15)).await;
     assert!(!backend.seen_path("/letters/10").is_empty(), "the mailbox never served the page first asked for");
 }
 

@@ -226,7 +226,8 @@ async fn client_address_is_forwarded_only_when_the_operator_opts_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_answers_502_with_a_page() {
-    let usher = start_usher(Config::for_upstream(free_addr()));
+    let nobody = closed_addr();
+    let usher = start_usher(Config::for_upstream(nobody.addr));
     let reply = http1(http_addr(&usher), Request::get("/").header("accept", "text/html").body(empty()).unwrap()).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     assert_eq!(reply.header("content-type"), Some("text/html; charset=utf-8"));
@@ -238,7 +239,8 @@ async fn unreachable_upstream_answers_502_with_a_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_answers_502_with_json_to_api_clients() {
-    let usher = start_usher(Config::for_upstream(free_addr()));
+    let nobody = closed_addr();
+    let usher = start_usher(Config::for_upstream(nobody.addr));
     let req = Request::get("/api/letters").header("accept", "application/json").body(empty()).expect("request");
     let reply = http1(http_addr(&usher), req).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
@@ -277,8 +279,9 @@ async fn upstream_that_breaks_the_connection_answers_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_address_among_two_costs_no_failed_request() {
     let upstream = Upstream::start().await;
+    let dead = closed_addr();
     let mut config = Config::for_upstream(upstream.addr);
-    config.upstream.addresses = vec![upstream_address(free_addr()), upstream_address(upstream.addr)];
+    config.upstream.addresses = vec![upstream_address(dead.addr), upstream_address(upstream.addr)];
     let usher = start_usher(config);
     for i in 0..12 {
         let reply = http1(http_addr(&usher), get(&format!("/letters/{i}"))).await;

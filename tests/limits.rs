@@ -28,15 +28,6 @@ fn request(method: Method, path: &str, accept: &str) -> Request<ReqBody> {
     Request::builder().method(method).uri(path).header("accept", accept).body(empty()).expect("request")
 }
 
-async fn metric(admin: SocketAddr, line_start: &str) -> f64 {
-    let text = http1(admin, get("/metrics")).await.text();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_limit_answers_429_with_retry_after_and_recovers() {
     let upstream = Upstream::start().await;
@@ -60,7 +51,7 @@ async fn the_request_limit_answers_429_with_retry_after_and_recovers() {
     // The window passes: two cells a second come back.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(status_of(source(1), addr, get("/a")).await.status, StatusCode::OK);
-    assert_eq!(metric(usher.admin_addr, "usher_rate_limited_total{rule=\"requests\"}").await, 2.0);
+    assert_eq!(metric(&metrics_text(usher.admin_addr).await, "usher_rate_limited_total", &[("rule", "requests")]), 2.0);
     assert!(upstream.seen().len() == 7, "limited requests never reach the upstream: {}", upstream.seen().len());
     usher.stop();
 }
@@ -87,7 +78,10 @@ async fn a_route_rule_limits_only_its_route() {
     assert_eq!(status_of(source(3), addr, request(Method::GET, "/login", "*/*")).await.status, StatusCode::OK);
     assert_eq!(status_of(source(3), addr, request(Method::POST, "/inbox", "*/*")).await.status, StatusCode::OK);
     assert_eq!(status_of(source(4), addr, login()).await.status, StatusCode::OK);
-    assert_eq!(metric(usher.admin_addr, "usher_rate_limited_total{rule=\"route:POST /login\"}").await, 1.0);
+    assert_eq!(
+        metric(&metrics_text(usher.admin_addr).await, "usher_rate_limited_total", &[("rule", "route:POST /login")]),
+        1.0
+    );
     usher.stop();
 }
 
@@ -110,8 +104,8 @@ async fn the_join_limit_stops_one_client_from_farming_tickets() {
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(limited.header("retry-after"), Some("60"));
     assert_eq!(status_of(source(6), addr, request(Method::GET, "/", "application/json")).await.status, 503);
-    assert_eq!(metric(usher.admin_addr, "usher_rate_limited_total{rule=\"joins\"}").await, 1.0);
-    assert_eq!(metric(usher.admin_addr, "usher_joined_total{room=\"r\"}").await, 3.0);
+    assert_eq!(metric(&metrics_text(usher.admin_addr).await, "usher_rate_limited_total", &[("rule", "joins")]), 1.0);
+    assert_eq!(metric(&metrics_text(usher.admin_addr).await, "usher_joined_total", &[("room", "r")]), 3.0);
     usher.stop();
 }
 

@@ -292,7 +292,8 @@ async fn failed_forwards_are_counted_by_kind_and_status() {
     let usher = start_usher(config);
     assert_eq!(http1(http_addr(&usher), get("/slow?ms=5000")).await.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(http1(http_addr(&usher), get("/abort")).await.status, StatusCode::BAD_GATEWAY);
-    let unreachable = start_usher(Config::for_upstream(free_addr()));
+    let nobody = closed_addr();
+    let unreachable = start_usher(Config::for_upstream(nobody.addr));
     for _ in 0..3 {
         assert_eq!(http1(http_addr(&unreachable), get("/")).await.status, StatusCode::BAD_GATEWAY);
     }

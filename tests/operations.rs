@@ -2,13 +2,13 @@
 //! takes effect within a few ticks in the middle of a spike, and a pause admits nobody while
 //! the line keeps its order, then resumes first come, first served.
 
-mod support_room;
+mod support;
 
 use http::Method;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support_room::*;
+use support::*;
 use usher::config::RoomMode;
 
 const TOKEN: &str = "operations-test-token-0123456789";
@@ -48,11 +48,11 @@ async fn waiters(
 async fn changing_admit_per_minute_mid_spike_changes_the_outflow_within_a_few_ticks() {
     const SLOW: u64 = 60;
     const FAST: u64 = 1200;
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut spike = room("spike");
     (spike.mode, spike.admit_per_minute, spike.max_active) = (RoomMode::QueueAll, SLOW, 100_000);
     spike.tick = Duration::from_millis(200);
-    let usher = start_with(&backend, vec![spike], |c| c.admin.token = Some(TOKEN.into()));
+    let usher = usher_with_rooms_and(&backend, vec![spike], |c| c.admin.token = Some(TOKEN.into()));
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
     let (stop_polling, tasks) = waiters(addr, 250, Duration::from_millis(200)).await;
 
@@ -109,17 +109,17 @@ async fn changing_admit_per_minute_mid_spike_changes_the_outflow_within_a_few_ti
         ),
         1.0
     );
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_room_admits_nobody_keeps_the_order_and_resumes_first_come_first_served() {
     // More than the two seconds of reserve the bucket fills while paused (8 at 240/min).
     const WAITERS: u32 = 14;
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut lobby = room("lobby");
     (lobby.mode, lobby.admit_per_minute, lobby.max_active) = (RoomMode::QueueAll, 240, 100);
-    let usher = start_with(&backend, vec![lobby], |c| c.admin.token = Some(TOKEN.into()));
+    let usher = usher_with_rooms_and(&backend, vec![lobby], |c| c.admin.token = Some(TOKEN.into()));
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
 
     let paused =
@@ -161,7 +161,7 @@ async fn a_paused_room_admits_nobody_keeps_the_order_and_resumes_first_come_firs
         assert!(done[admitted_prefix..].iter().all(|d| !d), "admitted out of order: {done:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 /// Polls every 50 ms until the visitor is admitted; panics after `timeout`.
@@ -175,10 +175,10 @@ async fn admitted_within(v: &mut Visitor, timeout: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_sessions_frees_their_places_for_the_next_waiters_in_order() {
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut full = room("full");
     (full.max_active, full.admit_per_minute) = (2, 60_000);
-    let usher = start_with(&backend, vec![full], |c| c.admin.token = Some(TOKEN.into()));
+    let usher = usher_with_rooms_and(&backend, vec![full], |c| c.admin.token = Some(TOKEN.into()));
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
 
     let mut inside = Vec::new();
@@ -214,5 +214,5 @@ async fn draining_sessions_frees_their_places_for_the_next_waiters_in_order() {
     }
     let text = metrics_text(admin).await;
     assert_eq!(metric(&text, "usher_changes_total", &[("source", "api"), ("field", "drain")]), 2.0);
-    stop(usher).await;
+    stop_usher(usher).await;
 }

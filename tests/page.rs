@@ -4,12 +4,10 @@
 //! with the key named when broken. The browser side is in `tests/browser.rs`.
 
 mod support;
-mod support_room;
 
 use std::process::Command;
 use std::sync::Arc;
-use support::TempDir;
-use support_room::*;
+use support::*;
 use usher::config::{Config, RoomConfig};
 use usher::pages::PageTemplate;
 
@@ -32,8 +30,8 @@ async fn page_in(visitor: &mut Visitor, path: &str, language: &str) -> Reply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn language_follows_accept_language_and_the_switch_keeps_ticket_and_url() {
-    let backend = Backend::start().await;
-    let usher = start(&backend, vec![full_room()]);
+    let backend = Upstream::start_mailbox().await;
+    let usher = usher_with_rooms(&backend, vec![full_room()]);
     take_the_place(&usher).await;
     let addr = usher.http_addr.expect("http");
 
@@ -60,13 +58,13 @@ async fn language_follows_accept_language_and_the_switch_keeps_ticket_and_url() 
     // Another site is never a way back.
     let evil = dane.request("/.usher/lang?to=da&back=%2F%2Fevil.example%2F", vec![]).await;
     assert_eq!(evil.header("location"), Some("/"));
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_language_cookie_never_reaches_the_mailbox() {
-    let backend = Backend::start().await;
-    let usher = start(&backend, vec![room("citizens")]);
+    let backend = Upstream::start_mailbox().await;
+    let usher = usher_with_rooms(&backend, vec![room("citizens")]);
     let mut visitor = Visitor::new(ip(62, 1), usher.http_addr.expect("http"));
     visitor.jar.insert("usher_lang".into(), "da".into());
     visitor.jar.insert("app".into(), "1".into());
@@ -75,13 +73,13 @@ async fn the_language_cookie_never_reaches_the_mailbox() {
     let seen = backend.seen_path("/inbox");
     let cookies: Vec<&str> = seen.iter().flat_map(|s| s.all("cookie")).collect();
     assert_eq!(cookies, vec!["app=1"], "only the mailbox's own cookie is forwarded");
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_json_carries_the_documented_fields() {
-    let backend = Backend::start().await;
-    let usher = start(&backend, vec![full_room()]);
+    let backend = Upstream::start_mailbox().await;
+    let usher = usher_with_rooms(&backend, vec![full_room()]);
     take_the_place(&usher).await;
     let mut visitor = Visitor::new(ip(63, 1), usher.http_addr.expect("http"));
     let queued = visitor.api("/letters/1").await;
@@ -102,13 +100,13 @@ async fn status_json_carries_the_documented_fields() {
     for field in ["opens_at", "message", "progress_percent"] {
         assert!(json.get(field).is_some(), "status JSON lacks {field}: {json}");
     }
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_usher_answer_carries_the_security_headers() {
-    let backend = Backend::start().await;
-    let usher = start(&backend, vec![full_room()]);
+    let backend = Upstream::start_mailbox().await;
+    let usher = usher_with_rooms(&backend, vec![full_room()]);
     take_the_place(&usher).await;
     let mut visitor = Visitor::new(ip(64, 1), usher.http_addr.expect("http"));
     for (path, accept) in [
@@ -133,7 +131,7 @@ async fn every_usher_answer_carries_the_security_headers() {
         + visitor.get("/.usher/queue.css", None).await.text().len()
         + visitor.get("/.usher/queue.js", None).await.text().len();
     assert!(weight < 20 * 1024, "the page with its CSS and JS weighs {weight} bytes");
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,9 +149,9 @@ async fn a_rooms_own_template_is_served_with_the_documented_variables() {
     )
     .expect("write the template");
     let template = Arc::new(PageTemplate::load(&path).expect("a valid template"));
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let room = RoomConfig { template: Some(template), message: Some("<b>soon</b>".into()), ..full_room() };
-    let usher = start(&backend, vec![room]);
+    let usher = usher_with_rooms(&backend, vec![room]);
     take_the_place(&usher).await;
     let mut visitor = Visitor::new(ip(65, 1), usher.http_addr.expect("http"));
     let reply = page_in(&mut visitor, "/inbox", "da").await;
@@ -162,7 +160,7 @@ async fn a_rooms_own_template_is_served_with_the_documented_variables() {
     assert!(html.contains("<h1>Kommunen: Du er i kø</h1>") && html.contains("nr. 1, "), "{html}");
     assert!(html.contains("&lt;b&gt;soon"), "the operator's message is escaped: {html}");
     assert!(reply.header("content-security-policy").is_some(), "custom pages get the same headers");
-    stop(usher).await;
+    stop_usher(usher).await;
 }
 
 fn check_config(text: &str, dir: &TempDir) -> std::process::Output {
@@ -208,7 +206,8 @@ fn a_broken_or_missing_template_is_a_config_error_naming_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_pages_carry_the_security_headers_and_no_inline_style() {
     // Nobody listens upstream: the friendly 502 page.
-    let usher = support::start_usher(Config::for_upstream(support::free_addr()));
+    let nobody = closed_addr();
+    let usher = start_usher(Config::for_upstream(nobody.addr));
     let mut visitor = Visitor::new(ip(66, 1), usher.http_addr.expect("http"));
     for (path, code) in [("/inbox", 502), ("/.usher/nothing", 404)] {
         let reply = visitor.page(path).await;
@@ -217,5 +216,5 @@ async fn error_pages_carry_the_security_headers_and_no_inline_style() {
         assert!(csp.contains("default-src 'none'"), "{path}: CSP {csp:?}");
         assert!(!reply.text().contains("style="), "{path}: inline style would be blocked: {}", reply.text());
     }
-    stop(usher).await;
+    stop_usher(usher).await;
 }

@@ -4,13 +4,11 @@
 //! the upstream receives.
 
 mod support;
-mod support_room;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{Logs, UsherProcess};
-use support_room::*;
+use support::*;
 
 const CLIENTS: u8 = 50;
 
@@ -31,7 +29,7 @@ fn leaks<'a>(text: &str, forbidden: &'a [String]) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_addresses_never_reach_logs_metrics_cookies_or_the_upstream() {
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let config = format!(
         "[listen]\nhttp = \"127.0.0.1:0\"\nworkers = 2\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
          [upstream]\naddresses = [\"{}\"]\n\n\
@@ -87,7 +85,8 @@ async fn client_addresses_never_reach_logs_metrics_cookies_or_the_upstream() {
     let forged = forger.page("/inbox").await;
     cookies.push((201, forger.received.clone()));
     assert!(forged.status.is_success() || forged.status.as_u16() == 503);
-    let garbage = raw_exchange_from(client(202), addr, b"GET /inbox HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n").await;
+    let bad_header = b"GET /inbox HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n";
+    let garbage = raw_exchange_on(connect_from(client(202), addr).await, bad_header).await;
     assert!(garbage.starts_with("HTTP/1.1 4"), "a malformed request is refused: {garbage:?}");
 
     let metrics = metrics_text(usher.admin_addr).await;

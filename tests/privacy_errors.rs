@@ -36,7 +36,8 @@ fn without_own_addresses(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_address_appears_in_no_log_line_and_no_metric_on_any_error_path() {
     let upstream = Upstream::start().await;
-    let dead = free_addr();
+    let closed = closed_addr();
+    let dead = closed.addr;
     let config = binary_config(&[dead, upstream.addr], "", "response_timeout = \"300ms\"");
     let mut usher = UsherProcess::spawn(&config, Logs::Json, &[("USHER_LOG", "debug")]);
     let (addr, admin) = (usher.http_addr, usher.admin_addr);

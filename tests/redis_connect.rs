@@ -3,13 +3,11 @@
 //! `store.url` (password hidden) when Redis cannot be reached or refuses the password.
 
 mod support;
-mod support_room;
 
 use http::StatusCode;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Logs, RedisOptions, RedisServer, TempDir, UsherProcess};
-use support_room::{Backend, Visitor, ip};
+use support::{Logs, RedisOptions, RedisServer, TempDir, Upstream, UsherProcess, Visitor, closed_addr, ip};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-connect-tests";
 
@@ -62,7 +60,7 @@ async fn room_works(node: &UsherProcess) {
 async fn a_password_from_the_url_or_the_environment_works_and_a_wrong_one_stops_start_up() {
     let redis =
         RedisServer::start_with(RedisOptions { password: Some("door-4711-open".into()), ..RedisOptions::default() });
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
 
     let from_env = UsherProcess::spawn(
         &config(backend.addr, &redis.url_without_password()),
@@ -95,18 +93,18 @@ async fn a_password_from_the_url_or_the_environment_works_and_a_wrong_one_stops_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_redis_stops_start_up_with_an_error_naming_store_url() {
-    let backend = Backend::start().await;
-    let nobody = support::free_addr();
-    let (code, stderr) = failed_start(&config(backend.addr, &format!("redis://{nobody}")), &[]);
+    let backend = Upstream::start_mailbox().await;
+    let nobody = closed_addr();
+    let (code, stderr) = failed_start(&config(backend.addr, &format!("redis://{}", nobody.addr)), &[]);
     assert_eq!(code, Some(1), "stderr:\n{stderr}");
-    assert!(stderr.contains("store.url") && stderr.contains(&nobody.to_string()), "{stderr}");
+    assert!(stderr.contains("store.url") && stderr.contains(&nobody.addr.to_string()), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_over_tls_works_with_the_operators_ca_and_is_refused_without_it() {
     let redis = RedisServer::start_with(RedisOptions { tls: true, ..RedisOptions::default() });
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let url = redis.url();
     assert!(url.starts_with("rediss://"));
     let ca = redis.ca_file();

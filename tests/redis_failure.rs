@@ -4,12 +4,10 @@
 //! by itself, and no admitted session and no ticket was lost.
 
 mod support;
-mod support_room;
 
 use http::StatusCode;
 use std::time::Duration;
-use support::{RedisOptions, RedisServer};
-use support_room::*;
+use support::*;
 use usher::config::StoreConfig;
 
 async fn readyz(admin: std::net::SocketAddr) -> StatusCode {
@@ -20,11 +18,11 @@ async fn readyz(admin: std::net::SocketAddr) -> StatusCode {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_redis_stops_pass_holders_are_served_newcomers_get_503_and_the_node_recovers_alone() {
     let mut redis = RedisServer::start_with(RedisOptions { persist: true, ..RedisOptions::default() });
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let mut one = room("outage");
     one.max_active = 1;
     let url = redis.url();
-    let usher = start_with(&backend, vec![one], |c| c.store = StoreConfig::Redis { url });
+    let usher = usher_with_rooms_and(&backend, vec![one], |c| c.store = StoreConfig::Redis { url });
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
 
     let mut holder = Visitor::new(ip(2, 1), addr);
@@ -86,5 +84,5 @@ async fn when_redis_stops_pass_holders_are_served_newcomers_get_503_and_the_node
         assert!(std::time::Instant::now() < deadline, "the waiter from before the outage never got in");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop(usher).await;
+    stop_usher(usher).await;
 }

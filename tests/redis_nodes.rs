@@ -6,7 +6,6 @@
 //! Each node is the real binary; Redis is a real `redis-server` started by the test.
 
 mod support;
-mod support_room;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
@@ -19,8 +18,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{Logs, RedisServer, UsherProcess};
-use support_room::{Backend, Reply, decode_pass, decode_ticket, ip};
+use support::{
+    Logs, PASS, RedisServer, Reply, TICKET, Upstream, UsherProcess, cookie_header, decode_pass, decode_ticket, ip,
+    keep_cookies,
+};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-shared-by-both-nodes";
 
@@ -117,7 +118,7 @@ impl Client {
             }
             let mut builder =
                 Request::get(path).header(header::HOST, "mailbox.test").header(header::ACCEPT, "application/json");
-            if let Some(cookies) = support_room::cookie_header(&self.jar) {
+            if let Some(cookies) = cookie_header(&self.jar) {
                 builder = builder.header(header::COOKIE, cookies);
             }
             let Some(sender) = self.sender.as_mut() else { continue };
@@ -138,9 +139,9 @@ impl Client {
                 self.move_on();
                 continue;
             };
-            let reply = Reply { status: parts.status, headers: parts.headers, body };
-            for (name, value) in support_room::keep_cookies(&mut self.jar, &reply) {
-                if name == support_room::PASS {
+            let reply = Reply::new(parts, body);
+            for (name, value) in keep_cookies(&mut self.jar, &reply) {
+                if name == PASS {
                     self.passes.push(value);
                 }
             }
@@ -215,7 +216,7 @@ async fn spike(kill_the_admitter: bool) {
     const MAX_ACTIVE: u64 = 10;
     const POLL: Duration = Duration::from_millis(100);
     let redis = RedisServer::start();
-    let backend = Backend::start().await;
+    let backend = Upstream::start_mailbox().await;
     let config = node_config(backend.addr, &redis.url(), MAX_ACTIVE);
     let nodes = vec![spawn_node(&config, &[]), spawn_node(&config, &[])];
     let http: Vec<SocketAddr> = nodes.iter().map(|n| n.http_addr).collect();
@@ -257,7 +258,7 @@ async fn spike(kill_the_admitter: bool) {
             if joined.status != StatusCode::OK {
                 assert_eq!(joined.status, StatusCode::SERVICE_UNAVAILABLE, "{}", joined.text());
                 assert_eq!(joined.json()["status"], "waiting", "{}", joined.text());
-                record.ticket = Some(decode_ticket(c.jar.get(support_room::TICKET).expect("a ticket")).number);
+                record.ticket = Some(decode_ticket(c.jar.get(TICKET).expect("a ticket")).number);
                 record.last_waiting_sent = Some(sent);
                 let mut last_position = u64::MAX;
                 tokio::time::sleep(Duration::from_millis((i as u64 * 7) % 100)).await;

@@ -89,11 +89,6 @@ fn gated_config(upstream: &Upstream, client: &str, limits: &str, max_active: u32
     )
 }
 
-async fn metric_value(usher: &UsherProcess, series: &str) -> String {
-    let text = http1(usher.admin_addr, get("/metrics")).await.text();
-    text.lines().find_map(|l| l.strip_prefix(series)).map(|v| v.trim().to_string()).unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_changes_access_lists_and_rate_limits_live_and_keeps_an_operators_pause() {
     let upstream = Upstream::start().await;
@@ -125,20 +120,13 @@ async fn sighup_changes_access_lists_and_rate_limits_live_and_keeps_an_operators
         s
     };
     assert!(statuses.contains(&429), "the stricter limit applies at once: {statuses:?}");
-    assert_eq!(
-        metric_value(&usher, "usher_changes_total{field=\"requests_per_second\",source=\"reload\",target=\"limits\"}")
-            .await,
-        "1"
-    );
-    assert_eq!(
-        metric_value(&usher, "usher_changes_total{field=\"max_active\",source=\"reload\",target=\"room:citizens\"}")
-            .await,
-        "1"
-    );
-    assert_eq!(
-        metric_value(&usher, "usher_changes_total{field=\"mode\",source=\"api\",target=\"room:citizens\"}").await,
-        "1"
-    );
+    let text = metrics_text(usher.admin_addr).await;
+    let changes = |source: &str, target: &str, field: &str| {
+        metric(&text, "usher_changes_total", &[("source", source), ("target", target), ("field", field)])
+    };
+    assert_eq!(changes("reload", "limits", "requests_per_second"), 1.0);
+    assert_eq!(changes("reload", "room:citizens", "max_active"), 1.0);
+    assert_eq!(changes("api", "room:citizens", "mode"), 1.0);
 
     // Deny this client's address: 403 from the next request on, without a restart.
     std::fs::write(usher.config_path(), gated_config(&upstream, "deny = [\"127.0.0.0/8\"]", loose, 3))

@@ -7,16 +7,16 @@
 //! The usher under test signs with a known secret, so the tests can forge cookies in the
 //! documented layout (HMAC-SHA256 truncated to 128 bits, computed here with `ring`).
 
-mod support_room;
+mod support;
 
 use http::StatusCode;
 use std::net::SocketAddr;
-use support_room::*;
+use support::*;
 use usher::Running;
 
 /// Two rooms on their own path prefixes, each with room for one session, both taken.
 struct Setup {
-    _backend: Backend,
+    _backend: Upstream,
     usher: Running,
     addr: SocketAddr,
     admin: SocketAddr,
@@ -28,7 +28,7 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Self {
-        let backend = Backend::start().await;
+        let backend = Upstream::start_mailbox().await;
         let mut citizens = room("citizens");
         citizens.paths = vec!["/citizens/".into()];
         citizens.logout_path = Some("/citizens/logout".into());
@@ -37,7 +37,7 @@ impl Setup {
         business.paths = vec!["/business/".into()];
         business.logout_path = Some("/business/logout".into());
         business.max_active = 1;
-        let usher = start(&backend, vec![citizens, business]);
+        let usher = usher_with_rooms(&backend, vec![citizens, business]);
         let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
         let mut citizen = Visitor::new(ip(20, 0), addr);
         assert!(citizen.api("/citizens/home").await.forwarded());
@@ -93,7 +93,7 @@ impl Setup {
         let text = self.metrics().await;
         assert_eq!(metric(&text, "usher_requests_total", &[("code", "500")]), 0.0, "no request failed with 500");
         drop((self.citizen, self.business));
-        stop(self.usher).await;
+        stop_usher(self.usher).await;
     }
 }
 

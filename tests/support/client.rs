@@ -40,8 +40,9 @@ pub fn get(path: &str) -> Request<ReqBody> {
     Request::get(path).body(empty()).expect("valid request")
 }
 
-/// A complete response, body read to the end.
-#[derive(Debug)]
+/// A complete response, body read to the end: what every client helper here (and the
+/// waiting-room [`Visitor`](super::visitor::Visitor)) returns.
+#[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
     pub version: Version,
@@ -50,12 +51,17 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The reply made of a response's head and its whole body.
+    pub fn new(head: http::response::Parts, body: Bytes) -> Self {
+        Self { status: head.status, version: head.version, headers: head.headers, body }
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.text()))
     }
 
     /// The upstream's echo of the request (panics if this is not an echo answer).
@@ -67,13 +73,32 @@ impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// Whether the upstream answered this (not usher): every answer of the test upstream
+    /// carries `x-upstream`.
+    pub fn forwarded(&self) -> bool {
+        self.header("x-upstream").is_some()
+    }
+
+    /// Every `Set-Cookie` value.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+
+    /// The `Set-Cookie` value for cookie `name`, if any.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies().into_iter().find(|c| c.starts_with(&format!("{name}=")))
+    }
 }
 
 /// Reads a streamed response to its end.
 pub async fn collect_reply(response: Response<Incoming>) -> Reply {
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.expect("read the response body").to_bytes();
-    Reply { status: parts.status, version: parts.version, headers: parts.headers, body }
+    let (head, body) = response.into_parts();
+    Reply::new(head, body.collect().await.expect("read the response body").to_bytes())
 }
 
 /// A TCP connection to `addr`.
@@ -122,9 +147,8 @@ where
 /// One HTTP/1.1 request that may fail (the server may close the connection without answering).
 pub async fn try_http1(addr: SocketAddr, req: Request<ReqBody>) -> Result<Reply, hyper::Error> {
     let response = try_http1_on(connect(addr).await, req, &addr.to_string()).await?;
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok(Reply { status: parts.status, version: parts.version, headers: parts.headers, body })
+    let (head, body) = response.into_parts();
+    Ok(Reply::new(head, body.collect().await?.to_bytes()))
 }
 
 /// One HTTP/1.1 request on its own connection to `addr`; the URI is origin-form (`/path`).

@@ -1,24 +1,48 @@
-//! Shared parts of the integration tests: a real upstream server, usher started in-process
-//! (port 0, real sockets) or as its binary, and clients for every protocol usher serves.
+//! Shared parts of every integration test, one tree for the proxy and the waiting-room tests:
+//!
+//! - [`upstream`]: the one real upstream, which records what reaches it (echo or mailbox);
+//! - [`client`]: clients for every protocol usher serves, raw bytes included, and the one
+//!   [`Reply`] type they all return;
+//! - [`visitor`]: waiting-room visitors, each from its own loopback address with its own
+//!   cookie jar;
+//! - [`room`]: usher started in-process with rooms and a known secret;
+//! - [`cookies`]: usher's cookies, decoded and forged in the byte layout of DESIGN §4;
+//! - [`admin`]: the admin listener: `/metrics` read and summed, admin API calls;
+//! - [`process`]: the real `usher` binary as a child process;
+//! - [`redis_server`]: a real `redis-server`;
+//! - [`data`]: large bodies made and checked on the fly.
+//!
+//! Every server a test starts listens on port 0 and reports the port it got: usher
+//! in-process ([`usher::Running`]), the binary (its `listening (...)` log lines) and the
+//! upstream ([`Upstream::addr`]). Only `redis-server` cannot (see [`redis_server`]).
 //!
 //! Each test binary uses only some of these helpers.
 #![allow(dead_code, unused_imports)]
 
+pub mod admin;
 pub mod client;
+pub mod cookies;
 pub mod data;
 pub mod process;
 pub mod redis_server;
+pub mod room;
 pub mod upstream;
+pub mod visitor;
 
+pub use admin::*;
 pub use client::*;
+pub use cookies::*;
 pub use data::*;
 pub use process::*;
 pub use redis_server::*;
+pub use room::*;
 pub use upstream::*;
+pub use visitor::*;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use usher::config::Config;
 use usher::{Running, Server};
 
@@ -41,10 +65,45 @@ pub fn http_addr(running: &Running) -> SocketAddr {
     running.http_addr.expect("usher listens for http")
 }
 
-/// An address nobody listens on: bound to port 0, then released.
-pub fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local address")
+/// A loopback address nobody listens on, for tests about an unreachable upstream or Redis:
+/// connecting to it is refused at once.
+///
+/// The port is bound (so the kernel gives it to nobody else) but never listened on (so a
+/// connection attempt is answered with a reset), and it stays so for as long as this value
+/// lives: keep it until the test is done. Releasing it early would let any server started
+/// meanwhile, by this test or by another one running in parallel, be given the port.
+pub struct ClosedAddr {
+    pub addr: SocketAddr,
+    _bound: socket2::Socket,
+}
+
+/// See [`ClosedAddr`].
+pub fn closed_addr() -> ClosedAddr {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind port 0");
+    let addr = socket.local_addr().expect("local address").as_socket().expect("an IP address");
+    ClosedAddr { addr, _bound: socket }
+}
+
+/// Polls `check` every 50 ms until it holds; panics with `what` after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Unix time in seconds.
+pub fn unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
 }
 
 /// A directory under the system temp dir, removed on drop.

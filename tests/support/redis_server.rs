@@ -1,6 +1,13 @@
-//! A real `redis-server` for the tests: its own temp directory and a free loopback port,
+//! A real `redis-server` for the tests: its own temp directory and a loopback port,
 //! optionally with a password, TLS (a CA and a server certificate made here with rcgen) and
 //! an append-only file, so a restart keeps the data as a production Redis would.
+//!
+//! The one server here that cannot report the port it got. Every other server the tests
+//! start listens on port 0 and says which port the kernel gave it; `redis-server` takes
+//! `--port 0` to mean "no TCP at all" and has no way to pick a port itself. So the port is
+//! picked here (an ephemeral one the kernel hands out as free) and given to redis-server;
+//! another process may take it between the pick and redis's bind, and then redis-server
+//! exits with "Address already in use" and [`RedisServer::start_with`] tries another port.
 
 use super::TempDir;
 use std::path::PathBuf;
@@ -30,15 +37,26 @@ impl RedisServer {
         Self::start_with(RedisOptions::default())
     }
 
+    /// Starts a server, on another port if the one picked was taken meanwhile (see the
+    /// module's comment).
     pub fn start_with(options: RedisOptions) -> Self {
+        const ATTEMPTS: usize = 5;
         let dir = TempDir::new("redis");
-        let port = super::free_addr().port();
         if options.tls {
             write_certificates(&dir);
         }
-        let mut server = Self { child: None, port, options, dir };
-        server.launch();
-        server
+        let mut server = Self { child: None, port: 0, options, dir };
+        for attempt in 1..=ATTEMPTS {
+            server.port = unused_port();
+            match server.launch() {
+                Ok(()) => return server,
+                Err(PortTaken(log)) if attempt == ATTEMPTS => {
+                    panic!("redis-server found its port taken {ATTEMPTS} times; the last time:\n{log}")
+                }
+                Err(PortTaken(_)) => {}
+            }
+        }
+        unreachable!("every attempt returns or panics")
     }
 
     /// `redis://` or `rediss://` for this server, with the password when it has one.
@@ -65,7 +83,9 @@ impl RedisServer {
         self.dir.path().join("redis.log")
     }
 
-    fn launch(&mut self) {
+    /// Starts redis-server on `self.port` and waits (at most 20 s) until it accepts
+    /// connections; `Err` if the port was taken.
+    fn launch(&mut self) -> Result<(), PortTaken> {
         let _ = std::fs::remove_file(self.log_file());
         let mut command = Command::new("redis-server");
         command
@@ -109,9 +129,15 @@ impl RedisServer {
         loop {
             let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
             if log.contains("Ready to accept connections") {
-                return;
+                return Ok(());
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                // Read again: its last lines may have come after the read above.
+                let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+                if log.contains("Address already in use") {
+                    return Err(PortTaken(log));
+                }
                 panic!("redis-server exited ({status}):\n{log}");
             }
             assert!(Instant::now() < deadline, "redis-server did not start within 20 s:\n{log}");
@@ -128,9 +154,13 @@ impl RedisServer {
     }
 
     /// Starts it again on the same port and directory (the data survives with `persist`).
+    /// Its clients know the port, so it cannot move: if the port was taken while the server
+    /// was down, the test fails and says so.
     pub fn restart(&mut self) {
         self.stop();
-        self.launch();
+        if let Err(PortTaken(log)) = self.launch() {
+            panic!("port {} was taken while redis-server was stopped:\n{log}", self.port);
+        }
     }
 
     /// Every byte Redis holds, as its snapshot file (`SAVE`), to search for what must not be there.
@@ -149,6 +179,16 @@ impl RedisServer {
         let out = command.args(args).output().expect("run redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// redis-server could not bind its port: somebody else has it. Holds redis's log.
+struct PortTaken(String);
+
+/// A loopback port that is free now: the kernel's pick for port 0, released at once for
+/// redis-server to bind (which may fail, see the module's comment).
+fn unused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local address").port()
 }
 
 impl Drop for RedisServer {

@@ -1,5 +1,7 @@
-//! A real upstream for usher to forward to: a hyper HTTP/1.1 server on 127.0.0.1:0 that
-//! records the head of every request it sees.
+//! The one real upstream of the tests, for usher to forward to: a hyper HTTP/1.1 server on
+//! 127.0.0.1:0 (the address it got is [`Upstream::addr`]) that records the head of every
+//! request it sees. Every answer it gives carries `x-upstream` (the route's name), so a test
+//! can tell an upstream answer from one of usher's own ([`Reply::forwarded`]).
 //!
 //! Routes:
 //! - `/slow?ms=N`: sleeps N ms, then answers 200 `slept`;
@@ -8,7 +10,12 @@
 //! - `/hop-response`: answers with hop-by-hop headers that a proxy must strip;
 //! - `/abort`: drops the connection without answering;
 //! - `/ws`: WebSocket echo;
-//! - anything else: echo, a JSON [`Echo`] of the request.
+//! - anything else: started with [`Upstream::start`], the echo, a JSON [`Echo`] of the
+//!   request (`x-upstream: echo`); started with [`Upstream::start_mailbox`], a page of the
+//!   mailbox behind a waiting room, whose text is the request target (`/inbox?x=1`) so that
+//!   a test, or the browser, can read back which URL it landed on (`x-upstream: mailbox`).
+//!
+//! [`Reply::forwarded`]: super::client::Reply::forwarded
 
 use super::data::{PatternBody, digest_body};
 use bytes::Bytes;
@@ -51,6 +58,18 @@ impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.all(name).into_iter().next()
     }
+
+    /// The path with its query, as the client asked for it.
+    pub fn target(&self) -> String {
+        target(&self.path, self.query.as_deref())
+    }
+}
+
+fn target(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    }
 }
 
 /// What the echo route answers: the request as the upstream received it.
@@ -66,6 +85,11 @@ pub struct Echo {
 }
 
 impl Echo {
+    /// The path with its query, as the upstream received it.
+    pub fn target(&self) -> String {
+        target(&self.path, self.query.as_deref())
+    }
+
     pub fn all(&self, name: &str) -> Vec<&str> {
         self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
     }
@@ -75,8 +99,17 @@ impl Echo {
     }
 }
 
-#[derive(Default)]
+/// What the upstream answers on a path without a route of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fallback {
+    /// A JSON [`Echo`] of the request.
+    Echo,
+    /// The request target as a text/plain page.
+    Mailbox,
+}
+
 struct Record {
+    fallback: Fallback,
     seen: Mutex<Vec<Seen>>,
     arrived: Notify,
 }
@@ -95,11 +128,22 @@ impl Drop for Upstream {
 }
 
 impl Upstream {
-    /// Binds 127.0.0.1:0 and serves on the current tokio runtime.
+    /// The upstream of the proxy tests: every path without a route of its own echoes the
+    /// request. Binds 127.0.0.1:0 and serves on the current tokio runtime.
     pub async fn start() -> Self {
+        Self::serve(Fallback::Echo).await
+    }
+
+    /// The mailbox behind the waiting-room tests: every path without a route of its own
+    /// answers its target as text, as a page of the site.
+    pub async fn start_mailbox() -> Self {
+        Self::serve(Fallback::Mailbox).await
+    }
+
+    async fn serve(fallback: Fallback) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the test upstream");
         let addr = listener.local_addr().expect("test upstream address");
-        let record = Arc::new(Record::default());
+        let record = Arc::new(Record { fallback, seen: Mutex::new(Vec::new()), arrived: Notify::new() });
         let shared = record.clone();
         let accept = tokio::spawn(async move {
             loop {
@@ -121,6 +165,11 @@ impl Upstream {
     /// Every request head seen so far, in arrival order.
     pub fn seen(&self) -> Vec<Seen> {
         self.record.seen.lock().expect("record lock").clone()
+    }
+
+    /// The requests seen for `path`.
+    pub fn seen_path(&self, path: &str) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| s.path == path).collect()
     }
 
     /// Waits (at most 10 s) until a request for `path` has arrived, and returns its head.
@@ -151,7 +200,17 @@ fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
     response
 }
 
-async fn route(mut req: Request<Incoming>, record: Arc<Record>) -> Result<Response<ResBody>, std::io::Error> {
+/// Answers one request and marks the answer as the upstream's, with the route's name.
+async fn route(req: Request<Incoming>, record: Arc<Record>) -> Result<Response<ResBody>, std::io::Error> {
+    let (name, mut response) = answer(req, record).await?;
+    response.headers_mut().insert("x-upstream", HeaderValue::from_static(name));
+    Ok(response)
+}
+
+async fn answer(
+    mut req: Request<Incoming>,
+    record: Arc<Record>,
+) -> Result<(&'static str, Response<ResBody>), std::io::Error> {
     let seen = Seen {
         method: req.method().to_string(),
         path: req.uri().path().to_string(),
@@ -166,20 +225,20 @@ async fn route(mut req: Request<Incoming>, record: Arc<Record>) -> Result<Respon
     record.arrived.notify_waiters();
 
     let query = seen.query.as_deref();
-    match seen.path.as_str() {
+    let answer = match seen.path.as_str() {
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(param(query, "ms").unwrap_or(1000))).await;
-            Ok(full(StatusCode::OK, "text/plain", "slept\n"))
+            ("slow", full(StatusCode::OK, "text/plain", "slept\n"))
         }
         "/download" => {
             let mut response = Response::new(PatternBody::sized(param(query, "bytes").unwrap_or(0)).boxed());
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-            Ok(response)
+            ("download", response)
         }
         "/upload" => {
             let (bytes, sha256) = digest_body(req.into_body()).await.map_err(std::io::Error::other)?;
             let json = serde_json::json!({ "bytes": bytes, "sha256": sha256 });
-            Ok(full(StatusCode::OK, "application/json", json.to_string()))
+            ("upload", full(StatusCode::OK, "application/json", json.to_string()))
         }
         "/hop-response" => {
             let mut response = full(StatusCode::OK, "text/plain", "hop\n");
@@ -189,10 +248,11 @@ async fn route(mut req: Request<Incoming>, record: Arc<Record>) -> Result<Respon
             headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
             headers.insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"upstream\""));
             headers.insert("x-end-to-end", HeaderValue::from_static("kept"));
-            Ok(response)
+            ("hop-response", response)
         }
-        "/abort" => Err(std::io::Error::other("the test upstream breaks this connection on purpose")),
-        "/ws" => Ok(websocket(&mut req)),
+        "/abort" => return Err(std::io::Error::other("the test upstream breaks this connection on purpose")),
+        "/ws" => ("ws", websocket(&mut req)),
+        _ if record.fallback == Fallback::Mailbox => ("mailbox", full(StatusCode::OK, "text/plain", seen.target())),
         _ => {
             let version = format!("{:?}", req.version());
             let (body_bytes, body_sha256) = digest_body(req.into_body()).await.map_err(std::io::Error::other)?;
@@ -205,11 +265,10 @@ async fn route(mut req: Request<Incoming>, record: Arc<Record>) -> Result<Respon
                 "body_bytes": body_bytes,
                 "body_sha256": body_sha256,
             });
-            let mut response = full(StatusCode::OK, "application/json", json.to_string());
-            response.headers_mut().insert("x-upstream", HeaderValue::from_static("echo"));
-            Ok(response)
+            ("echo", full(StatusCode::OK, "application/json", json.to_string()))
         }
-    }
+    };
+    Ok(answer)
 }
 
 /// Accepts a WebSocket handshake and echoes every text and binary message.
