@@ -125,7 +125,7 @@ async fn drain_ends_sessions_and_their_passes_no_longer_pass() {
         Request::get("/inbox").header("cookie", pass).header("accept", "application/json").body(empty()).expect("r"),
     )
     .await;
-    assert!(again.headers.get_all("set-cookie").iter().any(|c| c.to_str().is_ok_and(|c| c.starts_with("usher_pass="))));
+    assert!(again.headers.get_all("set-cookie").iter().any(|c| c.to_str().is_ok_and(|c| c.starts_with("usher_pass_"))));
     let metrics = http1(admin, get("/metrics")).await.text();
     assert!(metrics.contains("usher_token_rejected_total{cookie=\"usher_pass\",reason=\"ended\"} 1"), "{metrics}");
     usher.stop();

@@ -499,7 +499,7 @@ async fn logout_ends_the_session_at_once_and_the_next_waiter_gets_in() {
     // Far sooner than session_idle (10 minutes).
     poll_until_admitted(&mut waiter, Duration::from_millis(100), Duration::from_secs(10)).await;
 
-    holder.jar.insert(PASS.into(), old_pass);
+    holder.jar.insert(named(PASS, "logout"), old_pass);
     let replay = holder.api("/inbox").await;
     assert_eq!(replay.status, StatusCode::SERVICE_UNAVAILABLE, "a logged-out pass must not pass");
     assert_eq!(rejected(&metrics_text(admin).await, PASS, "ended"), 1.0);

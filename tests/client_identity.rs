@@ -7,14 +7,20 @@ use http::Request;
 use std::net::{IpAddr, SocketAddr};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use usher::config::Config;
+use usher::config::{Config, RealIpFrom};
 
 /// usher in front of `upstream`, sending the client address upstream so tests can see which
 /// address usher believed.
 fn usher_telling(upstream: &Upstream, trusted: &[&str]) -> usher::Running {
+    usher_believing(upstream, trusted, RealIpFrom::XForwardedFor)
+}
+
+/// usher believing `from` from peers in `trusted`, forwarding the address it believed.
+fn usher_believing(upstream: &Upstream, trusted: &[&str], from: RealIpFrom) -> usher::Running {
     let mut config = Config::for_upstream(upstream.addr);
     config.upstream.forward_client_ip = true;
     config.client.trusted_proxies = trusted.iter().map(|n| n.parse().expect("cidr")).collect();
+    config.client.real_ip_from = from;
     start_usher(config)
 }
 
@@ -59,9 +65,14 @@ async fn from_a_trusted_peer_the_rightmost_untrusted_address_is_the_client() {
     let chain = [("x-forwarded-for", "6.6.6.6, 198.51.100.9, 10.1.1.1"), ("x-forwarded-for", "10.2.2.2")];
     assert_eq!(believed(&usher, CLIENT_IP, &chain).await, vec!["198.51.100.9"]);
     let forwarded = [("forwarded", r#"for=192.0.2.1, for="[2001:db8:cafe::17]:4711";proto=https, for=10.3.3.3"#)];
-    assert_eq!(believed(&usher, CLIENT_IP, &forwarded).await, vec!["2001:db8:cafe::17"]);
+    // Believing X-Forwarded-For, a Forwarded header is the client's own word: ignored.
+    assert_eq!(believed(&usher, CLIENT_IP, &forwarded).await, vec![CLIENT_IP.to_string()]);
     let garbage = [("x-forwarded-for", "203.0.113.5, not-an-address")];
     assert_eq!(believed(&usher, CLIENT_IP, &garbage).await, vec![CLIENT_IP.to_string()]);
+    usher.stop();
+    let usher = usher_believing(&upstream, &["127.0.0.0/8", "10.0.0.0/8"], RealIpFrom::Forwarded);
+    assert_eq!(believed(&usher, CLIENT_IP, &forwarded).await, vec!["2001:db8:cafe::17"]);
+    assert_eq!(believed(&usher, CLIENT_IP, &one_proxy).await, vec![CLIENT_IP.to_string()], "XFF ignored");
     usher.stop();
 }
 

@@ -31,7 +31,8 @@ async fn live_metrics() -> String {
         .expect("request");
     assert_eq!(http1(usher.admin_addr, change).await.status, 200);
     assert_eq!(http1(addr, get("/inbox")).await.status, 200);
-    let queued = Request::get("/inbox").header("accept", "application/json").header("cookie", "usher_pass=forged");
+    let queued =
+        Request::get("/inbox").header("accept", "application/json").header("cookie", "usher_pass_citizens=forged");
     assert_eq!(http1(addr, queued.body(empty()).expect("request")).await.status, 503);
     // Let the admitter tick once so the room gauges are set.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;

@@ -80,8 +80,8 @@ async fn client_addresses_never_reach_logs_metrics_cookies_or_the_upstream() {
     }
     // Less friendly visitors, so the error paths log too.
     let mut forger = Visitor::new(client(201), addr);
-    forger.jar.insert(PASS.into(), "forged-pass".into());
-    forger.jar.insert(TICKET.into(), b64(&random_bytes(42)));
+    forger.jar.insert(named(PASS, "mailbox"), "forged-pass".into());
+    forger.jar.insert(named(TICKET, "mailbox"), b64(&random_bytes(42)));
     let forged = forger.page("/inbox").await;
     cookies.push((201, forger.received.clone()));
     assert!(forged.status.is_success() || forged.status.as_u16() == 503);

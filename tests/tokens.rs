@@ -50,11 +50,14 @@ impl Setup {
         self.citizen.cookie(PASS).expect("the citizen holds a pass").to_string()
     }
 
-    /// A new visitor from its own address presents `cookie=value` on `GET path`.
-    async fn present(&mut self, cookie: &str, value: &str, path: &str) -> (Visitor, Reply) {
+    /// A new visitor from its own address presents `value` as the `kind` cookie of the room
+    /// of `path` (citizens for usher's own paths) on `GET path`.
+    async fn present(&mut self, kind: &str, value: &str, path: &str) -> (Visitor, Reply) {
         let mut v = Visitor::new(ip(21, self.next), self.addr);
         self.next += 1;
-        v.jar.insert(cookie.to_string(), value.to_string());
+        let room = if path.starts_with("/business/") { "business" } else { "citizens" };
+        let cookie = named(kind, room);
+        v.jar.insert(cookie.clone(), value.to_string());
         let reply = v.api(path).await;
         assert_ne!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{cookie}={value:?} made usher fail");
         (v, reply)
@@ -67,7 +70,7 @@ impl Setup {
         assert!(!reply.forwarded());
         assert_eq!(reply.json()["status"], "waiting", "{what}: queued as a newcomer");
         assert!(
-            reply.set_cookies().iter().any(|c| c.starts_with("usher_pass=") && is_deletion(c)),
+            reply.set_cookies().iter().any(|c| c.starts_with("usher_pass_") && is_deletion(c)),
             "{what}: the bad pass is cleared: {:?}",
             reply.set_cookies()
         );

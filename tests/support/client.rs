@@ -89,9 +89,12 @@ impl Reply {
             .collect()
     }
 
-    /// The `Set-Cookie` value for cookie `name`, if any.
+    /// The `Set-Cookie` value for cookie `name` (or, for `usher_pass` / `usher_ticket`, of
+    /// any room's cookie of that kind), if any.
     pub fn set_cookie(&self, name: &str) -> Option<String> {
-        self.set_cookies().into_iter().find(|c| c.starts_with(&format!("{name}=")))
+        self.set_cookies()
+            .into_iter()
+            .find(|c| c.split_once('=').is_some_and(|(n, _)| super::cookies::is_kind(n, name)))
     }
 }
 

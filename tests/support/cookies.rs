@@ -5,8 +5,19 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+/// The kinds of usher's cookies; each room's are named `<kind>_<room>`.
 pub const PASS: &str = "usher_pass";
 pub const TICKET: &str = "usher_ticket";
+
+/// The name of `room`'s cookie of `kind` (`usher_pass_citizens`).
+pub fn named(kind: &str, room: &str) -> String {
+    format!("{kind}_{room}")
+}
+
+/// Whether a cookie name is of `kind`, for any room (or is exactly `kind`).
+pub fn is_kind(name: &str, kind: &str) -> bool {
+    name.strip_prefix(kind).is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+}
 
 /// A decoded `usher_ticket` (signature not checked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -79,9 +79,10 @@ impl Visitor {
         self.sender = Some(sender);
     }
 
-    /// The jar's cookie, if any.
+    /// The jar's cookie `name`, if any; `usher_pass` and `usher_ticket` find the cookie of
+    /// that kind whatever its room.
     pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.jar.get(name).map(String::as_str)
+        self.jar.iter().find(|(n, _)| super::cookies::is_kind(n, name)).map(|(_, v)| v.as_str())
     }
 
     /// `GET path` with an `Accept` header (if given) and the jar's cookies.
