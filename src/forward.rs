@@ -8,11 +8,11 @@
 //! connect, so a dead address costs no failed request.
 
 use crate::body::Body;
+use crate::canonical::authority::Authority;
 use crate::config::{UpstreamAddress, UpstreamConfig};
 use crate::error::ProxyError;
 use crate::metrics::UpstreamErrorKind;
 use crate::pool::{Checkin, Pool, Sender};
-use crate::request::Authority;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;

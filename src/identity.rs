@@ -5,6 +5,7 @@
 //! kept, counted or logged uses the key.
 
 use crate::config::ClientConfig;
+pub use crate::config::RealIpFrom;
 use ring::hmac;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::IpAddr;
@@ -228,38 +229,6 @@ pub struct ClientAddr {
     pub ip: IpAddr,
     /// The client used TLS: to usher, or (said a trusted proxy) to the proxy in front.
     pub https: bool,
-}
-
-/// The one source of the client's address that usher believes from a trusted proxy
-/// (`client.real_ip_from`). The others are ignored (and stripped before forwarding): a load
-/// balancer that appends one header passes the client's own version of the other untouched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RealIpFrom {
-    /// The right-most untrusted entry of `X-Forwarded-For`; `X-Forwarded-Proto` for the scheme.
-    XForwardedFor,
-    /// The right-most untrusted `for=` of `Forwarded` (RFC 7239); its `proto=` for the scheme.
-    Forwarded,
-    /// The PROXY protocol v2 header, read by the listener before any HTTP.
-    ProxyProtocol,
-}
-
-impl RealIpFrom {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "x-forwarded-for" => Some(Self::XForwardedFor),
-            "forwarded" => Some(Self::Forwarded),
-            "proxy_protocol" => Some(Self::ProxyProtocol),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::XForwardedFor => "x-forwarded-for",
-            Self::Forwarded => "forwarded",
-            Self::ProxyProtocol => "proxy_protocol",
-        }
-    }
 }
 
 /// Whom usher believes about the client's address: peers in `trusted`, through `from`.

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod admin_api;
 pub mod admin_client;
 pub mod body;
+pub mod canonical;
 pub mod changes;
 pub mod clock;
 pub mod config;

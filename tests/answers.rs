@@ -90,8 +90,12 @@ async fn usher_answers_are_byte_for_byte_what_they_were() {
         ("other", request("*/*", None)),
     ];
     for (name, req) in &limited {
-        dump(&mut out, &format!("limited {name}"), render::render(Answer::Limited { retry_after_secs: 7 }, req, vec![]))
-            .await;
+        dump(
+            &mut out,
+            &format!("limited {name}"),
+            render::render(Answer::Limited { retry_after_secs: 7 }, req, vec![]),
+        )
+        .await;
     }
     let errors = [
         ProxyError::UpstreamUnreachable,

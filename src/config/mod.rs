@@ -9,7 +9,6 @@ pub mod duration;
 mod raw;
 pub(crate) use raw::parse_rfc3339;
 
-pub use crate::identity::RealIpFrom;
 pub use crate::tls::TlsFiles;
 use ipnet::IpNet;
 use std::fmt;
@@ -109,6 +108,38 @@ pub struct ClientConfig {
     pub hash_rotation: Duration,
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
+}
+
+/// The one source of the client's address that usher believes from a trusted proxy
+/// (`client.real_ip_from`). The others are ignored (and stripped before forwarding): a load
+/// balancer that appends one header passes the client's own version of the other untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RealIpFrom {
+    /// The right-most untrusted entry of `X-Forwarded-For`; `X-Forwarded-Proto` for the scheme.
+    XForwardedFor,
+    /// The right-most untrusted `for=` of `Forwarded` (RFC 7239); its `proto=` for the scheme.
+    Forwarded,
+    /// The PROXY protocol v2 header, read by the listener before any HTTP.
+    ProxyProtocol,
+}
+
+impl RealIpFrom {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "x-forwarded-for" => Some(Self::XForwardedFor),
+            "forwarded" => Some(Self::Forwarded),
+            "proxy_protocol" => Some(Self::ProxyProtocol),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+            Self::ProxyProtocol => "proxy_protocol",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -224,7 +224,7 @@ impl Checker {
             self.error(key, format!("{item:?} must start with \"/\""));
             return None;
         }
-        match crate::request::path::canonical(item) {
+        match crate::canonical::path::canonical(item) {
             Ok(path) => Some(path.into_owned()),
             Err(e) => {
                 self.error(key, format!("{item:?} is not a usable path prefix: {e}"));
@@ -481,7 +481,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         let logout_path = r.logout_path.as_deref().and_then(|p| c.path_prefix(&format!("{key}.logout_path"), p));
         let mut hosts = Vec::with_capacity(r.hosts.len());
         for (j, host) in r.hosts.iter().enumerate() {
-            match crate::request::Authority::parse(host, false) {
+            match crate::canonical::authority::Authority::parse(host, false) {
                 Ok(a) if !host.contains(':') || host.starts_with('[') && host.ends_with(']') => {
                     hosts.push(a.host().to_string());
                 }

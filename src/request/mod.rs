@@ -3,18 +3,15 @@
 //! and bypass matching, rendering, forwarding — reads this view and nothing else, so what
 //! usher judged is what the mailbox serves.
 
-pub mod authority;
-pub mod path;
-
+pub use crate::canonical::authority::{Authority, AuthorityError};
+pub use crate::canonical::path::{self, PathError};
 use crate::cookies::UsherCookies;
 use crate::identity::ClientAddr;
 use crate::pages::i18n::Lang;
-pub use authority::{Authority, AuthorityError};
 use http::header::{ACCEPT, HeaderMap};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Uri};
-pub use path::PathError;
 use std::borrow::Cow;
 
 /// Why a request target was refused; each is answered `400`.
