@@ -242,3 +242,28 @@ async fn the_openapi_file_describes_every_answer_of_the_admin_listener() {
     }
     usher.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_token_can_come_from_admin_token_file() {
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new("admin-token");
+    let path = dir.path().join("token");
+    std::fs::write(&path, format!("{TOKEN}\n")).expect("write the token file");
+    let mut config = Config::parse(&format!(
+        "[admin]\ntoken_file = {:?}\n[[room]]\nname = \"citizens\"\n",
+        path.to_str().expect("UTF-8 path")
+    ))
+    .expect("config");
+    let base = Config::for_upstream(upstream.addr);
+    (config.listen, config.admin.listen, config.upstream) = (base.listen, base.admin.listen, base.upstream);
+    let usher = start_usher(config);
+    let pause = |token| admin_call(usher.admin_addr, Method::POST, "/admin/rooms/citizens/pause", token, "");
+    assert_eq!(pause(Some("wrong-token-0123456789")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(pause(Some(TOKEN)).await.status, StatusCode::OK, "the file's token (its newline trimmed) is the token");
+    usher.stop();
+
+    let mut config = Config::for_upstream(upstream.addr);
+    config.admin.token_file = Some(dir.path().join("missing"));
+    let error = usher::Server::start(config).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(error.contains("admin.token_file"), "a missing token file names its key: {error}");
+}

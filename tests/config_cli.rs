@@ -164,3 +164,53 @@ fn run_refuses_to_start_with_a_broken_file() {
     assert_eq!(output.status.code(), Some(2), "stderr: {}", stderr(&output));
     assert!(stderr(&output).contains("upstream.addresses[0]"), "{}", stderr(&output));
 }
+
+#[test]
+fn check_config_says_which_forwarding_header_is_believed() {
+    let dir = TempDir::new("config");
+    let path = file(&dir, "xff.toml", "[client]\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
+    let summary = stdout(&check_config(&path));
+    assert!(
+        summary.contains("right-most untrusted X-Forwarded-For entry (Forwarded ignored and stripped)"),
+        "{summary}"
+    );
+    let path = file(&dir, "fwd.toml", "[client]\ntrusted_proxies = [\"10.0.0.0/8\"]\nreal_ip_from = \"forwarded\"\n");
+    let summary = stdout(&check_config(&path));
+    assert!(summary.contains("Forwarded for= (X-Forwarded-For ignored and stripped)"), "{summary}");
+    let path = file(&dir, "pp.toml", "[listen]\nproxy_protocol = true\n[client]\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
+    assert!(stdout(&check_config(&path)).contains("PROXY protocol v2 header"), "proxy_protocol is the default with it");
+}
+
+#[test]
+fn a_forwarding_source_that_cannot_work_is_an_error_naming_the_key() {
+    let dir = TempDir::new("config");
+    for (name, text) in [
+        ("junk.toml", "[client]\nreal_ip_from = \"x-real-ip\"\n"),
+        ("pp-off.toml", "[client]\nreal_ip_from = \"proxy_protocol\"\n"),
+        ("pp-on.toml", "[listen]\nproxy_protocol = true\n[client]\nreal_ip_from = \"x-forwarded-for\"\n"),
+    ] {
+        assert_rejected_naming(&check_config(&file(&dir, name, text)), "client.real_ip_from");
+    }
+    assert_rejected_naming(
+        &check_config(&file(&dir, "cs.toml", "[listen]\ncookie_secure = \"yes\"\n")),
+        "listen.cookie_secure",
+    );
+}
+
+#[test]
+fn path_prefixes_and_hosts_are_canonical_or_an_error_naming_the_key() {
+    let dir = TempDir::new("config");
+    let ok = "[[room]]\nname = \"a\"\npaths = [\"/In%62ox/./x/\"]\nhosts = [\"Post.Example.DK.\"]\n";
+    let output = check_config(&file(&dir, "ok.toml", ok));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("paths [\"/Inbox/x/\"]"), "kept in canonical form: {}", stdout(&output));
+    let cases = [
+        ("room[0].paths[0]", "[[room]]\nname = \"a\"\npaths = [\"/a%2Fb/\"]\n"),
+        ("room[0].bypass[0]", "[[room]]\nname = \"a\"\nbypass = [\"/static/../../x\"]\n"),
+        ("room[0].hosts[0]", "[[room]]\nname = \"a\"\nhosts = [\"post.example.dk:443\"]\n"),
+        ("limits.route[0].path", "[[limits.route]]\npath = \"/log%5cin\"\nper_minute = 1\n"),
+    ];
+    for (n, (key, text)) in cases.iter().enumerate() {
+        assert_rejected_naming(&check_config(&file(&dir, &format!("bad{n}.toml"), text)), key);
+    }
+}
