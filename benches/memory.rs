@@ -82,7 +82,7 @@ fn main() {
     let config = usher::config::Config::parse("[limits]\nmax_tracked_clients = 1000000\n").expect("config");
     let gate =
         usher::limits::Gate::new(&config.client, &config.limits, governor::clock::QuantaClock::default(), |_| {
-            prometheus::IntCounter::new("bench_hits", "bench").expect("counter")
+            usher::limits::LimiterMetrics::unregistered()
         });
     let before = LIVE.load(Relaxed);
     let clients = 1_000_000u64;

@@ -56,11 +56,18 @@ impl Hasher for KeyHasher {
 /// The hasher of tables keyed by [`ClientKey`].
 pub type KeyHashing = BuildHasherDefault<KeyHasher>;
 
-/// The last key computed on one connection. A keep-alive connection sends many requests from
-/// one address, and each would otherwise cost an HMAC. It lives exactly as long as the
-/// connection, which holds the address anyway.
+/// The last keys computed on one connection. A keep-alive connection sends many requests from
+/// one address, and each would otherwise cost an HMAC (two for IPv6). It lives exactly as
+/// long as the connection, which holds the address anyway.
 #[derive(Default)]
-pub struct KeyCache(Mutex<Option<(IpAddr, u64, ClientKey)>>);
+pub struct KeyCache(Mutex<Option<(IpAddr, u64, Keys)>>);
+
+/// A client's keys: its own, and for IPv6 its site's (see `client.ipv6_site_prefix`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keys {
+    pub client: ClientKey,
+    pub site: Option<ClientKey>,
+}
 
 impl std::fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,6 +87,7 @@ pub struct Identity {
     rotation_secs: u64,
     ipv4_prefix: u8,
     ipv6_prefix: u8,
+    ipv6_site_prefix: u8,
     current: Mutex<Option<(u64, hmac::Key)>>,
 }
 
@@ -90,37 +98,52 @@ impl Identity {
             rotation_secs: config.hash_rotation.as_secs().max(60),
             ipv4_prefix: config.ipv4_prefix,
             ipv6_prefix: config.ipv6_prefix,
+            ipv6_site_prefix: config.ipv6_site_prefix,
             current: Mutex::new(None),
         }
     }
 
-    /// [`Identity::key`], remembered in the connection's `cache` for the rest of the epoch.
-    pub fn key_cached(&self, cache: &KeyCache, addr: IpAddr, now_secs: u64) -> ClientKey {
+    /// [`Identity::keys`], remembered in the connection's `cache` for the rest of the epoch.
+    pub fn key_cached(&self, cache: &KeyCache, addr: IpAddr, now_secs: u64) -> Keys {
         let epoch = now_secs / self.rotation_secs;
         let mut last = cache.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match *last {
-            Some((a, e, key)) if a == addr && e == epoch => key,
+            Some((a, e, keys)) if a == addr && e == epoch => keys,
             _ => {
-                let key = self.key(addr, now_secs);
-                *last = Some((addr, epoch, key));
-                key
+                let keys = self.keys(addr, now_secs);
+                *last = Some((addr, epoch, keys));
+                keys
             }
         }
+    }
+
+    /// The client's key and, for IPv6, its site's key.
+    pub fn keys(&self, addr: IpAddr, now_secs: u64) -> Keys {
+        let site = match addr.to_canonical() {
+            IpAddr::V4(_) => None,
+            IpAddr::V6(_) => Some(self.hash(mask(addr, 32, self.ipv6_site_prefix), b'S', now_secs)),
+        };
+        Keys { client: self.key(addr, now_secs), site }
     }
 
     /// The key of `addr` at `now_secs` (Unix time).
     pub fn key(&self, addr: IpAddr, now_secs: u64) -> ClientKey {
         let masked = mask(addr, self.ipv4_prefix, self.ipv6_prefix);
+        let family = if masked.is_ipv4() { 4 } else { 6 };
+        self.hash(masked, family, now_secs)
+    }
+
+    /// The keyed hash of a masked address; `tag` keeps a site's key apart from a client's.
+    fn hash(&self, masked: IpAddr, tag: u8, now_secs: u64) -> ClientKey {
         let epoch = now_secs / self.rotation_secs;
         let mut octets = [0u8; 17];
+        octets[0] = tag;
         let bytes: &[u8] = match masked {
             IpAddr::V4(v4) => {
-                octets[0] = 4;
                 octets[1..5].copy_from_slice(&v4.octets());
                 &octets[..5]
             }
             IpAddr::V6(v6) => {
-                octets[0] = 6;
                 octets[1..17].copy_from_slice(&v6.octets());
                 &octets[..17]
             }
@@ -174,15 +197,15 @@ mod tests {
         let cache = KeyCache::default();
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().expect("ip"), "192.0.2.2".parse().expect("ip"));
         let now = 1_800_000_000;
-        assert_eq!(identity.key_cached(&cache, a, now), identity.key(a, now));
-        assert_eq!(identity.key_cached(&cache, a, now + 1), identity.key(a, now));
+        assert_eq!(identity.key_cached(&cache, a, now), identity.keys(a, now));
+        assert_eq!(identity.key_cached(&cache, a, now + 1), identity.keys(a, now));
         assert_eq!(
             identity.key_cached(&cache, b, now),
-            identity.key(b, now),
+            identity.keys(b, now),
             "another address is not served from the cache"
         );
         let later = now + config.hash_rotation.as_secs();
-        assert_eq!(identity.key_cached(&cache, b, later), identity.key(b, later));
+        assert_eq!(identity.key_cached(&cache, b, later), identity.keys(b, later));
         assert_ne!(identity.key(b, later), identity.key(b, now), "the key rotates with the epoch");
     }
 
@@ -202,6 +225,19 @@ mod tests {
         let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
         assert_eq!(id.key(a, 0), id.key(b, 0));
         assert_ne!(id.key(a, 0), id.key(c, 0));
+    }
+
+    #[test]
+    fn ipv6_clients_of_one_48_share_a_site_key_and_ipv4_clients_have_none() {
+        let id = identity();
+        let a = id.keys("2001:db8:1:2::1".parse().expect("ip"), 0);
+        let b = id.keys("2001:db8:1:ffff::1".parse().expect("ip"), 0);
+        let c = id.keys("2001:db8:2:2::1".parse().expect("ip"), 0);
+        assert_ne!(a.client, b.client, "two /64s are two clients");
+        assert_eq!(a.site, b.site, "of one site");
+        assert_ne!(a.site, c.site, "another /48 is another site");
+        assert_ne!(a.site, Some(a.client), "a site's key is never a client's");
+        assert_eq!(id.keys("192.0.2.1".parse().expect("ip"), 0).site, None);
     }
 
     #[test]

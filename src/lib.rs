@@ -125,7 +125,7 @@ impl Server {
             &config.client,
             &config.limits,
             QuantaClock::default(),
-            |rule| metrics.rate_limited.with_label_values(&[rule]),
+            |rule| metrics.limiter(rule),
         )));
         let (trigger, _) = shutdown::channel();
         let (admin_trigger, _) = shutdown::channel();

@@ -4,8 +4,14 @@
 //!
 //! Keyed state is bounded: each limiter keeps its per-client state in a [`ClientStates`]
 //! table with a hard cap on entries, swept every second of the entries whose limit has fully
-//! recovered. When the table is full, a new client is checked but not remembered (its first
-//! request would have passed anyway), so a flood of fresh addresses costs no memory.
+//! recovered. When the table is full, a client it does not hold is limited on one of a fixed
+//! set of shared overflow cells, picked by its key: a flood of fresh addresses (one IPv6 /48
+//! holds 65,536 /64s) costs no memory and never turns limiting off; a flooding client keeps
+//! meeting the same cell and is limited as before. The price, paid only while the table is
+//! full: a newcomer shares its cell with whoever else hashes there.
+//!
+//! Status polls have a limiter of their own, sized for a carrier-grade NAT's crowd of waiting
+//! pages, so that people behind one address never lose polls to each other's page views.
 //!
 //! A reload swaps the whole [`Gate`] in a [`LiveGate`] (read per request without a lock). A
 //! limiter whose quota is unchanged is carried over with its state, so a reload gives no
@@ -21,26 +27,61 @@ use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use http::Method;
 use ipnet::IpNet;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+/// Shared cells for clients a full table does not hold (8 bytes each).
+const OVERFLOW_CELLS: usize = 4096;
+
+/// A limiter's figures (`rule` label): requests refused, clients limited on an overflow
+/// cell, and clients held in its table.
+#[derive(Clone)]
+pub struct LimiterMetrics {
+    pub hits: IntCounter,
+    pub overflow: IntCounter,
+    pub tracked: IntGauge,
+}
+
+impl LimiterMetrics {
+    /// Figures registered nowhere (unit tests, benches).
+    pub fn unregistered() -> Self {
+        let counter = |name: &str| IntCounter::new(name, "unregistered").expect("static metric definition");
+        Self {
+            hits: counter("hits"),
+            overflow: counter("overflow"),
+            tracked: IntGauge::new("tracked", "unregistered").expect("static metric definition"),
+        }
+    }
+}
+
 /// Per-client GCRA state: each key's theoretical arrival time, in nanoseconds since the
-/// limiter started (governor's representation), with a hard cap on entries.
+/// limiter started (governor's representation), with a hard cap on entries and a fixed set of
+/// overflow cells for clients beyond it.
 pub struct ClientStates {
     map: DashMap<ClientKey, AtomicU64, KeyHashing>,
     cap: usize,
     len: AtomicUsize,
-    /// New clients checked but not remembered because the table was full.
-    pub overflowed: AtomicU64,
+    overflow: Box<[AtomicU64]>,
+    /// Checks made on an overflow cell because the table was full.
+    overflowed: IntCounter,
 }
 
 impl ClientStates {
-    fn new(cap: usize) -> Self {
-        Self { map: DashMap::default(), cap, len: AtomicUsize::new(0), overflowed: AtomicU64::new(0) }
+    fn new(cap: usize, overflowed: IntCounter) -> Self {
+        let overflow = (0..OVERFLOW_CELLS).map(|_| AtomicU64::new(0)).collect();
+        Self { map: DashMap::default(), cap, len: AtomicUsize::new(0), overflow, overflowed }
+    }
+
+    /// The overflow cell of `key`: keys are keyed hashes already, so their first bytes spread
+    /// evenly and cannot be aimed at one cell without the secret.
+    fn overflow_cell(&self, key: &ClientKey) -> &AtomicU64 {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&key.0[..8]);
+        &self.overflow[(u64::from_le_bytes(first) % OVERFLOW_CELLS as u64) as usize]
     }
 
     /// Entries held now.
@@ -88,8 +129,8 @@ impl StateStore for SharedStates {
             return measure_and_replace(&cell, f);
         }
         if states.len.load(Ordering::Relaxed) >= states.cap {
-            states.overflowed.fetch_add(1, Ordering::Relaxed);
-            return f(None).map(|(result, _)| result);
+            states.overflowed.inc();
+            return measure_and_replace(states.overflow_cell(key), f);
         }
         let cell = states.map.entry(*key).or_insert_with(|| {
             states.len.fetch_add(1, Ordering::Relaxed);
@@ -103,7 +144,11 @@ impl StateStore for SharedStates {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
     Requests,
+    /// Status polls (`/.usher/status`), a budget of their own.
+    Polls,
     Joins,
+    /// Joins from one IPv6 site (/48).
+    SiteJoins,
     /// `route:METHOD /path` as configured.
     Route(String),
 }
@@ -112,7 +157,9 @@ impl Rule {
     pub fn label(&self) -> &str {
         match self {
             Rule::Requests => "requests",
+            Rule::Polls => "polls",
             Rule::Joins => "joins",
+            Rule::SiteJoins => "site_joins",
             Rule::Route(label) => label,
         }
     }
@@ -133,19 +180,21 @@ pub struct Limiter<C: Clock = QuantaClock> {
     start: C::Instant,
     rule: Rule,
     hits: IntCounter,
+    tracked: IntGauge,
     /// What it was built with, so a reload can tell whether it changed.
     quota: Quota,
     cap: usize,
 }
 
 impl<C: Clock + Clone> Limiter<C> {
-    pub fn new(rule: Rule, quota: Quota, cap: usize, clock: C, hits: IntCounter) -> Self {
-        let states = Arc::new(ClientStates::new(cap));
+    pub fn new(rule: Rule, quota: Quota, cap: usize, clock: C, metrics: LimiterMetrics) -> Self {
+        let LimiterMetrics { hits, overflow, tracked } = metrics;
+        let states = Arc::new(ClientStates::new(cap, overflow));
         // Taken just before governor takes its own start, so both measure from the same moment
         // (to within the nanoseconds between the two calls).
         let start = clock.now();
         let limiter = RateLimiter::new(quota, SharedStates(states.clone()), clock.clone());
-        Self { limiter, states, clock, start, rule, hits, quota, cap }
+        Self { limiter, states, clock, start, rule, hits, tracked, quota, cap }
     }
 
     /// `Ok` if `key` may go on now; else which rule and when to retry.
@@ -161,9 +210,11 @@ impl<C: Clock + Clone> Limiter<C> {
         &self.states
     }
 
+    /// Forgets recovered clients and reports how many are held.
     pub fn sweep(&self) {
         let now = self.clock.now().duration_since(self.start);
         self.states.sweep(u64::from(now));
+        self.tracked.set(i64::try_from(self.states.len()).unwrap_or(i64::MAX));
     }
 }
 
@@ -173,7 +224,10 @@ pub struct Gate<C: Clock = QuantaClock> {
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
     requests: Arc<Limiter<C>>,
+    polls: Arc<Limiter<C>>,
     joins: Arc<Limiter<C>>,
+    /// Joins per IPv6 site (`client.ipv6_site_prefix`, a /48 by default), beside the /64's.
+    site_joins: Arc<Limiter<C>>,
     routes: Vec<(Option<Method>, String, Arc<Limiter<C>>)>,
     clock: C,
 }
@@ -199,8 +253,13 @@ fn per_second(n: u32) -> NonZeroU32 {
 
 impl<C: Clock + Clone> Gate<C> {
     /// Builds the gate; `hits(rule_label)` gives the counter of each rule.
-    pub fn new(client: &ClientConfig, limits: &LimitsConfig, clock: C, hits: impl Fn(&str) -> IntCounter) -> Self {
-        Self::build(client, limits, clock, None, hits)
+    pub fn new(
+        client: &ClientConfig,
+        limits: &LimitsConfig,
+        clock: C,
+        metrics: impl Fn(&str) -> LimiterMetrics,
+    ) -> Self {
+        Self::build(client, limits, clock, None, metrics)
     }
 
     /// A gate with new access lists and limits, for a reload. Limiters whose quota and cap are
@@ -209,9 +268,9 @@ impl<C: Clock + Clone> Gate<C> {
         &self,
         client: &ClientConfig,
         limits: &LimitsConfig,
-        hits: impl Fn(&str) -> IntCounter,
+        metrics: impl Fn(&str) -> LimiterMetrics,
     ) -> Self {
-        Self::build(client, limits, self.clock.clone(), Some(self), hits)
+        Self::build(client, limits, self.clock.clone(), Some(self), metrics)
     }
 
     fn build(
@@ -219,15 +278,18 @@ impl<C: Clock + Clone> Gate<C> {
         limits: &LimitsConfig,
         clock: C,
         previous: Option<&Self>,
-        hits: impl Fn(&str) -> IntCounter,
+        metrics: impl Fn(&str) -> LimiterMetrics,
     ) -> Self {
         let cap = limits.max_tracked_clients;
         let limiter = |rule: Rule, quota: Quota, old: Option<&Arc<Limiter<C>>>| match old {
             Some(old) if old.quota == quota && old.cap == cap => old.clone(),
-            _ => Arc::new(Limiter::new(rule.clone(), quota, cap, clock.clone(), hits(rule.label()))),
+            _ => Arc::new(Limiter::new(rule.clone(), quota, cap, clock.clone(), metrics(rule.label()))),
         };
         let requests = Quota::per_second(per_second(limits.requests_per_second)).allow_burst(per_second(limits.burst));
+        let polls = Quota::per_second(per_second(limits.polls_per_second)).allow_burst(per_second(limits.poll_burst));
         let joins = Quota::per_minute(per_second(limits.joins_per_minute)).allow_burst(per_second(limits.join_burst));
+        let site_joins =
+            Quota::per_minute(per_second(limits.site_joins_per_minute)).allow_burst(per_second(limits.site_join_burst));
         let routes = limits
             .routes
             .iter()
@@ -242,7 +304,9 @@ impl<C: Clock + Clone> Gate<C> {
             allow: client.allow.clone(),
             deny: client.deny.clone(),
             requests: limiter(Rule::Requests, requests, previous.map(|g| &g.requests)),
+            polls: limiter(Rule::Polls, polls, previous.map(|g| &g.polls)),
             joins: limiter(Rule::Joins, joins, previous.map(|g| &g.joins)),
+            site_joins: limiter(Rule::SiteJoins, site_joins, previous.map(|g| &g.site_joins)),
             routes,
             clock,
         }
@@ -271,15 +335,28 @@ impl<C: Clock + Clone> Gate<C> {
         Ok(())
     }
 
-    /// The stricter limit on taking a new ticket.
-    pub fn check_join(&self, key: &ClientKey) -> Result<(), Limited> {
+    /// The budget of status polls, instead of the request limit: a waiting page polls every
+    /// few seconds, and hundreds may wait behind one carrier-grade NAT address.
+    pub fn check_poll(&self, key: &ClientKey) -> Result<(), Limited> {
+        self.polls.check(key)
+    }
+
+    /// The stricter limits on taking a new ticket: per client key, and for IPv6 per site
+    /// (`site`: the key of the client's /48), so that one site cannot hold a line's worth of
+    /// tickets through its 65,536 /64s.
+    pub fn check_join(&self, key: &ClientKey, site: Option<&ClientKey>) -> Result<(), Limited> {
+        if let Some(site) = site {
+            self.site_joins.check(site)?;
+        }
         self.joins.check(key)
     }
 
     /// Forgets recovered clients in every limiter; run about once a second.
     pub fn sweep(&self) {
         self.requests.sweep();
+        self.polls.sweep();
         self.joins.sweep();
+        self.site_joins.sweep();
         for (_, _, limiter) in &self.routes {
             limiter.sweep();
         }
@@ -288,7 +365,9 @@ impl<C: Clock + Clone> Gate<C> {
     /// Client entries held, across limiters.
     pub fn tracked(&self) -> usize {
         self.requests.states().len()
+            + self.polls.states().len()
             + self.joins.states().len()
+            + self.site_joins.states().len()
             + self.routes.iter().map(|(_, _, l)| l.states().len()).sum::<usize>()
     }
 }
@@ -313,8 +392,7 @@ mod tests {
     fn gate(toml: &str) -> (Gate<FakeRelativeClock>, FakeRelativeClock) {
         let config = Config::parse(toml).expect("config");
         let clock = FakeRelativeClock::default();
-        let hits = |rule: &str| IntCounter::new(format!("t_{}", rule.len()), "test").expect("counter");
-        (Gate::new(&config.client, &config.limits, clock.clone(), hits), clock)
+        (Gate::new(&config.client, &config.limits, clock.clone(), |_| LimiterMetrics::unregistered()), clock)
     }
 
     fn key(n: u32) -> ClientKey {
@@ -339,10 +417,10 @@ mod tests {
     #[test]
     fn retry_after_is_whole_seconds_rounded_up() {
         let (g, clock) = gate("[limits]\njoins_per_minute = 2\njoin_burst = 1\n");
-        assert_eq!(g.check_join(&key(1)), Ok(()));
-        assert_eq!(g.check_join(&key(1)).map_err(|l| l.retry_after_secs), Err(30));
+        assert_eq!(g.check_join(&key(1), None), Ok(()));
+        assert_eq!(g.check_join(&key(1), None).map_err(|l| l.retry_after_secs), Err(30));
         clock.advance(Duration::from_millis(29_500));
-        assert_eq!(g.check_join(&key(1)).map_err(|l| l.retry_after_secs), Err(1));
+        assert_eq!(g.check_join(&key(1), None).map_err(|l| l.retry_after_secs), Err(1));
     }
 
     #[test]
@@ -365,10 +443,54 @@ mod tests {
         }
         assert_eq!(g.requests.states().len(), 10_000);
         assert_eq!(g.requests.states().map.len(), 10_000);
-        assert_eq!(g.requests.states().overflowed.load(Ordering::Relaxed), 190_000);
+        assert_eq!(g.requests.states().overflowed.get(), 190_000);
         clock.advance(Duration::from_secs(5));
         g.sweep();
         assert_eq!(g.tracked(), 0, "recovered clients are forgotten");
+    }
+
+    #[test]
+    fn a_full_table_never_turns_limiting_off() {
+        let (g, _) = gate("[limits]\nmax_tracked_clients = 100\nrequests_per_second = 1\nburst = 5\n");
+        for n in 0..100 {
+            assert_eq!(g.check_request(&key(n), &Method::GET, "/"), Ok(()));
+        }
+        assert_eq!(g.requests.states().len(), 100, "the table is full");
+        // A client the table cannot hold floods: it is limited on its overflow cell.
+        let flooder = ClientKey([0xab; 16]);
+        let passed = (0..50).filter(|_| g.check_request(&flooder, &Method::GET, "/").is_ok()).count();
+        assert_eq!(passed, 5, "the burst, then 429s");
+        // A flood of fresh keys cannot pass more than the cells' bursts in all.
+        let fresh = (0..100_000u32)
+            .filter(|n| {
+                let mut k = [0u8; 16];
+                k[..4].copy_from_slice(&n.to_le_bytes());
+                k[4] = 0x5a;
+                g.check_request(&ClientKey(k), &Method::GET, "/").is_ok()
+            })
+            .count();
+        assert!(fresh <= OVERFLOW_CELLS * 5, "{fresh} of 100,000 fresh keys passed");
+        assert!(fresh < 100_000 / 2, "most of the flood is refused: {fresh} passed");
+    }
+
+    #[test]
+    fn polls_have_their_own_budget_and_ipv6_sites_their_own_join_limit() {
+        let (g, _) = gate(
+            "[limits]\nrequests_per_second = 1\nburst = 1\npolls_per_second = 1\npoll_burst = 3\n\
+             joins_per_minute = 1\njoin_burst = 100\nsite_joins_per_minute = 1\nsite_join_burst = 2\n",
+        );
+        assert_eq!(g.check_request(&key(1), &Method::GET, "/"), Ok(()));
+        assert!(g.check_request(&key(1), &Method::GET, "/").is_err(), "pages are limited");
+        for _ in 0..3 {
+            assert_eq!(g.check_poll(&key(1)), Ok(()), "polls are not spent by page views");
+        }
+        assert_eq!(g.check_poll(&key(1)).map_err(|l| l.rule), Err(Rule::Polls));
+        let site = key(99);
+        assert_eq!(g.check_join(&key(1), Some(&site)), Ok(()));
+        assert_eq!(g.check_join(&key(2), Some(&site)), Ok(()));
+        let third = g.check_join(&key(3), Some(&site));
+        assert_eq!(third.map_err(|l| l.rule), Err(Rule::SiteJoins), "a third /64 of the same /48");
+        assert_eq!(g.check_join(&key(3), None), Ok(()), "IPv4 clients have no site");
     }
 
     #[test]
@@ -377,16 +499,15 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(g.check_request(&key(1), &Method::GET, "/"), Ok(()));
         }
-        assert_eq!(g.check_join(&key(1)), Ok(()));
+        assert_eq!(g.check_join(&key(1), None), Ok(()));
         let new = Config::parse(
             "[client]\ndeny = [\"192.0.2.0/24\"]\n[limits]\nrequests_per_second = 1\nburst = 2\njoins_per_minute = 60\njoin_burst = 5\n",
         )
         .expect("config");
-        let hits = |rule: &str| IntCounter::new(format!("r_{}", rule.len()), "test").expect("counter");
-        let r = g.reconfigured(&new.client, &new.limits, hits);
+        let r = g.reconfigured(&new.client, &new.limits, |_| LimiterMetrics::unregistered());
         assert!(Arc::ptr_eq(&g.requests, &r.requests), "an unchanged limiter is carried over");
         assert!(r.check_request(&key(1), &Method::GET, "/").is_err(), "no fresh burst at reload");
-        assert_eq!(r.check_join(&key(1)), Ok(()), "the raised join limit applies at once");
+        assert_eq!(r.check_join(&key(1), None), Ok(()), "the raised join limit applies at once");
         assert_eq!(r.access("192.0.2.9".parse().expect("ip")), Access::Denied);
         assert_eq!(g.access("192.0.2.9".parse().expect("ip")), Access::Normal);
     }

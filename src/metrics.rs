@@ -104,6 +104,10 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// Requests answered 429, by rule.
     pub rate_limited: IntCounterVec,
+    /// Checks made on a limiter's shared overflow cells (its table was full), by rule.
+    limiter_overflow: IntCounterVec,
+    /// Client keys a limiter holds, by rule.
+    limiter_tracked: IntGaugeVec,
     /// Changes applied while running, by source (api, reload), target and field.
     pub changes: IntCounterVec,
     rooms: RoomFamilies,
@@ -184,6 +188,18 @@ impl Metrics {
             "Requests answered 429, by the rule they broke.",
             &["rule"],
         );
+        let limiter_overflow = counter_vec(
+            &registry,
+            "usher_limiter_overflow_total",
+            "Checks of clients a full limiter table could not hold, made on its shared overflow cells, by rule.",
+            &["rule"],
+        );
+        let limiter_tracked = gauge_vec(
+            &registry,
+            "usher_limiter_tracked_clients",
+            "Client keys a limiter holds (at most limits.max_tracked_clients), by rule.",
+            &["rule"],
+        );
         let changes = counter_vec(
             &registry,
             "usher_changes_total",
@@ -242,8 +258,19 @@ impl Metrics {
             token_rejected,
             store_errors,
             rate_limited,
+            limiter_overflow,
+            limiter_tracked,
             changes,
             rooms,
+        }
+    }
+
+    /// The figures of the limiter of `rule` (its `rule` label).
+    pub fn limiter(&self, rule: &str) -> crate::limits::LimiterMetrics {
+        crate::limits::LimiterMetrics {
+            hits: self.rate_limited.with_label_values(&[rule]),
+            overflow: self.limiter_overflow.with_label_values(&[rule]),
+            tracked: self.limiter_tracked.with_label_values(&[rule]),
         }
     }
 

@@ -30,6 +30,9 @@ use std::time::Instant;
 /// usher's reserved path prefix; nothing under it is forwarded.
 pub const USHER_PREFIX: &str = "/.usher/";
 
+/// The status JSON a waiting page polls; limited by the poll budget, not the request limit.
+pub const STATUS_PATH: &str = "/.usher/status";
+
 /// One worker thread's request handler: its upstream pool and the shared state.
 pub struct Worker {
     pub index: usize,
@@ -85,15 +88,22 @@ impl Worker {
             Access::Normal => {}
         }
 
-        // 5. Rate limits, by client key, before anything can cost the room.
+        // 5. Rate limits, by client key, before anything can cost the room. A waiting page's
+        //    polls have a budget of their own, so page views never starve them.
         let now_ms = crate::clock::now_ms();
-        let key = self.identity.key_cached(keys, client.ip, now_ms / 1000);
-        if let Err(limited) = gate.check_request(&key, view.method(), view.path()) {
+        let keys = self.identity.key_cached(keys, client.ip, now_ms / 1000);
+        let checked = if view.path() == STATUS_PATH {
+            gate.check_poll(&keys.client)
+        } else {
+            gate.check_request(&keys.client, view.method(), view.path())
+        };
+        if let Err(limited) = checked {
             let answer = Answer::Limited { retry_after_secs: limited.retry_after_secs };
             return (Route::Limited, render::render(answer, &view, Vec::new()));
         }
         drop(gate);
-        let visitor = Visitor { key, secure: view.secure_cookies, now_ms, gate: &self.gate };
+        let visitor =
+            Visitor { key: keys.client, site: keys.site, secure: view.secure_cookies, now_ms, gate: &self.gate };
 
         // 6. usher's own paths.
         if view.path().starts_with(USHER_PREFIX) {
@@ -119,7 +129,7 @@ impl Worker {
     /// usher's own pages and API under [`USHER_PREFIX`].
     async fn usher_path(&self, view: &RequestView, visitor: Visitor<'_>) -> Response<Body> {
         match view.path() {
-            "/.usher/status" => {
+            STATUS_PATH => {
                 let (status, cookies) = self.rooms.status(view, visitor).await;
                 render::render(Answer::Status(status), view, cookies)
             }

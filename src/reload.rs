@@ -47,10 +47,7 @@ pub async fn apply(running: &Running, old: &Config, new: &Config) -> Reloaded {
 
     let metrics = &running.metrics;
     if changes::gate(metrics, (&old.client, &old.limits), (&new.client, &new.limits)) > 0 {
-        let gate = running
-            .gate
-            .load()
-            .reconfigured(&new.client, &new.limits, |rule| metrics.rate_limited.with_label_values(&[rule]));
+        let gate = running.gate.load().reconfigured(&new.client, &new.limits, |rule| metrics.limiter(rule));
         running.gate.store(Arc::new(gate));
         done.gate_changed = true;
     }

@@ -110,6 +110,37 @@ async fn the_join_limit_stops_one_client_from_farming_tickets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ipv6_site_cannot_farm_tickets_through_its_many_64s() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::parse("[[room]]\nname = \"r\"\nmode = \"queue_all\"\n").expect("config");
+    let base = Config::for_upstream(upstream.addr);
+    (config.listen, config.admin, config.upstream) = (base.listen, base.admin, base.upstream);
+    config.client.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    config.limits.site_joins_per_minute = 1;
+    config.limits.site_join_burst = 3;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+    let join = |client: &str| {
+        Request::get("/")
+            .header("accept", "application/json")
+            .header("x-forwarded-for", client)
+            .body(empty())
+            .expect("request")
+    };
+    // Three /64s of one /48 each take a ticket; the fourth is over the site's limit.
+    for n in 0..3 {
+        assert_eq!(status_of(source(7), addr, join(&format!("2001:db8:9:{n}::1"))).await.status, 503);
+    }
+    let fourth = status_of(source(7), addr, join("2001:db8:9:ff::1")).await;
+    assert_eq!(fourth.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(status_of(source(7), addr, join("2001:db8:a:1::1")).await.status, 503, "another site is not limited");
+    let text = metrics_text(usher.admin_addr).await;
+    assert_eq!(metric(&text, "usher_rate_limited_total", &[("rule", "site_joins")]), 1.0);
+    assert_eq!(metric(&text, "usher_joined_total", &[("room", "r")]), 4.0);
+    usher.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_allow_list_skips_limits_and_queue_and_the_deny_list_gets_403() {
     let upstream = Upstream::start().await;
     let mut config = Config::parse("[[room]]\nname = \"r\"\nmode = \"closed\"\n").expect("config");
@@ -144,5 +175,74 @@ async fn lists_see_ipv4_mapped_ipv6_peers_as_ipv4() {
     let other: IpAddr = "::ffff:127.0.3.67".parse().expect("ip");
     assert_eq!(status_of(denied, mapped, get("/")).await.status, StatusCode::FORBIDDEN);
     assert_eq!(status_of(other, mapped, get("/")).await.status, StatusCode::OK);
+    usher.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_polls_have_their_own_budget_so_a_nat_crowd_keeps_polling() {
+    let upstream = Upstream::start().await;
+    let mut config = with_limits(&upstream, 1, 2);
+    config.limits.polls_per_second = 1;
+    config.limits.poll_burst = 100;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+    // Page views behind one address spend the request limit...
+    for _ in 0..2 {
+        assert_eq!(status_of(source(30), addr, get("/inbox")).await.status, StatusCode::OK);
+    }
+    assert_eq!(status_of(source(30), addr, get("/inbox")).await.status, StatusCode::TOO_MANY_REQUESTS);
+    // ...and the waiting pages behind it still poll: a hundred polls at once pass, and the
+    // budget has a bound too (1 a second after the burst).
+    let mut answers = Vec::new();
+    for _ in 0..104 {
+        answers
+            .push(status_of(source(30), addr, request(Method::GET, "/.usher/status", "application/json")).await.status);
+    }
+    assert!(answers[..100].iter().all(|s| *s == StatusCode::OK), "{answers:?}");
+    let refused = answers.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert!(refused >= 1, "polls beyond the budget are refused: {answers:?}");
+    let text = metrics_text(usher.admin_addr).await;
+    assert_eq!(metric(&text, "usher_rate_limited_total", &[("rule", "polls")]), refused as f64);
+    usher.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_fresh_addresses_fills_the_table_but_never_turns_limiting_off() {
+    let upstream = Upstream::start().await;
+    let mut config = with_limits(&upstream, 1, 3);
+    config.limits.max_tracked_clients = 100;
+    config.client.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+    let from =
+        |client: String| Request::get("/inbox").header("x-forwarded-for", client).body(empty()).expect("request");
+    // 300 distinct IPv6 /64s of one /48, through the trusted proxy: the table fills at 100.
+    for n in 0..300u32 {
+        let reply = status_of(source(40), addr, from(format!("2001:db8:7:{n:x}::1"))).await;
+        assert_ne!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    // A client the full table does not hold is still limited: its burst, then 429.
+    let flooder = "2001:db8:66:1::1".to_string();
+    let passed = {
+        let mut passed = 0;
+        for _ in 0..20 {
+            if status_of(source(40), addr, from(flooder.clone())).await.status == StatusCode::OK {
+                passed += 1;
+            }
+        }
+        passed
+    };
+    assert!(passed <= 4, "the flooding client passed {passed} of 20 (burst 3, 1 a second)");
+    let text = metrics_text(usher.admin_addr).await;
+    assert!(metric(&text, "usher_limiter_overflow_total", &[("rule", "requests")]) >= 200.0, "{text}");
+    eventually("the tracked clients are exported", Duration::from_secs(5), || {
+        let admin = usher.admin_addr;
+        async move {
+            let text = metrics_text(admin).await;
+            let tracked = metric(&text, "usher_limiter_tracked_clients", &[("rule", "requests")]);
+            tracked > 0.0 && tracked <= 100.0
+        }
+    })
+    .await;
     usher.stop();
 }

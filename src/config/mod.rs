@@ -105,6 +105,9 @@ pub struct ClientConfig {
     pub real_ip_from: RealIpFrom,
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
+    /// The prefix of an IPv6 *site* (a /48 by default: what one customer or company is
+    /// given), over which `limits.site_join*` apply beside the per-/64 limits.
+    pub ipv6_site_prefix: u8,
     pub hash_rotation: Duration,
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
@@ -152,9 +155,15 @@ pub enum StoreConfig {
 pub struct LimitsConfig {
     pub requests_per_second: u32,
     pub burst: u32,
+    /// Status polls per client key: a budget of their own, sized for a NAT's crowd of pages.
+    pub polls_per_second: u32,
+    pub poll_burst: u32,
     pub joins_per_minute: u32,
     /// Tickets one client key may take at once before `joins_per_minute` applies.
     pub join_burst: u32,
+    /// New tickets per IPv6 site (`client.ipv6_site_prefix`).
+    pub site_joins_per_minute: u32,
+    pub site_join_burst: u32,
     /// Client entries each limiter may track; beyond it new clients are checked, not kept.
     pub max_tracked_clients: usize,
     /// Live tickets one client key may hold; high enough for carrier-grade NAT.

@@ -87,6 +87,7 @@ struct RawClient {
     real_ip_from: Option<String>,
     ipv4_prefix: Option<i64>,
     ipv6_prefix: Option<i64>,
+    ipv6_site_prefix: Option<i64>,
     hash_rotation: Option<String>,
     allow: Vec<String>,
     deny: Vec<String>,
@@ -108,6 +109,10 @@ struct RawStore {
 struct RawLimits {
     requests_per_second: Option<i64>,
     burst: Option<i64>,
+    polls_per_second: Option<i64>,
+    poll_burst: Option<i64>,
+    site_joins_per_minute: Option<i64>,
+    site_join_burst: Option<i64>,
     joins_per_minute: Option<i64>,
     join_burst: Option<i64>,
     max_tracked_clients: Option<i64>,
@@ -387,10 +392,14 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         real_ip_from,
         ipv4_prefix: c.int("client.ipv4_prefix", cl.ipv4_prefix, 32, 8, 32) as u8,
         ipv6_prefix: c.int("client.ipv6_prefix", cl.ipv6_prefix, 64, 16, 128) as u8,
+        ipv6_site_prefix: c.int("client.ipv6_site_prefix", cl.ipv6_site_prefix, 48, 16, 128) as u8,
         hash_rotation: c.duration("client.hash_rotation", cl.hash_rotation.as_deref(), Duration::from_secs(24 * 3600)),
         allow: c.cidrs("client.allow", &cl.allow),
         deny: c.cidrs("client.deny", &cl.deny),
     };
+    if client.ipv6_site_prefix > client.ipv6_prefix {
+        c.error("client.ipv6_site_prefix", "must not be longer than client.ipv6_prefix (a site holds clients)");
+    }
     if client.hash_rotation < Duration::from_secs(60) {
         c.error("client.hash_rotation", "must be at least 1m");
     }
@@ -452,6 +461,10 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let limits = LimitsConfig {
         requests_per_second: c.int("limits.requests_per_second", li.requests_per_second, 20, 1, 1_000_000) as u32,
         burst: c.int("limits.burst", li.burst, 40, 1, 1_000_000) as u32,
+        polls_per_second: c.int("limits.polls_per_second", li.polls_per_second, 100, 1, 1_000_000) as u32,
+        poll_burst: c.int("limits.poll_burst", li.poll_burst, 300, 1, 1_000_000) as u32,
+        site_joins_per_minute: c.int("limits.site_joins_per_minute", li.site_joins_per_minute, 60, 1, 1_000_000) as u32,
+        site_join_burst: c.int("limits.site_join_burst", li.site_join_burst, 1000, 1, 1_000_000) as u32,
         joins_per_minute: c.int("limits.joins_per_minute", li.joins_per_minute, 6, 1, 1_000_000) as u32,
         join_burst: c.int("limits.join_burst", li.join_burst, 300, 1, 1_000_000) as u32,
         max_tracked_clients: c.int("limits.max_tracked_clients", li.max_tracked_clients, 1_000_000, 100, 100_000_000)

@@ -77,6 +77,8 @@ pub struct Rooms {
 pub struct Visitor<'a> {
     /// The client's key (its address never reaches the room).
     pub key: ClientKey,
+    /// For IPv6, the key of the client's site (/48), for the site's join limit.
+    pub site: Option<ClientKey>,
     /// Whether cookies must be `Secure`.
     pub secure: bool,
     pub now_ms: u64,
@@ -311,7 +313,7 @@ impl Rooms {
 
         // 3. A newcomer: admitted at once if nobody waits and there is room, else a ticket,
         //    within the join limit so that a flood cannot farm tickets.
-        if let Err(limited) = visitor.gate.load().check_join(&visitor.key) {
+        if let Err(limited) = visitor.gate.load().check_join(&visitor.key, visitor.site.as_ref()) {
             return Decision::Answer(Answer::Limited { retry_after_secs: limited.retry_after_secs }, set_cookies);
         }
         match room.store.join(visitor.key, now_ms).await {
