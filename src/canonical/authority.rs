@@ -40,6 +40,12 @@ impl Authority {
 
     /// Parses one spelling of an authority; `https` picks the default port that is dropped.
     pub fn parse(text: &str, https: bool) -> Result<Self, AuthorityError> {
+        Self::parse_keeping(text, https, None)
+    }
+
+    /// [`Authority::parse`]; when `text` is canonical already (nearly every `Host` header is)
+    /// and `original` holds it, that value is kept instead of copied.
+    fn parse_keeping(text: &str, https: bool, original: Option<&HeaderValue>) -> Result<Self, AuthorityError> {
         if text.is_empty() || text.contains('@') {
             return Err(AuthorityError::Invalid);
         }
@@ -85,7 +91,10 @@ impl Authority {
                 _ => false,
             };
         let value = if canonical_already {
-            HeaderValue::from_str(text)
+            match original {
+                Some(value) => Ok(value.clone()),
+                None => HeaderValue::from_str(text),
+            }
         } else {
             let mut out = name.to_ascii_lowercase();
             if let Some(p) = number {
@@ -115,7 +124,11 @@ impl Authority {
         let https = uri.scheme().map_or(https, |s| *s == http::uri::Scheme::HTTPS);
         let from_target = uri.authority().map(|a| Self::parse(a.as_str(), https)).transpose()?;
         let from_host = host
-            .map(|h| h.to_str().map_err(|_| AuthorityError::Invalid).and_then(|t| Self::parse(t.trim(), https)))
+            .map(|h| {
+                let text = h.to_str().map_err(|_| AuthorityError::Invalid)?;
+                let trimmed = text.trim();
+                Self::parse_keeping(trimmed, https, (trimmed.len() == text.len()).then_some(h))
+            })
             .transpose()?;
         match (from_target, from_host) {
             (Some(target), Some(host)) if target != host => Err(AuthorityError::Mismatch),
