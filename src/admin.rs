@@ -59,10 +59,13 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        // Ready means "this node can serve": its listeners are bound and it is not shutting
+        // down. A store outage is not a reason: pass holders are still served, and with a
+        // shared Redis every node would fail at once and the load balancer would drop them
+        // all. Store health is `usher_store_up` and its alert instead.
         "/readyz" if !state.ready.load(Ordering::Relaxed) => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        // A node that cannot reach its store cannot queue newcomers: take it out of rotation.
         "/readyz" if !state.api.rooms.all().iter().all(|r| r.store_up()) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "not ready: store unreachable\n")
+            text(StatusCode::OK, "ready (store unreachable: pass holders are served, newcomers told to wait)\n")
         }
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {

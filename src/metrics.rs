@@ -120,6 +120,7 @@ struct RoomFamilies {
     pending: IntGaugeVec,
     eta: IntGaugeVec,
     outflow: IntGaugeVec,
+    store_up: IntGaugeVec,
     joined: IntCounterVec,
     admitted: IntCounterVec,
     abandoned: IntCounterVec,
@@ -136,6 +137,8 @@ pub struct RoomMetrics {
     pub eta_seconds: IntGauge,
     pub outflow_configured: IntGauge,
     pub outflow_measured: IntGauge,
+    /// 1 while the room's store answers, 0 from its first failed call until it answers again.
+    pub store_up: IntGauge,
     pub joined: IntCounter,
     pub admitted_direct: IntCounter,
     pub admitted_queue: IntCounter,
@@ -230,6 +233,12 @@ impl Metrics {
                 "Admissions per minute: configured and measured.",
                 &["room", "kind"],
             ),
+            store_up: gauge_vec(
+                r,
+                "usher_store_up",
+                "1 while the room's admission store answers, 0 while it does not (the node still serves pass holders).",
+                &["room"],
+            ),
             joined: counter_vec(r, "usher_joined_total", "Tickets issued.", &["room"]),
             admitted: counter_vec(
                 r,
@@ -284,6 +293,11 @@ impl Metrics {
             eta_seconds: f.eta.with_label_values(&[name]),
             outflow_configured: f.outflow.with_label_values(&[name, "configured"]),
             outflow_measured: f.outflow.with_label_values(&[name, "measured"]),
+            store_up: {
+                let up = f.store_up.with_label_values(&[name]);
+                up.set(1);
+                up
+            },
             joined: f.joined.with_label_values(&[name]),
             admitted_direct: f.admitted.with_label_values(&[name, "direct"]),
             admitted_queue: f.admitted.with_label_values(&[name, "queue"]),

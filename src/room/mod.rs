@@ -124,6 +124,7 @@ impl Room {
     /// A store call failed: counted, and logged once when the store starts failing.
     pub fn store_failed(&self, e: &StoreError) {
         self.store_errors.inc();
+        self.metrics.store_up.set(0);
         if self.store_up.swap(false, Relaxed) {
             tracing::warn!(room = %self.name, error = %e, "store unreachable");
         }
@@ -131,6 +132,7 @@ impl Room {
 
     /// A store call worked (the admitter's tick): logged once when the store is back.
     pub fn store_answered(&self) {
+        self.metrics.store_up.set(1);
         if !self.store_up.swap(true, Relaxed) {
             tracing::info!(room = %self.name, "store reachable again");
         }
