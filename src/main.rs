@@ -192,8 +192,9 @@ fn run(file: &std::path::Path) -> ExitCode {
         }
     };
     let config_for_reload = config.clone();
+    let Some(signals) = Signals::install() else { return ExitCode::FAILURE };
     match Server::start(config) {
-        Ok(running) => wait_for_signal(running, Some((file, config_for_reload))),
+        Ok(running) => signals.wait(running, Some((file, config_for_reload))),
         Err(e) => {
             tracing::error!("cannot start: {e}");
             ExitCode::FAILURE
@@ -201,60 +202,80 @@ fn run(file: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Blocks until SIGTERM or SIGINT, then shuts down gracefully and exits 0. With a
-/// configuration file, `SIGHUP` reloads it meanwhile.
-fn wait_for_signal(running: Running, reloadable: Option<(&std::path::Path, Config)>) -> ExitCode {
-    use tokio::signal::unix::{SignalKind, signal};
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the signal runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
-            (Ok(term), Ok(hup)) => (term, hup),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::error!(error = %e, "cannot listen for signals");
-                return;
+/// The process's signal handlers, installed before usher starts listening: a signal that
+/// arrives in between would otherwise take its default action, and `SIGHUP`'s is to kill the
+/// process (a reload sent right after start-up must not end it, nor drop its connections).
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the signal runtime");
+                return None;
             }
         };
-        let mut current = reloadable;
-        loop {
-            tokio::select! {
-                _ = term.recv() => return tracing::info!("SIGTERM: shutting down"),
-                _ = tokio::signal::ctrl_c() => return tracing::info!("SIGINT: shutting down"),
-                _ = hup.recv() => {
-                    let Some((path, old)) = current.as_mut() else {
-                        tracing::info!("SIGHUP ignored: no configuration file");
-                        continue;
-                    };
-                    match Config::load(path) {
-                        Err(errors) => {
-                            for e in &errors.0 {
-                                tracing::error!(key = %e.key, "reload rejected, running configuration kept: {}", e.reason);
+        let installed = {
+            let _context = runtime.enter();
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+        };
+        match installed {
+            (Ok(term), Ok(int), Ok(hup)) => Some(Self { runtime, term, int, hup }),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for signals");
+                None
+            }
+        }
+    }
+
+    /// Blocks until SIGTERM or SIGINT, then shuts down gracefully and exits 0. With a
+    /// configuration file, `SIGHUP` reloads it meanwhile.
+    fn wait(self, running: Running, reloadable: Option<(&std::path::Path, Config)>) -> ExitCode {
+        let Self { runtime, mut term, mut int, mut hup } = self;
+        runtime.block_on(async {
+            let mut current = reloadable;
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return tracing::info!("SIGTERM: shutting down"),
+                    _ = int.recv() => return tracing::info!("SIGINT: shutting down"),
+                    _ = hup.recv() => {
+                        let Some((path, old)) = current.as_mut() else {
+                            tracing::info!("SIGHUP ignored: no configuration file");
+                            continue;
+                        };
+                        match Config::load(path) {
+                            Err(errors) => {
+                                for e in &errors.0 {
+                                    tracing::error!(key = %e.key, "reload rejected, running configuration kept: {}", e.reason);
+                                }
                             }
-                        }
-                        Ok(new) => {
-                            let done = usher::reload::apply(&running, old, &new).await;
-                            tracing::info!(
-                                rooms_changed = ?done.rooms_changed,
-                                gate_changed = done.gate_changed,
-                                needs_restart = ?done.needs_restart,
-                                "configuration reloaded"
-                            );
-                            *old = usher::reload::in_force(old, &new);
+                            Ok(new) => {
+                                let done = usher::reload::apply(&running, old, &new).await;
+                                tracing::info!(
+                                    rooms_changed = ?done.rooms_changed,
+                                    gate_changed = done.gate_changed,
+                                    needs_restart = ?done.needs_restart,
+                                    "configuration reloaded"
+                                );
+                                *old = usher::reload::in_force(old, &new);
+                            }
                         }
                     }
                 }
             }
-        }
-    });
-    running.shutdown();
-    running.wait();
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
+        });
+        running.shutdown();
+        running.wait();
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    }
 }
 
 fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
@@ -282,6 +303,7 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let Some(signals) = Signals::install() else { return ExitCode::FAILURE };
     // One node: a random secret is right here, so no warning about it.
     let started = usher::secrets::Secrets::new(Vec::new())
         .map_err(usher::StartError::from)
@@ -309,5 +331,5 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     println!("  and be let in automatically.");
     println!("  Metrics: http://{}/metrics    Stop: Ctrl+C", running.admin_addr);
     println!();
-    wait_for_signal(running, None)
+    signals.wait(running, None)
 }

@@ -148,3 +148,18 @@ async fn sighup_changes_access_lists_and_rate_limits_live_and_keeps_an_operators
     );
     assert!(!logs.iter().any(|l| l.contains(TOKEN)), "the token is never logged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_signal_right_after_start_up_neither_kills_nor_drops_anything() {
+    let upstream = Upstream::start().await;
+    // The first moment the process says it listens, its handlers are in place: SIGHUP's
+    // default action would end it.
+    let mut usher = UsherProcess::spawn(&config(&upstream, 2), Logs::Text, &[]);
+    for _ in 0..3 {
+        usher.signal("HUP");
+    }
+    let reply = http1(usher.http_addr, get("/slow?ms=10")).await;
+    assert_eq!(reply.status, 200, "still serving");
+    assert!(usher.running(), "a SIGHUP right after start-up reloads, never kills");
+    assert_eq!(max_active(&usher).await, 2);
+}
