@@ -121,6 +121,10 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The error code `prelude.lua` answers when the room's limits are gone from Redis (it was
+/// restarted without its data): matched by code, not by message text.
+const NO_LIMITS: &str = "USHER_NOLIMITS";
+
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -185,7 +189,7 @@ impl RedisRoom {
     /// limits back and runs it once more.
     async fn run(&self, call: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
         match call.invoke_async::<Value>(&mut self.conn.clone()).await {
-            Err(e) if e.to_string().contains("USHER_NOLIMITS") => {
+            Err(e) if e.code() == Some(NO_LIMITS) => {
                 tracing::warn!("the room's state is gone from Redis; writing its limits back");
                 self.seed().await?;
                 call.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)
