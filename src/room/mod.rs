@@ -46,6 +46,8 @@ pub struct Room {
     page: pages::RoomPage,
     /// Admissions per minute used for estimates, refreshed every tick.
     rate_per_minute: AtomicU64,
+    /// Per mille of away waiters who come back, for estimates; see [`admitter::expected_ahead`].
+    return_share_pm: AtomicU64,
     /// Whether the last store call worked; `/readyz` reports it.
     store_up: AtomicBool,
     store_errors: IntCounter,
@@ -101,6 +103,7 @@ impl Room {
             tick: config.tick,
             resume_mode: if config.mode == RoomMode::Paused { RoomMode::Auto } else { config.mode },
             rate_per_minute: AtomicU64::new(limits.admit_per_minute),
+            return_share_pm: AtomicU64::new(admitter::return_share_per_mille(0, 0)),
             limits: RwLock::new(limits),
             page: config.template.clone().map(pages::RoomPage::custom).unwrap_or_default(),
             store_up: AtomicBool::new(true),
@@ -386,8 +389,11 @@ impl Rooms {
         // Before the draw the order is not known: showing arrival order would let the
         // position grow at opening, so none is shown.
         let ahead = place.filter(|p| !p.prequeue).map(|p| p.ahead);
-        let eta_seconds = match status {
-            Status::Waiting => ahead.and_then(|a| room.eta_secs(a)),
+        let share = room.return_share_pm.load(Relaxed);
+        let eta_seconds = match (status, place) {
+            (Status::Waiting, Some(p)) if !p.prequeue => {
+                room.eta_secs(admitter::expected_ahead(p.ahead, p.away_ahead, share))
+            }
             _ => None,
         };
         let ttl = limits.waiter_ttl.as_secs().max(3);
@@ -402,6 +408,7 @@ impl Rooms {
             ahead,
             eta_seconds,
             poll_after_seconds: suggested.min(ttl / 3).max(1),
+            hold_seconds: limits.hold.max(limits.waiter_ttl).as_secs(),
             joined_at: place.map(|p| p.joined_ms / 1000),
             opens_at: limits.opens_at_ms.map(|ms| ms / 1000),
             message: limits.message.clone(),
