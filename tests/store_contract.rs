@@ -334,6 +334,7 @@ async fn an_unclaimed_turn_goes_to_the_next_and_the_waiter_keeps_its_place() {
         let s = session(&store, 1, T0).await;
         let t1 = ticket(&store, 2, T0).await;
         let t2 = ticket(&store, 3, T0).await;
+        let behind = ticket(&store, 5, T0).await;
         store.end_session(s).await.expect("end");
         assert_eq!(store.tick(T0 + 200).await.expect("tick").granted, 1, "{name}");
         assert_eq!(store.figures(T0 + 200).await.expect("figures").pending, 1);
@@ -341,10 +342,15 @@ async fn an_unclaimed_turn_goes_to_the_next_and_the_waiter_keeps_its_place() {
         let mut now = T0 + 200;
         let mut expired = 0;
         let mut t2_admitted = false;
+        let mut last = u64::MAX;
         while now < T0 + 30_000 && !t2_admitted {
             now += 1000;
             t2_admitted = matches!(store.poll(t2, now).await.expect("poll"), PollOutcome::Admitted { .. });
             expired += store.tick(now).await.expect("tick").expired_grants;
+            // The held place of t1 is not counted again when its turn expires.
+            let ahead = ahead(&store, behind, now).await;
+            assert!(ahead <= last, "{name}: the waiter behind saw its number grow from {last} to {ahead}");
+            last = ahead;
         }
         assert_eq!(expired, 1, "{name}");
         assert!(t2_admitted, "{name}: the expired grant's place went to t2");
@@ -353,7 +359,7 @@ async fn an_unclaimed_turn_goes_to_the_next_and_the_waiter_keeps_its_place() {
         // (once a place is free), never told its place expired.
         assert!(matches!(store.poll(t1, now).await.expect("poll"), PollOutcome::Waiting(_)), "{name}");
         let t3 = ticket(&store, 4, now).await;
-        assert_eq!(admit_all(&store, &[t1, t3], now).await, vec![t1, t3], "{name}");
+        assert_eq!(admit_all(&store, &[t1, behind, t3], now).await, vec![t1, behind, t3], "{name}");
     }
 }
 

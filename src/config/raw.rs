@@ -467,12 +467,19 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         // A waiter is judged away after waiter_ttl without a poll; a hold shorter than that
         // would give up places before anyone noticed the waiter was gone.
         let waiter_ttl = c.duration(&format!("{key}.waiter_ttl"), r.waiter_ttl.as_deref(), DEFAULT_WAITER_TTL);
-        let hold = c.duration(&format!("{key}.hold"), r.hold.as_deref(), DEFAULT_HOLD);
-        if hold < waiter_ttl {
-            c.error(format!("{key}.hold"), "must not be shorter than waiter_ttl");
-        } else if hold > MAX_HOLD {
-            c.error(format!("{key}.hold"), "must be at most 24h (a place held longer is a place nobody uses)");
-        }
+        // Unset, it is at least waiter_ttl, so a file that only sets a long waiter_ttl stays valid.
+        let hold = match r.hold.as_deref() {
+            None => DEFAULT_HOLD.max(waiter_ttl),
+            Some(text) => {
+                let hold = c.duration(&format!("{key}.hold"), Some(text), DEFAULT_HOLD);
+                if hold < waiter_ttl {
+                    c.error(format!("{key}.hold"), "must not be shorter than waiter_ttl");
+                } else if hold > MAX_HOLD {
+                    c.error(format!("{key}.hold"), "must be at most 24h (a place held longer is a place nobody uses)");
+                }
+                hold
+            }
+        };
         // Compiled and rendered in every state now, so a broken page is a start-up error.
         let template = r.template.as_deref().and_then(|path| match PageTemplate::load(Path::new(path)) {
             Ok(t) => Some(Arc::new(t)),

@@ -52,12 +52,16 @@ struct Waiter {
     /// for it are stale and skipped.
     due: Ds,
     state: State,
+    /// Counted in the Fenwick trees (the positions of those behind). A waiter whose turn
+    /// came and went unclaimed is held but no longer counted: counting it again would grow
+    /// the number ahead of everyone behind it.
+    counted: bool,
 }
 
 impl Waiter {
-    /// In line: counted in positions.
+    /// In line and counted in positions.
     fn in_line(&self) -> bool {
-        matches!(self.state, State::Waiting | State::Away)
+        self.counted && matches!(self.state, State::Waiting | State::Away)
     }
 }
 
@@ -209,6 +213,8 @@ struct Line {
     waiting: u64,
     /// Of `waiting`, away now.
     away: u64,
+    /// Held after a turn not claimed: away, but in neither count above (see `counted`).
+    uncounted_held: u64,
     pending: u64,
     /// Slots behind the cursor whose waiters came back: granted first, in slot order.
     returns: BinaryHeap<Reverse<u64>>,
@@ -277,6 +283,7 @@ impl MemoryRoom {
                 away_at: Fenwick::default(),
                 waiting: 0,
                 away: 0,
+                uncounted_held: 0,
                 pending: 0,
                 returns: BinaryHeap::new(),
                 returned: 0,
@@ -366,7 +373,7 @@ impl MemoryRoom {
         }
         let now = self.ds(now_ms);
         let due = now.saturating_add(Self::ds_len(line.limits.waiter_ttl));
-        line.waiters.push_back(Waiter { client, joined: now, seen: now, due, state: State::Waiting });
+        line.waiters.push_back(Waiter { client, joined: now, seen: now, due, state: State::Waiting, counted: true });
         let index = (ticket - line.fen_base) as usize;
         line.waiting_at.add(index, 1);
         line.waiting += 1;
@@ -441,8 +448,12 @@ impl MemoryRoom {
             w.state = State::Waiting;
             w.due = due;
         }
-        line.away_at.add(index, -1);
-        line.away -= 1;
+        if was.counted {
+            line.away_at.add(index, -1);
+            line.away -= 1;
+        } else {
+            line.uncounted_held -= 1;
+        }
         line.heartbeats.push(Reverse((due, (ticket - line.fen_base) as u32)));
         if slot < line.cursor {
             line.returns.push(Reverse(slot));
@@ -563,9 +574,7 @@ impl MemoryRoom {
                 report.abandoned += 1;
                 continue;
             }
-            let index = (slot - line.fen_base) as usize;
-            line.waiting_at.add(index, 1);
-            line.waiting += 1;
+            // Held, not counted again: those behind it never see their number grow.
             Self::go_away(line, slot, w.seen.saturating_add(hold).max(now + 1));
             report.away += 1;
         }
@@ -656,9 +665,12 @@ impl MemoryRoom {
             // A turn not claimed holds the place from the turn on (as the Redis store does).
             w.state = State::Granted;
             w.seen = now;
+            w.counted = false;
         }
-        line.waiting_at.add(index, -1);
-        line.waiting -= 1;
+        if w.counted {
+            line.waiting_at.add(index, -1);
+            line.waiting -= 1;
+        }
         line.pending += 1;
         let claim = Self::ds_len(line.limits.claim_window);
         line.grants.push_back((now.saturating_add(claim), index as u32));
@@ -684,11 +696,14 @@ impl MemoryRoom {
     /// The in-line waiter in `slot` is away until `until` (its last poll plus `hold`).
     fn go_away(line: &mut Line, slot: u64, until: Ds) {
         let rel = (Self::ticket_of(line, slot) - line.fen_base) as u32;
-        if let Some(w) = Self::waiter_mut(line, slot) {
-            w.state = State::Away;
+        let Some(w) = Self::waiter_mut(line, slot) else { return };
+        w.state = State::Away;
+        if w.counted {
+            line.away_at.add((slot - line.fen_base) as usize, 1);
+            line.away += 1;
+        } else {
+            line.uncounted_held += 1;
         }
-        line.away_at.add((slot - line.fen_base) as usize, 1);
-        line.away += 1;
         Self::set_due(line, slot, rel, until);
     }
 
@@ -696,10 +711,14 @@ impl MemoryRoom {
     fn abandon(line: &mut Line, slot: u64) {
         let Some(w) = Self::waiter_mut(line, slot).copied() else { return };
         let index = (slot - line.fen_base) as usize;
-        line.away_at.add(index, -1);
-        line.away -= 1;
-        line.waiting_at.add(index, -1);
-        line.waiting -= 1;
+        if w.counted {
+            line.away_at.add(index, -1);
+            line.away -= 1;
+            line.waiting_at.add(index, -1);
+            line.waiting -= 1;
+        } else {
+            line.uncounted_held -= 1;
+        }
         line.abandoned_total += 1;
         Self::set_done(line, slot);
         Self::release_client(line, w.client);
@@ -738,7 +757,7 @@ impl MemoryRoom {
             let now = line.waiters[start + k];
             let index = (from - line.fen_base) as usize + k;
             line.waiting_at.add(index, i32::from(now.in_line()) - i32::from(was.in_line()));
-            let (old, new) = (was.state == State::Away, now.state == State::Away);
+            let (old, new) = (was.in_line() && was.state == State::Away, now.in_line() && now.state == State::Away);
             line.away_at.add(index, i32::from(new) - i32::from(old));
         }
         line.shuffles.push(Shuffle { first: from, slots, tickets: order });
@@ -779,8 +798,8 @@ impl MemoryRoom {
     pub fn figures(&self, now_ms: u64) -> RoomFigures {
         let line = lock(&self.line);
         RoomFigures {
-            waiting: line.waiting,
-            held: line.away,
+            waiting: line.waiting + line.uncounted_held,
+            held: line.away + line.uncounted_held,
             returned_total: line.returned_total,
             abandoned_total: line.abandoned_total,
             active: self.active.load(Relaxed),

@@ -16,6 +16,14 @@ if redis.call('ZREM', G, ticket) == 1 then
   return {1, expires, waited, id}
 end
 local ahead = redis.call('ZRANK', Q, ticket)
+local slot = redis.call('ZSCORE', Q, ticket)
+local counted = ahead ~= nil
+if not ahead and (redis.call('ZSCORE', D, ticket) or redis.call('ZSCORE', R, ticket)) then
+  -- Held after a turn not claimed: not in Q, placed by its slot among those who are.
+  local _, _, s = record(ticket)
+  slot = s or ticket
+  ahead = redis.call('ZCOUNT', Q, '-inf', '(' .. slot)
+end
 if not ahead then
   local claim = redis.call('HGET', CL, ticket)
   if claim then
@@ -27,7 +35,6 @@ if not ahead then
   end
   return {0}
 end
-local slot = redis.call('ZSCORE', Q, ticket)
 local away_since = tonumber(redis.call('ZSCORE', D, ticket))
 if away_since then
   -- Back within hold: present again; first in line for a grant if the admitter has passed
@@ -36,7 +43,7 @@ if away_since then
   redis.call('ZREM', D, ticket)
   redis.call('ZADD', H, now, ticket)
   local cursor = tonumber(redis.call('HGET', S, 'cursor'))
-  if cursor and tonumber(slot) <= cursor then
+  if not counted or (cursor and tonumber(slot) <= cursor) then
     redis.call('ZADD', R, slot, ticket)
   end
   redis.call('HINCRBY', S, 'returned', 1)

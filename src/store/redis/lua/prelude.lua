@@ -6,6 +6,8 @@ local L, S, Q, H, G, T, K, N, SS, SX, SC, M, A, CL, CT, W, D, R, RM = unpack(KEY
 -- Q  in line: ticket -> line slot  H  present: ticket -> last heartbeat
 -- W  away: ticket -> line slot     D  away: ticket -> last heartbeat (abandoned after hold)
 -- R  came back after the cursor passed: ticket -> slot (granted first)
+-- A waiter whose turn came and went unclaimed is held in D (and R on return) but not put
+-- back in Q or W: counting it again would grow the number ahead of everyone behind it.
 -- RM how long each return was away (ms), drained by the tick
 -- G  granted: ticket -> claim deadline
 -- T  ticket -> "joined_ms:client:slot"  K  client -> live tickets   N  client -> newest ticket
@@ -166,6 +168,13 @@ local function go_away(ticket, seen, slot)
   redis.call('ZADD', D, seen, ticket)
 end
 
+-- A waiter held but not counted in positions (its turn went unclaimed): away until hold.
+local function hold_uncounted(ticket, seen)
+  redis.call('ZREM', H, ticket)
+  redis.call('ZREM', R, ticket)
+  redis.call('ZADD', D, seen, ticket)
+end
+
 -- An away waiter gone past hold: the place is given up.
 local function abandon(ticket)
   redis.call('ZREM', Q, ticket)
@@ -179,6 +188,8 @@ end
 
 local function figures(now)
   local totals = redis.call('HMGET', S, 'returned_total', 'abandoned_total')
-  return {redis.call('ZCARD', Q), redis.call('ZCARD', SS), redis.call('ZCARD', G), per_minute(now),
-    redis.call('ZCARD', W), tonumber(totals[1]) or 0, tonumber(totals[2]) or 0}
+  local held = redis.call('ZCARD', D)
+  local waiting = redis.call('ZCARD', Q) + held - redis.call('ZCARD', W)
+  return {waiting, redis.call('ZCARD', SS), redis.call('ZCARD', G), per_minute(now),
+    held, tonumber(totals[1]) or 0, tonumber(totals[2]) or 0}
 end

@@ -62,7 +62,7 @@ if token ~= '' then
   redis.call('DEL', RM)
 
   -- Grants not claimed in time return their slot to the budget. The waiter is away, not
-  -- gone: back in line at its slot, its place held from the turn it did not claim.
+  -- gone: its place is held from the turn it did not claim (uncounted, see prelude.lua).
   local due = redis.call('ZRANGEBYSCORE', G, '-inf', now, 'WITHSCORES', 'LIMIT', 0, bound)
   for i = 1, #due, 2 do
     local t, granted_at = due[i], tonumber(due[i + 1]) - lim.claim
@@ -73,12 +73,8 @@ if token ~= '' then
       redis.call('HINCRBY', S, 'abandoned_total', 1)
       abandoned = abandoned + 1
     else
-      local _, _, slot = record(t)
-      if slot then
-        redis.call('ZADD', Q, slot, t)
-        go_away(t, granted_at, slot)
-        away = away + 1
-      end
+      hold_uncounted(t, granted_at)
+      away = away + 1
     end
   end
 
@@ -102,6 +98,9 @@ if token ~= '' then
     if slot then
       go_away(t, tonumber(stale[i + 1]), slot)
       away = away + 1
+    elseif redis.call('ZSCORE', R, t) then
+      hold_uncounted(t, tonumber(stale[i + 1]))
+      away = away + 1
     else
       redis.call('ZREM', H, t)
     end
@@ -120,7 +119,11 @@ if token ~= '' then
         return false
       end
       if seen + lim.ttl <= now then
-        go_away(t, seen, slot)
+        if redis.call('ZSCORE', Q, t) then
+          go_away(t, seen, slot)
+        else
+          hold_uncounted(t, seen)
+        end
         away = away + 1
         return false
       end
