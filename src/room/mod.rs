@@ -397,7 +397,10 @@ impl Rooms {
             _ => None,
         };
         let ttl = limits.waiter_ttl.as_secs().max(3);
-        let suggested = match ahead {
+        // Paced by those present ahead: a waiter back after its turn passed has only held
+        // places ahead of it and is granted at the next tick, so it should ask again soon.
+        let present_ahead = place.filter(|p| !p.prequeue).map(|p| p.ahead - p.away_ahead.min(p.ahead));
+        let suggested = match present_ahead {
             Some(a) if a < 20 => 2,
             Some(a) if a < 500 => 5,
             _ => 10,
