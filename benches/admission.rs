@@ -23,6 +23,7 @@ fn limits(mode: RoomMode) -> RoomLimits {
         session_max: Duration::from_secs(8 * 3600),
         waiter_ttl: Duration::from_secs(36_000),
         claim_window: Duration::from_secs(120),
+        hold: Duration::from_secs(600),
         mode,
         opens_at_ms: None,
         message: None,

@@ -51,6 +51,7 @@ fn main() {
             session_max: Duration::from_secs(3600),
             waiter_ttl: Duration::from_secs(45),
             claim_window: Duration::from_secs(120),
+            hold: Duration::from_secs(600),
             mode: RoomMode::QueueAll,
             opens_at_ms: None,
             message: None,

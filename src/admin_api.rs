@@ -125,7 +125,8 @@ impl AdminApi {
         }
     }
 
-    /// Applies any of `max_active`, `admit_per_minute`, `mode`, `opens_at`, `message`.
+    /// Applies any of `max_active`, `admit_per_minute`, `mode`, `opens_at`, `message`,
+    /// `hold_seconds` (lengthened live when, say, a mobile network drops out at peak).
     async fn patch(&self, room: &Room, body: &Value) -> Answer {
         let Some(fields) = body.as_object() else {
             return error(StatusCode::BAD_REQUEST, "the body must be a JSON object", None);
@@ -140,6 +141,13 @@ impl AdminApi {
                         return bad("must be a whole number from 1 to 100000000");
                     };
                     if field == "max_active" { new.max_active = n } else { new.admit_per_minute = n }
+                }
+                "hold_seconds" => {
+                    let ttl = old.waiter_ttl.as_secs().max(1);
+                    let Some(n) = value.as_u64().filter(|n| (ttl..=86_400).contains(n)) else {
+                        return bad(&format!("must be a whole number of seconds from waiter_ttl ({ttl}) to 86400"));
+                    };
+                    new.hold = std::time::Duration::from_secs(n);
                 }
                 "mode" => match value.as_str().and_then(RoomMode::parse) {
                     Some(mode) => new.mode = mode,
@@ -220,9 +228,11 @@ async fn room_json(room: &Room) -> Value {
         "session_max_seconds": limits.session_max.as_secs(),
         "waiter_ttl_seconds": limits.waiter_ttl.as_secs(),
         "claim_window_seconds": limits.claim_window.as_secs(),
+        "hold_seconds": limits.hold.as_secs(),
         "opens_at": limits.opens_at_ms.map(|ms| ms / 1000),
         "message": limits.message,
         "waiting": figures.map(|f| f.waiting),
+        "held": figures.map(|f| f.held),
         "active": figures.map(|f| f.active),
         "pending_grants": figures.map(|f| f.pending),
         "measured_per_minute": figures.and_then(|f| f.measured_per_minute),

@@ -67,6 +67,7 @@ pub fn room_limits(metrics: &Metrics, source: Source, room: &str, old: &RoomLimi
         pair("session_max", old.session_max, new.session_max),
         pair("waiter_ttl", old.waiter_ttl, new.waiter_ttl),
         pair("claim_window", old.claim_window, new.claim_window),
+        pair("hold", old.hold, new.hold),
         pair("tickets_per_client", old.tickets_per_client, new.tickets_per_client),
     ];
     record_fields(metrics, source, &format!("room:{room}"), &fields)

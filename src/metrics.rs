@@ -126,6 +126,10 @@ struct RoomFamilies {
     abandoned: IntCounterVec,
     expired_grants: IntCounterVec,
     wait: HistogramVec,
+    held: IntGaugeVec,
+    away: IntCounterVec,
+    returned: IntCounterVec,
+    away_seconds: HistogramVec,
 }
 
 /// One room's metrics, resolved once so the request path does no label lookup.
@@ -145,6 +149,12 @@ pub struct RoomMetrics {
     pub abandoned: IntCounter,
     pub expired_grants: IntCounter,
     pub wait_seconds: Histogram,
+    /// Places held now for waiters who are away (DESIGN §3, "Stepping away keeps the place").
+    pub held: IntGauge,
+    pub away: IntCounter,
+    pub returned: IntCounter,
+    /// How long those who came back had been away.
+    pub away_seconds: Histogram,
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -217,8 +227,24 @@ impl Metrics {
         )
         .expect("static metric definition");
         r.register(Box::new(wait.clone())).expect("each metric is registered once");
+        // From a tunnel's few seconds to past the default hold of ten minutes.
+        let away_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "usher_away_seconds",
+                "How long waiters who came back within hold had been away (since their last poll).",
+            )
+            .buckets(vec![5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0]),
+            &["room"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(away_seconds.clone())).expect("each metric is registered once");
         let rooms = RoomFamilies {
-            waiting: gauge_vec(r, "usher_waiting", "Waiters in line.", &["room"]),
+            waiting: gauge_vec(
+                r,
+                "usher_waiting",
+                "Waiters in line, those away with a held place included.",
+                &["room"],
+            ),
             active: gauge_vec(r, "usher_active_sessions", "Admitted sessions live now.", &["room"]),
             pending: gauge_vec(
                 r,
@@ -249,16 +275,35 @@ impl Metrics {
             abandoned: counter_vec(
                 r,
                 "usher_abandoned_total",
-                "Waiters who stopped polling and lost their place.",
+                "Waiters away longer than hold, whose place was given up.",
                 &["room"],
             ),
             expired_grants: counter_vec(
                 r,
                 "usher_expired_grants_total",
-                "Turns that came but were not claimed within the claim window.",
+                "Turns that came but were not claimed within the claim window (the waiter is away, its place held).",
                 &["room"],
             ),
             wait,
+            held: gauge_vec(
+                r,
+                "usher_held",
+                "Waiters away now whose place is held (skipped until they return).",
+                &["room"],
+            ),
+            away: counter_vec(
+                r,
+                "usher_away_total",
+                "Waiters found away: no poll for waiter_ttl, or a turn not claimed. Skipped, place held.",
+                &["room"],
+            ),
+            returned: counter_vec(
+                r,
+                "usher_returned_total",
+                "Away waiters who polled again within hold and kept their place.",
+                &["room"],
+            ),
+            away_seconds,
         };
         Self {
             registry,
@@ -303,6 +348,10 @@ impl Metrics {
             admitted_queue: f.admitted.with_label_values(&[name, "queue"]),
             abandoned: f.abandoned.with_label_values(&[name]),
             expired_grants: f.expired_grants.with_label_values(&[name]),
+            held: f.held.with_label_values(&[name]),
+            away: f.away.with_label_values(&[name]),
+            returned: f.returned.with_label_values(&[name]),
+            away_seconds: f.away_seconds.with_label_values(&[name]),
             wait_seconds: f.wait.with_label_values(&[name]),
         }
     }

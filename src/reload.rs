@@ -105,6 +105,7 @@ fn merge(live: &RoomLimits, old: &RoomLimits, new: &RoomLimits) -> RoomLimits {
         session_max,
         waiter_ttl,
         claim_window,
+        hold,
         mode,
         opens_at_ms,
         message,
@@ -128,6 +129,7 @@ pub fn in_force(old: &Config, new: &Config) -> Config {
             room.session_max = n.session_max;
             room.waiter_ttl = n.waiter_ttl;
             room.claim_window = n.claim_window;
+            room.hold = n.hold;
             room.mode = n.mode;
             room.opens_at = n.opens_at;
             room.message.clone_from(&n.message);

@@ -43,7 +43,7 @@ async fn patch_changes_limits_with_the_token_and_names_the_bad_field() {
     let usher = usher_with_room(&upstream, "auto", Some(TOKEN));
     let admin = usher.admin_addr;
     let path = "/admin/rooms/citizens";
-    let body = r#"{"admit_per_minute": 3000, "max_active": 7, "message": "Tax day"}"#;
+    let body = r#"{"admit_per_minute": 3000, "max_active": 7, "message": "Tax day", "hold_seconds": 1200}"#;
     assert_eq!(admin_call(admin, Method::PATCH, path, None, body).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(admin_call(admin, Method::PATCH, path, Some("wrong"), body).await.status, StatusCode::UNAUTHORIZED);
     let ok = admin_call(admin, Method::PATCH, path, Some(TOKEN), body).await;
@@ -51,7 +51,10 @@ async fn patch_changes_limits_with_the_token_and_names_the_bad_field() {
     let room = ok.json();
     assert_eq!((room["admit_per_minute"].as_u64(), room["max_active"].as_u64()), (Some(3000), Some(7)));
     assert_eq!(room["message"], "Tax day");
+    assert_eq!(room["hold_seconds"], 1200);
     for (bad, field) in [
+        (r#"{"hold_seconds": 1}"#, "hold_seconds"),
+        (r#"{"hold_seconds": 90000}"#, "hold_seconds"),
         (r#"{"max_active": 0}"#, "max_active"),
         (r#"{"mode": "sideways"}"#, "mode"),
         (r#"{"opens_at": "tomorrow"}"#, "opens_at"),

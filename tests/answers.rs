@@ -1,9 +1,10 @@
 //! usher's own answers, byte for byte: every queue page, status JSON, 429 and error answer
 //! that the renderer makes is compared with `tests/golden/answers.txt`, which the renderer
-//! of wave 1 (commit 3f2643e, before the request path was restructured) produced for the
-//! same views. The one intended change since: the page names its room (`data-room`) so its
-//! script polls that room's status. (The embedded script and style are files of their own,
-//! not answers, and are left out.)
+//! from before the request path was restructured produced for the same views (wave 1's code
+//! with the stepping-away page of commit 8afc5e7, whose text the golden file includes). The
+//! one intended change since: the page names its room (`data-room`) so its script polls that
+//! room's status. (The embedded script and style are files of their own, not answers, and
+//! are left out.)
 
 use http::Request;
 use http::header::{ACCEPT, ACCEPT_LANGUAGE};

@@ -119,6 +119,13 @@ async fn prequeue_counts_down_to_the_opening_and_lets_the_visitor_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_frozen_past_waiter_ttl_keeps_its_place_polls_at_once_on_resume_and_gets_in_in_its_turn() {
+    let room = RoomConfig { waiter_ttl: Duration::from_secs(9), hold: Duration::from_secs(60), ..small_room() };
+    let backend = run("stepaway", room, |_| {}).await;
+    assert!(!backend.seen_path("/letters/11").is_empty(), "the mailbox never served the page first asked for");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_and_rate_limited_pages_are_accessible() {
     // One place, taken by the script's first visitor; the browser's join is the second and
     // last one allowed, the next browser's is over the limit.

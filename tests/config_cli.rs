@@ -97,6 +97,17 @@ fn unreadable_duration_is_named() {
 }
 
 #[test]
+fn a_hold_shorter_than_waiter_ttl_or_past_a_day_is_named() {
+    let dir = TempDir::new("config");
+    for (name, hold) in [("short.toml", "20s"), ("long.toml", "2d"), ("zero.toml", "0s")] {
+        let text = format!("[[room]]\nname = \"citizens\"\nwaiter_ttl = \"30s\"\nhold = \"{hold}\"\n");
+        assert_rejected_naming(&check_config(&file(&dir, name, &text)), "room[0].hold");
+    }
+    let ok = file(&dir, "ok.toml", "[[room]]\nname = \"citizens\"\nwaiter_ttl = \"30s\"\nhold = \"30s\"\n");
+    assert_eq!(check_config(&ok).status.code(), Some(0), "a hold as long as waiter_ttl is valid");
+}
+
+#[test]
 fn unknown_key_is_named_not_ignored() {
     let dir = TempDir::new("config");
     let path = file(&dir, "bad.toml", "[upstream]\naddresses = [\"127.0.0.1:8081\"]\nbogus = true\n");

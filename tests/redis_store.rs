@@ -22,6 +22,7 @@ fn limits() -> RoomLimits {
         session_max: Duration::from_secs(3600),
         waiter_ttl: Duration::from_secs(30),
         claim_window: Duration::from_secs(20),
+        hold: Duration::from_secs(600),
         mode: RoomMode::Auto,
         opens_at_ms: None,
         message: None,

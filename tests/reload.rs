@@ -7,9 +7,9 @@ use http::Request;
 use std::time::Duration;
 use support::*;
 
-fn config(upstream: &Upstream, max_active: u32) -> String {
+fn config(upstream: &Upstream, max_active: u32, hold_hours: u32) -> String {
     format!(
-        "{}\n[[room]]\nname = \"citizens\"\nmode = \"queue_all\"\nmax_active = {max_active}\nwaiter_ttl = \"1h\"\nbypass = [\"/slow\"]\n",
+        "{}\n[[room]]\nname = \"citizens\"\nmode = \"queue_all\"\nmax_active = {max_active}\nwaiter_ttl = \"1h\"\nhold = \"{hold_hours}h\"\nbypass = [\"/slow\"]\n",
         binary_config(&[upstream.addr], "", "")
     )
 }
@@ -32,7 +32,7 @@ async fn wait_until_max_active(usher: &UsherProcess, want: u64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_a_changed_limit_without_dropping_a_request_or_a_waiter() {
     let upstream = Upstream::start().await;
-    let usher = UsherProcess::spawn(&config(&upstream, 2), Logs::Text, &[]);
+    let usher = UsherProcess::spawn(&config(&upstream, 2, 1), Logs::Text, &[]);
     assert_eq!(max_active(&usher).await, 2);
 
     // A waiter in line, and a slow request in flight (on a bypass path) across the reload.
@@ -47,9 +47,11 @@ async fn sighup_applies_a_changed_limit_without_dropping_a_request_or_a_waiter()
     let addr = usher.http_addr;
     let in_flight = tokio::spawn(async move { http1(addr, get("/slow?ms=1500")).await.status });
     upstream.wait_for("/slow").await;
-    std::fs::write(usher.config_path(), config(&upstream, 5)).expect("rewrite the config");
+    std::fs::write(usher.config_path(), config(&upstream, 5, 2)).expect("rewrite the config");
     usher.signal("HUP");
     assert!(wait_until_max_active(&usher, 5).await, "the new max_active applies");
+    let room = http1(usher.admin_addr, get("/admin/rooms/citizens")).await.json();
+    assert_eq!(room["hold_seconds"], 7200, "the new hold applies too: {room}");
     assert_eq!(in_flight.await.expect("the slow request"), 200, "the in-flight request was not dropped");
 
     let status =
@@ -154,7 +156,7 @@ async fn a_reload_signal_right_after_start_up_neither_kills_nor_drops_anything()
     let upstream = Upstream::start().await;
     // The first moment the process says it listens, its handlers are in place: SIGHUP's
     // default action would end it.
-    let mut usher = UsherProcess::spawn(&config(&upstream, 2), Logs::Text, &[]);
+    let mut usher = UsherProcess::spawn(&config(&upstream, 2, 1), Logs::Text, &[]);
     for _ in 0..3 {
         usher.signal("HUP");
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use support::RedisServer;
 use usher::config::RoomMode;
 use usher::identity::ClientKey;
-use usher::store::{JoinOutcome, PollOutcome, RoomLimits, RoomStore, redis};
+use usher::store::{JoinOutcome, Place, PollOutcome, RoomLimits, RoomStore, redis};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -21,6 +21,7 @@ fn limits() -> RoomLimits {
         session_max: Duration::from_secs(3600),
         waiter_ttl: Duration::from_secs(30),
         claim_window: Duration::from_secs(20),
+        hold: Duration::from_secs(120),
         mode: RoomMode::Auto,
         opens_at_ms: None,
         message: None,
@@ -73,8 +74,12 @@ async fn session(store: &RoomStore, c: u32, now: u64) -> u128 {
 }
 
 async fn ahead(store: &RoomStore, t: u64, now: u64) -> u64 {
+    place(store, t, now).await.ahead
+}
+
+async fn place(store: &RoomStore, t: u64, now: u64) -> Place {
     match store.poll(t, now).await.expect("poll") {
-        PollOutcome::Waiting(p) => p.ahead,
+        PollOutcome::Waiting(p) => p,
         other => panic!("expected waiting, got {other:?}"),
     }
 }
@@ -164,42 +169,172 @@ async fn nobody_is_admitted_past_max_active_or_pending_grants() {
     }
 }
 
+/// Polls `present` once a second from `from` to `to`, ticking after each round; returns
+/// the tick reports' sums of (granted, away, abandoned, returned) and checks that no present
+/// waiter's number ahead ever grows.
+async fn keep_polling(store: &RoomStore, present: &[u64], from: u64, to: u64) -> [u64; 4] {
+    let mut sums = [0; 4];
+    let mut last: Vec<u64> = vec![u64::MAX; present.len()];
+    let mut now = from;
+    while now < to {
+        now += 1000;
+        for (k, t) in present.iter().enumerate() {
+            if let PollOutcome::Waiting(p) = store.poll(*t, now).await.expect("poll") {
+                assert!(p.ahead <= last[k], "ticket {t}: ahead grew from {} to {}", last[k], p.ahead);
+                last[k] = p.ahead;
+            }
+        }
+        let r = store.tick(now).await.expect("tick");
+        for (sum, n) in sums.iter_mut().zip([r.granted, r.away, r.abandoned, r.returned]) {
+            *sum += n;
+        }
+    }
+    sums
+}
+
 #[tokio::test]
-async fn a_waiter_who_stops_polling_is_skipped_and_those_behind_move_up() {
+async fn an_away_waiter_is_skipped_while_those_behind_it_are_granted() {
     for (name, store) in &stores(limits()).await {
         let a = session(&store, 1, T0).await;
         let _b = session(&store, 2, T0).await;
         let t1 = ticket(&store, 3, T0).await;
         let t2 = ticket(&store, 4, T0).await;
         let t3 = ticket(&store, 5, T0).await;
-        assert_eq!(ahead(&store, t3, T0 + 1000).await, 2);
-        // t2 never polls again; t1 and t3 keep polling past the ttl.
-        let mut now = T0;
-        let mut abandoned = 0;
-        for _ in 0..40 {
-            now += 1000;
-            ahead(&store, t1, now).await;
-            let before = ahead(&store, t3, now).await;
-            abandoned += store.tick(now).await.expect("tick").abandoned;
-            assert!(ahead(&store, t3, now).await <= before, "{name}: position grew");
-        }
-        assert_eq!(abandoned, 1, "{name}");
-        assert_eq!(ahead(&store, t3, now).await, 1, "{name}: only t1 is ahead now");
-        assert_eq!(store.poll(t2, now).await.expect("poll"), PollOutcome::Gone, "{name}");
+        // t1 stops polling; past waiter_ttl it is away, its place held and still counted.
+        let [granted, away, abandoned, _] = keep_polling(&store, &[t2, t3], T0, T0 + 40_000).await;
+        assert_eq!((granted, away, abandoned), (0, 1, 0), "{name}");
+        assert_eq!(store.figures(T0 + 40_000).await.expect("figures").held, 1, "{name}");
+        let p3 = place(&store, t3, T0 + 40_000).await;
+        assert_eq!((p3.ahead, p3.away_ahead), (2, 1), "{name}: t1's held place is ahead of t3");
+        // A place frees: the turn skips t1 (not there) and goes to t2, then t3.
         store.end_session(a).await.expect("end");
-        let order = admit_all(&store, &[t1, t3], now).await;
-        assert_eq!(order, vec![t1, t3], "{name}");
+        let order = admit_all(&store, &[t2, t3], T0 + 40_000).await;
+        assert_eq!(order, vec![t2, t3], "{name}");
+        let f = store.figures(T0 + 60_000).await.expect("figures");
+        assert_eq!((f.held, f.pending), (1, 0), "{name}: nothing was granted to the away waiter");
+        assert!(matches!(store.poll(t1, T0 + 60_000).await.expect("poll"), PollOutcome::Waiting(_)), "{name}: held");
     }
 }
 
 #[tokio::test]
-async fn an_unclaimed_turn_expires_and_the_place_goes_to_the_next() {
+async fn an_away_waiter_returning_within_hold_is_granted_before_anyone_who_joined_after_it() {
+    for (name, store) in &stores(limits()).await {
+        let a = session(&store, 1, T0).await;
+        let b = session(&store, 2, T0).await;
+        let t1 = ticket(&store, 3, T0).await;
+        let t2 = ticket(&store, 4, T0).await;
+        let t3 = ticket(&store, 5, T0).await;
+        keep_polling(&store, &[t2, t3], T0, T0 + 40_000).await;
+        // Its turn passes while it is away: t2 gets the free place.
+        store.end_session(a).await.expect("end");
+        assert_eq!(admit_all(&store, &[t2], T0 + 40_000).await, vec![t2], "{name}");
+        let t4 = ticket(&store, 6, T0 + 45_000).await;
+        let before = place(&store, t3, T0 + 50_000).await.ahead;
+        // Back 60 s later (hold is 120 s): in line again, nobody ahead, never told "expired".
+        let back = place(&store, t1, T0 + 60_000).await;
+        assert_eq!((back.ahead, back.away_ahead), (0, 0), "{name}");
+        assert!(place(&store, t3, T0 + 60_000).await.ahead <= before, "{name}: a return grew t3's number");
+        let r = store.tick(T0 + 60_200).await.expect("tick");
+        assert_eq!((r.returned, r.away_ms.len()), (1, 1), "{name}");
+        assert!((39_000..=61_000).contains(&r.away_ms[0]), "{name}: away for {:?} ms", r.away_ms);
+        // The next free place is t1's, before t3 (behind it) and t4 (joined after it left).
+        store.end_session(b).await.expect("end");
+        let order = admit_all(&store, &[t1, t3, t4], T0 + 60_200).await;
+        assert_eq!(order, vec![t1, t3, t4], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn an_away_waiter_returning_after_hold_is_told_its_place_expired() {
+    let mut l = limits();
+    l.session_idle = Duration::from_secs(3600);
+    for (name, store) in &stores(l).await {
+        let _a = session(&store, 1, T0).await;
+        let _b = session(&store, 2, T0).await;
+        let t1 = ticket(&store, 3, T0).await;
+        let t2 = ticket(&store, 4, T0).await;
+        let [_, away, abandoned, _] = keep_polling(&store, &[t2], T0, T0 + 119_000).await;
+        assert_eq!((away, abandoned), (1, 0), "{name}: held until hold has passed");
+        assert_eq!(place(&store, t2, T0 + 119_000).await.ahead, 1, "{name}");
+        let [_, _, abandoned, _] = keep_polling(&store, &[t2], T0 + 119_000, T0 + 125_000).await;
+        assert_eq!(abandoned, 1, "{name}");
+        assert_eq!(store.poll(t1, T0 + 125_000).await.expect("poll"), PollOutcome::Gone, "{name}");
+        assert_eq!(place(&store, t2, T0 + 125_000).await.ahead, 0, "{name}: t2 moved up");
+        let f = store.figures(T0 + 125_000).await.expect("figures");
+        assert_eq!((f.held, f.abandoned_total), (0, 1), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn returns_never_push_anyone_past_max_active() {
+    let mut l = limits();
+    l.max_active = 3;
+    l.session_idle = Duration::from_secs(3600);
+    l.mode = RoomMode::Paused;
+    for (name, store) in &stores(l.clone()).await {
+        // Ten waiters go away; ten others behind them fill the room, their turns passing the
+        // away ones by.
+        let away = futures_collect(&store, 0..10, T0).await;
+        let present = futures_collect(&store, 10..20, T0).await;
+        let [_, gone, _, _] = keep_polling(&store, &present, T0, T0 + 31_000).await;
+        assert_eq!(gone, 10, "{name}");
+        store.set_limits(RoomLimits { mode: RoomMode::QueueAll, ..l.clone() }).await.expect("limits");
+        let mut now = T0 + 31_000;
+        let mut admitted = Vec::new();
+        for _ in 0..20 {
+            now += 200;
+            store.tick(now).await.expect("tick");
+            for t in &present {
+                // A claimed ticket answers with its session again (Redis remembers claims).
+                if let PollOutcome::Admitted { session, .. } = store.poll(*t, now).await.expect("poll") {
+                    if !admitted.contains(&session.id) {
+                        admitted.push(session.id);
+                    }
+                }
+            }
+        }
+        assert_eq!(admitted.len(), 3, "{name}: the room is full with three of the present");
+        // All ten come back at once: in line at the front, but the room is full.
+        for (i, t) in away.iter().enumerate() {
+            let p = place(&store, *t, now).await;
+            assert_eq!(p.ahead, i as u64, "{name}: only returners who joined earlier are ahead");
+        }
+        let mut back = Vec::new();
+        for round in 0..30 {
+            now += 200;
+            if round % 10 == 0 {
+                // One place frees every two seconds.
+                let id = admitted.remove(0);
+                store.end_session(id).await.expect("end");
+            }
+            store.tick(now).await.expect("tick");
+            let f = store.figures(now).await.expect("figures");
+            assert!(f.active + f.pending <= 3, "{name}: {f:?}");
+            for t in away.iter().filter(|t| !back.contains(*t)).copied().collect::<Vec<_>>() {
+                match store.poll(t, now).await.expect("poll") {
+                    PollOutcome::Admitted { session, .. } => {
+                        back.push(t);
+                        admitted.push(session.id);
+                    }
+                    PollOutcome::Waiting(_) => {}
+                    PollOutcome::Gone => panic!("{name}: a returner lost its place"),
+                }
+            }
+            assert!(store.figures(now).await.expect("figures").active <= 3, "{name}");
+        }
+        assert_eq!(back, away[..3].to_vec(), "{name}: one return per freed place, in their order");
+    }
+}
+
+#[tokio::test]
+async fn an_unclaimed_turn_goes_to_the_next_and_the_waiter_keeps_its_place() {
     let mut l = limits();
     l.max_active = 1;
     for (name, store) in &stores(l.clone()).await {
         let s = session(&store, 1, T0).await;
         let t1 = ticket(&store, 2, T0).await;
         let t2 = ticket(&store, 3, T0).await;
+        let behind = ticket(&store, 5, T0).await;
         store.end_session(s).await.expect("end");
         assert_eq!(store.tick(T0 + 200).await.expect("tick").granted, 1, "{name}");
         assert_eq!(store.figures(T0 + 200).await.expect("figures").pending, 1);
@@ -207,15 +342,24 @@ async fn an_unclaimed_turn_expires_and_the_place_goes_to_the_next() {
         let mut now = T0 + 200;
         let mut expired = 0;
         let mut t2_admitted = false;
+        let mut last = u64::MAX;
         while now < T0 + 30_000 && !t2_admitted {
             now += 1000;
             t2_admitted = matches!(store.poll(t2, now).await.expect("poll"), PollOutcome::Admitted { .. });
             expired += store.tick(now).await.expect("tick").expired_grants;
+            // The held place of t1 is not counted again when its turn expires.
+            let ahead = ahead(&store, behind, now).await;
+            assert!(ahead <= last, "{name}: the waiter behind saw its number grow from {last} to {ahead}");
+            last = ahead;
         }
         assert_eq!(expired, 1, "{name}");
         assert!(t2_admitted, "{name}: the expired grant's place went to t2");
         assert!(now > T0 + 20_000, "{name}: t2 only got the place after the claim window");
-        assert_eq!(store.poll(t1, now).await.expect("poll"), PollOutcome::Gone, "{name}");
+        // t1's turn came while it was away: its place is held, and on return it is granted
+        // (once a place is free), never told its place expired.
+        assert!(matches!(store.poll(t1, now).await.expect("poll"), PollOutcome::Waiting(_)), "{name}");
+        let t3 = ticket(&store, 4, now).await;
+        assert_eq!(admit_all(&store, &[t1, behind, t3], now).await, vec![t1, behind, t3], "{name}");
     }
 }
 

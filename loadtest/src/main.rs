@@ -12,7 +12,7 @@ use usher_loadtest::profile::Profile;
 use usher_loadtest::report::Report;
 use usher_loadtest::run::{self, Plan};
 use usher_loadtest::sources::Sources;
-use usher_loadtest::visitor::Script;
+use usher_loadtest::visitor::{Away, Script};
 use usher_loadtest::{idle, plot, rlimit, scrape, upstream};
 
 #[derive(Parser)]
@@ -91,6 +91,17 @@ struct VisitorsArgs {
     /// Close the connection before a pause longer than this (usher closes idle ones too).
     #[arg(long, default_value = "9", value_parser = seconds)]
     idle_close: Duration,
+    /// The share of queued visitors who step away while they wait (a locked phone): they
+    /// stop polling for `--away-for` seconds, `--away-after` seconds after joining, then
+    /// poll at once on return, as usher's page does. 0 to 1.
+    #[arg(long, default_value_t = 0.0)]
+    away_share: f64,
+    /// Seconds after joining that a visitor who steps away goes.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    away_after: Duration,
+    /// Seconds a visitor who steps away stays away (compare with the room's `hold`).
+    #[arg(long, default_value = "60", value_parser = seconds)]
+    away_for: Duration,
     /// The first visitor's source address; each next visitor takes the next one.
     #[arg(long, default_value = "127.1.0.1")]
     source_from: Ipv4Addr,
@@ -192,6 +203,9 @@ fn visitors(args: VisitorsArgs) -> Result<(), String> {
     if !(args.poll_scale.is_finite() && args.poll_scale > 0.0) {
         return Err(format!("--poll-scale must be a positive number, not {}", args.poll_scale));
     }
+    if !(0.0..=1.0).contains(&args.away_share) {
+        return Err(format!("--away-share must be between 0 and 1, not {}", args.away_share));
+    }
     if !args.path.starts_with('/') {
         return Err(format!("--path must start with '/', not `{}`", args.path));
     }
@@ -209,6 +223,11 @@ fn visitors(args: VisitorsArgs) -> Result<(), String> {
             request_timeout: args.request_timeout,
             poll_scale: args.poll_scale,
             idle_close: args.idle_close,
+            away: (args.away_share > 0.0).then_some(Away {
+                share: args.away_share,
+                after: args.away_after,
+                stay: args.away_for,
+            }),
         },
         visitors: args.visitors,
         profile,

@@ -117,6 +117,9 @@ pub struct VisitorRecord {
     pub admitted_us: Option<u64>,
     pub admission: Admission,
     pub polls: u32,
+    /// When the visitor stepped away (stopped polling) and came back, if it did.
+    pub away_from_us: Option<u64>,
+    pub back_us: Option<u64>,
     /// Polls whose `ahead` was larger than the poll before (usher promises it never grows).
     pub position_increases: u32,
     pub connects: u32,
@@ -138,6 +141,8 @@ impl VisitorRecord {
             admitted_us: None,
             admission: Admission::No,
             polls: 0,
+            away_from_us: None,
+            back_us: None,
             position_increases: 0,
             connects: 0,
             failures: Vec::new(),

@@ -16,7 +16,7 @@
 
 use crate::fairness::{self, Pairs, Waiter};
 use crate::profile::Profile;
-use crate::record::{Admission, Route, VisitorRecord};
+use crate::record::{Admission, Failure, Route, VisitorRecord};
 use crate::run::Outcome;
 use crate::scrape::ServerSample;
 use crate::stats::{self, Bin, Spread};
@@ -38,6 +38,8 @@ pub struct Report {
     pub eta: Eta,
     pub fairness: Fairness,
     pub outflow: Outflow,
+    /// Visitors who stepped away and came back (`--away-share`), when any did.
+    pub away: Option<AwayFigures>,
     /// One entry per second of the run, on the visitors' side.
     pub timeline: Vec<Second>,
     /// usher's own figures, sampled from `/metrics` (empty without `--admin`).
@@ -128,6 +130,23 @@ pub struct Fairness {
     pub position_increases: u64,
 }
 
+/// What became of those who stepped away, and the order among those who stayed.
+#[derive(Debug, Clone, Serialize)]
+pub struct AwayFigures {
+    pub went_away: u64,
+    pub came_back: u64,
+    /// Of those who came back, admitted from the line.
+    pub admitted: u64,
+    /// Of those who came back, told their place was gone.
+    pub places_lost: u64,
+    /// Seconds away, as lived by the visitors.
+    pub away_s: Spread,
+    /// Seconds from coming back to admission, for those admitted after their return.
+    pub back_to_admitted_s: Spread,
+    /// Fairness over the visitors who never stepped away.
+    pub present: Fairness,
+}
+
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Outflow {
     /// usher's `admit_per_minute` (from its metrics, or `--outflow`).
@@ -174,6 +193,7 @@ impl Report {
             eta: eta(records),
             fairness: fairness(records),
             outflow: outflow(records, &outcome.server, configured_outflow),
+            away: away(records),
             timeline: timeline(records, end_us),
             server: outcome.server.clone(),
         }
@@ -257,6 +277,29 @@ impl Report {
             f.seen_order_tau_b,
             f.arrival_order
         );
+        if let Some(a) = &self.away {
+            let _ = writeln!(
+                out,
+                "away       {} stepped away, {} came back ({:.0}–{:.0} s away), {} of them admitted (p50 {:.1} s after return), places lost {}",
+                a.went_away,
+                a.came_back,
+                a.away_s.min,
+                a.away_s.max,
+                a.admitted,
+                a.back_to_admitted_s.p50,
+                a.places_lost
+            );
+            let p = &a.present;
+            let _ = writeln!(
+                out,
+                "present    Kendall tau {:.6} over {:.1} % of {} pairs observable among the {} who stayed; overtakes {}",
+                p.kendall_tau,
+                p.resolved_share * 100.0,
+                p.pairs.compared,
+                p.waiters,
+                p.overtakes
+            );
+        }
         let o = &self.outflow;
         let fmt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
         let _ = writeln!(
@@ -407,6 +450,32 @@ fn fairness(records: &[VisitorRecord]) -> Fairness {
         seen_order_tau_b: fairness::kendall_tau_b(&seen),
         position_increases: records.iter().map(|r| u64::from(r.position_increases)).sum(),
     }
+}
+
+fn away(records: &[VisitorRecord]) -> Option<AwayFigures> {
+    let went: Vec<&VisitorRecord> = records.iter().filter(|r| r.away_from_us.is_some()).collect();
+    if went.is_empty() {
+        return None;
+    }
+    let back: Vec<&VisitorRecord> = went.iter().copied().filter(|r| r.back_us.is_some()).collect();
+    let lost = |r: &VisitorRecord| r.failures.iter().any(|(_, f)| *f == Failure::PlaceLost);
+    let present: Vec<VisitorRecord> = records.iter().filter(|r| r.away_from_us.is_none()).cloned().collect();
+    Some(AwayFigures {
+        went_away: went.len() as u64,
+        came_back: back.len() as u64,
+        admitted: back.iter().filter(|r| r.admission == Admission::FromLine).count() as u64,
+        places_lost: back.iter().filter(|r| lost(r)).count() as u64,
+        away_s: Spread::of(
+            back.iter().filter_map(|r| Some(secs(r.back_us?.saturating_sub(r.away_from_us?)))).collect(),
+        ),
+        back_to_admitted_s: Spread::of(
+            back.iter()
+                .filter(|r| r.admission == Admission::FromLine)
+                .filter_map(|r| Some(secs(r.admitted_us?.saturating_sub(r.back_us?))))
+                .collect(),
+        ),
+        present: fairness(&present),
+    })
 }
 
 fn outflow(records: &[VisitorRecord], server: &[ServerSample], configured: Option<f64>) -> Outflow {

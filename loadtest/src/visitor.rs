@@ -37,6 +37,20 @@ pub struct Script {
     /// Before a pause longer than this, the connection is closed (usher closes idle
     /// keep-alive connections too; closing first avoids racing it).
     pub idle_close: Duration,
+    /// Some visitors step away while they wait (a locked phone), then come back.
+    pub away: Option<Away>,
+}
+
+/// Stepping away: a share of the waiting visitors stops polling for a while, as a phone
+/// that locks its screen does, then asks at once on return, as usher's page does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Away {
+    /// The share of queued visitors who step away, 0 to 1.
+    pub share: f64,
+    /// How long after joining they go.
+    pub after: Duration,
+    /// How long they stay away.
+    pub stay: Duration,
 }
 
 /// The fields of usher's status JSON that a visitor uses.
@@ -123,12 +137,14 @@ impl Visit {
     }
 
     async fn run(&mut self, script: &Script, deadline: Instant, rng: &mut Rng) {
+        // Drawn first, so the same seed makes the same visitors step away whatever happens.
+        let away = script.away.filter(|a| rng.unit() < a.share);
         let first_poll = match self.join(script).await {
             Ok(Some(poll_after)) => poll_after,
             Ok(None) => 0,
             Err(_) => return,
         };
-        if self.record.admission == Admission::No && self.wait(script, first_poll, deadline, rng).await.is_err() {
+        if self.record.admission == Admission::No && self.wait(script, first_poll, deadline, rng, away).await.is_err() {
             return;
         }
         for path in &script.mailbox_paths {
@@ -190,22 +206,42 @@ impl Visit {
         mut poll_after: u64,
         deadline: Instant,
         rng: &mut Rng,
+        mut away: Option<Away>,
     ) -> Result<(), Stop> {
         let mut last_ahead = self.record.ahead_at_join;
         let mut failures_in_a_row = 0u32;
+        let joined = Instant::now();
         loop {
+            if let Some(a) = away.filter(|a| joined.elapsed() >= a.after) {
+                // Gone: no poll, no connection, for the whole stay; then back, asking at once.
+                away = None;
+                self.browser.close();
+                self.record.away_from_us = Some(self.us(Instant::now()));
+                if !pause(a.stay, deadline).await {
+                    return Err(Stop::TimeUp);
+                }
+                self.record.back_us = Some(self.us(Instant::now()));
+                poll_after = 0;
+            }
             let seconds = if failures_in_a_row == 0 {
                 poll_after as f64 * rng.between(0.8, 1.2) * script.poll_scale
             } else {
                 // As usher's page does: back off on errors, up to a minute.
                 (poll_after.max(1) as f64 * 2f64.powi(failures_in_a_row.min(6) as i32)).min(60.0)
             };
-            let pause_for = Duration::from_secs_f64(seconds.max(0.0));
+            let mut pause_for = Duration::from_secs_f64(seconds.max(0.0));
+            // Wake for the step away if it falls inside this pause.
+            if let Some(a) = away {
+                pause_for = pause_for.min(a.after.saturating_sub(joined.elapsed()));
+            }
             if pause_for > script.idle_close {
                 self.browser.close();
             }
             if !pause(pause_for, deadline).await {
                 return Err(Stop::TimeUp);
+            }
+            if away.is_some_and(|a| joined.elapsed() >= a.after) {
+                continue;
             }
             self.record.polls += 1;
             let Some(answer) = self.request(Route::Status, STATUS_PATH, "application/json").await else {

@@ -29,6 +29,7 @@ fn room(name: &str, admit_per_minute: u64, mode: RoomMode) -> RoomConfig {
         session_max: Duration::from_secs(3600),
         waiter_ttl: Duration::from_secs(30),
         claim_window: Duration::from_secs(30),
+        hold: Duration::from_secs(600),
         mode,
         opens_at: None,
         logout_path: None,

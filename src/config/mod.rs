@@ -219,6 +219,8 @@ pub struct RoomConfig {
     pub session_max: Duration,
     pub waiter_ttl: Duration,
     pub claim_window: Duration,
+    /// How long the place of a waiter who stepped away is held (DESIGN §3).
+    pub hold: Duration,
     pub mode: RoomMode,
     /// Event start, as seconds since the Unix epoch.
     pub opens_at: Option<i64>,

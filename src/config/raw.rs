@@ -13,6 +13,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Away after three of the longest poll interval the page is told (10 s): a waiter who
+/// misses that many polls is skipped, which costs it nothing while its place is held.
+const DEFAULT_WAITER_TTL: Duration = Duration::from_secs(30);
+/// A waiter whose turn came polls every 2 s; half a minute is 15 polls. An unclaimed turn
+/// only returns its slot to the budget (the place is held), so the window can be short and
+/// pending grants block `max_active` for little time.
+const DEFAULT_CLAIM_WINDOW: Duration = Duration::from_secs(30);
+/// Twice what Cloudflare keeps (5 min after the last refresh): a locked phone, a tunnel.
+const DEFAULT_HOLD: Duration = Duration::from_secs(600);
+const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
+
 /// Keys that serde did not recognise; reported as errors, not silently ignored.
 type Unknown = BTreeMap<String, toml::Value>;
 
@@ -145,6 +156,7 @@ struct RawRoom {
     session_max: Option<String>,
     waiter_ttl: Option<String>,
     claim_window: Option<String>,
+    hold: Option<String>,
     mode: Option<String>,
     opens_at: Option<String>,
     logout_path: Option<String>,
@@ -525,6 +537,22 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         if session_max < session_idle {
             c.error(format!("{key}.session_max"), "must not be shorter than session_idle");
         }
+        // A waiter is judged away after waiter_ttl without a poll; a hold shorter than that
+        // would give up places before anyone noticed the waiter was gone.
+        let waiter_ttl = c.duration(&format!("{key}.waiter_ttl"), r.waiter_ttl.as_deref(), DEFAULT_WAITER_TTL);
+        // Unset, it is at least waiter_ttl, so a file that only sets a long waiter_ttl stays valid.
+        let hold = match r.hold.as_deref() {
+            None => DEFAULT_HOLD.max(waiter_ttl),
+            Some(text) => {
+                let hold = c.duration(&format!("{key}.hold"), Some(text), DEFAULT_HOLD);
+                if hold < waiter_ttl {
+                    c.error(format!("{key}.hold"), "must not be shorter than waiter_ttl");
+                } else if hold > MAX_HOLD {
+                    c.error(format!("{key}.hold"), "must be at most 24h (a place held longer is a place nobody uses)");
+                }
+                hold
+            }
+        };
         // Compiled and rendered in every state now, so a broken page is a start-up error.
         let template = r.template.as_deref().and_then(|path| match PageTemplate::load(Path::new(path)) {
             Ok(t) => Some(Arc::new(t)),
@@ -542,12 +570,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             admit_per_minute: c.int(&format!("{key}.admit_per_minute"), r.admit_per_minute, 600, 1, 100_000_000) as u64,
             session_idle,
             session_max,
-            waiter_ttl: c.duration(&format!("{key}.waiter_ttl"), r.waiter_ttl.as_deref(), Duration::from_secs(45)),
-            claim_window: c.duration(
-                &format!("{key}.claim_window"),
-                r.claim_window.as_deref(),
-                Duration::from_secs(120),
-            ),
+            waiter_ttl,
+            claim_window: c.duration(&format!("{key}.claim_window"), r.claim_window.as_deref(), DEFAULT_CLAIM_WINDOW),
+            hold,
             mode,
             opens_at,
             logout_path,

@@ -113,6 +113,29 @@ impl Lang {
         }
     }
 
+    /// How long a place is held ("10 minutes"): a promise, so never rounded up.
+    pub fn hold_text(self, seconds: u64) -> String {
+        let s = self.strings();
+        let n = |text: &str, n: u64| text.replace("{n}", &n.to_string());
+        match seconds {
+            0..60 => n(s.hold_seconds, seconds),
+            60..120 => s.hold_minute.into(),
+            s_ if s_ >= 3600 && s_ % 3600 == 0 => {
+                if s_ == 3600 {
+                    s.hold_hour.into()
+                } else {
+                    n(s.hold_hours, s_ / 3600)
+                }
+            }
+            _ => n(s.hold_minutes, seconds / 60),
+        }
+    }
+
+    /// The sentence that says how long the place is kept while the visitor is away.
+    pub fn keep_open_text(self, hold_seconds: u64) -> String {
+        self.strings().keep_open_held.replace("{d}", &self.hold_text(hold_seconds))
+    }
+
     /// A countdown, exact to the second ("1 h 4 min 12 s"): the opening time is a fact, not
     /// an estimate.
     pub fn countdown_text(self, seconds: u64) -> String {
@@ -176,6 +199,13 @@ pub struct Strings {
     pub unit_second: &'static str,
     pub reassurance: &'static str,
     pub keep_open: &'static str,
+    /// `keep_open` with how long the place is held (`{d}`, e.g. "10 minutes").
+    pub keep_open_held: &'static str,
+    pub hold_seconds: &'static str,
+    pub hold_minute: &'static str,
+    pub hold_minutes: &'static str,
+    pub hold_hour: &'static str,
+    pub hold_hours: &'static str,
     pub offline: &'static str,
     pub retry_label: &'static str,
 }
@@ -223,6 +253,12 @@ pub static EN: Strings = Strings {
     unit_second: "s",
     reassurance: "You keep your place. There is no need to refresh this page: you will be let in automatically when it is your turn.",
     keep_open: "Keep this page open. If you close it, you can come back within a short while and keep your place.",
+    keep_open_held: "You can lock your phone or use another app meanwhile: your place is held for {d} after this page last checked in. Come back to this page within that time and you keep your place; if your turn came while you were away, you are let in when you return.",
+    hold_seconds: "{n} seconds",
+    hold_minute: "1 minute",
+    hold_minutes: "{n} minutes",
+    hold_hour: "1 hour",
+    hold_hours: "{n} hours",
     offline: "The connection was lost. Trying again; you keep your place.",
     retry_label: "Try again",
 };
@@ -270,6 +306,12 @@ pub static DA: Strings = Strings {
     unit_second: "sek.",
     reassurance: "Du beholder din plads. Du behøver ikke at opdatere siden: du lukkes automatisk ind, når det er din tur.",
     keep_open: "Hold siden åben. Lukker du den, kan du komme tilbage inden for kort tid og beholde din plads.",
+    keep_open_held: "Du kan låse telefonen eller bruge en anden app imens: din plads holdes i {d}, efter at siden sidst har tjekket ind. Kommer du tilbage til siden inden da, beholder du din plads, og er det blevet din tur, mens du var væk, lukkes du ind, når du vender tilbage.",
+    hold_seconds: "{n} sekunder",
+    hold_minute: "1 minut",
+    hold_minutes: "{n} minutter",
+    hold_hour: "1 time",
+    hold_hours: "{n} timer",
     offline: "Forbindelsen blev afbrudt. Vi prøver igen, og du beholder din plads.",
     retry_label: "Prøv igen",
 };
@@ -313,6 +355,19 @@ mod tests {
         assert_eq!(Lang::En.eta_text(720), "about 12 minutes");
         assert_eq!(Lang::Da.eta_text(720), "omkring 12 minutter");
         assert_eq!(Lang::En.eta_text(4 * 3600), "about 4 hours");
+    }
+
+    #[test]
+    fn the_hold_is_said_in_words_and_never_rounded_up() {
+        assert_eq!(Lang::En.hold_text(600), "10 minutes");
+        assert_eq!(Lang::Da.hold_text(600), "10 minutter");
+        assert_eq!(Lang::En.hold_text(90), "1 minute");
+        assert_eq!(Lang::En.hold_text(45), "45 seconds");
+        assert_eq!(Lang::Da.hold_text(7200), "2 timer");
+        assert_eq!(Lang::En.hold_text(3600), "1 hour");
+        assert_eq!(Lang::En.hold_text(5400), "90 minutes");
+        assert!(Lang::Da.keep_open_text(600).contains("holdes i 10 minutter"));
+        assert!(Lang::En.keep_open_text(300).contains("held for 5 minutes"));
     }
 
     #[test]

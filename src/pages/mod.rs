@@ -49,6 +49,8 @@ pub struct View {
     pub ahead: Option<u64>,
     pub eta_seconds: Option<u64>,
     pub poll_after_seconds: u64,
+    /// How long the place is held after the page last checked in (the room's `hold`).
+    pub hold_seconds: u64,
     /// Unix seconds.
     pub joined_at: Option<u64>,
     /// Unix seconds of the event start, if one is set.
@@ -70,6 +72,7 @@ impl View {
             ahead: None,
             eta_seconds: None,
             poll_after_seconds: 10,
+            hold_seconds: 600,
             joined_at: None,
             opens_at: None,
             message: None,
@@ -111,6 +114,7 @@ impl View {
             ahead: Some(42),
             eta_seconds: Some(700),
             poll_after_seconds: 5,
+            hold_seconds: 600,
             joined_at: Some(now - 300),
             opens_at: None,
             message: None,

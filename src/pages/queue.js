@@ -19,6 +19,10 @@
   var status = d.status;
   var base = Number(d.poll) || 5;
   var failures = 0, busy = false, gone = false, lastPoll = Date.now(), best = 0, seq = 0;
+  var generation = 0, inflight = null, frozen = false;
+  // The states whose changes the script follows by polling; any other is a page to reload.
+  var follows = status === "waiting" || status === "paused" || status === "prequeue" ||
+    status === "unavailable" || status === "closed";
   var worker = null;
   try {
     worker = new Worker("/.usher/queue.js");
@@ -39,7 +43,7 @@
     if (worker) worker.postMessage([id, ms]); else setTimeout(function () { due(id); }, ms);
   }
 
-  function due(id) { if (id === seq) poll(); }
+  function due(id) { if (id === seq && !frozen) poll(); }
 
   // To the page's own URL, as a GET (a queued POST must not be re-sent), without its hash.
   // On admission the page first says so (announced by the status region), then goes on.
@@ -84,7 +88,10 @@
     if (busy || gone) return;
     busy = true;
     lastPoll = Date.now();
+    // Only the latest poll's answer counts: one abandoned on return (below) stays silent.
+    var mine = ++generation;
     var ctl = window.AbortController ? new AbortController() : null;
+    inflight = ctl;
     var timeout = setTimeout(function () { if (ctl) ctl.abort(); }, 15000);
     // The room names which of the visitor's tickets this page shows (rooms keep their own).
     fetch("/.usher/status" + (d.room ? "?room=" + encodeURIComponent(d.room) : ""), {
@@ -92,15 +99,32 @@
       headers: { Accept: "application/json" }, signal: ctl ? ctl.signal : undefined
     })
       .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
-      .then(function (s) { busy = false; clearTimeout(timeout); update(s); },
-        function () { busy = false; clearTimeout(timeout); fail(); });
+      .then(function (s) { if (mine !== generation) return; busy = false; clearTimeout(timeout); update(s); },
+        function () { if (mine !== generation) return; busy = false; clearTimeout(timeout); fail(); });
   }
 
-  // Back in the foreground after a long pause: ask at once.
-  document.addEventListener("visibilitychange", function () {
-    if (!document.hidden && Date.now() - lastPoll > base * 1000) poll();
-  });
-  window.addEventListener("online", function () { poll(); });
+  // Coming back: the screen unlocked, the app or tab in front again, the page restored from
+  // the back/forward cache or unfrozen, the network back. While away the page's timers did
+  // not run (phones suspend background pages, workers included), so the server may take the
+  // visitor for away: ask at once, which keeps the place and claims a turn that came. A poll
+  // left hanging by the freeze is dropped and a fresh one sent.
+  function back() {
+    if (gone || !follows) return;
+    if (busy) {
+      if (Date.now() - lastPoll < 3000) return;
+      generation++;
+      busy = false;
+      if (inflight) inflight.abort();
+    }
+    poll();
+  }
+  document.addEventListener("visibilitychange", function () { if (!document.hidden) back(); });
+  // A frozen page (Page Lifecycle API) must not act; its worker's timer may still tick, so
+  // the page itself stands still until it resumes, as it does on a phone.
+  document.addEventListener("freeze", function () { frozen = true; });
+  document.addEventListener("resume", function () { frozen = false; back(); });
+  window.addEventListener("pageshow", function (e) { if (e.persisted) back(); });
+  window.addEventListener("online", back);
 
   // The switch returns to this very URL.
   var sw = $("switch");
@@ -132,8 +156,7 @@
     tick();
   }
 
-  if (status === "waiting" || status === "paused" || status === "prequeue" ||
-      status === "unavailable" || status === "closed") {
+  if (follows) {
     later(base);
   } else {
     // Over a rate limit (data-poll = Retry-After), or a state the script does not follow:

@@ -32,6 +32,11 @@ pub async fn tick(room: &Room, now_ms: u64) {
     let m = &room.metrics;
     m.abandoned.inc_by(report.abandoned);
     m.expired_grants.inc_by(report.expired_grants);
+    m.away.inc_by(report.away);
+    m.returned.inc_by(report.returned);
+    for away in &report.away_ms {
+        m.away_seconds.observe(*away as f64 / 1000.0);
+    }
     for wait in &report.waits_ms {
         m.wait_seconds.observe(*wait as f64 / 1000.0);
     }
@@ -45,9 +50,45 @@ pub async fn tick(room: &Room, now_ms: u64) {
     let rate = figures.measured_per_minute.filter(|r| *r > 0).unwrap_or(limits.admit_per_minute);
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     m.waiting.set(to_i64(figures.waiting));
+    m.held.set(to_i64(figures.held));
     m.active.set(to_i64(figures.active));
     m.pending.set(to_i64(figures.pending));
     m.outflow_measured.set(to_i64(figures.measured_per_minute.unwrap_or(0)));
-    m.eta_seconds.set(to_i64(figures.waiting.saturating_mul(60).div_ceil(rate.max(1))));
+    let share = return_share_per_mille(figures.returned_total, figures.abandoned_total);
+    room.return_share_pm.store(share, std::sync::atomic::Ordering::Relaxed);
+    let tail = expected_ahead(figures.waiting, figures.held, share);
+    m.eta_seconds.set(to_i64(tail.saturating_mul(60).div_ceil(rate.max(1))));
     room.set_cached(limits, rate);
+}
+
+/// The share of away waiters that come back within `hold`, in per mille, as measured over
+/// the room's life. Until a few have gone either way it leans on one assumed return and one
+/// assumed abandonment (Laplace's rule), so one early return does not promise everyone back.
+pub fn return_share_per_mille(returned: u64, abandoned: u64) -> u64 {
+    (returned + 1).saturating_mul(1000) / (returned + abandoned + 2)
+}
+
+/// How many of `ahead` are expected to take a turn before this waiter: all those present,
+/// and of the `away_ahead` the share that comes back (the rest are abandoned after `hold`
+/// and never take one). This is what the ETA counts; the page still shows `ahead`, which
+/// never grows.
+pub fn expected_ahead(ahead: u64, away_ahead: u64, share_per_mille: u64) -> u64 {
+    let away = away_ahead.min(ahead);
+    (ahead - away) + (away.saturating_mul(share_per_mille)).div_ceil(1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_counts_the_away_ahead_by_the_share_that_comes_back() {
+        assert_eq!(return_share_per_mille(0, 0), 500);
+        assert_eq!(return_share_per_mille(98, 0), 990);
+        assert_eq!(return_share_per_mille(0, 98), 10);
+        assert_eq!(expected_ahead(100, 0, 500), 100);
+        assert_eq!(expected_ahead(100, 40, 500), 80);
+        assert_eq!(expected_ahead(100, 40, 0), 60);
+        assert_eq!(expected_ahead(10, 40, 1000), 10, "never more than ahead");
+    }
 }

@@ -48,6 +48,8 @@ pub struct Room {
     page: pages::RoomPage,
     /// Admissions per minute used for estimates, refreshed every tick.
     rate_per_minute: AtomicU64,
+    /// Per mille of away waiters who come back, for estimates; see [`admitter::expected_ahead`].
+    return_share_pm: AtomicU64,
     /// Whether the last store call worked; `/readyz` reports it.
     store_up: AtomicBool,
     store_errors: IntCounter,
@@ -109,6 +111,7 @@ impl Room {
             tick: config.tick,
             resume_mode: if config.mode == RoomMode::Paused { RoomMode::Auto } else { config.mode },
             rate_per_minute: AtomicU64::new(limits.admit_per_minute),
+            return_share_pm: AtomicU64::new(admitter::return_share_per_mille(0, 0)),
             limits: RwLock::new(limits),
             page: config.template.clone().map(pages::RoomPage::custom).unwrap_or_default(),
             store_up: AtomicBool::new(true),
@@ -378,12 +381,18 @@ impl Rooms {
         // Before the draw the order is not known: showing arrival order would let the
         // position grow at opening, so none is shown.
         let ahead = place.filter(|p| !p.prequeue).map(|p| p.ahead);
-        let eta_seconds = match status {
-            Status::Waiting => ahead.and_then(|a| room.eta_secs(a)),
+        let share = room.return_share_pm.load(Relaxed);
+        let eta_seconds = match (status, place) {
+            (Status::Waiting, Some(p)) if !p.prequeue => {
+                room.eta_secs(admitter::expected_ahead(p.ahead, p.away_ahead, share))
+            }
             _ => None,
         };
         let ttl = limits.waiter_ttl.as_secs().max(3);
-        let suggested = match ahead {
+        // Paced by those present ahead: a waiter back after its turn passed has only held
+        // places ahead of it and is granted at the next tick, so it should ask again soon.
+        let present_ahead = place.filter(|p| !p.prequeue).map(|p| p.ahead - p.away_ahead.min(p.ahead));
+        let suggested = match present_ahead {
             Some(a) if a < 20 => 2,
             Some(a) if a < 500 => 5,
             _ => 10,
@@ -394,6 +403,7 @@ impl Rooms {
             ahead,
             eta_seconds,
             poll_after_seconds: suggested.min(ttl / 3).max(1),
+            hold_seconds: limits.hold.max(limits.waiter_ttl).as_secs(),
             joined_at: place.map(|p| p.joined_ms / 1000),
             opens_at: limits.opens_at_ms.map(|ms| ms / 1000),
             message: limits.message.clone(),

@@ -1,14 +1,21 @@
 //! The in-process store: one room's line, grants and sessions in memory, nothing on disk.
 //!
-//! Shape (after mini-redis's `db.rs`): every expiring thing is also entered in a FIFO of
-//! deadlines, and the admitter pops only what is due, so a tick costs what it expires, skips
-//! and admits, never the length of the line. Deadlines are pushed coarsely (a waiter's at
-//! most every third of `waiter_ttl`, a session's every quarter of `session_idle`) and the
-//! actual last-seen time is checked when an entry is popped, so a poll costs no reordering.
+//! Shape (after mini-redis's `db.rs`): every expiring thing is also entered in a heap or FIFO
+//! of deadlines, and the admitter pops only what is due, so a tick costs what it expires,
+//! skips and admits, never the length of the line. A waiter has one heartbeat deadline at a
+//! time (its `due`); a poll only writes the waiter's last-seen time, and the deadline, when
+//! popped, checks it and pushes the next one, so a poll costs no reordering.
 //!
-//! Positions are exact: a Fenwick tree over line slots counts the waiters still waiting
-//! ahead of a slot in O(log n). Tickets are slots, except inside a pre-queue, whose slots
-//! are a random permutation of its tickets drawn at opening.
+//! A waiter who misses its polls for `waiter_ttl` is *away* (DESIGN §3): the admitter skips
+//! it, and its place is held until `hold` after its last poll. One that polls again within
+//! `hold` is present again; if the admitter's cursor has passed its slot, it goes into
+//! `returns`, which the admitter serves before the cursor, in slot order, within the same
+//! budget. So a return costs one heap push, and a tick still costs only what it grants and
+//! skips.
+//!
+//! Positions are exact: a Fenwick tree over line slots counts the waiters in line (present
+//! or away) ahead of a slot in O(log n), a second one those away. Tickets are slots, except
+//! inside a pre-queue, whose slots are a random permutation of its tickets drawn at opening.
 
 use super::{JoinOutcome, Place, PollOutcome, RoomFigures, RoomLimits, Session, TickReport};
 use crate::config::RoomMode;
@@ -26,7 +33,10 @@ type Ds = u32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// In line and polling.
     Waiting,
+    /// In line, not polling: skipped, the place held until `seen + hold`.
+    Away,
     Granted,
     /// Claimed, abandoned or expired: only kept until it reaches the front.
     Done,
@@ -38,9 +48,21 @@ struct Waiter {
     client: ClientKey,
     joined: Ds,
     seen: Ds,
-    /// When this waiter's latest heartbeat deadline was pushed.
-    pushed: Ds,
+    /// The deadline of this waiter's one live entry in the heartbeat heap; other entries
+    /// for it are stale and skipped.
+    due: Ds,
     state: State,
+    /// Counted in the Fenwick trees (the positions of those behind). A waiter whose turn
+    /// came and went unclaimed is held but no longer counted: counting it again would grow
+    /// the number ahead of everyone behind it.
+    counted: bool,
+}
+
+impl Waiter {
+    /// In line and counted in positions.
+    fn in_line(&self) -> bool {
+        self.counted && matches!(self.state, State::Waiting | State::Away)
+    }
 }
 
 /// Counts per slot, prefix sums in O(log n); grows by doubling.
@@ -167,7 +189,10 @@ struct ClientTickets {
 #[derive(Debug)]
 struct Shuffle {
     first: u64,
+    /// Ticket offset -> slot offset.
     slots: Vec<u32>,
+    /// Slot offset -> ticket offset.
+    tickets: Vec<u32>,
 }
 
 /// Everything about the line, behind one lock held for microseconds.
@@ -180,15 +205,31 @@ struct Line {
     waiters: VecDeque<Waiter>,
     /// Slot of Fenwick index 0; tickets below it are gone.
     fen_base: u64,
+    /// In-line waiters (present or away) per slot.
     waiting_at: Fenwick,
+    /// Away waiters per slot.
+    away_at: Fenwick,
+    /// In line, away included.
     waiting: u64,
+    /// Of `waiting`, away now.
+    away: u64,
+    /// Held after a turn not claimed: away, but in neither count above (see `counted`).
+    uncounted_held: u64,
     pending: u64,
+    /// Slots behind the cursor whose waiters came back: granted first, in slot order.
+    returns: BinaryHeap<Reverse<u64>>,
+    /// Returns since the last tick and how long each was away (ms), for the tick's report.
+    returned: u64,
+    away_ms: Vec<u64>,
+    /// Returns and abandonments over the room's life, for the ETA's expected returns.
+    returned_total: u64,
+    abandoned_total: u64,
     /// Next slot the admitter looks at.
     cursor: u64,
     /// First ticket of the pre-queue being collected, until it is drawn.
     prequeue_from: Option<u64>,
     shuffles: Vec<Shuffle>,
-    /// (deadline, ticket - fen_base) of waiter heartbeats, soonest first.
+    /// (deadline, ticket - fen_base) of waiter heartbeats and holds, soonest first.
     heartbeats: BinaryHeap<Reverse<(Ds, u32)>>,
     /// (deadline, slot - fen_base) of grants waiting to be claimed.
     grants: VecDeque<(Ds, u32)>,
@@ -239,8 +280,16 @@ impl MemoryRoom {
                 waiters: VecDeque::new(),
                 fen_base: 0,
                 waiting_at: Fenwick::default(),
+                away_at: Fenwick::default(),
                 waiting: 0,
+                away: 0,
+                uncounted_held: 0,
                 pending: 0,
+                returns: BinaryHeap::new(),
+                returned: 0,
+                away_ms: Vec::new(),
+                returned_total: 0,
+                abandoned_total: 0,
                 cursor: 0,
                 prequeue_from: None,
                 shuffles: Vec::new(),
@@ -281,7 +330,9 @@ impl MemoryRoom {
                 self.draw(&mut line, from);
             }
         }
-        if line.limits.mode == RoomMode::Auto && !prequeue && line.waiting == 0 {
+        // Those away hold their places but are not in the way: a newcomer behind nobody
+        // present is let in, and a returner is served first at the next tick all the same.
+        if line.limits.mode == RoomMode::Auto && !prequeue && line.waiting == line.away {
             let active = self.active.load(Relaxed);
             let per_minute = line.limits.admit_per_minute;
             line.bucket.refill(per_minute, now_ms);
@@ -307,9 +358,11 @@ impl MemoryRoom {
             line.fen_base = ticket;
             line.cursor = ticket;
             line.waiting_at = Fenwick::default();
+            line.away_at = Fenwick::default();
             line.shuffles.clear();
             line.heartbeats.clear();
             line.grants.clear();
+            line.returns.clear();
             line.prequeue_from = None;
             if line.waiters.capacity() > 4096 {
                 line.waiters.shrink_to(1024);
@@ -319,12 +372,12 @@ impl MemoryRoom {
             line.prequeue_from = Some(ticket);
         }
         let now = self.ds(now_ms);
-        line.waiters.push_back(Waiter { client, joined: now, seen: now, pushed: now, state: State::Waiting });
+        let due = now.saturating_add(Self::ds_len(line.limits.waiter_ttl));
+        line.waiters.push_back(Waiter { client, joined: now, seen: now, due, state: State::Waiting, counted: true });
         let index = (ticket - line.fen_base) as usize;
         line.waiting_at.add(index, 1);
         line.waiting += 1;
-        let deadline = now.saturating_add(Self::ds_len(line.limits.waiter_ttl));
-        line.heartbeats.push(Reverse((deadline, index as u32)));
+        line.heartbeats.push(Reverse((due, index as u32)));
         let entry = line.clients.entry(client).or_insert(ClientTickets { live: 0, newest: ticket });
         entry.live += 1;
         entry.newest = ticket;
@@ -344,6 +397,16 @@ impl MemoryRoom {
         Some(ticket)
     }
 
+    /// The ticket in a slot: the inverse of [`Self::slot_of`].
+    fn ticket_of(line: &Line, slot: u64) -> u64 {
+        for s in &line.shuffles {
+            if slot >= s.first && slot < s.first + s.tickets.len() as u64 {
+                return s.first + u64::from(s.tickets[(slot - s.first) as usize]);
+            }
+        }
+        slot
+    }
+
     pub fn poll(&self, ticket: u64, now_ms: u64) -> PollOutcome {
         let mut line = lock(&self.line);
         let Some(slot) = Self::slot_of(&line, ticket) else { return PollOutcome::Gone };
@@ -351,7 +414,6 @@ impl MemoryRoom {
             return PollOutcome::Gone;
         };
         let now = self.ds(now_ms);
-        let ttl = Self::ds_len(line.limits.waiter_ttl);
         let waiter = line.waiters[i];
         match waiter.state {
             State::Done => PollOutcome::Gone,
@@ -362,17 +424,45 @@ impl MemoryRoom {
                 let session = self.new_session(&line.limits, now_ms);
                 PollOutcome::Admitted { session, waited_ms: now_ms.saturating_sub(self.ms(waiter.joined)) }
             }
-            State::Waiting => {
+            State::Waiting | State::Away => {
                 line.waiters[i].seen = now;
-                if now.saturating_sub(waiter.pushed) >= ttl / 3 {
-                    line.waiters[i].pushed = now;
-                    let rel = (ticket - line.fen_base) as u32;
-                    line.heartbeats.push(Reverse((now.saturating_add(ttl), rel)));
+                if waiter.state == State::Away {
+                    self.come_back(&mut line, ticket, slot, waiter, now_ms);
                 }
                 let prequeue = line.prequeue_from.is_some_and(|from| ticket >= from);
-                let ahead = line.waiting_at.prefix((slot - line.fen_base) as usize);
-                PollOutcome::Waiting(Place { ahead, joined_ms: self.ms(waiter.joined), prequeue })
+                let index = (slot - line.fen_base) as usize;
+                let ahead = line.waiting_at.prefix(index);
+                let away_ahead = line.away_at.prefix(index);
+                PollOutcome::Waiting(Place { ahead, away_ahead, joined_ms: self.ms(waiter.joined), prequeue })
             }
+        }
+    }
+
+    /// An away waiter polled within `hold`: present again, with a fresh heartbeat deadline,
+    /// and first in line for the next grant if the admitter has already passed its slot.
+    fn come_back(&self, line: &mut Line, ticket: u64, slot: u64, was: Waiter, now_ms: u64) {
+        let now = self.ds(now_ms);
+        let index = (slot - line.fen_base) as usize;
+        let due = now.saturating_add(Self::ds_len(line.limits.waiter_ttl));
+        if let Some(w) = Self::waiter_mut(line, slot) {
+            w.state = State::Waiting;
+            w.due = due;
+        }
+        if was.counted {
+            line.away_at.add(index, -1);
+            line.away -= 1;
+        } else {
+            line.uncounted_held -= 1;
+        }
+        line.heartbeats.push(Reverse((due, (ticket - line.fen_base) as u32)));
+        if slot < line.cursor {
+            line.returns.push(Reverse(slot));
+        }
+        line.returned += 1;
+        line.returned_total += 1;
+        // Bounded: the histogram is a sample, and a tick drains it.
+        if line.away_ms.len() < 65_536 {
+            line.away_ms.push(now_ms.saturating_sub(self.ms(was.seen)));
         }
     }
 
@@ -453,6 +543,7 @@ impl MemoryRoom {
         let line = &mut *line;
         let now = self.ds(now_ms);
         let ttl = Self::ds_len(line.limits.waiter_ttl);
+        let hold = Self::ds_len(line.limits.hold).max(ttl);
 
         if line.limits.opens_at_ms.is_some_and(|opens| now_ms >= opens) {
             if let Some(from) = line.prequeue_from.take() {
@@ -460,25 +551,36 @@ impl MemoryRoom {
                 report.opened = true;
             }
         }
+        report.returned = std::mem::take(&mut line.returned);
+        report.away_ms = std::mem::take(&mut line.away_ms);
 
-        // Grants not claimed in time return their place to the budget.
+        // Grants not claimed in time return their slot to the budget. The waiter is away, not
+        // gone: its place is held, and on return it is granted again (its turn has come).
         while let Some(&(deadline, rel)) = line.grants.front() {
             if deadline > now {
                 break;
             }
             line.grants.pop_front();
             let slot = line.fen_base + u64::from(rel);
-            if let Some(i) = slot.checked_sub(line.base).map(|i| i as usize).filter(|i| *i < line.waiters.len()) {
-                if line.waiters[i].state == State::Granted {
-                    line.waiters[i].state = State::Done;
-                    line.pending -= 1;
-                    Self::release_client(line, line.waiters[i].client);
-                    report.expired_grants += 1;
-                }
+            let Some(w) = Self::waiter_mut(line, slot).filter(|w| w.state == State::Granted).copied() else {
+                continue;
+            };
+            line.pending -= 1;
+            report.expired_grants += 1;
+            if w.seen.saturating_add(hold) <= now {
+                Self::set_done(line, slot);
+                Self::release_client(line, w.client);
+                line.abandoned_total += 1;
+                report.abandoned += 1;
+                continue;
             }
+            // Held, not counted again: those behind it never see their number grow.
+            Self::go_away(line, slot, w.seen.saturating_add(hold).max(now + 1));
+            report.away += 1;
         }
 
-        // Waiters whose heartbeat deadline passed without a newer poll have abandoned.
+        // Heartbeat and hold deadlines: present waiters unseen for `waiter_ttl` go away, away
+        // waiters unseen for `hold` are abandoned, the rest get their next deadline.
         while let Some(&Reverse((deadline, rel))) = line.heartbeats.peek() {
             if deadline > now {
                 break;
@@ -486,47 +588,46 @@ impl MemoryRoom {
             line.heartbeats.pop();
             let ticket = line.fen_base + u64::from(rel);
             let Some(slot) = Self::slot_of(line, ticket) else { continue };
-            if Self::abandon_if_stale(line, slot, now, ttl) {
-                report.abandoned += 1;
-            } else if let Some(w) = Self::waiter_mut(line, slot).filter(|w| w.state == State::Waiting) {
-                // Seen since this deadline was pushed; if no newer deadline was pushed for
-                // it, this one must be replaced, or the waiter would never be checked again.
-                if w.pushed.saturating_add(ttl) <= deadline {
-                    w.pushed = w.seen;
-                    let next = w.seen.saturating_add(ttl).max(now + 1);
-                    line.heartbeats.push(Reverse((next, rel)));
+            let Some(w) = Self::waiter_mut(line, slot).copied() else { continue };
+            if w.due != deadline {
+                continue;
+            }
+            match w.state {
+                State::Waiting if w.seen.saturating_add(ttl) <= now => {
+                    Self::go_away(line, slot, w.seen.saturating_add(hold).max(now + 1));
+                    report.away += 1;
                 }
+                State::Waiting => Self::set_due(line, slot, rel, w.seen.saturating_add(ttl).max(now + 1)),
+                State::Away if w.seen.saturating_add(hold) <= now => {
+                    Self::abandon(line, slot);
+                    report.abandoned += 1;
+                }
+                State::Away => Self::set_due(line, slot, rel, w.seen.saturating_add(hold).max(now + 1)),
+                State::Granted | State::Done => {}
             }
         }
 
-        // Grant the next waiters within the budget.
+        // Grant within the budget: first those who came back after their turn passed, then
+        // onwards from the cursor. Away waiters are skipped: no turn is spent on someone
+        // who is not there.
         let closed = matches!(line.limits.mode, RoomMode::Paused | RoomMode::Closed)
             || line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens);
         if !closed {
             line.bucket.refill(line.limits.admit_per_minute, now_ms);
             let free = line.limits.max_active.saturating_sub(self.active.load(Relaxed) + line.pending);
             let mut budget = free.min(line.bucket.tokens as u64);
-            let claim = Self::ds_len(line.limits.claim_window);
+            while budget > 0 {
+                let Some(Reverse(slot)) = line.returns.pop() else { break };
+                if self.grant_if_present(line, slot, now, ttl, hold, &mut report) {
+                    budget -= 1;
+                }
+            }
             while budget > 0 && line.cursor < line.base + line.waiters.len() as u64 {
                 let slot = line.cursor;
                 line.cursor += 1;
-                if Self::abandon_if_stale(line, slot, now, ttl) {
-                    report.abandoned += 1;
-                    continue;
+                if self.grant_if_present(line, slot, now, ttl, hold, &mut report) {
+                    budget -= 1;
                 }
-                let i = (slot - line.base) as usize;
-                if line.waiters[i].state != State::Waiting {
-                    continue;
-                }
-                line.waiters[i].state = State::Granted;
-                line.waiting_at.add((slot - line.fen_base) as usize, -1);
-                line.waiting -= 1;
-                line.pending += 1;
-                line.grants.push_back((now.saturating_add(claim), (slot - line.fen_base) as u32));
-                line.bucket.tokens -= 1.0;
-                budget -= 1;
-                report.granted += 1;
-                report.waits_ms.push(now_ms.saturating_sub(self.ms(line.waiters[i].joined)));
             }
             line.meter.record(now_ms, report.granted);
         }
@@ -539,25 +640,94 @@ impl MemoryRoom {
         report
     }
 
+    /// Grants the waiter in `slot` if it is waiting and present; one found unseen for
+    /// `waiter_ttl` goes away instead (skipped, place held). True if it granted.
+    fn grant_if_present(
+        &self,
+        line: &mut Line,
+        slot: u64,
+        now: Ds,
+        ttl: Ds,
+        hold: Ds,
+        report: &mut TickReport,
+    ) -> bool {
+        let Some(w) = Self::waiter_mut(line, slot).copied() else { return false };
+        if w.state != State::Waiting {
+            return false;
+        }
+        if w.seen.saturating_add(ttl) <= now {
+            Self::go_away(line, slot, w.seen.saturating_add(hold).max(now + 1));
+            report.away += 1;
+            return false;
+        }
+        let index = (slot - line.fen_base) as usize;
+        if let Some(w) = Self::waiter_mut(line, slot) {
+            // A turn not claimed holds the place from the turn on (as the Redis store does).
+            w.state = State::Granted;
+            w.seen = now;
+            w.counted = false;
+        }
+        if w.counted {
+            line.waiting_at.add(index, -1);
+            line.waiting -= 1;
+        }
+        line.pending += 1;
+        let claim = Self::ds_len(line.limits.claim_window);
+        line.grants.push_back((now.saturating_add(claim), index as u32));
+        line.bucket.tokens -= 1.0;
+        report.granted += 1;
+        report.waits_ms.push(self.ms(now).saturating_sub(self.ms(w.joined)));
+        true
+    }
+
     fn waiter_mut(line: &mut Line, slot: u64) -> Option<&mut Waiter> {
         let i = usize::try_from(slot.checked_sub(line.base)?).ok()?;
         line.waiters.get_mut(i)
     }
 
-    /// Marks a waiting, unseen-for-`ttl` waiter as abandoned. True if it did.
-    fn abandon_if_stale(line: &mut Line, slot: u64, now: Ds, ttl: Ds) -> bool {
-        let Some(i) = slot.checked_sub(line.base).map(|i| i as usize).filter(|i| *i < line.waiters.len()) else {
-            return false;
-        };
-        let w = line.waiters[i];
-        if w.state != State::Waiting || w.seen.saturating_add(ttl) > now {
-            return false;
+    /// Gives the in-line waiter in `slot` a new heartbeat deadline (its only live one).
+    fn set_due(line: &mut Line, slot: u64, rel: u32, due: Ds) {
+        if let Some(w) = Self::waiter_mut(line, slot) {
+            w.due = due;
+            line.heartbeats.push(Reverse((due, rel)));
         }
-        line.waiters[i].state = State::Done;
-        line.waiting_at.add((slot - line.fen_base) as usize, -1);
-        line.waiting -= 1;
+    }
+
+    /// The in-line waiter in `slot` is away until `until` (its last poll plus `hold`).
+    fn go_away(line: &mut Line, slot: u64, until: Ds) {
+        let rel = (Self::ticket_of(line, slot) - line.fen_base) as u32;
+        let Some(w) = Self::waiter_mut(line, slot) else { return };
+        w.state = State::Away;
+        if w.counted {
+            line.away_at.add((slot - line.fen_base) as usize, 1);
+            line.away += 1;
+        } else {
+            line.uncounted_held += 1;
+        }
+        Self::set_due(line, slot, rel, until);
+    }
+
+    /// The away waiter in `slot` was gone past `hold`: its place is given up.
+    fn abandon(line: &mut Line, slot: u64) {
+        let Some(w) = Self::waiter_mut(line, slot).copied() else { return };
+        let index = (slot - line.fen_base) as usize;
+        if w.counted {
+            line.away_at.add(index, -1);
+            line.away -= 1;
+            line.waiting_at.add(index, -1);
+            line.waiting -= 1;
+        } else {
+            line.uncounted_held -= 1;
+        }
+        line.abandoned_total += 1;
+        Self::set_done(line, slot);
         Self::release_client(line, w.client);
-        true
+    }
+
+    fn set_done(line: &mut Line, slot: u64) {
+        if let Some(w) = Self::waiter_mut(line, slot) {
+            w.state = State::Done;
+        }
     }
 
     /// Draws the pre-queue `from..next_ticket` into a uniformly random order (Fisher–Yates
@@ -582,13 +752,15 @@ impl MemoryRoom {
             line.waiters[start + k] = before[t as usize];
             slots[t as usize] = k as u32;
         }
-        // Recount the drawn range in the Fenwick tree: states moved with their waiters.
+        // Recount the drawn range in the Fenwick trees: states moved with their waiters.
         for (k, was) in before.iter().enumerate() {
-            let (old, new) = (was.state == State::Waiting, line.waiters[start + k].state == State::Waiting);
+            let now = line.waiters[start + k];
             let index = (from - line.fen_base) as usize + k;
-            line.waiting_at.add(index, i32::from(new) - i32::from(old));
+            line.waiting_at.add(index, i32::from(now.in_line()) - i32::from(was.in_line()));
+            let (old, new) = (was.in_line() && was.state == State::Away, now.in_line() && now.state == State::Away);
+            line.away_at.add(index, i32::from(new) - i32::from(old));
         }
-        line.shuffles.push(Shuffle { first: from, slots });
+        line.shuffles.push(Shuffle { first: from, slots, tickets: order });
     }
 
     fn expire_sessions(&self, now_ms: u64) -> u64 {
@@ -626,7 +798,10 @@ impl MemoryRoom {
     pub fn figures(&self, now_ms: u64) -> RoomFigures {
         let line = lock(&self.line);
         RoomFigures {
-            waiting: line.waiting,
+            waiting: line.waiting + line.uncounted_held,
+            held: line.away + line.uncounted_held,
+            returned_total: line.returned_total,
+            abandoned_total: line.abandoned_total,
             active: self.active.load(Relaxed),
             pending: line.pending,
             measured_per_minute: line.meter.per_minute(now_ms),
@@ -647,7 +822,8 @@ impl MemoryRoom {
     pub fn line_bytes(&self) -> usize {
         let line = lock(&self.line);
         line.waiters.capacity() * std::mem::size_of::<Waiter>()
-            + line.waiting_at.tree.capacity() * 4
+            + (line.waiting_at.tree.capacity() + line.away_at.tree.capacity()) * 4
+            + line.returns.capacity() * 8
             + line.heartbeats.capacity() * std::mem::size_of::<Reverse<(Ds, u32)>>()
             + line.grants.capacity() * std::mem::size_of::<(Ds, u32)>()
             + line.clients.capacity() * (std::mem::size_of::<(ClientKey, ClientTickets)>() + 1)

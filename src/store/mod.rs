@@ -19,8 +19,12 @@ pub struct RoomLimits {
     pub admit_per_minute: u64,
     pub session_idle: Duration,
     pub session_max: Duration,
+    /// A waiter that does not poll for this long is *away*: skipped, its place held.
     pub waiter_ttl: Duration,
     pub claim_window: Duration,
+    /// How long an away waiter's place is held, counted from its last poll (DESIGN §3,
+    /// "Stepping away keeps the place"); never shorter than `waiter_ttl` in effect.
+    pub hold: Duration,
     pub mode: RoomMode,
     /// Event start in Unix milliseconds: before it, everyone is pre-queued.
     pub opens_at_ms: Option<u64>,
@@ -39,6 +43,7 @@ impl RoomLimits {
             session_max: room.session_max,
             waiter_ttl: room.waiter_ttl,
             claim_window: room.claim_window,
+            hold: room.hold,
             mode: room.mode,
             opens_at_ms: room.opens_at.and_then(|s| u64::try_from(s).ok()).map(|s| s * 1000),
             message: room.message.clone(),
@@ -67,8 +72,11 @@ pub enum JoinOutcome {
 /// A waiter's place, as of one poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Place {
-    /// Live waiters ahead of this one.
+    /// Waiters in line ahead of this one, those away with a held place included: a place
+    /// held ahead is a claim ahead, so counting it keeps the number from ever growing.
     pub ahead: u64,
+    /// Of `ahead`, those away now (each may come back, or be abandoned after `hold`).
+    pub away_ahead: u64,
     pub joined_ms: u64,
     /// Waiting for `opens_at`: the order is not drawn yet.
     pub prequeue: bool,
@@ -91,7 +99,15 @@ pub enum PollOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TickReport {
     pub granted: u64,
+    /// Away longer than `hold`: the place is given up.
     pub abandoned: u64,
+    /// Found away in this tick (no poll for `waiter_ttl`, or a turn not claimed in time):
+    /// skipped, their places held.
+    pub away: u64,
+    /// Away waiters that polled again within `hold` since the last tick.
+    pub returned: u64,
+    /// How long each of those returns had been away, in milliseconds.
+    pub away_ms: Vec<u64>,
     pub expired_grants: u64,
     pub expired_sessions: u64,
     /// Join-to-grant waits of the granted waiters, in milliseconds.
@@ -103,7 +119,14 @@ pub struct TickReport {
 /// A room's live figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RoomFigures {
+    /// Waiters in line, those away with a held place included.
     pub waiting: u64,
+    /// Of `waiting`, those away now whose place is held.
+    pub held: u64,
+    /// Away waiters that came back, and those abandoned after `hold`, since the room's state
+    /// began: the share that comes back is what the ETA expects of the away ahead.
+    pub returned_total: u64,
+    pub abandoned_total: u64,
     pub active: u64,
     pub pending: u64,
     /// Admissions per minute, measured over the last minute (or less, early on).

@@ -9,6 +9,8 @@ import { chromium } from "playwright-core";
 import { createRequire } from "node:module";
 import fs from "node:fs";
 import path from "node:path";
+import os from "node:os";
+import { spawn } from "node:child_process";
 
 const require = createRequire(import.meta.url);
 const AXE = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
@@ -25,7 +27,7 @@ async function until(what, fn, timeout = WAIT) {
   const end = Date.now() + timeout;
   let last;
   while (Date.now() < end) {
-    try { last = await fn(); if (last) { console.log("ok  " + what); return last; } } catch (e) { last = e; }
+    try { last = await fn(); if (last === true || (last && typeof last !== "string")) { console.log("ok  " + what); return last; } } catch (e) { last = e; }
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error("timed out waiting for: " + what + " (last: " + last + ")");
@@ -110,11 +112,13 @@ async function ticketOf(context) {
   return (await context.cookies()).find((c) => c.name.startsWith("usher_ticket_"))?.value;
 }
 
-/** axe-core in the page: no serious or critical violation (WCAG 2.1 A/AA rules). */
-async function audit(page, state) {
+/** axe-core in the page (or the part `include` selects): no serious or critical violation
+ *  (WCAG 2.1 A/AA rules). */
+async function audit(page, state, include) {
   await page.evaluate(AXE);
-  const result = await page.evaluate(() =>
-    window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } }));
+  const result = await page.evaluate((sel) =>
+    window.axe.run(sel ? { include: [sel] } : document,
+      { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } }), include);
   const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
   for (const v of bad) console.log("axe " + state + ": " + v.id + " " + v.impact + " " + v.nodes.map((n) => n.target).join(" "));
   check(bad.length === 0, "axe: no serious or critical violation in the " + state + " state (" + result.passes.length + " rules pass)");
@@ -143,6 +147,73 @@ function network(log, pageUrl) {
   check(doc > 0 && css > 0, "the page and its stylesheet were loaded");
   check(doc + css + js < 20 * 1024, "page weight " + (doc + css + js) + " bytes (html " + doc + ", css " + css + ", js " + js + ") < 20 KB");
   check(log.problems.length === 0, "no CSP violation or script error: " + JSON.stringify(log.problems));
+}
+
+/** One page in a Chromium of our own, driven over the DevTools protocol directly. Playwright
+ *  keeps every page it drives "visible" (focus emulation), and Chromium freezes no visible
+ *  page, so `Page.setWebLifecycleState` needs a page Playwright does not hold. */
+async function rawPage() {
+  const { ws: WebSocket } = require("playwright-core/lib/utilsBundle");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "usher-cdp-"));
+  const proc = spawn(CHROMIUM, ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--remote-debugging-port=0", "--user-data-dir=" + dir, "about:blank"], { stdio: ["ignore", "ignore", "pipe"] });
+  const url = await within(30000, new Promise((ok) => {
+    let buf = "";
+    proc.stderr.on("data", (d) => { buf += d; const m = buf.match(/DevTools listening on (ws:\S+)/); if (m) ok(m[1]); });
+  }));
+  const sock = new WebSocket(url, { perMessageDeflate: false });
+  await new Promise((ok, no) => { sock.on("open", ok); sock.on("error", no); });
+  let id = 0;
+  const pending = new Map();
+  const page = { polls: [], requests: [], problems: [], sessionId: undefined };
+  sock.on("message", (data) => {
+    const m = JSON.parse(data);
+    if (m.id && pending.has(m.id)) {
+      const [ok, no] = pending.get(m.id);
+      pending.delete(m.id);
+      return m.error ? no(new Error(m.error.message)) : ok(m.result);
+    }
+    if (m.method === "Network.requestWillBeSent") {
+      page.requests.push(m.params.request.url);
+      if (m.params.request.url.endsWith("/.usher/status")) page.polls.push(Date.now());
+    }
+    if (m.method === "Runtime.exceptionThrown") page.problems.push(m.params.exceptionDetails.text);
+    if (m.method === "Log.entryAdded" && m.params.entry.level === "error" && !/^Failed to load resource/.test(m.params.entry.text)) {
+      page.problems.push(m.params.entry.text);
+    }
+  });
+  const raw = (method, params = {}, sessionId) => new Promise((ok, no) => {
+    const n = ++id;
+    pending.set(n, [ok, no]);
+    sock.send(JSON.stringify({ id: n, method, params, sessionId }));
+  });
+  const { browserContextId } = await raw("Target.createBrowserContext");
+  const { targetId } = await raw("Target.createTarget", { url: "about:blank", browserContextId });
+  page.sessionId = (await raw("Target.attachToTarget", { targetId, flatten: true })).sessionId;
+  page.send = (method, params) => raw(method, params, page.sessionId);
+  for (const domain of ["Page", "Runtime", "Network", "Log"]) await page.send(domain + ".enable");
+  await page.send("Emulation.setLocaleOverride", { locale: "en-GB" });
+  await page.send("Network.setExtraHTTPHeaders", { headers: { "accept-language": "en-GB" } });
+  page.eval = async (expression) => {
+    const r = await page.send("Runtime.evaluate", { expression, returnByValue: true, awaitPromise: true });
+    if (r.exceptionDetails) throw new Error(r.exceptionDetails.text);
+    return r.result.value;
+  };
+  page.text = (sel) => page.eval("document.querySelector(" + JSON.stringify(sel) + ")?.textContent");
+  page.goto = async (to) => {
+    await page.send("Page.navigate", { url: to });
+    await until("the page " + to + " has loaded", async () =>
+      (await page.eval("location.href")) === to && (await page.eval("document.readyState")) === "complete");
+  };
+  page.axe = async (include) => {
+    await page.eval(AXE);
+    return page.eval("axe.run({ include: [" + JSON.stringify(include) + "] }, { runOnly: { type: 'tag', values: " +
+      "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] } }).then((r) => ({ passes: r.passes.length, " +
+      "bad: r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => v.id + ' ' + v.impact) }))");
+  };
+  page.close = async () => { sock.close(); proc.kill(); fs.rmSync(dir, { recursive: true, force: true }); };
+  return page;
 }
 
 const text = (page, sel) => page.locator(sel).first().textContent({ timeout: 2000 });
@@ -332,6 +403,83 @@ const scenarios = {
       page.url() === target && (await bodyText(page)) === "/letters/10", 40000);
     network(log, target);
     await context.close();
+  },
+
+  // Stepping away keeps the place (DESIGN §3). The page is frozen through the DevTools
+  // protocol, as a phone freezes a locked or background page, for longer than the room's
+  // waiter_ttl (9 s): the server takes it for away, skips it (someone behind gets the turn
+  // that came), and holds its place. Unfrozen, the page asks at once (not when a timer is
+  // due), shows the same or a better place, never "expired", and is let in before anyone
+  // who joined after it.
+  async stepaway() {
+    const others = await crowd(2, 1);
+    const page = await rawPage();
+    const target = USHER_URL + "/letters/11";
+    await page.goto(target);
+    check((await page.text("#ahead")) === "1", "one person is ahead");
+    const hold = await page.text("#hold");
+    check(/held for 1 minute after this page last checked in/.test(hold), "the page says how long the place is held: " + hold);
+    const axe = await page.axe("#hold");
+    for (const v of axe.bad) console.log("axe hold text: " + v);
+    check(axe.bad.length === 0, "axe: no serious or critical violation in the hold text (" + axe.passes + " rules pass)");
+    const later = [new Other(), new Other()];
+    for (const o of later) {
+      const r = await o.get("/inbox", "application/json");
+      check(r.status === 503 && JSON.parse(r.text).status === "waiting", "someone joins after the browser");
+      o.keepPolling();
+    }
+    await until("the page polls", () => page.polls.length > 0);
+
+    const frozenAt = Date.now();
+    await page.send("Page.setWebLifecycleState", { state: "frozen" });
+    const quiet = page.polls.length;
+    await until("the frozen page is taken for away and its place held", async () => {
+      const room = await admin("GET", "");
+      return room.held === 1 || "held " + room.held + ", polls since the freeze " + (page.polls.length - quiet);
+    }, 20000);
+    check(page.polls.length === quiet, "the frozen page sent no poll");
+    // Two places free: the one ahead gets one; the browser's turn comes while it is away,
+    // so the next turn goes to the first who joined after it.
+    await admin("PATCH", "", { max_active: 4 });
+    await until("the line moved on past the away page", () => later[0].jar.has("usher_pass"), 20000);
+    check(!later[1].jar.has("usher_pass"), "only one turn was given past the away page");
+    await new Promise((r) => setTimeout(r, Math.max(0, 12000 - (Date.now() - frozenAt))));
+    const away = Date.now() - frozenAt;
+    check(away > 9000, "frozen for " + away + " ms, longer than waiter_ttl (9 s)");
+
+    const resumedAt = Date.now();
+    await page.send("Page.setWebLifecycleState", { state: "active" });
+    await until("the page polls at once on resume", () => page.polls.some((t) => t >= resumedAt), 1000);
+    await until("the place is the same or better", async () => (await page.text("#ahead")) === "0", 5000);
+    check((await page.text("h1")) === "You are in the queue", "never told the place expired");
+    check((await admin("GET", "")).held === 0, "the place is no longer held: the visitor is back");
+    const whole = await page.axe("main");
+    for (const v of whole.bad) console.log("axe page after return: " + v);
+    check(whole.bad.length === 0, "axe: no serious or critical violation on the page after return (" + whole.passes + " rules pass)");
+
+    // A second, short freeze right after a poll: the resume alone makes it ask, long before
+    // its timer (at least 1.6 s) is due.
+    const seen = page.polls.length;
+    await until("a poll", () => page.polls.length > seen, 5000);
+    const last = page.polls[page.polls.length - 1];
+    await page.send("Page.setWebLifecycleState", { state: "frozen" });
+    await new Promise((r) => setTimeout(r, 200));
+    const again = Date.now();
+    await page.send("Page.setWebLifecycleState", { state: "active" });
+    const next = await until("a poll right after the second resume", () => page.polls.find((t) => t >= again), 1000);
+    check(next - last < 1500, "the resume made the poll (" + (next - last) + " ms after the last), not the timer");
+
+    // A place frees: it is the browser's, not that of the one still waiting behind it.
+    await admin("PATCH", "", { max_active: 5 });
+    await until("the browser lands on the page it first asked for", async () =>
+      (await page.eval("location.href")) === target && (await page.text("body")) === "/letters/11");
+    const behind = JSON.parse((await later[1].get("/.usher/status", "application/json")).text);
+    check(behind.status === "waiting", "the one who joined after it still waits: " + JSON.stringify(behind));
+    const foreign = page.requests.filter((u) => !u.startsWith(ORIGIN + "/") && !u.startsWith("data:"));
+    check(foreign.length === 0, "no third-party request (" + page.requests.length + " requests, all to usher)");
+    check(page.problems.length === 0, "no CSP violation or script error: " + JSON.stringify(page.problems));
+    [...others, ...later].forEach((o) => o.stop());
+    await page.close();
   },
 
   // Maintenance, and a visitor over the join limit.

@@ -29,6 +29,7 @@ pub fn room(name: &str) -> RoomConfig {
         session_max: Duration::from_secs(8 * 3600),
         waiter_ttl: Duration::from_secs(30),
         claim_window: Duration::from_secs(30),
+        hold: Duration::from_secs(600),
         mode: RoomMode::Auto,
         opens_at: None,
         logout_path: Some("/logout".to_string()),

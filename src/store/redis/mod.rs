@@ -52,7 +52,7 @@ static SET_LIMITS: LazyLock<Script> = script!("set_limits.lua");
 static FIGURES: LazyLock<Script> = script!("figures.lua");
 
 /// The keys of a room, in the order of `lua/prelude.lua`.
-const KEY_NAMES: [&str; 15] = [
+const KEY_NAMES: [&str; 19] = [
     "limits",
     "state",
     "line",
@@ -68,6 +68,10 @@ const KEY_NAMES: [&str; 15] = [
     "lease",
     "claims",
     "claims:at",
+    "away",
+    "away:seen",
+    "returns",
+    "returns:away_ms",
 ];
 
 /// Most expired or abandoned entries one tick handles of each kind; the rest wait for the
@@ -257,8 +261,9 @@ impl RedisRoom {
         }
         match ints(&answer, "poll")?.as_slice() {
             [0] => Ok(PollOutcome::Gone),
-            [2, ahead, joined, prequeue] => Ok(PollOutcome::Waiting(Place {
+            [2, ahead, joined, prequeue, away_ahead] => Ok(PollOutcome::Waiting(Place {
                 ahead: to_u64(*ahead),
+                away_ahead: to_u64(*away_ahead),
                 joined_ms: to_u64(*joined),
                 prequeue: *prequeue == 1,
             })),
@@ -336,7 +341,7 @@ impl RedisRoom {
             }
         };
         let Value::Array(parts) = answer else { return Err(malformed("tick")) };
-        let [new_token, counts, figures, ended, waits, limits] = parts.as_slice() else {
+        let [new_token, counts, figures, ended, waits, limits, away_ms] = parts.as_slice() else {
             return Err(malformed("tick"));
         };
         let new_token = string(new_token).ok_or_else(|| malformed("tick token"))?;
@@ -344,7 +349,7 @@ impl RedisRoom {
         *lock(&self.token) = new_token;
 
         let counts = ints(counts, "tick counts")?;
-        let [granted, abandoned, expired_grants, expired_sessions, opened] = counts.as_slice() else {
+        let [granted, abandoned, expired_grants, expired_sessions, opened, away, returned] = counts.as_slice() else {
             return Err(malformed("tick counts"));
         };
         let Value::Array(ended) = ended else { return Err(malformed("tick ended")) };
@@ -368,6 +373,9 @@ impl RedisRoom {
             expired_sessions: to_u64(*expired_sessions),
             waits_ms: ints(waits, "tick waits")?.into_iter().map(to_u64).collect(),
             opened: *opened == 1,
+            away: to_u64(*away),
+            returned: to_u64(*returned),
+            away_ms: ints(away_ms, "tick away")?.into_iter().map(to_u64).collect(),
         })
     }
 
@@ -420,7 +428,7 @@ impl RedisRoom {
     }
 }
 
-const LIMIT_FIELDS: [&str; 10] = [
+const LIMIT_FIELDS: [&str; 11] = [
     "max_active",
     "admit_per_minute",
     "session_idle",
@@ -431,9 +439,10 @@ const LIMIT_FIELDS: [&str; 10] = [
     "opens_at",
     "tickets_per_client",
     "message",
+    "hold",
 ];
 
-fn limit_fields(l: &RoomLimits) -> [(&'static str, String); 10] {
+fn limit_fields(l: &RoomLimits) -> [(&'static str, String); 11] {
     [
         ("max_active", l.max_active.to_string()),
         ("admit_per_minute", l.admit_per_minute.to_string()),
@@ -445,13 +454,14 @@ fn limit_fields(l: &RoomLimits) -> [(&'static str, String); 10] {
         ("opens_at", l.opens_at_ms.map(|ms| ms.to_string()).unwrap_or_default()),
         ("tickets_per_client", l.tickets_per_client.to_string()),
         ("message", l.message.clone().unwrap_or_default()),
+        ("hold", millis(l.hold).to_string()),
     ]
 }
 
 fn parse_limits(v: &Value) -> Result<RoomLimits, StoreError> {
     let Value::Array(fields) = v else { return Err(malformed("limits")) };
     let text: Vec<Option<String>> = fields.iter().map(string).collect();
-    let [max_active, per_minute, idle, max, ttl, claim, mode, opens, cap, message] = text.as_slice() else {
+    let [max_active, per_minute, idle, max, ttl, claim, mode, opens, cap, message, hold] = text.as_slice() else {
         return Err(malformed("limits"));
     };
     let num = |f: &Option<String>| f.as_deref().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| malformed("limits"));
@@ -462,6 +472,8 @@ fn parse_limits(v: &Value) -> Result<RoomLimits, StoreError> {
         session_max: Duration::from_millis(num(max)?),
         waiter_ttl: Duration::from_millis(num(ttl)?),
         claim_window: Duration::from_millis(num(claim)?),
+        // Rooms written before `hold` existed get the default.
+        hold: Duration::from_millis(hold.as_deref().and_then(|s| s.parse().ok()).unwrap_or(600_000)),
         mode: mode.as_deref().and_then(RoomMode::parse).ok_or_else(|| malformed("limits mode"))?,
         opens_at_ms: opens.as_deref().and_then(|s| s.parse().ok()),
         tickets_per_client: u32::try_from(num(cap)?).unwrap_or(u32::MAX),
@@ -471,8 +483,11 @@ fn parse_limits(v: &Value) -> Result<RoomLimits, StoreError> {
 
 fn parse_figures(v: &Value) -> Result<RoomFigures, StoreError> {
     match ints(v, "figures")?.as_slice() {
-        [waiting, active, pending, per_minute] => Ok(RoomFigures {
+        [waiting, active, pending, per_minute, held, returned_total, abandoned_total] => Ok(RoomFigures {
             waiting: to_u64(*waiting),
+            held: to_u64(*held),
+            returned_total: to_u64(*returned_total),
+            abandoned_total: to_u64(*abandoned_total),
             active: to_u64(*active),
             pending: to_u64(*pending),
             measured_per_minute: u64::try_from(*per_minute).ok(),

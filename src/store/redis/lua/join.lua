@@ -10,7 +10,8 @@ local prequeue = lim.opens ~= nil and now < lim.opens
 if not prequeue then
   redis.call('HDEL', S, 'prequeue_from')
 end
-if lim.mode == 'auto' and not prequeue and redis.call('ZCARD', Q) == 0 then
+-- Those away hold their places but are not in the way (see the memory store's join).
+if lim.mode == 'auto' and not prequeue and redis.call('ZCARD', Q) == redis.call('ZCARD', W) then
   local tokens, updated = refill(lim, now)
   if redis.call('ZCARD', SS) + redis.call('ZCARD', G) < lim.max_active and tokens >= 1 then
     save_bucket(tokens - 1, updated)
@@ -39,7 +40,7 @@ if prequeue then
 end
 redis.call('ZADD', Q, slot, ticket)
 redis.call('ZADD', H, now, ticket)
-redis.call('HSET', T, ticket, string.format('%d:%s', now, client))
+redis.call('HSET', T, ticket, string.format('%d:%s:%.17g', now, client, slot))
 redis.call('HINCRBY', K, client, 1)
 redis.call('HSET', N, client, ticket)
 keep(lim, S, Q, H, T, K, N)

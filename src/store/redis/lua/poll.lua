@@ -16,6 +16,14 @@ if redis.call('ZREM', G, ticket) == 1 then
   return {1, expires, waited, id}
 end
 local ahead = redis.call('ZRANK', Q, ticket)
+local slot = redis.call('ZSCORE', Q, ticket)
+local counted = ahead ~= nil
+if not ahead and (redis.call('ZSCORE', D, ticket) or redis.call('ZSCORE', R, ticket)) then
+  -- Held after a turn not claimed: not in Q, placed by its slot among those who are.
+  local _, _, s = record(ticket)
+  slot = s or ticket
+  ahead = redis.call('ZCOUNT', Q, '-inf', '(' .. slot)
+end
 if not ahead then
   local claim = redis.call('HGET', CL, ticket)
   if claim then
@@ -27,12 +35,31 @@ if not ahead then
   end
   return {0}
 end
--- Heartbeats are written coarsely (eight per waiter_ttl at most): a waiter polling at the
--- suggested pace is never taken for gone, and a crowd's polls are mostly reads.
-local seen = tonumber(redis.call('ZSCORE', H, ticket)) or 0
-if now - seen >= lim.ttl / 8 then
+local away_since = tonumber(redis.call('ZSCORE', D, ticket))
+if away_since then
+  -- Back within hold: present again; first in line for a grant if the admitter has passed
+  -- its slot (its turn has come or gone by while it was away).
+  redis.call('ZREM', W, ticket)
+  redis.call('ZREM', D, ticket)
   redis.call('ZADD', H, now, ticket)
+  local cursor = tonumber(redis.call('HGET', S, 'cursor'))
+  if not counted or (cursor and tonumber(slot) <= cursor) then
+    redis.call('ZADD', R, slot, ticket)
+  end
+  redis.call('HINCRBY', S, 'returned', 1)
+  redis.call('HINCRBY', S, 'returned_total', 1)
+  redis.call('LPUSH', RM, math.max(now - away_since, 0))
+  redis.call('LTRIM', RM, 0, 65535)
+  keep(lim, H, R, RM)
+else
+  -- Heartbeats are written coarsely (eight per waiter_ttl at most): a waiter polling at the
+  -- suggested pace is never taken for away, and a crowd's polls are mostly reads.
+  local seen = tonumber(redis.call('ZSCORE', H, ticket)) or 0
+  if now - seen >= lim.ttl / 8 then
+    redis.call('ZADD', H, now, ticket)
+  end
 end
+local away_ahead = redis.call('ZCOUNT', W, '-inf', '(' .. slot)
 local record = redis.call('HGET', T, ticket)
 local joined = now
 if record then
@@ -43,4 +70,4 @@ local prequeue = 0
 if from and tonumber(ticket) >= from then
   prequeue = 1
 end
-return {2, ahead, joined, prequeue}
+return {2, ahead, joined, prequeue, away_ahead}

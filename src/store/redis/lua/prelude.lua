@@ -1,17 +1,23 @@
 -- Shared by every usher script (DESIGN §8). All keys of a room share one hash tag, so a
 -- script touches one Redis Cluster slot. Times are Unix milliseconds from the calling node.
-local L, S, Q, H, G, T, K, N, SS, SX, SC, M, A, CL, CT = unpack(KEYS)
--- L  limits (hash)                 S  counters: next ticket, bucket, meter, pre-queue, fence
--- Q  waiting: ticket -> line slot  H  waiting: ticket -> last heartbeat
+local L, S, Q, H, G, T, K, N, SS, SX, SC, M, A, CL, CT, W, D, R, RM = unpack(KEYS)
+-- L  limits (hash)                 S  counters: next ticket, bucket, meter, pre-queue, fence,
+--                                     cursor (the last slot the admitter passed), returns
+-- Q  in line: ticket -> line slot  H  present: ticket -> last heartbeat
+-- W  away: ticket -> line slot     D  away: ticket -> last heartbeat (abandoned after hold)
+-- R  came back after the cursor passed: ticket -> slot (granted first)
+-- A waiter whose turn came and went unclaimed is held in D (and R on return) but not put
+-- back in Q or W: counting it again would grow the number ahead of everyone behind it.
+-- RM how long each return was away (ms), drained by the tick
 -- G  granted: ticket -> claim deadline
--- T  ticket -> "joined_ms:client"  K  client -> live tickets   N  client -> newest ticket
+-- T  ticket -> "joined_ms:client:slot"  K  client -> live tickets   N  client -> newest ticket
 -- SS session -> last seen          SX session -> expires      SC session -> created
 -- M  admissions per second (60 slots "sec:count")             A  admitter lease "node:fence"
 -- CL claimed ticket -> "session:expires:waited"   CT claimed ticket -> when (kept a claim window)
 
 local function limits()
   local v = redis.call('HMGET', L, 'max_active', 'admit_per_minute', 'session_idle', 'session_max',
-    'waiter_ttl', 'claim_window', 'mode', 'opens_at', 'tickets_per_client')
+    'waiter_ttl', 'claim_window', 'mode', 'opens_at', 'tickets_per_client', 'hold')
   if not v[1] then
     return nil
   end
@@ -19,8 +25,10 @@ local function limits()
     max_active = tonumber(v[1]), rate = tonumber(v[2]), idle = tonumber(v[3]), smax = tonumber(v[4]),
     ttl = tonumber(v[5]), claim = tonumber(v[6]), mode = v[7], opens = tonumber(v[8]), cap = tonumber(v[9]),
   }
+  -- A place is held at least until its waiter could be noticed away.
+  lim.hold = math.max(tonumber(v[10]) or 600000, lim.ttl)
   -- State lives as long as the longest thing in it, plus an hour of slack.
-  lim.keep = math.max(lim.smax, lim.idle, lim.ttl, lim.claim) + 3600000
+  lim.keep = math.max(lim.smax, lim.idle, lim.hold, lim.claim) + 3600000
   return lim
 end
 
@@ -124,21 +132,64 @@ local function end_session(id)
   return n
 end
 
--- Forgets a ticket's record and gives its client the place back; returns when it joined.
-local function release(ticket)
+-- A ticket's record: when it joined, its client, and its slot in line.
+local function record(ticket)
   local v = redis.call('HGET', T, ticket)
   if not v then
     return nil
   end
+  local joined, rest = split(v)
+  local client, slot = rest, nil
+  if string.find(rest, ':', 1, true) then
+    client, slot = split(rest)
+  end
+  return tonumber(joined), client, slot or ticket
+end
+
+-- Forgets a ticket's record and gives its client the place back; returns when it joined.
+local function release(ticket)
+  local joined, client = record(ticket)
+  if not joined then
+    return nil
+  end
   redis.call('HDEL', T, ticket)
-  local joined, client = split(v)
   if redis.call('HINCRBY', K, client, -1) <= 0 then
     redis.call('HDEL', K, client)
     redis.call('HDEL', N, client)
   end
-  return tonumber(joined)
+  return joined
+end
+
+-- An in-line waiter unseen since `seen` is away: skipped, its place held until seen + hold.
+local function go_away(ticket, seen, slot)
+  redis.call('ZREM', H, ticket)
+  redis.call('ZREM', R, ticket)
+  redis.call('ZADD', W, slot, ticket)
+  redis.call('ZADD', D, seen, ticket)
+end
+
+-- A waiter held but not counted in positions (its turn went unclaimed): away until hold.
+local function hold_uncounted(ticket, seen)
+  redis.call('ZREM', H, ticket)
+  redis.call('ZREM', R, ticket)
+  redis.call('ZADD', D, seen, ticket)
+end
+
+-- An away waiter gone past hold: the place is given up.
+local function abandon(ticket)
+  redis.call('ZREM', Q, ticket)
+  redis.call('ZREM', W, ticket)
+  redis.call('ZREM', D, ticket)
+  redis.call('ZREM', H, ticket)
+  redis.call('ZREM', R, ticket)
+  release(ticket)
+  redis.call('HINCRBY', S, 'abandoned_total', 1)
 end
 
 local function figures(now)
-  return {redis.call('ZCARD', Q), redis.call('ZCARD', SS), redis.call('ZCARD', G), per_minute(now)}
+  local totals = redis.call('HMGET', S, 'returned_total', 'abandoned_total')
+  local held = redis.call('ZCARD', D)
+  local waiting = redis.call('ZCARD', Q) + held - redis.call('ZCARD', W)
+  return {waiting, redis.call('ZCARD', SS), redis.call('ZCARD', G), per_minute(now),
+    held, tonumber(totals[1]) or 0, tonumber(totals[2]) or 0}
 end

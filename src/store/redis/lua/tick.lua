@@ -3,7 +3,9 @@
 --     between ticks, so a proxied request makes no Redis call); reports sessions now ended.
 --  2. Holds or takes the admitter lease: a token "node:fence" with a TTL. Only the holder
 --     does step 3, checked here, in the same atomic script, so two nodes never admit at once.
---  3. Expires sessions and grants, skips abandoned waiters, grants the next within budget.
+--  3. Expires sessions and grants; marks waiters away (no poll for waiter_ttl; skipped,
+--     place held) and abandons those away past hold; grants those who came back after
+--     their turn, then onwards from the cursor, within the budget.
 --  4. Returns the room's figures and limits, which the node caches for one tick.
 local lim = limits()
 if not lim then
@@ -38,8 +40,8 @@ else
   token = ''
 end
 
-local granted, abandoned, expired_grants, expired_sessions, opened = 0, 0, 0, 0, 0
-local waits = {}
+local granted, abandoned, expired_grants, expired_sessions, opened, away, returned = 0, 0, 0, 0, 0, 0, 0
+local waits, away_ms = {}, {}
 if token ~= '' then
   -- Idle sessions, then those past their lifetime.
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', SS, '-inf', now - lim.idle, 'LIMIT', 0, bound)) do
@@ -53,11 +55,27 @@ if token ~= '' then
     opened = 1
   end
 
-  -- Grants not claimed in time return their place to the budget.
-  for _, t in ipairs(redis.call('ZRANGEBYSCORE', G, '-inf', now, 'LIMIT', 0, bound)) do
+  -- Returns since the last tick (written by poll.lua), for the metrics.
+  returned = tonumber(redis.call('HGET', S, 'returned')) or 0
+  redis.call('HSET', S, 'returned', 0)
+  away_ms = redis.call('LRANGE', RM, 0, -1)
+  redis.call('DEL', RM)
+
+  -- Grants not claimed in time return their slot to the budget. The waiter is away, not
+  -- gone: its place is held from the turn it did not claim (uncounted, see prelude.lua).
+  local due = redis.call('ZRANGEBYSCORE', G, '-inf', now, 'WITHSCORES', 'LIMIT', 0, bound)
+  for i = 1, #due, 2 do
+    local t, granted_at = due[i], tonumber(due[i + 1]) - lim.claim
     redis.call('ZREM', G, t)
-    release(t)
     expired_grants = expired_grants + 1
+    if granted_at + lim.hold <= now then
+      release(t)
+      redis.call('HINCRBY', S, 'abandoned_total', 1)
+      abandoned = abandoned + 1
+    else
+      hold_uncounted(t, granted_at)
+      away = away + 1
+    end
   end
 
   -- Claims are remembered for a claim window (see poll.lua).
@@ -66,12 +84,26 @@ if token ~= '' then
     redis.call('HDEL', CL, t)
   end
 
-  -- Waiters whose last heartbeat is older than waiter_ttl have abandoned.
-  for _, t in ipairs(redis.call('ZRANGEBYSCORE', H, '-inf', now - lim.ttl, 'LIMIT', 0, bound)) do
-    redis.call('ZREM', Q, t)
-    redis.call('ZREM', H, t)
-    release(t)
+  -- Away longer than hold: abandoned.
+  for _, t in ipairs(redis.call('ZRANGEBYSCORE', D, '-inf', now - lim.hold, 'LIMIT', 0, bound)) do
+    abandon(t)
     abandoned = abandoned + 1
+  end
+
+  -- Present waiters whose last heartbeat is older than waiter_ttl are away.
+  local stale = redis.call('ZRANGEBYSCORE', H, '-inf', now - lim.ttl, 'WITHSCORES', 'LIMIT', 0, bound)
+  for i = 1, #stale, 2 do
+    local t = stale[i]
+    local slot = redis.call('ZSCORE', Q, t)
+    if slot then
+      go_away(t, tonumber(stale[i + 1]), slot)
+      away = away + 1
+    elseif redis.call('ZSCORE', R, t) then
+      hold_uncounted(t, tonumber(stale[i + 1]))
+      away = away + 1
+    else
+      redis.call('ZREM', H, t)
+    end
   end
 
   local closed = lim.mode == 'paused' or lim.mode == 'closed' or (lim.opens ~= nil and now < lim.opens)
@@ -79,38 +111,77 @@ if token ~= '' then
     local tokens, updated = refill(lim, now)
     local free = lim.max_active - redis.call('ZCARD', SS) - redis.call('ZCARD', G)
     local budget = math.min(math.max(free, 0), math.floor(tokens))
+
+    -- Grants the waiter if present; one unseen for waiter_ttl goes away instead.
+    local function try_grant(t, slot)
+      local seen = tonumber(redis.call('ZSCORE', H, t))
+      if not seen then
+        return false
+      end
+      if seen + lim.ttl <= now then
+        if redis.call('ZSCORE', Q, t) then
+          go_away(t, seen, slot)
+        else
+          hold_uncounted(t, seen)
+        end
+        away = away + 1
+        return false
+      end
+      redis.call('ZREM', Q, t)
+      redis.call('ZREM', H, t)
+      redis.call('ZREM', R, t)
+      redis.call('ZADD', G, now + lim.claim, t)
+      local joined = record(t) or now
+      waits[#waits + 1] = math.max(now - joined, 0)
+      tokens = tokens - 1
+      budget = budget - 1
+      granted = granted + 1
+      return true
+    end
+
+    -- First those who came back after the admitter passed their slot, in slot order.
     while budget > 0 do
-      local head = redis.call('ZRANGE', Q, 0, budget - 1)
-      if #head == 0 then
+      local back = redis.call('ZRANGE', R, 0, budget - 1, 'WITHSCORES')
+      if #back == 0 then
         break
       end
-      for _, t in ipairs(head) do
-        local seen = tonumber(redis.call('ZSCORE', H, t)) or 0
-        redis.call('ZREM', Q, t)
-        redis.call('ZREM', H, t)
-        if seen + lim.ttl <= now then
-          release(t)
-          abandoned = abandoned + 1
-        else
-          redis.call('ZADD', G, now + lim.claim, t)
-          local record = redis.call('HGET', T, t)
-          local joined = now
-          if record then
-            joined = tonumber((split(record)))
-          end
-          waits[#waits + 1] = math.max(now - joined, 0)
-          tokens = tokens - 1
-          budget = budget - 1
-          granted = granted + 1
+      for i = 1, #back, 2 do
+        if budget == 0 then
+          break
         end
+        redis.call('ZREM', R, back[i])
+        try_grant(back[i], back[i + 1])
       end
+    end
+
+    -- Then onwards from the cursor: each waiter is looked at once, granted or skipped.
+    local cursor = redis.call('HGET', S, 'cursor')
+    local looked = 0
+    while budget > 0 and looked < bound do
+      local from = cursor and ('(' .. cursor) or '-inf'
+      local batch = redis.call('ZRANGEBYSCORE', Q, from, '+inf', 'WITHSCORES', 'LIMIT', 0, budget)
+      if #batch == 0 then
+        break
+      end
+      for i = 1, #batch, 2 do
+        if budget == 0 then
+          break
+        end
+        cursor = batch[i + 1]
+        looked = looked + 1
+        try_grant(batch[i], cursor)
+      end
+    end
+    if cursor then
+      redis.call('HSET', S, 'cursor', cursor)
     end
     save_bucket(tokens, updated)
     meter_record(now, granted)
   end
-  keep(lim, L, S, Q, H, G, T, K, N, SS, SX, SC, M, CL, CT)
+  keep(lim, L, S, Q, H, G, T, K, N, SS, SX, SC, M, CL, CT, W, D, R)
 end
 
 local limits_now = redis.call('HMGET', L, 'max_active', 'admit_per_minute', 'session_idle', 'session_max',
-  'waiter_ttl', 'claim_window', 'mode', 'opens_at', 'tickets_per_client', 'message')
-return {token, {granted, abandoned, expired_grants, expired_sessions, opened}, figures(now), ended, waits, limits_now}
+  'waiter_ttl', 'claim_window', 'mode', 'opens_at', 'tickets_per_client', 'message', 'hold')
+return {token, {granted, abandoned, expired_grants, expired_sessions, opened, away, returned}, figures(now), ended, waits,
+  limits_now, away_ms}
