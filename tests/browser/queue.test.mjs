@@ -47,6 +47,8 @@ async function admin(method, route, body) {
 /** A visitor without a browser: one cookie jar, polls to keep its place. */
 class Other {
   constructor() { this.jar = new Map(); this.timer = null; }
+  /** Whether it holds a pass (named usher_pass_<room>). */
+  hasPass() { return [...this.jar.keys()].some((n) => n.startsWith("usher_pass_")); }
   async get(p, accept = "text/html") {
     const cookie = [...this.jar].map(([k, v]) => k + "=" + v).join("; ");
     const r = await fetch(USHER_URL + p, { headers: { accept, cookie }, redirect: "manual" });
@@ -68,7 +70,7 @@ async function crowd(places, waiters) {
   for (let i = 0; i < places; i++) {
     const o = new Other();
     const r = await o.get("/inbox");
-    check(r.status === 200 && [...o.jar.keys()].some((n) => n.startsWith("usher_pass_")), "visitor " + (i + 1) + " takes a place directly");
+    check(r.status === 200 && o.hasPass(), "visitor " + (i + 1) + " takes a place directly");
     people.push(o);
   }
   for (let i = 0; i < waiters; i++) {
@@ -176,7 +178,7 @@ async function rawPage() {
     }
     if (m.method === "Network.requestWillBeSent") {
       page.requests.push(m.params.request.url);
-      if (m.params.request.url.endsWith("/.usher/status")) page.polls.push(Date.now());
+      if (new URL(m.params.request.url).pathname === "/.usher/status") page.polls.push(Date.now());
     }
     if (m.method === "Runtime.exceptionThrown") page.problems.push(m.params.exceptionDetails.text);
     if (m.method === "Log.entryAdded" && m.params.entry.level === "error" && !/^Failed to load resource/.test(m.params.entry.text)) {
@@ -212,7 +214,14 @@ async function rawPage() {
       "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] } }).then((r) => ({ passes: r.passes.length, " +
       "bad: r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => v.id + ' ' + v.impact) }))");
   };
-  page.close = async () => { sock.close(); proc.kill(); fs.rmSync(dir, { recursive: true, force: true }); };
+  // Chromium writes its profile until it has exited: wait for that before removing it.
+  page.close = async () => {
+    sock.close();
+    const exited = proc.exitCode !== null ? Promise.resolve() : new Promise((ok) => proc.once("exit", ok));
+    proc.kill();
+    await within(10000, exited).catch(() => {});
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+  };
   return page;
 }
 
@@ -441,8 +450,8 @@ const scenarios = {
     // Two places free: the one ahead gets one; the browser's turn comes while it is away,
     // so the next turn goes to the first who joined after it.
     await admin("PATCH", "", { max_active: 4 });
-    await until("the line moved on past the away page", () => later[0].jar.has("usher_pass"), 20000);
-    check(!later[1].jar.has("usher_pass"), "only one turn was given past the away page");
+    await until("the line moved on past the away page", () => later[0].hasPass(), 20000);
+    check(!later[1].hasPass(), "only one turn was given past the away page");
     await new Promise((r) => setTimeout(r, Math.max(0, 12000 - (Date.now() - frozenAt))));
     const away = Date.now() - frozenAt;
     check(away > 9000, "frozen for " + away + " ms, longer than waiter_ttl (9 s)");
