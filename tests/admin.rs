@@ -7,7 +7,7 @@ use http::{Method, Request, StatusCode};
 use support::*;
 use usher::config::Config;
 
-const TOKEN: &str = "test-admin-token-0123456789";
+const TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 fn usher_with_room(upstream: &Upstream, mode: &str, token: Option<&str>) -> usher::Running {
     let mut config =
