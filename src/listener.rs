@@ -318,13 +318,18 @@ impl Serve<'_> {
         // 24 bytes), and never for HTTP/2, which also has no idle timeout of its own: this
         // bounds how long a connection may sit with no request in flight, before its first
         // request (`header_read_timeout`) and after its last (`idle_timeout`).
+        // One timer per connection, no timer work per request: it wakes at the deadline the
+        // connection's activity gives, and at least every `tick`, since a request that
+        // begins or ends meanwhile moves the deadline.
+        let tick = settings.first_request_timeout.min(settings.idle_timeout);
         let idle = async {
             loop {
                 let timeout = if activity.started() { settings.idle_timeout } else { settings.first_request_timeout };
+                let now = Instant::now();
                 match activity.idle_deadline(timeout) {
-                    Some(deadline) if deadline <= Instant::now() => return activity.started(),
-                    Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-                    None => tokio::time::sleep(timeout).await,
+                    Some(deadline) if deadline <= now => return activity.started(),
+                    Some(deadline) => tokio::time::sleep_until(deadline.min(now + tick).into()).await,
+                    None => tokio::time::sleep(tick).await,
                 }
             }
         };
