@@ -183,16 +183,13 @@ impl Upstream {
     async fn connect(&self) -> Result<Sender, Failure> {
         let place = self.pool.reserve().ok_or(Failure::Saturated)?;
         let stream = self.addresses.clone().connect().await.map_err(Failure::Connect)?;
+        let socket = UpstreamSocket::new(stream, place, self.metrics.defences.upstream_connections.clone());
         let (sender, connection) =
-            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(Failure::Exchange)?;
-        let open = self.metrics.defences.upstream_connections.clone();
-        open.inc();
+            http1::Builder::new().handshake(TokioIo::new(socket)).await.map_err(Failure::Exchange)?;
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
-            open.dec();
-            drop(place);
         });
         Ok(sender)
     }
@@ -311,6 +308,60 @@ impl Upstream {
     /// The upstream's response body, bounded by `upstream.body_idle_timeout`.
     fn idle_body(&self, body: Incoming) -> IdleBody<Incoming> {
         IdleBody::new(body, self.body_idle_timeout, self.metrics.defences.stalled_upstream_body.clone())
+    }
+}
+
+/// An upstream socket with its place under `upstream.max_connections_per_worker`: the place
+/// is the socket's, so it is freed when the socket closes, whether the pooled connection
+/// closed it or the tunnel it became (an upgrade moves the socket into the tunnel).
+struct UpstreamSocket {
+    stream: TcpStream,
+    _place: tokio::sync::OwnedSemaphorePermit,
+    open: prometheus::IntGauge,
+}
+
+impl UpstreamSocket {
+    fn new(stream: TcpStream, place: tokio::sync::OwnedSemaphorePermit, open: prometheus::IntGauge) -> Self {
+        open.inc();
+        Self { stream, _place: place, open }
+    }
+}
+
+impl Drop for UpstreamSocket {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+impl AsyncRead for UpstreamSocket {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UpstreamSocket {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

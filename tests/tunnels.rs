@@ -129,3 +129,24 @@ async fn a_tunnel_drains_with_shutdown_and_is_closed_at_the_end_of_the_grace() {
     closed_by_usher(&mut ws).await;
     tokio::time::timeout(Duration::from_secs(10), stopped).await.expect("usher stopped").expect("wait");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_holds_its_upstream_connection_place() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.listen.workers = 1;
+    config.upstream.max_connections_per_worker = 1;
+    config.upstream.pool_per_worker = 1;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+
+    let mut ws = open_tunnel(addr).await;
+    // The worker's one upstream connection is the tunnel's.
+    assert_eq!(http1(addr, get("/beside")).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    ws.close(None).await.expect("close");
+    drop(ws);
+    eventually("the tunnel's upstream place is free again", Duration::from_secs(5), || async {
+        http1(addr, get("/after")).await.status == StatusCode::OK
+    })
+    .await;
+}
