@@ -145,10 +145,20 @@ async fn a_client_over_its_connection_cap_is_closed_and_another_client_is_served
     let usher = start_usher(config);
     let addr = http_addr(&usher);
 
-    // Two connections held open by one client (one mid-request, one silent)...
-    let held = vec![connect_from(CROWDED, addr).await, connect_from(CROWDED, addr).await];
+    // Two keep-alive connections held open by one client, each answered once (so usher has
+    // surely accepted and counted both)...
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect_from(CROWDED, addr).await;
+        stream.write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).await.expect("an answer");
+        assert_eq!(&answer, b"HTTP/1.1 200");
+        held.push(stream);
+    }
     // ...so its third is closed without an answer, before it can send anything useful.
-    let refused = raw_exchange_on(connect_from(CROWDED, addr).await, b"GET /third HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let third = b"GET /third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let refused = raw_exchange_on(connect_from(CROWDED, addr).await, third).await;
     assert_eq!(refused, "", "the connection over the cap is closed at once, unanswered");
     assert!(upstream.seen_path("/third").is_empty());
 

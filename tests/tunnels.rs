@@ -68,7 +68,7 @@ async fn an_upgrade_that_is_not_allowed_is_forwarded_as_a_plain_request() {
 async fn a_tunnel_without_traffic_is_closed_after_its_idle_timeout() {
     let upstream = Upstream::start().await;
     let mut config = Config::for_upstream(upstream.addr);
-    config.upstream.tunnel_idle_timeout = Duration::from_millis(400);
+    config.upstream.tunnel_idle_timeout = Duration::from_millis(800);
     let usher = start_usher(config);
     let addr = http_addr(&usher);
 
@@ -76,8 +76,8 @@ async fn a_tunnel_without_traffic_is_closed_after_its_idle_timeout() {
     let text = metrics_text(usher.admin_addr).await;
     assert_eq!(metric(&text, "usher_tunnels", &[]), 1.0, "{text}");
     // Traffic keeps it open past the timeout...
-    for i in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
         echo(&mut ws, &format!("still here {i}")).await;
     }
     // ...silence ends it.
