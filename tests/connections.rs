@@ -207,3 +207,57 @@ async fn idle_http2_connection_is_closed_after_its_last_request() {
     // A new connection is served as usual.
     assert_eq!(h2c(addr, get("/fresh")).await.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_proxy_protocol_the_cap_counts_the_client_the_header_names() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.listen.proxy_protocol = true;
+    config.client.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    config.listen.max_connections_per_client = 1;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+    let header = |client: &str| usher::proxy_protocol::encode_v2(client.parse().expect("address"), addr);
+
+    // One balancer (one peer address) carries a connection of 192.0.2.50, held open...
+    let mut held = connect_from(CROWDED, addr).await;
+    let mut first = header("192.0.2.50:40000");
+    first.extend_from_slice(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n");
+    held.write_all(&first).await.expect("write");
+    let mut answer = [0u8; 12];
+    held.read_exact(&mut answer).await.expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+
+    // ...so a second of the same client is closed, while another client through the same
+    // balancer is served: the cap is on the named client, not on the balancer.
+    let request = b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut same = header("192.0.2.50:40001");
+    same.extend_from_slice(request);
+    assert_eq!(raw_exchange_on(connect_from(CROWDED, addr).await, &same).await, "");
+    let mut other = header("192.0.2.51:40000");
+    other.extend_from_slice(request);
+    let served = raw_exchange_on(connect_from(CROWDED, addr).await, &other).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_forwarding_in_headers_is_not_capped_as_one_client() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.client.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    config.listen.max_connections_per_client = 1;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+
+    // The balancer's connections carry many clients: a held one does not shut out the next.
+    let mut held = connect_from(CROWDED, addr).await;
+    held.write_all(b"GET /held HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.50\r\n\r\n").await.expect("write");
+    let mut answer = [0u8; 12];
+    held.read_exact(&mut answer).await.expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let next = b"GET /next HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.50\r\nConnection: close\r\n\r\n";
+    let served = raw_exchange_on(connect_from(CROWDED, addr).await, next).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    drop(held);
+}
