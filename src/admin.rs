@@ -1,6 +1,11 @@
 //! The admin listener (DESIGN §9): `/healthz`, `/readyz`, `/metrics`, and the admin API
 //! under `/admin/` ([`crate::admin_api`]). It runs on its own small runtime so a flood on the public listeners cannot
 //! starve the SRE's view of it.
+//!
+//! It speaks HTTP/1.1 only (Prometheus, curl, the console and its event stream need no
+//! more), so hyper's header read timeout (`admin.header_read_timeout`) bounds every
+//! connection, silent ones included: a client that opens connections and says nothing
+//! cannot pile them up here.
 
 use crate::body::Body;
 use crate::metrics::Metrics;
@@ -8,11 +13,12 @@ use crate::shutdown::Shutdown;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -22,22 +28,33 @@ pub struct AdminState {
     pub ready: AtomicBool,
 }
 
+/// Serves the admin listener until shutdown. `header_read_timeout` bounds how long a
+/// connection may take to send a request head, and how long it may sit idle between requests.
 pub async fn serve(
     listener: std::net::TcpListener,
     state: Arc<AdminState>,
+    header_read_timeout: Duration,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    let builder = Arc::new(builder);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
-                Err(_) => continue,
+                Err(e) => {
+                    // As the public listeners do: out of file descriptors is not a reason to spin.
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             },
             () = shutdown.wait() => return Ok(()),
         };
         let (state, builder) = (state.clone(), builder.clone());
+        let metrics = state.metrics.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
@@ -48,7 +65,13 @@ pub async fn serve(
                     Ok::<_, Infallible>(handle(&state, &req))
                 }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let served = builder.serve_connection(TokioIo::new(stream), service).await;
+            if let Err(e) = served {
+                if e.is_timeout() {
+                    metrics.defences.closed_admin_header_timeout.inc();
+                }
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
         });
     }
 }

@@ -2,6 +2,8 @@
 //! or a small body usher made itself. An enum rather than a boxed trait object, so the
 //! forwarding path allocates nothing for it.
 
+pub use crate::idle::BoxError;
+use crate::idle::IdleBody;
 use crate::pool::Checkin;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -12,7 +14,7 @@ use std::task::{Context, Poll};
 #[derive(Debug)]
 pub enum Body {
     /// Streamed from the upstream; its connection goes back to the pool at the end.
-    Upstream(Incoming, Option<Checkin>),
+    Upstream(IdleBody<Incoming>, Option<Checkin>),
     /// A complete body held in memory (`None` once sent).
     Full(Option<Bytes>),
 }
@@ -41,9 +43,9 @@ impl From<String> for Body {
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Body::Upstream(incoming, checkin) => {
                 let polled = Pin::new(&mut *incoming).poll_frame(cx);

@@ -13,6 +13,10 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("the upstream broke the connection or answered with invalid HTTP")]
     UpstreamProtocol,
+    /// This worker already has `upstream.max_connections_per_worker` upstream connections
+    /// open, all busy: answered at once rather than queued behind them.
+    #[error("all upstream connections are in use")]
+    UpstreamSaturated,
     #[error("no such usher path")]
     NotFound,
     #[error("too many requests; retry after {retry_after_secs} s")]
@@ -21,6 +25,9 @@ pub enum ProxyError {
     Denied,
     #[error("the request body ended early")]
     ClientAborted,
+    /// The client's upload sent no bytes for `upstream.body_idle_timeout`.
+    #[error("the request body stalled")]
+    ClientStalled,
     #[error("the request target is ambiguous: {0}")]
     BadTarget(TargetError),
 }
@@ -29,6 +36,8 @@ impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
             Self::UpstreamUnreachable | Self::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            Self::UpstreamSaturated => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ClientStalled => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -43,6 +52,8 @@ impl ProxyError {
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamProtocol => "upstream_error",
+            Self::UpstreamSaturated => "upstream_busy",
+            Self::ClientStalled => "request_timeout",
             Self::NotFound => "not_found",
             Self::RateLimited { .. } => "rate_limited",
             Self::Denied => "denied",
@@ -61,6 +72,19 @@ impl ProxyError {
                 "<h1>The service is temporarily unavailable</h1>",
                 "<p>We could not reach the service just now. Please try again in a minute.</p>",
                 "<p lang=\"da\">Tjenesten kan ikke nås lige nu. Prøv igen om et minut.</p></main></body></html>\n"
+            ),
+            Self::UpstreamSaturated => concat!(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">",
+                "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+                "<title>Very busy</title>",
+                "<link rel=\"stylesheet\" href=\"/.usher/queue.css\"><body><main>",
+                "<h1>The service is very busy</h1>",
+                "<p>Every connection to the service is in use. Please try again in a few seconds.</p>",
+                "<p lang=\"da\">Alle forbindelser til tjenesten er optaget. Prøv igen om et par sekunder.</p></main></body></html>\n"
+            ),
+            Self::ClientStalled => concat!(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Request timeout</title>",
+                "<body><h1>The request stopped arriving</h1></body></html>\n"
             ),
             Self::UpstreamTimeout => concat!(
                 "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">",

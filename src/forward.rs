@@ -6,13 +6,21 @@
 //! is equivalent, and [`Addresses`] picks the address of a new one. An address that refuses
 //! or times out is rested for `upstream.rest` and the next one is tried within the same
 //! connect, so a dead address costs no failed request.
+//!
+//! Every place a peer could hold resources by going quiet is bounded: a streamed body in
+//! either direction by `upstream.body_idle_timeout` ([`IdleBody`]), a tunnel by
+//! `upstream.tunnel_idle_timeout`, the worker's upstream connections by
+//! `upstream.max_connections_per_worker`. Only the `Upgrade` protocols the operator lists
+//! become tunnels, and a tunnel holds its client connection's places ([`Lease`]).
 
 use crate::body::Body;
 use crate::canonical::authority::Authority;
 use crate::config::{UpstreamAddress, UpstreamConfig};
+use crate::connection::{Lease, Places};
 use crate::error::ProxyError;
-use crate::metrics::UpstreamErrorKind;
-use crate::pool::{Checkin, Pool, Sender};
+use crate::idle::{IdleBody, Stalled};
+use crate::metrics::{Metrics, UpstreamErrorKind};
+use crate::pool::{Checkin, Pool, Sender, UploadBody};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -20,9 +28,12 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Headers that describe one connection and must not cross the proxy (RFC 9110 §7.6.1).
@@ -130,7 +141,12 @@ impl Addresses {
 pub struct Upstream {
     pool: Arc<Pool>,
     addresses: Arc<Addresses>,
+    metrics: Arc<Metrics>,
     response_timeout: Duration,
+    body_idle_timeout: Duration,
+    tunnel_idle_timeout: Duration,
+    /// `upstream.upgrade_protocols`, lowercase.
+    upgrade_protocols: Vec<String>,
     forward_client_ip: bool,
     /// `Host` for a request that came without one (HTTP/1.0): the first upstream address, as
     /// a client configured with that address would send.
@@ -145,23 +161,31 @@ pub struct ForwardError {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig, addresses: Arc<Addresses>) -> Self {
-        let pool = Pool::new(config.pool_per_worker, config.idle_timeout);
+    pub fn new(config: &UpstreamConfig, addresses: Arc<Addresses>, metrics: Arc<Metrics>) -> Self {
+        let pool = Pool::new(config.pool_per_worker, config.idle_timeout, config.max_connections_per_worker);
         let default_host = config.addresses.first().and_then(|a| HeaderValue::from_str(&a.to_string()).ok());
         Self {
             pool,
             addresses,
+            metrics,
             response_timeout: config.response_timeout,
+            body_idle_timeout: config.body_idle_timeout,
+            tunnel_idle_timeout: config.tunnel_idle_timeout,
+            upgrade_protocols: config.upgrade_protocols.clone(),
             forward_client_ip: config.forward_client_ip,
             default_host,
         }
     }
 
-    /// A new connection to the next healthy address; its driver runs on this worker.
+    /// A new connection to the next healthy address; its driver runs on this worker and
+    /// holds the connection's place under `upstream.max_connections_per_worker`. The place
+    /// is taken before connecting, so connects in progress count too.
     async fn connect(&self) -> Result<Sender, Failure> {
+        let place = self.pool.reserve().ok_or(Failure::Saturated)?;
         let stream = self.addresses.clone().connect().await.map_err(Failure::Connect)?;
+        let socket = UpstreamSocket::new(stream, place, self.metrics.defences.upstream_connections.clone());
         let (sender, connection) =
-            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(Failure::Exchange)?;
+            http1::Builder::new().handshake(TokioIo::new(socket)).await.map_err(Failure::Exchange)?;
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
@@ -173,7 +197,7 @@ impl Upstream {
     /// One exchange: on a pooled connection if one is open, else on a new one. A pooled
     /// connection the upstream closed meanwhile returns the request unsent: it is sent again
     /// on a new connection.
-    async fn exchange(&self, req: Request<Incoming>) -> Result<(Response<Incoming>, Sender), Failure> {
+    async fn exchange(&self, req: Request<UploadBody>) -> Result<(Response<Incoming>, Sender), Failure> {
         let (mut sender, reused) = match self.pool.checkout().await {
             Some(sender) => (sender, true),
             None => (self.connect().await?, false),
@@ -200,8 +224,23 @@ impl Upstream {
         authority: Option<&Authority>,
     ) -> Result<Response<Body>, ForwardError> {
         let host = authority.map(Authority::header_value);
+        // Carried only by requests that ask to upgrade (see `Lease`).
+        let lease = req.extensions_mut().remove::<Lease>();
         let upgrade = prepare_request(&mut req, conn, self.forward_client_ip, host, self.default_host.as_ref());
+        let upgrade = match upgrade {
+            Some(protocol) if upgrade_allowed(&protocol, &self.upgrade_protocols) => Some(protocol),
+            Some(_) => {
+                // RFC 9110 §7.8: a server may ignore Upgrade; the upstream answers the plain request.
+                self.metrics.defences.upgrades_refused.inc();
+                req.headers_mut().remove(header::UPGRADE);
+                req.headers_mut().remove(header::CONNECTION);
+                None
+            }
+            None => None,
+        };
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let stalled = self.metrics.defences.stalled_client_body.clone();
+        let req = req.map(|body| IdleBody::new(body, self.body_idle_timeout, stalled));
 
         let sent = tokio::time::timeout(self.response_timeout, self.exchange(req)).await;
         let (mut response, sender) = match sent {
@@ -212,6 +251,14 @@ impl Upstream {
                     kind: Some(UpstreamErrorKind::Connect),
                     error: ProxyError::UpstreamUnreachable,
                 });
+            }
+            Ok(Err(Failure::Saturated)) => {
+                self.metrics.defences.upstream_saturated.inc();
+                return Err(ForwardError { kind: None, error: ProxyError::UpstreamSaturated });
+            }
+            Ok(Err(Failure::Exchange(e))) if e.is_user() && Stalled::caused(&e) => {
+                tracing::debug!(error = %e, "client's request body stalled");
+                return Err(ForwardError { kind: None, error: ProxyError::ClientStalled });
             }
             // The client's own request body failed (it hung up mid-upload): not the upstream's fault.
             Ok(Err(Failure::Exchange(e))) if e.is_user() => {
@@ -236,13 +283,15 @@ impl Upstream {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let (Some(protocol), Some(client_upgrade)) = (upgrade, client_upgrade) {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
-                tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+                let places = lease.and_then(|lease| lease.take());
+                let tunnel = Tunnel { idle_timeout: self.tunnel_idle_timeout, metrics: self.metrics.clone(), places };
+                tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade));
                 strip_hop_by_hop(response.headers_mut());
                 let headers = response.headers_mut();
                 headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                 headers.insert(header::UPGRADE, protocol);
                 // The connection now belongs to the tunnel.
-                return Ok(response.map(|body| Body::Upstream(body, None)));
+                return Ok(response.map(|body| Body::Upstream(self.idle_body(body), None)));
             }
         }
         strip_hop_by_hop(response.headers_mut());
@@ -251,34 +300,214 @@ impl Upstream {
         // An empty body (HEAD, 204, 304, Content-Length: 0) may never be polled.
         if http_body::Body::is_end_stream(response.body()) {
             checkin.done();
-            return Ok(response.map(|body| Body::Upstream(body, None)));
+            return Ok(response.map(|body| Body::Upstream(self.idle_body(body), None)));
         }
-        Ok(response.map(|body| Body::Upstream(body, Some(checkin))))
+        Ok(response.map(|body| Body::Upstream(self.idle_body(body), Some(checkin))))
+    }
+
+    /// The upstream's response body, bounded by `upstream.body_idle_timeout`.
+    fn idle_body(&self, body: Incoming) -> IdleBody<Incoming> {
+        IdleBody::new(body, self.body_idle_timeout, self.metrics.defences.stalled_upstream_body.clone())
+    }
+}
+
+/// An upstream socket with its place under `upstream.max_connections_per_worker`: the place
+/// is the socket's, so it is freed when the socket closes, whether the pooled connection
+/// closed it or the tunnel it became (an upgrade moves the socket into the tunnel).
+struct UpstreamSocket {
+    stream: TcpStream,
+    _place: tokio::sync::OwnedSemaphorePermit,
+    open: prometheus::IntGauge,
+}
+
+impl UpstreamSocket {
+    fn new(stream: TcpStream, place: tokio::sync::OwnedSemaphorePermit, open: prometheus::IntGauge) -> Self {
+        open.inc();
+        Self { stream, _place: place, open }
+    }
+}
+
+impl Drop for UpstreamSocket {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+impl AsyncRead for UpstreamSocket {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UpstreamSocket {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
 /// Why an exchange failed.
 enum Failure {
+    /// The worker has `upstream.max_connections_per_worker` open and none idle.
+    Saturated,
     Connect(io::Error),
     Exchange(hyper::Error),
 }
 
-/// Copies bytes both ways between an upgraded client and upstream connection until either closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
-        return;
-    };
-    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+/// An upgraded connection (WebSocket) between a client and the upstream.
+///
+/// It holds its client connection's [`Places`]: its place under `listen.max_connections` and
+/// its client's count, so tunnels cannot outnumber the caps, and a hold on the worker's
+/// graceful drain, so shutdown waits for it up to `listen.shutdown_grace` and then closes it
+/// with the worker's runtime. With no bytes either way for `idle_timeout`, it is closed.
+struct Tunnel {
+    idle_timeout: Duration,
+    metrics: Arc<Metrics>,
+    places: Option<Places>,
+}
+
+impl Tunnel {
+    /// Copies bytes both ways until either side closes or the tunnel goes idle.
+    async fn run(self, client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+        let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
+            return;
+        };
+        let open = self.metrics.defences.tunnels.clone();
+        open.inc();
+        // Counted down however the tunnel ends, also when the runtime drops it at shutdown.
+        let _open = scopeguard(move || open.dec());
+        let moved = Arc::new(LastMove::default());
+        let mut client = Moving { io: TokioIo::new(client), last: moved.clone() };
+        let mut upstream = Moving { io: TokioIo::new(upstream), last: moved.clone() };
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Err(e) = copied {
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
+            }
+            () = moved.idle_for(self.idle_timeout) => {
+                self.metrics.defences.closed_tunnel_idle.inc();
+                tracing::debug!(timeout = ?self.idle_timeout, "tunnel idle; closed");
+            }
+        }
+        drop(self.places);
     }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// When a tunnel last moved a byte, in milliseconds since it opened; both of its sides write it.
+struct LastMove {
+    opened: Instant,
+    ms: AtomicU64,
+}
+
+impl Default for LastMove {
+    fn default() -> Self {
+        Self { opened: Instant::now(), ms: AtomicU64::new(0) }
+    }
+}
+
+impl LastMove {
+    fn touch(&self) {
+        self.ms.store(u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// Resolves once no byte has moved for `timeout`. One timer, re-armed only when it fires,
+    /// rather than one per read or write.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let deadline = self.opened + Duration::from_millis(self.ms.load(Relaxed)) + timeout;
+            if deadline <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// One side of a tunnel that records when bytes move through it.
+struct Moving<T> {
+    io: T,
+    last: Arc<LastMove>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Moving<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.touch();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Moving<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Whether every protocol an `Upgrade` header offers (`websocket`, `h2c`, `foo/2`) is in
+/// `allowed` (lowercase names, versions ignored).
+fn upgrade_allowed(upgrade: &HeaderValue, allowed: &[String]) -> bool {
+    let Ok(text) = upgrade.to_str() else { return false };
+    let mut offered = text.split(',').map(str::trim).filter(|p| !p.is_empty()).peekable();
+    offered.peek().is_some()
+        && offered.all(|p| {
+            let name = p.split('/').next().unwrap_or(p);
+            allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
 }
 
 /// Rewrites a canonical client request (origin-form target) into the upstream request, in
 /// place, with `host` as `Host` and `X-Forwarded-Host`. Returns the `Upgrade` protocol when
 /// the client asked to switch protocols (HTTP/1.1 only).
-fn prepare_request(
-    req: &mut Request<Incoming>,
+fn prepare_request<B>(
+    req: &mut Request<B>,
     conn: ClientConn,
     forward_client_ip: bool,
     host: Option<&HeaderValue>,
@@ -375,5 +604,21 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-end-to-end"));
+    }
+
+    #[test]
+    fn only_listed_upgrade_protocols_are_allowed() {
+        let allowed = vec!["websocket".to_string()];
+        for (offer, ok) in [
+            ("websocket", true),
+            ("WebSocket", true),
+            ("h2c", false),
+            ("websocket, h2c", false),
+            ("websocket/13", true),
+            ("", false),
+            (",", false),
+        ] {
+            assert_eq!(upgrade_allowed(&HeaderValue::from_static(offer), &allowed), ok, "{offer:?}");
+        }
     }
 }

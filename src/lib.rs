@@ -13,11 +13,13 @@ pub mod canonical;
 pub mod changes;
 pub mod clock;
 pub mod config;
+pub mod connection;
 pub mod cookies;
 pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod identity;
+pub mod idle;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
@@ -139,8 +141,9 @@ impl Server {
             None => None,
             Some(socket) => {
                 let (state, shutdown) = (admin_state.clone(), admin_trigger.subscribe());
+                let header_read_timeout = config.admin.header_read_timeout;
                 Some(spawn_runtime_thread("usher-admin".into(), move || async move {
-                    if let Err(e) = admin::serve(socket, state, shutdown).await {
+                    if let Err(e) = admin::serve(socket, state, header_read_timeout, shutdown).await {
                         tracing::error!(error = %e, "admin listener failed");
                     }
                 })?)
@@ -249,7 +252,7 @@ impl Server {
             let https = https.pop().map(|listener| BoundSocket { listener, tls: acceptor.clone() });
             let worker = Arc::new(Worker {
                 index,
-                upstream: Upstream::new(&config.upstream, addresses.clone()),
+                upstream: Upstream::new(&config.upstream, addresses.clone(), metrics.clone()),
                 // Each worker derives keys with its own cache of the epoch key, so the cache's
                 // lock is never contended across cores.
                 identity: Identity::new(secrets.primary(), &config.client),

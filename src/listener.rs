@@ -3,12 +3,18 @@
 //! Each worker thread runs its own current-thread runtime with its own `SO_REUSEPORT`
 //! listener socket per address and its own upstream pool, as nginx's workers do: the kernel
 //! spreads connections over workers and nothing on the hot path is shared between cores
-//! except a connection-cap semaphore and the per-worker metric shards.
+//! except the connection caps (a semaphore, the per-client count) and the metrics.
+//!
+//! A connection is closed when it starts no request within `header_read_timeout`, when it
+//! has had no request in flight for `idle_timeout`, and at once when its client key already
+//! holds `max_connections_per_client` connections.
 
 use crate::body::Body;
 use crate::config::ListenConfig;
+use crate::connection::{Activity, ClientConnections, ClientSlot, InFlight, Lease, Places};
 use crate::forward::ClientConn;
 use crate::identity::KeyCache;
+use crate::limits::Access;
 use crate::metrics::Metrics;
 use crate::proxy::Worker;
 use crate::shutdown::Shutdown;
@@ -19,10 +25,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -55,13 +60,40 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<(SocketAddr,
     Ok((bound, sockets))
 }
 
+/// HTTP/2 limits, each set explicitly rather than left to library defaults that may change
+/// (DESIGN §1; issue 14). `max_header_list_size` comes from `listen.max_header_bytes`.
+pub mod http2 {
+    /// Streams one connection may have open at once: RFC 9113 §6.5.2 asks for at least 100,
+    /// and a browser loading the queue page needs a handful.
+    pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+    /// Streams the client reset before usher accepted them, held at once; more is the rapid
+    /// reset attack (CVE-2023-44487) and ends the connection with ENHANCE_YOUR_CALM.
+    pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+    /// Streams usher had to reset because the client broke the protocol; a client past this is
+    /// hostile and gets a GOAWAY (ENHANCE_YOUR_CALM).
+    pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
+    /// The largest frame usher accepts: the protocol's minimum. With the header list size
+    /// (16 KiB by default) it also bounds the CONTINUATION frames one header block may use:
+    /// h2 allows max(5, 1.25 × header list size / frame size), so 5 by default (80 at the
+    /// largest `max_header_bytes`, 1 MiB); a longer chain is the CONTINUATION flood and a
+    /// connection error. h2 offers no separate setting for it.
+    pub const MAX_FRAME_SIZE: u32 = 16_384;
+    /// A connection whose client answers no PING within this long is dead and closed.
+    pub const KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+    pub const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+}
+
 /// Everything a worker's connections share.
 pub struct ConnectionSettings {
     pub builder: auto::Builder<TokioExecutor>,
     pub connections: Arc<Semaphore>,
+    /// Open connections per client key (`listen.max_connections_per_client`), across workers.
+    pub per_client: Arc<ClientConnections>,
     pub metrics: Arc<Metrics>,
     /// Time a new connection has to start its first request (`listen.header_read_timeout`).
     pub first_request_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (`listen.idle_timeout`).
+    pub idle_timeout: Duration,
     /// Every connection starts with a PROXY protocol v2 header (`listen.proxy_protocol`).
     pub proxy_protocol: bool,
     /// Peers whose PROXY header is believed.
@@ -85,18 +117,52 @@ impl ConnectionSettings {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20));
+            .max_frame_size(http2::MAX_FRAME_SIZE)
+            .max_concurrent_streams(http2::MAX_CONCURRENT_STREAMS)
+            .max_pending_accept_reset_streams(http2::MAX_PENDING_ACCEPT_RESET_STREAMS)
+            .max_local_error_reset_streams(http2::MAX_LOCAL_ERROR_RESET_STREAMS)
+            .keep_alive_interval(Some(http2::KEEP_ALIVE_INTERVAL))
+            .keep_alive_timeout(http2::KEEP_ALIVE_TIMEOUT);
         Self {
             builder,
             connections,
+            per_client: ClientConnections::new(config.max_connections, config.max_connections_per_client),
             metrics,
             first_request_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
             proxy_protocol: config.proxy_protocol,
             trusted_proxies,
         }
     }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Counts a new connection from `client` against its key's cap; `Err` when the key holds
+    /// its cap already. Not counted: a trusted proxy that forwards in HTTP headers (its
+    /// connections carry many clients; their requests are limited by the real address) and
+    /// the allow list. The key is remembered in `keys` for the connection's first request.
+    fn count_client(
+        &self,
+        worker: &Worker,
+        client: IpAddr,
+        keys: &KeyCache,
+    ) -> Result<Option<ClientSlot>, ClientOverCap> {
+        if !self.proxy_protocol && self.trusted(client) {
+            return Ok(None);
+        }
+        if matches!(worker.gate.load().access(client), Access::Allowed) {
+            return Ok(None);
+        }
+        let keys = worker.identity.key_cached(keys, client, crate::clock::now_ms() / 1000);
+        self.per_client.open(&keys.client).map(Some).ok_or(ClientOverCap)
+    }
 }
+
+/// A client key already holds `listen.max_connections_per_client` connections.
+struct ClientOverCap;
 
 /// Accepts on one socket until shutdown, serving each connection with `worker`.
 pub async fn accept_loop(
@@ -135,31 +201,40 @@ pub async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let conn = ClientConn { tls: tls.is_some(), addr: peer.ip() };
-        let watcher = graceful.watcher();
-        let (worker, settings, tls) = (worker.clone(), settings.clone(), tls.clone());
+        let drain = graceful.watcher();
+        let (worker, settings, tls, shutdown) = (worker.clone(), settings.clone(), tls.clone(), shutdown.clone());
         tokio::spawn(async move {
             settings.metrics.connections.inc();
             let mut stream = stream;
             let mut conn = conn;
-            if settings.proxy_protocol {
-                match proxy_header(&mut stream, peer.ip(), &settings).await {
-                    Some(client) => conn.addr = client,
-                    None => {
-                        settings.metrics.connections.dec();
-                        return;
+            let keys = KeyCache::default();
+            let places = async {
+                if settings.proxy_protocol {
+                    conn.addr = proxy_header(&mut stream, peer.ip(), &settings).await?;
+                }
+                // Counted before the TLS handshake, so a client over its cap costs no handshake.
+                match settings.count_client(&worker, conn.addr, &keys) {
+                    Ok(client) => Some(Places { permit, client, drain }),
+                    Err(ClientOverCap) => {
+                        settings.metrics.defences.refused_per_client.inc();
+                        tracing::debug!("client over listen.max_connections_per_client; connection closed");
+                        None
                     }
                 }
-            }
-            match tls {
-                None => serve(TokioIo::new(stream), conn, worker, &settings, watcher).await,
-                Some(acceptor) => {
-                    if let Some(stream) = handshake(&acceptor, stream).await {
-                        serve(TokioIo::new(stream), conn, worker, &settings, watcher).await;
+            };
+            if let Some(places) = places.await {
+                let lease = Lease::new(places);
+                let serve = Serve { conn, keys, worker, settings: &settings, shutdown, lease };
+                match tls {
+                    None => serve.run(TokioIo::new(stream)).await,
+                    Some(acceptor) => {
+                        if let Some(stream) = handshake(&acceptor, stream).await {
+                            serve.run(TokioIo::new(stream)).await;
+                        }
                     }
                 }
             }
             settings.metrics.connections.dec();
-            drop(permit);
         });
     }
 }
@@ -167,18 +242,13 @@ pub async fn accept_loop(
 /// Reads the PROXY v2 header every connection on this listener starts with. Returns the
 /// client address to use (the header's, if the peer is a trusted proxy; else the peer's), or
 /// `None` when the connection must be closed (no valid header in time).
-async fn proxy_header(
-    stream: &mut TcpStream,
-    peer: std::net::IpAddr,
-    settings: &ConnectionSettings,
-) -> Option<std::net::IpAddr> {
+async fn proxy_header(stream: &mut TcpStream, peer: IpAddr, settings: &ConnectionSettings) -> Option<IpAddr> {
     let header = tokio::time::timeout(settings.first_request_timeout, crate::proxy_protocol::read_v2(stream)).await;
     match header {
         Ok(Ok(source)) => {
             let peer = peer.to_canonical();
-            let trusted = settings.trusted_proxies.iter().any(|net| net.contains(&peer));
             Some(match source {
-                Some(source) if trusted => source.ip().to_canonical(),
+                Some(source) if settings.trusted(peer) => source.ip().to_canonical(),
                 _ => peer,
             })
         }
@@ -207,42 +277,110 @@ async fn handshake(acceptor: &TlsAcceptor, stream: TcpStream) -> Option<tokio_ru
     }
 }
 
-async fn serve<I>(
-    io: TokioIo<I>,
+/// One accepted client connection being served: what its requests share and what bounds
+/// its life (first-request and idle timeouts, shutdown).
+struct Serve<'a> {
     conn: ClientConn,
+    /// The client key, computed at accept, reused by its requests.
+    keys: KeyCache,
     worker: Arc<Worker>,
-    settings: &ConnectionSettings,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let started = Arc::new(AtomicBool::new(false));
-    let keys = Arc::new(KeyCache::default());
-    let service = {
-        let started = started.clone();
-        hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            started.store(true, Relaxed);
-            let (worker, keys) = (worker.clone(), keys.clone());
-            async move { Ok::<http::Response<Body>, Infallible>(worker.handle(req, conn, &keys).await) }
-        })
-    };
-    let connection = watcher.watch(settings.builder.serve_connection_with_upgrades(io, service));
-    tokio::pin!(connection);
-    // hyper's header read timeout starts only once the protocol is known (after the first 24
-    // bytes), and never for HTTP/2; until the first request starts, this bounds how long a
-    // silent client may hold a connection and its place under `max_connections`.
-    let silent = async {
-        tokio::time::sleep(settings.first_request_timeout).await;
-        if started.load(Relaxed) {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = &mut connection => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "client connection ended with an error");
+    settings: &'a ConnectionSettings,
+    shutdown: Shutdown,
+    /// The connection's places; a request that upgrades hands them to its tunnel.
+    lease: Lease,
+}
+
+impl Serve<'_> {
+    async fn run<I>(self, io: TokioIo<I>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Serve { conn, keys, worker, settings, mut shutdown, lease } = self;
+        let activity = Arc::new(Activity::default());
+        let keys = Arc::new(keys);
+        let service = {
+            let (activity, lease) = (activity.clone(), lease.clone());
+            hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                let in_flight = activity.begin();
+                if req.version() == http::Version::HTTP_11 && req.headers().contains_key(http::header::UPGRADE) {
+                    req.extensions_mut().insert(lease.clone());
+                }
+                let (worker, keys) = (worker.clone(), keys.clone());
+                async move {
+                    let response = worker.handle(req, conn, &keys).await;
+                    Ok::<_, Infallible>(response.map(|body| Tracked { body, _in_flight: in_flight }))
+                }
+            })
+        };
+        let connection = settings.builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(connection);
+        // hyper's header read timeout starts only once the protocol is known (after the first
+        // 24 bytes), and never for HTTP/2, which also has no idle timeout of its own: this
+        // bounds how long a connection may sit with no request in flight, before its first
+        // request (`header_read_timeout`) and after its last (`idle_timeout`).
+        // One timer per connection, no timer work per request: it wakes at the deadline the
+        // connection's activity gives, and at least every `tick`, since a request that
+        // begins or ends meanwhile moves the deadline.
+        let tick = settings.first_request_timeout.min(settings.idle_timeout);
+        let idle = async {
+            loop {
+                let timeout = if activity.started() { settings.idle_timeout } else { settings.first_request_timeout };
+                let now = Instant::now();
+                match activity.idle_deadline(timeout) {
+                    Some(deadline) if deadline <= now => return activity.started(),
+                    Some(deadline) => tokio::time::sleep_until(deadline.min(now + tick).into()).await,
+                    None => tokio::time::sleep(tick).await,
+                }
+            }
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+            }
+            () = shutdown.wait() => {
+                // In-flight requests finish; the worker's grace bounds how long.
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.as_mut().await;
+            }
+            served = idle => {
+                if served {
+                    // A GOAWAY (HTTP/2) tells the client no request was lost.
+                    settings.metrics.defences.closed_idle.inc();
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(settings.first_request_timeout, connection.as_mut()).await;
+                } else {
+                    tracing::debug!("no request within the header read timeout; connection closed");
+                }
             }
         }
-        () = silent => tracing::debug!("no request within the header read timeout; connection closed"),
+        drop(lease);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it has been sent.
+struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

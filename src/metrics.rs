@@ -110,7 +110,94 @@ pub struct Metrics {
     limiter_tracked: IntGaugeVec,
     /// Changes applied while running, by source (api, reload), target and field.
     pub changes: IntCounterVec,
+    /// What the connection defences refused or closed; see [`Defences`].
+    pub defences: Defences,
     rooms: RoomFamilies,
+}
+
+/// The connection defences' counts (issue 14): each refusal and each close that a limit
+/// made, so an SRE can tell an attack being held off from real clients being turned away.
+/// Each is resolved once; the counts happen per connection or per stalled body, never per
+/// request.
+pub struct Defences {
+    /// New connections closed at once: their client key already held
+    /// `listen.max_connections_per_client`.
+    pub refused_per_client: IntCounter,
+    /// Connections closed after `listen.idle_timeout` with no request in flight.
+    pub closed_idle: IntCounter,
+    /// Tunnels closed after `upstream.tunnel_idle_timeout` with no bytes either way.
+    pub closed_tunnel_idle: IntCounter,
+    /// Admin connections closed by `admin.header_read_timeout`.
+    pub closed_admin_header_timeout: IntCounter,
+    /// Upgraded connections (WebSocket) open now.
+    pub tunnels: IntGauge,
+    /// `Upgrade` requests for a protocol not in `upstream.upgrade_protocols`, forwarded
+    /// without the upgrade.
+    pub upgrades_refused: IntCounter,
+    /// Response bodies from the upstream ended by `upstream.body_idle_timeout`.
+    pub stalled_upstream_body: IntCounter,
+    /// Request bodies (uploads) from clients ended by `upstream.body_idle_timeout`.
+    pub stalled_client_body: IntCounter,
+    /// Upstream connections open now (busy and idle), across workers.
+    pub upstream_connections: IntGauge,
+    /// Requests answered 503 because the worker already had
+    /// `upstream.max_connections_per_worker` upstream connections open.
+    pub upstream_saturated: IntCounter,
+}
+
+impl Defences {
+    fn new(r: &Registry) -> Self {
+        let refused = counter_vec(
+            r,
+            "usher_connections_refused_total",
+            "Client connections closed at accept, by the limit that refused them.",
+            &["reason"],
+        );
+        let closed = counter_vec(
+            r,
+            "usher_connections_closed_total",
+            "Connections usher closed because a timeout ran out, by reason.",
+            &["reason"],
+        );
+        let stalled = counter_vec(
+            r,
+            "usher_body_stalled_total",
+            "Bodies ended because no bytes moved for upstream.body_idle_timeout, by whose body stalled.",
+            &["from"],
+        );
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric definition");
+            r.register(Box::new(g.clone())).expect("each metric is registered once");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric definition");
+            r.register(Box::new(c.clone())).expect("each metric is registered once");
+            c
+        };
+        Self {
+            refused_per_client: refused.with_label_values(&["per_client"]),
+            closed_idle: closed.with_label_values(&["idle"]),
+            closed_tunnel_idle: closed.with_label_values(&["tunnel_idle"]),
+            closed_admin_header_timeout: closed.with_label_values(&["admin_header_timeout"]),
+            tunnels: gauge("usher_tunnels", "Upgraded connections (WebSocket) open now."),
+            upgrades_refused: counter(
+                "usher_upgrades_refused_total",
+                "Upgrade requests for a protocol not in upstream.upgrade_protocols, forwarded without the upgrade.",
+            ),
+            stalled_upstream_body: stalled.with_label_values(&["upstream"]),
+            stalled_client_body: stalled.with_label_values(&["client"]),
+            upstream_connections: gauge(
+                "usher_upstream_connections",
+                "Upstream connections open now (busy and idle), across workers.",
+            ),
+            upstream_saturated: counter(
+                "usher_upstream_saturated_total",
+                "Requests answered 503 because the worker's upstream connections were all in use \
+                 (upstream.max_connections_per_worker).",
+            ),
+        }
+    }
 }
 
 /// The labelled families behind [`RoomMetrics`]; registered once.
@@ -220,6 +307,7 @@ impl Metrics {
             &["source", "target", "field"],
         );
         let r = &registry;
+        let defences = Defences::new(r);
         let wait = HistogramVec::new(
             HistogramOpts::new("usher_wait_seconds", "Time from joining the line to being admitted.")
                 .buckets(vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0]),
@@ -315,6 +403,7 @@ impl Metrics {
             limiter_overflow,
             limiter_tracked,
             changes,
+            defences,
             rooms,
         }
     }

@@ -6,25 +6,47 @@
 //! to be alive), those idle longer than `upstream.idle_timeout` are dropped. A connection goes
 //! back on the stack only once the response it carried has been read to the end; one whose
 //! response was cut short is closed.
+//!
+//! The pool also caps the connections a worker has open at all, busy or idle
+//! (`upstream.max_connections_per_worker`): a slow upstream must not turn a burst of requests
+//! into an unbounded pile of connects and sockets.
 
+use crate::idle::IdleBody;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A client's request body on its way upstream, bounded by `upstream.body_idle_timeout`.
+pub type UploadBody = IdleBody<Incoming>;
 
 /// Sends requests on one upstream connection.
-pub type Sender = http1::SendRequest<Incoming>;
+pub type Sender = http1::SendRequest<UploadBody>;
 
 pub struct Pool {
     idle: Mutex<VecDeque<(Sender, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// One permit per open connection of this worker; a connection's driver holds it.
+    open: Arc<Semaphore>,
 }
 
 impl Pool {
-    pub fn new(max_idle: usize, idle_timeout: Duration) -> Arc<Self> {
-        Arc::new(Self { idle: Mutex::new(VecDeque::new()), max_idle, idle_timeout })
+    pub fn new(max_idle: usize, idle_timeout: Duration, max_open: usize) -> Arc<Self> {
+        Arc::new(Self {
+            idle: Mutex::new(VecDeque::new()),
+            max_idle,
+            idle_timeout,
+            open: Arc::new(Semaphore::new(max_open)),
+        })
+    }
+
+    /// A place for one more open connection, held for that connection's life; `None` when
+    /// the worker has its maximum open already. Never waits: the caller answers 503 instead.
+    pub fn reserve(&self) -> Option<OwnedSemaphorePermit> {
+        self.open.clone().try_acquire_owned().ok()
     }
 
     /// Only this worker's thread takes the lock, so it is never contended.

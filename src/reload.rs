@@ -31,7 +31,13 @@ pub async fn apply(running: &Running, old: &Config, new: &Config) -> Reloaded {
     let identification = |c: &ClientConfig| (c.trusted_proxies.clone(), c.ipv4_prefix, c.ipv6_prefix, c.hash_rotation);
     for (section, changed) in [
         ("listen", !same(&old.listen, &new.listen)),
-        ("admin", !same(&old.admin.listen, &new.admin.listen)),
+        (
+            "admin",
+            !same(
+                &(old.admin.listen, old.admin.header_read_timeout),
+                &(new.admin.listen, new.admin.header_read_timeout),
+            ),
+        ),
         ("store", old.store != new.store),
         ("upstream", !same(&old.upstream, &new.upstream)),
         ("secret", !same(&old.secret, &new.secret)),

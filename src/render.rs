@@ -109,6 +109,10 @@ pub fn error(error: ProxyError, accepts: Accepts) -> Response<Body> {
         ProxyError::RateLimited { retry_after_secs } => {
             headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
         }
+        // Busy connections free up within seconds; a long wait would waste the visitor's time.
+        ProxyError::UpstreamSaturated => {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         _ if status.is_server_error() => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("30"));
         }

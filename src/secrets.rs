@@ -18,6 +18,8 @@ pub enum SecretError {
     File { path: String, error: std::io::Error },
     #[error("admin.token_file: cannot read {path}: {error}")]
     AdminTokenFile { path: String, error: std::io::Error },
+    #[error("{source_name}: the admin token is {len} bytes; at least {MIN_SECRET_BYTES} are required")]
+    AdminTokenTooShort { source_name: &'static str, len: usize },
     #[error("cannot make a random secret: the system random source failed")]
     Random,
 }
@@ -94,15 +96,25 @@ fn check(source_name: &'static str, secrets: &[Vec<u8>]) -> Result<(), SecretErr
 
 /// The admin API's write token: `USHER_ADMIN_TOKEN`, else `admin.token_file`, else the one set
 /// in the configuration directly (tests, embedders). `None`: admin writes are refused.
+///
+/// A token shorter than [`MIN_SECRET_BYTES`] is a start-up error naming where it came from:
+/// the token is the only thing between the network and pausing the queue, so it must not be
+/// guessable, and a typo'd or truncated file must not quietly weaken it.
 pub fn admin_token(config: &AdminConfig) -> Result<Option<String>, SecretError> {
     let non_empty = |t: String| Some(t.trim().to_string()).filter(|t| !t.is_empty());
+    let long_enough = |source_name: &'static str, token: Option<String>| match token {
+        Some(token) if token.len() < MIN_SECRET_BYTES => {
+            Err(SecretError::AdminTokenTooShort { source_name, len: token.len() })
+        }
+        token => Ok(token),
+    };
     if let Some(token) = std::env::var("USHER_ADMIN_TOKEN").ok().and_then(non_empty) {
-        return Ok(Some(token));
+        return long_enough("USHER_ADMIN_TOKEN", Some(token));
     }
     if let Some(path) = &config.token_file {
         let text = std::fs::read_to_string(path)
             .map_err(|error| SecretError::AdminTokenFile { path: path.display().to_string(), error })?;
-        return Ok(non_empty(text));
+        return long_enough("admin.token_file", non_empty(text));
     }
-    Ok(config.token.clone().and_then(non_empty))
+    long_enough("admin.token", config.token.clone().and_then(non_empty))
 }

@@ -7,7 +7,7 @@ use http::{Method, Request, StatusCode};
 use support::*;
 use usher::config::Config;
 
-const TOKEN: &str = "test-admin-token-0123456789";
+const TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 fn usher_with_room(upstream: &Upstream, mode: &str, token: Option<&str>) -> usher::Running {
     let mut config =
@@ -269,4 +269,42 @@ async fn the_write_token_can_come_from_admin_token_file() {
     config.admin.token_file = Some(dir.path().join("missing"));
     let error = usher::Server::start(config).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(error.contains("admin.token_file"), "a missing token file names its key: {error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_token_shorter_than_32_bytes_stops_the_start_naming_its_key() {
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new("short-admin-token");
+    let path = dir.path().join("token");
+    std::fs::write(&path, "short-token\n").expect("write the token file");
+    let mut config = Config::for_upstream(upstream.addr);
+    config.admin.token_file = Some(path);
+    let error = usher::Server::start(config).err().map(|e| e.to_string()).expect("a short token is refused");
+    assert!(error.contains("admin.token_file") && error.contains("32"), "{error}");
+
+    let mut config = Config::for_upstream(upstream.addr);
+    config.admin.token = Some("x".repeat(31));
+    assert!(usher::Server::start(config).is_err(), "31 bytes are too few");
+    let mut config = Config::for_upstream(upstream.addr);
+    config.admin.token = Some("x".repeat(32));
+    usher::Server::start(config).expect("32 bytes are enough").stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_connection_that_stalls_in_its_request_head_is_closed() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.admin.header_read_timeout = std::time::Duration::from_millis(300);
+    let usher = start_usher(config);
+    let admin = usher.admin_addr;
+
+    // Silent, and half a head: both closed (raw_exchange panics if not within 10 s).
+    let silent = raw_exchange(admin, b"").await;
+    assert!(!silent.starts_with("HTTP/1.1 200"), "{silent}");
+    let half = raw_exchange(admin, b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(!half.starts_with("HTTP/1.1 200"), "{half}");
+    // The SRE's scrape beside them is served, and counts the closes.
+    let text = metrics_text(admin).await;
+    assert!(metric(&text, "usher_connections_closed_total", &[("reason", "admin_header_timeout")]) >= 1.0, "{text}");
+    usher.stop();
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use support::*;
 use usher::config::{Config, RoomConfig};
 
-const TOKEN: &str = "browser-test-admin-token";
+const TOKEN: &str = "browser-test-admin-token-0123456789";
 
 /// One Chromium at a time: the machine is small, and a starved browser makes slow tests.
 /// (Under cargo-nextest, which runs each test in its own process, `.config/nextest.toml`

@@ -225,3 +225,29 @@ fn path_prefixes_and_hosts_are_canonical_or_an_error_naming_the_key() {
         assert_rejected_naming(&check_config(&file(&dir, &format!("bad{n}.toml"), text)), key);
     }
 }
+
+#[test]
+fn connection_defence_settings_are_checked_and_named() {
+    let dir = TempDir::new("config");
+    let path = file(
+        &dir,
+        "defences.toml",
+        "[listen]\nmax_connections_per_client = 0\nidle_timeout = \"0s\"\n\
+         [admin]\nheader_read_timeout = \"soon\"\n\
+         [upstream]\nbody_idle_timeout = \"-1s\"\ntunnel_idle_timeout = \"0ms\"\n\
+         upgrade_protocols = [\"websocket\", \"not a token\"]\nmax_connections_per_worker = 8\n",
+    );
+    let output = check_config(&path);
+    for key in [
+        "listen.max_connections_per_client",
+        "listen.idle_timeout",
+        "admin.header_read_timeout",
+        "upstream.body_idle_timeout",
+        "upstream.tunnel_idle_timeout",
+        "upstream.upgrade_protocols[1]",
+        // Below the default pool_per_worker (256): idle connections alone would fill it.
+        "upstream.max_connections_per_worker",
+    ] {
+        assert_rejected_naming(&output, key);
+    }
+}

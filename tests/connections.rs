@@ -1,11 +1,13 @@
 //! Client connections: `listen.header_read_timeout` bounds how long a connection may sit
-//! without sending a request (slowloris), and `listen.max_connections` caps open connections,
-//! with the surplus waiting in the backlog rather than being refused.
+//! without sending a request (slowloris), `listen.idle_timeout` how long it may sit after its
+//! last one (HTTP/2 included), `listen.max_connections` caps open connections, with the
+//! surplus waiting in the backlog rather than being refused, and
+//! `listen.max_connections_per_client` caps one client's, closing the surplus at once.
 
 mod support;
 
 use http::StatusCode;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -130,4 +132,132 @@ async fn connections_over_the_cap_wait_instead_of_being_refused() {
     assert_eq!(first.await.expect("first request").status, StatusCode::OK);
     let order: Vec<String> = upstream.seen().into_iter().map(|s| s.path).collect();
     assert_eq!(order, ["/slow", "/queued"]);
+}
+
+const CROWDED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 21));
+const NEIGHBOUR: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 22));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_connection_cap_is_closed_and_another_client_is_served() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.listen.max_connections_per_client = 2;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+
+    // Two keep-alive connections held open by one client, each answered once (so usher has
+    // surely accepted and counted both)...
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect_from(CROWDED, addr).await;
+        stream.write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).await.expect("an answer");
+        assert_eq!(&answer, b"HTTP/1.1 200");
+        held.push(stream);
+    }
+    // ...so its third is closed without an answer, before it can send anything useful.
+    let third = b"GET /third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let refused = raw_exchange_on(connect_from(CROWDED, addr).await, third).await;
+    assert_eq!(refused, "", "the connection over the cap is closed at once, unanswered");
+    assert!(upstream.seen_path("/third").is_empty());
+
+    // Another client (another key) is served as usual.
+    let reply = http1_from(NEIGHBOUR, addr, get("/neighbour")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = metrics_text(usher.admin_addr).await;
+    assert!(metric(&text, "usher_connections_refused_total", &[("reason", "per_client")]) >= 1.0, "{text}");
+
+    // A closed connection gives its place back.
+    drop(held);
+    eventually("the client is let in again once it closed a connection", Duration::from_secs(5), || async {
+        let stream = connect_from(CROWDED, addr).await;
+        try_http1_on(stream, get("/again"), &addr.to_string()).await.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connection_is_closed_after_its_last_request() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.listen.idle_timeout = Duration::from_millis(300);
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+
+    let io = hyper_util::rt::TokioIo::new(connect(addr).await);
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake::<_, _, ReqBody>(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("HTTP/2 handshake");
+    let conn = tokio::spawn(conn);
+    // A request that runs longer than the idle timeout is not cut short: it is in flight.
+    let slow = h2_send(&mut sender, get("/slow?ms=700"), http::uri::Scheme::HTTP, &addr.to_string()).await;
+    assert_eq!(slow.status, StatusCode::OK);
+    let next = h2_send(&mut sender, get("/next"), http::uri::Scheme::HTTP, &addr.to_string()).await;
+    assert_eq!(next.status, StatusCode::OK, "the connection serves requests until it goes idle");
+
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("usher closed the idle HTTP/2 connection")
+        .expect("the client's connection task")
+        .expect("closed with a GOAWAY, not an error");
+    let text = metrics_text(usher.admin_addr).await;
+    assert!(metric(&text, "usher_connections_closed_total", &[("reason", "idle")]) >= 1.0, "{text}");
+    // A new connection is served as usual.
+    assert_eq!(h2c(addr, get("/fresh")).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_proxy_protocol_the_cap_counts_the_client_the_header_names() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.listen.proxy_protocol = true;
+    config.client.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    config.listen.max_connections_per_client = 1;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+    let header = |client: &str| usher::proxy_protocol::encode_v2(client.parse().expect("address"), addr);
+
+    // One balancer (one peer address) carries a connection of 192.0.2.50, held open...
+    let mut held = connect_from(CROWDED, addr).await;
+    let mut first = header("192.0.2.50:40000");
+    first.extend_from_slice(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n");
+    held.write_all(&first).await.expect("write");
+    let mut answer = [0u8; 12];
+    held.read_exact(&mut answer).await.expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+
+    // ...so a second of the same client is closed, while another client through the same
+    // balancer is served: the cap is on the named client, not on the balancer.
+    let request = b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut same = header("192.0.2.50:40001");
+    same.extend_from_slice(request);
+    assert_eq!(raw_exchange_on(connect_from(CROWDED, addr).await, &same).await, "");
+    let mut other = header("192.0.2.51:40000");
+    other.extend_from_slice(request);
+    let served = raw_exchange_on(connect_from(CROWDED, addr).await, &other).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_forwarding_in_headers_is_not_capped_as_one_client() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.client.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    config.listen.max_connections_per_client = 1;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+
+    // The balancer's connections carry many clients: a held one does not shut out the next.
+    let mut held = connect_from(CROWDED, addr).await;
+    held.write_all(b"GET /held HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.50\r\n\r\n").await.expect("write");
+    let mut answer = [0u8; 12];
+    held.read_exact(&mut answer).await.expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let next = b"GET /next HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.50\r\nConnection: close\r\n\r\n";
+    let served = raw_exchange_on(connect_from(CROWDED, addr).await, next).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    drop(held);
 }

@@ -22,11 +22,11 @@ async fn live_metrics() -> String {
     let base = Config::for_upstream(upstream.addr);
     (config.listen, config.admin, config.upstream, config.limits) =
         (base.listen, base.admin, base.upstream, base.limits);
-    config.admin.token = Some("observability-token-0123456789".into());
+    config.admin.token = Some("observability-token-0123456789abcdef".into());
     let usher = start_usher(config);
     let addr = http_addr(&usher);
     let change = Request::patch("/admin/rooms/citizens")
-        .header("authorization", "Bearer observability-token-0123456789")
+        .header("authorization", "Bearer observability-token-0123456789abcdef")
         .body(full("{\"admit_per_minute\": 601}"))
         .expect("request");
     assert_eq!(http1(usher.admin_addr, change).await.status, 200);

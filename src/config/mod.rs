@@ -38,6 +38,12 @@ pub struct ListenConfig {
     pub workers: usize,
     /// Open client connections allowed at once, across all workers.
     pub max_connections: usize,
+    /// Open connections one client key may hold at once (counted at accept time on the peer,
+    /// or on the address a PROXY header names); over it, a new connection is closed at once.
+    pub max_connections_per_client: usize,
+    /// A connection with no request in flight for this long is closed (HTTP/2 with a GOAWAY).
+    /// HTTP/1.1 keep-alive connections are closed sooner, by `header_read_timeout`.
+    pub idle_timeout: Duration,
     /// Time a client has to send a complete request head (also the keep-alive idle limit).
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run on after a shutdown signal.
@@ -55,6 +61,8 @@ pub struct ListenConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Time an admin client has to send a complete request head.
+    pub header_read_timeout: Duration,
     /// The bearer token for admin writes, when set here directly (tests, embedders).
     pub token: Option<String>,
     /// `admin.token_file`: a file holding the token. `USHER_ADMIN_TOKEN` wins over both.
@@ -79,6 +87,17 @@ pub struct UpstreamConfig {
     pub rest: Duration,
     /// Opt-in: send the client's address upstream in `X-Forwarded-For`.
     pub forward_client_ip: bool,
+    /// Once a body is streaming (the upstream's response, or the client's upload), it ends
+    /// with an error if no bytes move for this long.
+    pub body_idle_timeout: Duration,
+    /// An upgraded connection (WebSocket) with no bytes either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// `Upgrade` protocols passed through (lowercase names, e.g. `websocket`); a request to
+    /// upgrade to any other is forwarded as a plain request without the upgrade.
+    pub upgrade_protocols: Vec<String>,
+    /// Upstream connections one worker may have open at once (busy and idle); beyond it a
+    /// request that finds no idle connection is answered 503.
+    pub max_connections_per_worker: usize,
 }
 
 /// An upstream `host:port`; an IP literal is used as is, a name is resolved on connect.

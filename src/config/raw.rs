@@ -51,6 +51,8 @@ struct RawListen {
     tls_key: Option<PathBuf>,
     workers: Option<i64>,
     max_connections: Option<i64>,
+    max_connections_per_client: Option<i64>,
+    idle_timeout: Option<String>,
     header_read_timeout: Option<String>,
     shutdown_grace: Option<String>,
     max_header_bytes: Option<i64>,
@@ -64,6 +66,7 @@ struct RawListen {
 #[serde(default)]
 struct RawAdmin {
     listen: Option<String>,
+    header_read_timeout: Option<String>,
     token_file: Option<PathBuf>,
     #[serde(flatten)]
     unknown: Unknown,
@@ -87,6 +90,10 @@ struct RawUpstream {
     pool_per_worker: Option<i64>,
     rest: Option<String>,
     forward_client_ip: Option<bool>,
+    body_idle_timeout: Option<String>,
+    tunnel_idle_timeout: Option<String>,
+    upgrade_protocols: Option<Vec<String>>,
+    max_connections_per_worker: Option<i64>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -218,6 +225,22 @@ impl Checker {
         }
     }
 
+    /// `Upgrade` protocol names (RFC 9110 tokens, without a version), lowercased; the
+    /// default passes WebSocket only.
+    fn upgrade_protocols(&mut self, key: &str, items: Option<&[String]>) -> Vec<String> {
+        let Some(items) = items else { return vec!["websocket".to_string()] };
+        let tchar = |ch: char| ch.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(ch);
+        let mut names = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if item.is_empty() || !item.chars().all(tchar) {
+                self.error(format!("{key}[{i}]"), format!("{item:?} is not a protocol name (e.g. \"websocket\")"));
+            } else {
+                names.push(item.to_ascii_lowercase());
+            }
+        }
+        names
+    }
+
     fn cidrs(&mut self, key: &str, items: &[String]) -> Vec<IpNet> {
         let mut nets = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
@@ -305,6 +328,16 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         tls,
         workers: c.int("listen.workers", l.workers, 0, 0, 1024) as usize,
         max_connections: c.int("listen.max_connections", l.max_connections, 50_000, 1, 10_000_000) as usize,
+        // Carrier-grade NAT puts a few hundred phones behind one IPv4 address, each with one
+        // HTTP/2 connection or a few HTTP/1.1 ones (README, "Carrier-grade NAT").
+        max_connections_per_client: c.int(
+            "listen.max_connections_per_client",
+            l.max_connections_per_client,
+            1000,
+            1,
+            10_000_000,
+        ) as usize,
+        idle_timeout: c.duration("listen.idle_timeout", l.idle_timeout.as_deref(), Duration::from_secs(30)),
         header_read_timeout: c.duration(
             "listen.header_read_timeout",
             l.header_read_timeout.as_deref(),
@@ -331,6 +364,11 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let admin_listen = raw.admin.listen.as_deref().unwrap_or("127.0.0.1:9090");
     let admin = AdminConfig {
         listen: c.socket_addr("admin.listen", admin_listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        header_read_timeout: c.duration(
+            "admin.header_read_timeout",
+            raw.admin.header_read_timeout.as_deref(),
+            Duration::from_secs(10),
+        ),
         token: None,
         token_file: raw.admin.token_file.clone(),
     };
@@ -369,7 +407,34 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         pool_per_worker: c.int("upstream.pool_per_worker", u.pool_per_worker, 256, 1, 65_536) as usize,
         rest: c.duration("upstream.rest", u.rest.as_deref(), Duration::from_secs(10)),
         forward_client_ip: u.forward_client_ip.unwrap_or(false),
+        body_idle_timeout: c.duration(
+            "upstream.body_idle_timeout",
+            u.body_idle_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
+        tunnel_idle_timeout: c.duration(
+            "upstream.tunnel_idle_timeout",
+            u.tunnel_idle_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
+        upgrade_protocols: c.upgrade_protocols("upstream.upgrade_protocols", u.upgrade_protocols.as_deref()),
+        max_connections_per_worker: c.int(
+            "upstream.max_connections_per_worker",
+            u.max_connections_per_worker,
+            1024,
+            1,
+            1_000_000,
+        ) as usize,
     };
+    if upstream.max_connections_per_worker < upstream.pool_per_worker {
+        c.error(
+            "upstream.max_connections_per_worker",
+            format!(
+                "{} is below upstream.pool_per_worker ({}): idle connections alone could fill it",
+                upstream.max_connections_per_worker, upstream.pool_per_worker
+            ),
+        );
+    }
 
     // [client]
     let cl = &raw.client;

@@ -1,0 +1,152 @@
+//! Upgraded connections (WebSocket tunnels): only the protocols in
+//! `upstream.upgrade_protocols` become tunnels; a tunnel holds its client connection's place
+//! under `listen.max_connections`, is closed after `upstream.tunnel_idle_timeout` without a
+//! byte either way, and is closed at the end of the shutdown grace.
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, StatusCode};
+use std::time::Duration;
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+use usher::config::Config;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A WebSocket through usher to the upstream's echo, checked with one message.
+async fn open_tunnel(addr: std::net::SocketAddr) -> Ws {
+    let (mut ws, response) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), connect(addr).await)
+        .await
+        .expect("WebSocket handshake through usher");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    echo(&mut ws, "hej").await;
+    ws
+}
+
+async fn echo(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an echo in time");
+    assert_eq!(echoed.expect("a message").expect("a message"), Message::text(text));
+}
+
+/// Waits (at most 10 s) until usher closes the tunnel under `ws`.
+async fn closed_by_usher(ws: &mut Ws) {
+    let closed = async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(message)) if message.is_close() => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), closed).await.expect("usher closed the tunnel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_is_not_allowed_is_forwarded_as_a_plain_request() {
+    let upstream = Upstream::start().await;
+    let usher = usher_for(&upstream);
+    let addr = http_addr(&usher);
+    let req =
+        Request::get("/plain").header("connection", "upgrade").header("upgrade", "h2c").body(empty()).expect("request");
+    let reply = http1(addr, req).await;
+    let echo = reply.echo();
+    assert!(echo.header("upgrade").is_none(), "the upgrade is not passed on: {:?}", echo.headers);
+    assert!(echo.header("connection").is_none_or(|c| !c.to_ascii_lowercase().contains("upgrade")));
+    let text = metrics_text(usher.admin_addr).await;
+    assert_eq!(metric(&text, "usher_upgrades_refused_total", &[]), 1.0, "{text}");
+    assert_eq!(metric(&text, "usher_tunnels", &[]), 0.0);
+
+    // WebSocket, in the default allow-list, still tunnels beside it.
+    let mut ws = open_tunnel(addr).await;
+    ws.close(None).await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_without_traffic_is_closed_after_its_idle_timeout() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.upstream.tunnel_idle_timeout = Duration::from_millis(800);
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+
+    let mut ws = open_tunnel(addr).await;
+    let text = metrics_text(usher.admin_addr).await;
+    assert_eq!(metric(&text, "usher_tunnels", &[]), 1.0, "{text}");
+    // Traffic keeps it open past the timeout...
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        echo(&mut ws, &format!("still here {i}")).await;
+    }
+    // ...silence ends it.
+    closed_by_usher(&mut ws).await;
+    eventually("the idle close is counted", Duration::from_secs(5), || async {
+        let text = metrics_text(usher.admin_addr).await;
+        metric(&text, "usher_connections_closed_total", &[("reason", "tunnel_idle")]) == 1.0
+            && metric(&text, "usher_tunnels", &[]) == 0.0
+    })
+    .await;
+    assert_eq!(http1(addr, get("/after")).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_holds_its_place_under_max_connections() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.listen.max_connections = 1;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+
+    let mut ws = open_tunnel(addr).await;
+    // The one place is the tunnel's: a new connection waits in the backlog...
+    let waiting = tokio::spawn(async move { http1(addr, get("/waiting")).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "a connection got past max_connections while a tunnel held the place");
+    assert!(upstream.seen_path("/waiting").is_empty());
+    // ...and is served once the tunnel closes.
+    ws.close(None).await.expect("close");
+    drop(ws);
+    let reply = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("served").expect("task");
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_drains_with_shutdown_and_is_closed_at_the_end_of_the_grace() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.listen.shutdown_grace = Duration::from_millis(800);
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+
+    let mut ws = open_tunnel(addr).await;
+    usher.shutdown();
+    // Within the grace the tunnel still carries traffic...
+    echo(&mut ws, "during the grace").await;
+    // ...and at its end it is closed, and usher stops.
+    let stopped = tokio::task::spawn_blocking(move || usher.wait());
+    closed_by_usher(&mut ws).await;
+    tokio::time::timeout(Duration::from_secs(10), stopped).await.expect("usher stopped").expect("wait");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_holds_its_upstream_connection_place() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.listen.workers = 1;
+    config.upstream.max_connections_per_worker = 1;
+    config.upstream.pool_per_worker = 1;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+
+    let mut ws = open_tunnel(addr).await;
+    // The worker's one upstream connection is the tunnel's.
+    assert_eq!(http1(addr, get("/beside")).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    ws.close(None).await.expect("close");
+    drop(ws);
+    eventually("the tunnel's upstream place is free again", Duration::from_secs(5), || async {
+        http1(addr, get("/after")).await.status == StatusCode::OK
+    })
+    .await;
+}
