@@ -67,12 +67,14 @@ impl Job {
             self.tally.open();
             let (read, write) = stream.into_split();
             let writer: Writer = Arc::new(Mutex::new(write));
-            let reader = tokio::spawn(read_loop(read, writer.clone(), self.tally.clone()));
+            // Aborted with this task at the run's end, so the connection closes with it.
+            let reader = AbortOnDrop(tokio::spawn(read_loop(read, writer.clone(), self.tally.clone())));
             if send(&writer, &frames::handshake()).await {
-                self.attack(&writer, &reader).await;
+                self.attack(&writer, &reader.0).await;
             }
             // The server ended it (or refused a write): give the reader a moment to see why.
-            let _ = tokio::time::timeout(Duration::from_millis(200), reader).await;
+            let _ = tokio::time::timeout(Duration::from_millis(200), wait(&reader.0)).await;
+            drop(reader);
             self.tally.close();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -156,6 +158,16 @@ impl Job {
             }
             _ => {}
         }
+    }
+}
+
+/// A task that ends when its handle is dropped: a detached reader would hold the read half
+/// (and through the writer, the socket) open after the attack that started it was stopped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

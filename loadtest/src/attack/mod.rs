@@ -154,8 +154,8 @@ pub struct UsherFigures {
     pub fds_after: u64,
     /// The process still ran and answered a fresh request after the attack.
     pub alive: bool,
-    /// Seconds from the attack's end until a fresh request was answered 200 and usher's
-    /// descriptors were back near their count before; `None` when that did not happen in
+    /// Seconds from the attack's end until a fresh request was answered 200 and usher held
+    /// no more than a few client connections; `None` when that did not happen in
     /// `recover_limit`.
     pub recovered_after_s: Option<f64>,
 }
@@ -263,7 +263,7 @@ pub async fn run(plan: Plan) -> Report {
     let _ = tokio::time::timeout(plan.seconds, attack(&plan, tally.clone())).await;
     let seconds = started.elapsed().as_secs_f64();
     let client = client.stop().await;
-    let recovered_after_s = recover(&plan, before.fds).await;
+    let recovered_after_s = recover(&plan).await;
     sampler.abort();
     let after = proc_sample(plan.pid);
     let alive = after.is_some() && client::probe(plan.client.target, &plan.client.path).await;
@@ -312,23 +312,41 @@ async fn attack(plan: &Plan, tally: Arc<Tally>) {
     }
 }
 
-/// Seconds from now until a fresh request is answered 200 and usher's descriptors are back:
-/// near their count before the attack, or no longer falling (idle upstream connections the
-/// attack's requests opened stay pooled, as they should; the attack's own sockets must go).
-async fn recover(plan: &Plan, fds_before: u64) -> Option<f64> {
+/// Seconds from now until a fresh request is answered 200 and usher holds no more client
+/// connections than a few (the real client has stopped; the attack's sockets must be gone).
+/// Counted from the kernel's table, not from usher's descriptors: idle upstream connections
+/// the attack's requests opened stay pooled, as they should.
+async fn recover(plan: &Plan) -> Option<f64> {
     let start = Instant::now();
-    let slack = (fds_before / 10).max(64);
-    let mut last = Vec::new();
     while start.elapsed() < plan.recover_limit {
-        let fds = proc_sample(plan.pid).map_or(u64::MAX, |s| s.fds);
-        last.push(fds);
-        let steady = last.len() >= 10 && last[last.len() - 10..].iter().all(|f| *f <= fds);
-        if (fds <= fds_before + slack || steady) && client::probe(plan.client.target, &plan.client.path).await {
+        let held = held_connections(plan.target.port());
+        if held <= 16 && client::probe(plan.client.target, &plan.client.path).await {
             return Some(start.elapsed().as_secs_f64());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
+}
+
+/// Connections whose local port is `port` (the server's side of its clients' connections,
+/// whatever their state but LISTEN), from `/proc/net/tcp` and `/proc/net/tcp6`.
+pub fn held_connections(port: u16) -> u64 {
+    let local = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|line| {
+                    let mut fields = line.split_whitespace();
+                    let local_addr = fields.nth(1).unwrap_or("");
+                    let state = fields.nth(1).unwrap_or("");
+                    format!("{local_addr} ").ends_with(&local) && state != "0A"
+                })
+                .count() as u64
+        })
+        .sum()
 }
 
 /// The `usher_limiter_*` series of usher's metrics, summed per name (over rules).
