@@ -30,7 +30,7 @@
 #   h2-continuation, h2-settings, h2-ping, h2-hpack (8 connections each), key-flood
 #   (1,000,000 /64s through 32 proxy connections, one client flooding at 200/s), ticket-flood
 #   (the /64s of one /48 joining /event), websocket-flood (2,000 tunnels held open).
-# The real client: 20 new visitors a second, 3 requests each, from 127.3.x.y. A row is a
+# The baseline runs once more at the end (noise of the machine). The real client: 20 new visitors a second, 3 requests each, from 127.3.x.y. A row is a
 # MISS when its p99 is above twice the baseline's, it saw errors, or usher went down.
 # Raises the open-files limit. Stops everything it started on exit.
 set -euo pipefail
@@ -147,16 +147,19 @@ done
 
 echo "== usher $(cd "$ROOT" && git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $SECONDS_EACH s per attack"
 REPORTS=()
-for kind in none ${KINDS//,/ }; do
-  start_usher "usher-$kind"
-  echo "== $kind"
+# The baseline runs again at the end: on a shared machine the two show how much of a row's
+# p99 is the machine's noise rather than the attack.
+for run in none ${KINDS//,/ } none-again; do
+  kind=${run%-again}
+  start_usher "usher-$run"
+  echo "== $run"
   # A tool that fails still leaves the other rows; its row is missing from the table.
   if "$LOADGEN" attack "$kind" --target "127.0.0.1:$P_USHER" --admin "127.0.0.1:$P_ADMIN" \
-      --pid "$USHER_PID" --seconds "$SECONDS_EACH" --json "$OUT/$kind.json" >"$OUT/$kind.txt" 2>&1; then
-    REPORTS+=("$OUT/$kind.json")
+      --pid "$USHER_PID" --seconds "$SECONDS_EACH" --json "$OUT/$run.json" >"$OUT/$run.txt" 2>&1; then
+    REPORTS+=("$OUT/$run.json")
   fi
-  cat "$OUT/$kind.txt"
-  kill -0 "$USHER_PID" 2>/dev/null || echo "!! usher died during $kind (see $OUT/usher-$kind.log)"
+  cat "$OUT/$run.txt"
+  kill -0 "$USHER_PID" 2>/dev/null || echo "!! usher died during $run (see $OUT/usher-$run.log)"
   stop_usher
 done
 

@@ -39,7 +39,8 @@ pub fn markdown(reports: &[Report]) -> String {
          | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |\n",
     );
     let Some(baseline) = reports.first() else { return out };
-    for r in reports {
+    for (i, r) in reports.iter().enumerate() {
+        let name = if i > 0 && r.kind == super::Kind::None { "baseline (again)" } else { r.kind.name() };
         let mut did: Vec<String> = r.attack.iter().filter(|(_, v)| **v != 0).map(|(k, v)| format!("{k} {v}")).collect();
         for (name, value) in &r.limiter {
             if name.ends_with("overflow_total") || name.ends_with("tracked_clients_peak") {
@@ -49,7 +50,7 @@ pub fn markdown(reports: &[Report]) -> String {
         let _ = writeln!(
             out,
             "| {} | {:.2} | {:.2} ({:.1}x) | {} / {} | {:.1} | {} | {} | {} | {} | {} |",
-            r.kind.name(),
+            name,
             r.client.p50_ms,
             r.client.p99_ms,
             ratio(baseline, r),
