@@ -328,8 +328,9 @@ async fn recover(plan: &Plan) -> Option<f64> {
     None
 }
 
-/// Connections whose local port is `port` (the server's side of its clients' connections,
-/// whatever their state but LISTEN), from `/proc/net/tcp` and `/proc/net/tcp6`.
+/// Connections whose local port is `port` that still hold a descriptor on the server's side
+/// (ESTABLISHED or CLOSE_WAIT; not TIME_WAIT, which the kernel keeps for a minute after the
+/// server closed, nor LISTEN), from `/proc/net/tcp` and `/proc/net/tcp6`.
 pub fn held_connections(port: u16) -> u64 {
     let local = format!(":{port:04X} ");
     ["/proc/net/tcp", "/proc/net/tcp6"]
@@ -342,7 +343,7 @@ pub fn held_connections(port: u16) -> u64 {
                     let mut fields = line.split_whitespace();
                     let local_addr = fields.nth(1).unwrap_or("");
                     let state = fields.nth(1).unwrap_or("");
-                    format!("{local_addr} ").ends_with(&local) && state != "0A"
+                    format!("{local_addr} ").ends_with(&local) && (state == "01" || state == "08")
                 })
                 .count() as u64
         })
