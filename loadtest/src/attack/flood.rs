@@ -107,9 +107,6 @@ pub async fn keys(plan: &Plan, tally: Arc<Tally>) {
         tasks.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i == keys {
-                    tally.add("keys_all_used", 1);
-                }
                 let answer = conn.get(&path, flood_key(i % keys), "*/*").await;
                 count(&tally, "flood", answer);
             }
@@ -126,10 +123,14 @@ pub async fn keys(plan: &Plan, tally: Arc<Tally>) {
             count(&tally_f, "flooder", answer);
         }
     });
-    // Distinct keys sent so far, read at the end from the counter.
+    // Requests and distinct keys sent so far, read from the counter when the run drops this.
     let reporter = {
-        let (tally, next) = (tally.clone(), next.clone());
-        scopeguard(move || tally.add("distinct_keys", next.load(Ordering::Relaxed).min(i64::MAX as u64) as i64))
+        let (tally, next, keys) = (tally.clone(), next.clone(), plan.keys.max(1));
+        scopeguard(move || {
+            let sent = next.load(Ordering::Relaxed);
+            tally.add("flood_requests", i64::try_from(sent).unwrap_or(i64::MAX));
+            tally.add("distinct_keys", i64::try_from(sent.min(keys)).unwrap_or(i64::MAX));
+        })
     };
     while tasks.join_next().await.is_some() {}
     drop(reporter);
