@@ -1,5 +1,6 @@
 //! `usher-loadtest`: the waiting-room load generator (`visitors`), the idle-connection
-//! memory probe (`connections`) and the fixed upstream they run against (`upstream`).
+//! memory probe (`connections`), the attack runs (`attack`, `attack-table`) and the fixed
+//! upstream they run against (`upstream`).
 //! Loopback only: targets and sources must be 127.0.0.0/8 addresses.
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -8,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use usher_loadtest::attack::{self, Kind};
 use usher_loadtest::profile::Profile;
 use usher_loadtest::report::Report;
 use usher_loadtest::run::{self, Plan};
@@ -40,7 +42,12 @@ enum Command {
     Visitors(Box<VisitorsArgs>),
     /// Memory per idle keep-alive connection of a running server (by its pid).
     Connections(ConnectionsArgs),
-    /// Serves a fixed 1 KiB page on ADDR (the upstream of a load run).
+    /// One hostile pattern against a running usher, beside a measured real client.
+    Attack(Box<AttackArgs>),
+    /// The Markdown table of attack reports (JSON files; the first is the baseline).
+    AttackTable { reports: Vec<PathBuf> },
+    /// Serves a fixed 1 KiB page on ADDR (the upstream of a load run); WebSocket upgrades
+    /// are accepted and held.
     Upstream {
         #[arg(long, value_parser = loopback)]
         listen: SocketAddr,
@@ -149,6 +156,66 @@ struct ConnectionsArgs {
     json: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct AttackArgs {
+    /// The attack (`none`: the real client alone, the baseline).
+    #[arg(value_enum)]
+    kind: Kind,
+    /// usher's HTTP address.
+    #[arg(long, value_parser = loopback)]
+    target: SocketAddr,
+    /// usher's process id: its RSS and open descriptors are sampled from /proc.
+    #[arg(long)]
+    pid: u32,
+    /// usher's admin address: its `usher_limiter_*` metrics are read after the attack.
+    #[arg(long, value_parser = loopback)]
+    admin: Option<SocketAddr>,
+    /// How long the attack lasts.
+    #[arg(long, default_value = "20", value_parser = seconds)]
+    seconds: Duration,
+    /// The path the attack asks for (default: /event for ticket-flood, /ws for
+    /// websocket-flood, / otherwise).
+    #[arg(long)]
+    path: Option<String>,
+    /// Sockets, connections or tunnels (default: slowloris 10000, h2-idle 5000,
+    /// websocket-flood 2000, other h2 kinds 8, floods 32 proxy connections).
+    #[arg(long)]
+    sockets: Option<u64>,
+    /// Seconds between a slowloris socket's bytes.
+    #[arg(long, default_value = "5", value_parser = seconds)]
+    trickle: Duration,
+    /// Distinct IPv6 /64s of the key flood.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Requests per second of the one flooding client the key flood watches.
+    #[arg(long, default_value_t = 200.0)]
+    flooder_rate: f64,
+    /// Bytes of each oversized HPACK header block (h2-hpack).
+    #[arg(long, default_value_t = 256 * 1024)]
+    header_bytes: usize,
+    /// The real client's page (a room on which it is admitted at once).
+    #[arg(long, default_value = "/inbox")]
+    client_path: String,
+    /// The real client's new visitors per second.
+    #[arg(long, default_value_t = 20.0)]
+    client_rate: f64,
+    /// Requests per real visitor.
+    #[arg(long, default_value_t = 3)]
+    client_requests: usize,
+    /// Seconds before the real client gives a request up (an error).
+    #[arg(long, default_value = "5", value_parser = seconds)]
+    client_timeout: Duration,
+    /// How long to wait for usher to recover after the attack.
+    #[arg(long, default_value = "30", value_parser = seconds)]
+    recover_limit: Duration,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Worker threads of the attack (the real client has a thread of its own).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
 fn seconds(text: &str) -> Result<Duration, String> {
     let v: f64 = text.parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
     Duration::try_from_secs_f64(v).map_err(|_| format!("`{text}` is not a duration of zero seconds or more"))
@@ -172,6 +239,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Visitors(args) => visitors(*args),
         Command::Connections(args) => connections(args),
+        Command::Attack(args) => run_attack(*args),
+        Command::AttackTable { reports } => attack_table(&reports),
         Command::Upstream { listen } => serve_upstream(listen),
     };
     match result {
@@ -271,6 +340,78 @@ fn connections(args: ConnectionsArgs) -> Result<(), String> {
     if let Some(path) = &args.json {
         write(path, &serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)?;
     }
+    Ok(())
+}
+
+fn run_attack(args: AttackArgs) -> Result<(), String> {
+    let kind = args.kind;
+    let sockets = args.sockets.unwrap_or(match kind {
+        Kind::Slowloris => 10_000,
+        Kind::H2Idle => 5_000,
+        Kind::WebsocketFlood => 2_000,
+        Kind::KeyFlood | Kind::TicketFlood => 32,
+        _ => 8,
+    });
+    let path = args.path.unwrap_or_else(|| kind.default_path().to_string());
+    for p in [&path, &args.client_path] {
+        if !p.starts_with('/') {
+            return Err(format!("paths must start with '/', not `{p}`"));
+        }
+    }
+    if !(args.client_rate.is_finite() && args.client_rate > 0.0) {
+        return Err(format!("--client-rate must be a positive number, not {}", args.client_rate));
+    }
+    // Every real visitor has an address of its own for the whole run, plus some to spare.
+    let source_count = ((args.client_rate * (args.seconds.as_secs_f64() + 10.0)) as u64).clamp(16, 60_000);
+    let client = attack::client::Plan {
+        target: args.target,
+        path: args.client_path,
+        rate: args.client_rate,
+        requests: args.client_requests.max(1),
+        think: Duration::from_millis(200),
+        timeout: args.client_timeout,
+        sources: attack::sources(attack::source::CLIENT, source_count)?,
+        source_count,
+    };
+    // Each socket is a descriptor (a websocket or h2 connection too), and the client's.
+    let limit = rlimit::raise_open_files(sockets + source_count + 4096)
+        .map_err(|e| format!("cannot raise the open-files limit: {e}"))?;
+    if limit < sockets + 1024 {
+        eprintln!("usher-loadtest: warning: only {limit} open files allowed for {sockets} sockets");
+    }
+    let plan = attack::Plan {
+        kind,
+        target: args.target,
+        pid: args.pid,
+        admin: args.admin,
+        seconds: args.seconds,
+        path,
+        sockets,
+        trickle: args.trickle,
+        keys: args.keys,
+        flooder_rate: args.flooder_rate,
+        header_bytes: args.header_bytes,
+        client,
+        recover_limit: args.recover_limit,
+    };
+    let report = runtime(Some(args.threads)).map_err(|e| e.to_string())?.block_on(attack::run(plan));
+    print!("{}", report.summary());
+    if let Some(path) = &args.json {
+        write(path, &serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)?;
+    }
+    Ok(())
+}
+
+fn attack_table(paths: &[PathBuf]) -> Result<(), String> {
+    let mut reports = Vec::with_capacity(paths.len());
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        reports.push(
+            serde_json::from_str::<attack::Report>(&text)
+                .map_err(|e| format!("{} is not an attack report: {e}", path.display()))?,
+        );
+    }
+    print!("{}", attack::table::markdown(&reports));
     Ok(())
 }
 

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Every attack of issue 14 against one usher, each beside a measured real client, in one
+# command; prints one Markdown table (the one SECURITY.md carries).
+#
+#   loadtest/attack.sh [-s SECONDS] [-k KINDS] [-p BASE_PORT] [-d OUT_DIR]
+#
+#   -s  seconds per attack (default 20, or $ATTACK_SECONDS)
+#   -k  the kinds to run, comma-separated (default: all), e.g. -k slowloris,h2-rapid-reset
+#   -p  first loopback port (default 18480; 3 ports from it are used, and must be free)
+#   -d  where the reports go (default: a new /tmp/usher-attack.* directory): one JSON report
+#       per kind, table.md, usher.toml and the logs
+#
+# It builds usher and usher-loadtest (release), starts on loopback the fixed 1 KiB upstream
+# (BASE; it also accepts WebSocket upgrades), and for each kind a fresh usher (BASE+1, admin
+# BASE+2), so every row starts from the same clean process and one that falls over cannot
+# spoil the next. usher's configuration (written to OUT_DIR/usher.toml):
+#   - room "inbox" on /inbox, auto, capacity never reached: the real client is admitted at
+#     once and served by the upstream, so its latency is usher's path end to end;
+#   - room "event" on /event, queue_all: every join is a ticket (the ticket flood's target);
+#   - client.trusted_proxies = ["127.0.0.0/8"], X-Forwarded-For believed: the key and ticket
+#     floods name their IPv6 clients in it (the real client sends none: its key is its own
+#     127.3.x.y address);
+#   - limits as the example configuration, but limits.max_tracked_clients = 10000: the
+#     limiter forgets a key once it is out of debt (50 ms after one request at 20/s) and is
+#     swept each second, so a flood of ~30,000 new keys a second never fills the default
+#     table of 1,000,000; at 10,000 it is full within each second, and the overflow cells are
+#     what the key flood measures.
+# The baseline (the real client alone) runs first; then, each for SECONDS:
+#   slowloris (10,000 sockets, one byte each 5 s), h2-idle (5,000), h2-rapid-reset,
+#   h2-continuation, h2-settings, h2-ping, h2-hpack (8 connections each), key-flood
+#   (1,000,000 /64s through 32 proxy connections, one client flooding at 200/s), ticket-flood
+#   (the /64s of one /48 joining /event), websocket-flood (2,000 tunnels held open).
+# The baseline runs once more at the end (noise of the machine). The real client: 20 new visitors a second, 3 requests each, from 127.3.x.y. A row is a
+# MISS when its p99 is above twice the baseline's, it saw errors, or usher went down.
+# Raises the open-files limit. Stops everything it started on exit.
+set -euo pipefail
+
+SECONDS_EACH=${ATTACK_SECONDS:-20} KINDS="" BASE=18480 OUT=""
+ALL="slowloris,h2-idle,h2-rapid-reset,h2-continuation,h2-settings,h2-ping,h2-hpack,key-flood,ticket-flood,websocket-flood"
+while getopts "s:k:p:d:h" o; do
+  case $o in
+    s) SECONDS_EACH=$OPTARG ;; k) KINDS=$OPTARG ;; p) BASE=$OPTARG ;; d) OUT=$OPTARG ;;
+    h) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) exit 2 ;;
+  esac
+done
+[ -n "$KINDS" ] || KINDS=$ALL
+for n in "$SECONDS_EACH" "$BASE"; do
+  [[ $n =~ ^[0-9]+$ ]] || { echo "attack.sh: not a number: $n (see -h)" >&2; exit 2; }
+done
+command -v curl >/dev/null 2>&1 || { echo "attack.sh: needs curl (apt-get install curl)" >&2; exit 2; }
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+[ -n "$OUT" ] || OUT=$(mktemp -d /tmp/usher-attack.XXXXXX)
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+P_UP=$BASE P_USHER=$((BASE + 1)) P_ADMIN=$((BASE + 2))
+
+echo "== building (release)"
+(cd "$ROOT" && cargo build --release --locked -q -p usher --bin usher && \
+  cargo build --release --locked -q -p usher-loadtest --bin usher-loadtest)
+TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+USHER=$TARGET_DIR/release/usher LOADGEN=$TARGET_DIR/release/usher-loadtest
+
+# usher and the tool hold one descriptor per attacking socket.
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+PIDS=()
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null
+  exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+cat >"$OUT/usher.toml" <<TOML
+[listen]
+http = "127.0.0.1:$P_USHER"
+
+[admin]
+listen = "127.0.0.1:$P_ADMIN"
+
+[upstream]
+addresses = ["127.0.0.1:$P_UP"]
+
+[client]
+trusted_proxies = ["127.0.0.0/8"]
+real_ip_from = "x-forwarded-for"
+
+[limits]
+requests_per_second = 20
+burst = 40
+joins_per_minute = 6
+join_burst = 300
+tickets_per_client = 300
+max_tracked_clients = 10000
+
+[[room]]
+name = "inbox"
+paths = ["/inbox"]
+max_active = 10000000
+admit_per_minute = 6000000
+session_idle = "10m"
+
+[[room]]
+name = "event"
+paths = ["/event"]
+max_active = 1000
+admit_per_minute = 60
+mode = "queue_all"
+TOML
+"$USHER" check-config "$OUT/usher.toml" >/dev/null
+
+start_usher() { # log-name
+  USHER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') USHER_LOG=${USHER_LOG:-warn} \
+    "$USHER" --config "$OUT/usher.toml" >"$OUT/$1.log" 2>&1 &
+  USHER_PID=$!
+  PIDS+=("$USHER_PID")
+  for _ in $(seq 100); do
+    kill -0 "$USHER_PID" 2>/dev/null || { cat "$OUT/$1.log" >&2; exit 1; }
+    curl -sf -o /dev/null "http://127.0.0.1:$P_ADMIN/readyz" && return 0
+    sleep 0.1
+  done
+  echo "attack.sh: usher is not ready" >&2
+  exit 1
+}
+stop_usher() {
+  kill -TERM "$USHER_PID" 2>/dev/null || true
+  # A usher that hangs on shutdown is a finding too, but must not hang the run.
+  for _ in $(seq 100); do kill -0 "$USHER_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$USHER_PID" 2>/dev/null || true
+  wait "$USHER_PID" 2>/dev/null || true
+}
+
+"$LOADGEN" upstream --listen "127.0.0.1:$P_UP" >"$OUT/upstream.log" 2>&1 &
+UP_PID=$!
+PIDS+=("$UP_PID")
+for _ in $(seq 100); do
+  kill -0 "$UP_PID" 2>/dev/null || { cat "$OUT/upstream.log" >&2; exit 1; }
+  grep -q "listening" "$OUT/upstream.log" && break
+  sleep 0.1
+done
+
+echo "== usher $(cd "$ROOT" && git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $SECONDS_EACH s per attack"
+REPORTS=()
+# The baseline runs again at the end: on a shared machine the two show how much of a row's
+# p99 is the machine's noise rather than the attack.
+for run in none ${KINDS//,/ } none-again; do
+  kind=${run%-again}
+  start_usher "usher-$run"
+  echo "== $run"
+  # A tool that fails still leaves the other rows; its row is missing from the table.
+  if "$LOADGEN" attack "$kind" --target "127.0.0.1:$P_USHER" --admin "127.0.0.1:$P_ADMIN" \
+      --pid "$USHER_PID" --seconds "$SECONDS_EACH" --json "$OUT/$run.json" >"$OUT/$run.txt" 2>&1; then
+    REPORTS+=("$OUT/$run.json")
+  fi
+  cat "$OUT/$run.txt"
+  kill -0 "$USHER_PID" 2>/dev/null || echo "!! usher died during $run (see $OUT/usher-$run.log)"
+  stop_usher
+done
+
+echo
+"$LOADGEN" attack-table "${REPORTS[@]}" | tee "$OUT/table.md"
+echo "reports in $OUT"

@@ -1,0 +1,153 @@
+//! The real client measured beside every attack: a steady stream of visitors, each a
+//! [`Browser`] from its own loopback address (so usher's per-client limits treat it as one
+//! citizen), asking for the room's page a few times with its pass. It runs on a thread and
+//! runtime of its own, so the attack's load on the tool does not count as usher's latency.
+
+use crate::browser::Browser;
+use crate::sources::Sources;
+use crate::stats::Spread;
+use http::StatusCode;
+use http::header::HeaderValue;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The real client's pace.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub target: SocketAddr,
+    /// The room page a citizen asks for.
+    pub path: String,
+    /// New visitors per second.
+    pub rate: f64,
+    /// Requests each visitor makes (the first joins or passes, the rest use the pass).
+    pub requests: usize,
+    /// Pause between a visitor's requests.
+    pub think: Duration,
+    pub timeout: Duration,
+    pub sources: Sources,
+    /// Addresses in `sources`; visitors wrap around after the last.
+    pub source_count: u64,
+}
+
+/// How the real client fared.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub visitors: u64,
+    pub requests: u64,
+    pub ok: u64,
+    /// Requests not answered 200 (other statuses, refused connections, timeouts).
+    pub errors: u64,
+    pub error_kinds: BTreeMap<String, u64>,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Default)]
+struct Record {
+    latencies_ms: Vec<f64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    visitors: u64,
+}
+
+/// A running real client; [`Handle::stop`] ends it and returns its figures.
+pub struct Handle {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Summary>,
+}
+
+/// Starts the visitors on their own thread.
+pub fn start(plan: Plan) -> Handle {
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(visitors(plan, stop)),
+            Err(e) => Summary {
+                errors: 1,
+                error_kinds: BTreeMap::from([(format!("no runtime: {e}"), 1)]),
+                ..Summary::default()
+            },
+        })
+    };
+    Handle { stop, thread }
+}
+
+impl Handle {
+    /// Stops new visitors, lets those under way finish (within their timeout), and reports.
+    pub async fn stop(self) -> Summary {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join().unwrap_or_default()).await.unwrap_or_default()
+    }
+}
+
+async fn visitors(plan: Plan, stop: Arc<AtomicBool>) -> Summary {
+    let record = Arc::new(Mutex::new(Record::default()));
+    let host = HeaderValue::from_str(&plan.target.to_string()).unwrap_or(HeaderValue::from_static("localhost"));
+    let every = Duration::from_secs_f64(1.0 / plan.rate.max(0.1));
+    let mut arrivals = tokio::time::interval(every);
+    arrivals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut running = tokio::task::JoinSet::new();
+    let mut index = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        arrivals.tick().await;
+        while running.try_join_next().is_some() {}
+        let source = IpAddr::V4(plan.sources.get(index % plan.source_count.max(1)));
+        index += 1;
+        let (record, plan, host) = (record.clone(), plan.clone(), host.clone());
+        running.spawn(async move {
+            let mut browser = Browser::new(plan.target, source, host, plan.timeout);
+            for i in 0..plan.requests {
+                if i > 0 {
+                    tokio::time::sleep(plan.think).await;
+                }
+                let result = browser.get(&plan.path, "text/html").await;
+                let Ok(mut r) = record.lock() else { return };
+                match result {
+                    Ok(answer) if answer.status == StatusCode::OK => {
+                        r.ok += 1;
+                        r.latencies_ms.push(answer.latency.as_secs_f64() * 1000.0);
+                    }
+                    Ok(answer) => *r.errors.entry(format!("status {}", answer.status.as_u16())).or_default() += 1,
+                    Err(e) => *r.errors.entry(short(&e.to_string())).or_default() += 1,
+                }
+            }
+            if let Ok(mut r) = record.lock() {
+                r.visitors += 1;
+            }
+        });
+    }
+    while running.join_next().await.is_some() {}
+    let r = std::mem::take(&mut *record.lock().unwrap_or_else(|e| e.into_inner()));
+    let errors: u64 = r.errors.values().sum();
+    let spread = Spread::of(r.latencies_ms);
+    Summary {
+        visitors: r.visitors,
+        requests: r.ok + errors,
+        ok: r.ok,
+        errors,
+        error_kinds: r.errors,
+        p50_ms: spread.p50,
+        p99_ms: spread.p99,
+        max_ms: spread.max,
+    }
+}
+
+/// An error's kind without the details that make every message distinct (ports, addresses).
+fn short(message: &str) -> String {
+    message.split(':').next().unwrap_or(message).trim().to_string()
+}
+
+/// One fresh visitor's request: answered 200 within two seconds.
+pub async fn probe(target: SocketAddr, path: &str) -> bool {
+    let host = HeaderValue::from_str(&target.to_string()).unwrap_or(HeaderValue::from_static("localhost"));
+    let source = IpAddr::V4(super::source::PROBE);
+    let mut browser = Browser::new(target, source, host, Duration::from_secs(2));
+    matches!(browser.get(path, "text/html").await, Ok(a) if a.status == StatusCode::OK)
+}
