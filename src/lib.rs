@@ -18,6 +18,7 @@ pub mod cookies;
 pub mod demo;
 pub mod error;
 pub mod forward;
+pub mod frame_guard;
 pub mod identity;
 pub mod idle;
 pub mod limits;

@@ -13,6 +13,7 @@ use crate::body::Body;
 use crate::config::ListenConfig;
 use crate::connection::{Activity, ClientConnections, ClientSlot, InFlight, Lease, Places};
 use crate::forward::ClientConn;
+use crate::frame_guard::FrameGuard;
 use crate::identity::KeyCache;
 use crate::limits::Access;
 use crate::metrics::Metrics;
@@ -225,11 +226,16 @@ pub async fn accept_loop(
             if let Some(places) = places.await {
                 let lease = Lease::new(places);
                 let serve = Serve { conn, keys, worker, settings: &settings, shutdown, lease };
+                let flood = settings.metrics.defences.closed_h2_control_flood.clone();
+                let reported = move || {
+                    flood.inc();
+                    tracing::debug!("HTTP/2 control frames over their budget; connection closed");
+                };
                 match tls {
-                    None => serve.run(TokioIo::new(stream)).await,
+                    None => serve.run(TokioIo::new(FrameGuard::new(stream, reported))).await,
                     Some(acceptor) => {
                         if let Some(stream) = handshake(&acceptor, stream).await {
-                            serve.run(TokioIo::new(stream)).await;
+                            serve.run(TokioIo::new(FrameGuard::new(stream, reported))).await;
                         }
                     }
                 }

@@ -127,6 +127,9 @@ pub struct Defences {
     pub closed_idle: IntCounter,
     /// Tunnels closed after `upstream.tunnel_idle_timeout` with no bytes either way.
     pub closed_tunnel_idle: IntCounter,
+    /// HTTP/2 connections closed for sending control frames (SETTINGS, PING, PRIORITY,
+    /// RST_STREAM) faster than their budget ([`crate::frame_guard`]).
+    pub closed_h2_control_flood: IntCounter,
     /// Admin connections closed by `admin.header_read_timeout`.
     pub closed_admin_header_timeout: IntCounter,
     /// Upgraded connections (WebSocket) open now.
@@ -156,7 +159,7 @@ impl Defences {
         let closed = counter_vec(
             r,
             "usher_connections_closed_total",
-            "Connections usher closed because a timeout ran out, by reason.",
+            "Connections usher closed because a timeout ran out or a budget was spent, by reason.",
             &["reason"],
         );
         let stalled = counter_vec(
@@ -179,6 +182,7 @@ impl Defences {
             refused_per_client: refused.with_label_values(&["per_client"]),
             closed_idle: closed.with_label_values(&["idle"]),
             closed_tunnel_idle: closed.with_label_values(&["tunnel_idle"]),
+            closed_h2_control_flood: closed.with_label_values(&["h2_control_flood"]),
             closed_admin_header_timeout: closed.with_label_values(&["admin_header_timeout"]),
             tunnels: gauge("usher_tunnels", "Upgraded connections (WebSocket) open now."),
             upgrades_refused: counter(

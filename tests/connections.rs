@@ -261,3 +261,43 @@ async fn a_trusted_proxy_forwarding_in_headers_is_not_capped_as_one_client() {
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
     drop(held);
 }
+
+/// One HTTP/2 frame header and payload, written by hand as a flooding client would.
+fn h2_frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_settings_or_ping_flood_ends_its_connection_and_others_are_served() {
+    let upstream = Upstream::start().await;
+    let usher = usher_for(&upstream);
+    let addr = http_addr(&usher);
+    for (kind, payload) in [(0x4u8, vec![0u8, 3, 0, 0, 0, 100]), (0x6u8, vec![7u8; 8])] {
+        let mut stream = connect(addr).await;
+        let mut flood = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        for _ in 0..2_000 {
+            flood.extend(h2_frame(kind, 0, &payload));
+        }
+        // The server may close before it has read everything: a failed write is the point.
+        let _ = stream.write_all(&flood).await;
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 65_536];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a flood of frame type {kind} ends its connection");
+        // A client beside it is served over HTTP/2.
+        assert_eq!(h2c(addr, get("/after-flood")).await.status, 200);
+    }
+    let text = metrics_text(usher.admin_addr).await;
+    assert_eq!(metric(&text, "usher_connections_closed_total", &[("reason", "h2_control_flood")]), 2.0);
+    usher.stop();
+}
