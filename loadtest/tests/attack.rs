@@ -35,6 +35,7 @@ fn usher(upstream: SocketAddr) -> Running {
         session_max: Duration::from_secs(3600),
         waiter_ttl: Duration::from_secs(30),
         claim_window: Duration::from_secs(30),
+        hold: Duration::from_secs(600),
         mode: RoomMode::Auto,
         opens_at: None,
         logout_path: None,
