@@ -169,7 +169,7 @@ impl AdminApi {
                 _ => return bad("is not a field that can be changed"),
             }
         }
-        if let Err(e) = room.apply(new.clone()).await {
+        if let Err(e) = room.apply(&old, &new).await {
             return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None);
         }
         changes::room_limits(&self.metrics, Source::Api { token_id: &self.token_id() }, &room.name, &old, &new);

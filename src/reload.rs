@@ -82,8 +82,8 @@ pub async fn apply(running: &Running, old: &Config, new: &Config) -> Reloaded {
         if limits == live {
             continue;
         }
-        match room.apply(limits.clone()).await {
-            Ok(()) => {
+        match room.apply(&live, &limits).await {
+            Ok(_) => {
                 changes::room_limits(metrics, Source::Reload, &room.name, &live, &limits);
                 done.rooms_changed.push(room.name.clone());
             }

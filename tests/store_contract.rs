@@ -493,3 +493,25 @@ async fn admissions_follow_the_configured_outflow() {
         assert!((195..=221).contains(&granted), "{name}: granted {granted}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_change_writes_only_its_fields_so_two_operators_both_keep_theirs() {
+    for (name, store) in &stores(limits()).await {
+        let seen = store.limits().await.expect("limits");
+        // Two operators (or two nodes) start from the same limits and change different fields.
+        let one = RoomLimits { max_active: 7, ..seen.clone() };
+        let other = RoomLimits { admit_per_minute: 1234, mode: RoomMode::Paused, ..seen.clone() };
+        let after_one = store.update_limits(&one, &one.changed_from(&seen)).await.expect("update");
+        assert_eq!(after_one.max_active, 7, "{name}");
+        let after_both = store.update_limits(&other, &other.changed_from(&seen)).await.expect("update");
+        assert_eq!(
+            (after_both.max_active, after_both.admit_per_minute, after_both.mode),
+            (7, 1234, RoomMode::Paused),
+            "{name}: the second change kept the first"
+        );
+        assert_eq!(store.limits().await.expect("limits"), after_both, "{name}: the store holds both");
+        // Nothing named, nothing written.
+        let unchanged = store.update_limits(&seen, &[]).await.expect("update");
+        assert_eq!(unchanged, after_both, "{name}");
+    }
+}

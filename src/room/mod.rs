@@ -154,13 +154,15 @@ impl Room {
         self.limits.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Changes the room's limits now (admin API, reload): in the store, which is what every
-    /// node admits by, and in this node's cached copy.
-    pub async fn apply(&self, limits: RoomLimits) -> Result<(), StoreError> {
-        self.store.set_limits(limits.clone()).await?;
+    /// Changes the fields in which `new` differs from `old` now (admin API, reload): in the
+    /// store, which is what every node admits by, and in this node's cached copy. Only those
+    /// fields are written, so a change made meanwhile to another field (another operator,
+    /// another node) is kept. Returns the limits in force.
+    pub async fn apply(&self, old: &RoomLimits, new: &RoomLimits) -> Result<RoomLimits, StoreError> {
+        let now = self.store.update_limits(new, &new.changed_from(old)).await?;
         let rate = self.rate_per_minute.load(Relaxed);
-        self.set_cached(limits, rate);
-        Ok(())
+        self.set_cached(now.clone(), rate);
+        Ok(now)
     }
 
     fn set_cached(&self, limits: RoomLimits, rate_per_minute: u64) {

@@ -812,6 +812,14 @@ impl MemoryRoom {
         lock(&self.line).limits.clone()
     }
 
+    /// Takes the named fields of `new`, under the line's lock; returns the limits in force.
+    pub fn update_limits(&self, new: &RoomLimits, fields: &[&str]) -> RoomLimits {
+        let mut line = lock(&self.line);
+        line.limits.take_fields(new, fields);
+        self.session_idle_ms.store(millis(line.limits.session_idle), Relaxed);
+        line.limits.clone()
+    }
+
     pub fn set_limits(&self, limits: RoomLimits) {
         self.session_idle_ms.store(millis(limits.session_idle), Relaxed);
         // A moved event keeps its pre-queue; it is drawn at the new time.

@@ -52,6 +52,51 @@ impl RoomLimits {
     }
 }
 
+impl RoomLimits {
+    /// The fields (by their store names) in which `self` differs from `old`: what a change
+    /// writes, so that two operators changing different fields at once both keep theirs.
+    pub fn changed_from(&self, old: &RoomLimits) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |name, differs: bool| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        check("max_active", self.max_active != old.max_active);
+        check("admit_per_minute", self.admit_per_minute != old.admit_per_minute);
+        check("session_idle", self.session_idle != old.session_idle);
+        check("session_max", self.session_max != old.session_max);
+        check("waiter_ttl", self.waiter_ttl != old.waiter_ttl);
+        check("claim_window", self.claim_window != old.claim_window);
+        check("mode", self.mode != old.mode);
+        check("opens_at", self.opens_at_ms != old.opens_at_ms);
+        check("tickets_per_client", self.tickets_per_client != old.tickets_per_client);
+        check("message", self.message != old.message);
+        check("hold", self.hold != old.hold);
+        changed
+    }
+
+    /// Copies the named `fields` from `new` into `self`.
+    pub fn take_fields(&mut self, new: &RoomLimits, fields: &[&str]) {
+        for field in fields {
+            match *field {
+                "max_active" => self.max_active = new.max_active,
+                "admit_per_minute" => self.admit_per_minute = new.admit_per_minute,
+                "session_idle" => self.session_idle = new.session_idle,
+                "session_max" => self.session_max = new.session_max,
+                "waiter_ttl" => self.waiter_ttl = new.waiter_ttl,
+                "claim_window" => self.claim_window = new.claim_window,
+                "mode" => self.mode = new.mode,
+                "opens_at" => self.opens_at_ms = new.opens_at_ms,
+                "tickets_per_client" => self.tickets_per_client = new.tickets_per_client,
+                "message" => self.message = new.message.clone(),
+                "hold" => self.hold = new.hold,
+                _ => {}
+            }
+        }
+    }
+}
+
 /// An admitted session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Session {
@@ -216,6 +261,15 @@ impl RoomStore {
         match self {
             Self::Memory(room) => Ok(room.limits()),
             Self::Redis(room) => room.limits().await,
+        }
+    }
+
+    /// Writes only the named `fields` of `limits`, leaving the others as the store has them
+    /// (another node or operator may have changed them meanwhile); returns the limits in force.
+    pub async fn update_limits(&self, limits: &RoomLimits, fields: &[&str]) -> Result<RoomLimits, StoreError> {
+        match self {
+            Self::Memory(room) => Ok(room.update_limits(limits, fields)),
+            Self::Redis(room) => room.update_limits(limits, fields).await,
         }
     }
 

@@ -414,6 +414,27 @@ impl RedisRoom {
         }
     }
 
+    /// Writes only the named fields, in one script (no read-modify-write between nodes); if
+    /// the room's limits are gone from Redis, writes them whole. Returns the limits in force.
+    pub async fn update_limits(&self, limits: &RoomLimits, fields: &[&str]) -> Result<RoomLimits, StoreError> {
+        let mut call = self.invocation(&SET_LIMITS);
+        call.arg("2");
+        for (field, value) in limit_fields(limits) {
+            if fields.contains(&field) {
+                call.arg(field).arg(value);
+            }
+        }
+        let written: i64 = call.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        if written < 0 {
+            self.write_limits(limits, false).await?;
+        }
+        self.forget_cache();
+        let now = self.limits().await?;
+        self.session_idle_ms.store(millis(now.session_idle), Relaxed);
+        *lock(&self.known_limits) = now.clone();
+        Ok(now)
+    }
+
     pub async fn set_limits(&self, limits: RoomLimits) -> Result<(), StoreError> {
         self.write_limits(&limits, false).await?;
         self.session_idle_ms.store(millis(limits.session_idle), Relaxed);
