@@ -37,19 +37,11 @@ impl Kind {
     }
 }
 
-/// One pass or ticket as the browser sent it (unverified).
-#[derive(Debug, Clone)]
-struct Found {
-    kind: Kind,
-    /// `room` then `value`, split at `room_len`.
-    text: Box<str>,
-    room_len: usize,
-}
-
-/// usher's cookies of one request, parsed once.
-#[derive(Debug, Clone, Default)]
+/// What one pass over a request's `Cookie` headers learns; passes and tickets are then
+/// looked up in the headers themselves ([`find`], [`all`]), borrowed, so a request that
+/// carries them costs no allocation.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct UsherCookies {
-    found: Vec<Found>,
     /// The visitor's language choice (`usher_lang`), if valid.
     pub lang: Option<Lang>,
     /// Whether any `usher_` cookie came, valid or not: only then is there anything to strip.
@@ -59,40 +51,40 @@ pub struct UsherCookies {
 impl UsherCookies {
     pub fn read(headers: &HeaderMap) -> Self {
         let mut cookies = Self::default();
-        for value in headers.get_all(COOKIE) {
-            // Most requests carry no usher cookie: skip them without splitting.
-            if !value.as_bytes().windows(PREFIX.len()).any(|w| w == PREFIX.as_bytes()) {
-                continue;
-            }
-            let Ok(text) = value.to_str() else { continue };
-            for pair in text.split(';') {
-                let Some((name, value)) = pair.trim().split_once('=') else { continue };
-                let Some(rest) = name.strip_prefix(PREFIX) else { continue };
-                cookies.present = true;
-                if name == LANG_COOKIE {
-                    cookies.lang = Lang::parse(value);
-                    continue;
-                }
-                let (kind, room) = match rest.split_once('_') {
-                    Some(("pass", room)) => (Kind::Pass, room),
-                    Some(("ticket", room)) => (Kind::Ticket, room),
-                    _ => continue,
-                };
-                cookies.found.push(Found { kind, text: format!("{room}{value}").into(), room_len: room.len() });
+        for (name, value) in pairs(headers) {
+            cookies.present = true;
+            if name == LANG_COOKIE {
+                cookies.lang = Lang::parse(value);
             }
         }
         cookies
     }
+}
 
-    /// Every `kind` cookie, as (room name, value), in the order sent.
-    pub fn all(&self, kind: Kind) -> impl Iterator<Item = (&str, &str)> {
-        self.found.iter().filter(move |f| f.kind == kind).map(|f| f.text.split_at(f.room_len))
-    }
+/// Every `usher_…` cookie of the request, as (name, value), in the order sent.
+fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        // Most requests carry no usher cookie: skip them without splitting.
+        .filter(|v| v.as_bytes().windows(PREFIX.len()).any(|w| w == PREFIX.as_bytes()))
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|text| text.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(name, _)| name.starts_with(PREFIX))
+}
 
-    /// The first `kind` cookie of `room`.
-    pub fn get(&self, kind: Kind, room: &str) -> Option<&str> {
-        self.all(kind).find(|(r, _)| *r == room).map(|(_, value)| value)
-    }
+/// Every `kind` cookie, as (room name, value), in the order sent (unverified).
+pub fn all(headers: &HeaderMap, kind: Kind) -> impl Iterator<Item = (&str, &str)> {
+    pairs(headers).filter_map(move |(name, value)| {
+        let room = name.strip_prefix(kind.label())?.strip_prefix('_')?;
+        Some((room, value))
+    })
+}
+
+/// The first `kind` cookie of `room` (unverified).
+pub fn find<'a>(headers: &'a HeaderMap, kind: Kind, room: &str) -> Option<&'a str> {
+    all(headers, kind).find(|(r, _)| *r == room).map(|(_, value)| value)
 }
 
 /// Removes usher's cookies from the `Cookie` header(s), keeping the upstream's own.
@@ -142,10 +134,11 @@ mod tests {
         h.append(COOKIE, HeaderValue::from_static("a=1; usher_pass_citizens=PPP; usher_lang=da; b=2"));
         h.append(COOKIE, HeaderValue::from_static("usher_ticket_business=TTT; usher_pass_business=QQQ"));
         let c = UsherCookies::read(&h);
-        assert_eq!(c.get(Kind::Pass, "citizens"), Some("PPP"));
-        assert_eq!(c.get(Kind::Pass, "business"), Some("QQQ"));
-        assert_eq!(c.get(Kind::Ticket, "business"), Some("TTT"));
-        assert_eq!(c.get(Kind::Ticket, "citizens"), None);
+        assert_eq!(find(&h, Kind::Pass, "citizens"), Some("PPP"));
+        assert_eq!(find(&h, Kind::Pass, "business"), Some("QQQ"));
+        assert_eq!(find(&h, Kind::Ticket, "business"), Some("TTT"));
+        assert_eq!(find(&h, Kind::Ticket, "citizens"), None);
+        assert_eq!(all(&h, Kind::Ticket).collect::<Vec<_>>(), vec![("business", "TTT")]);
         assert_eq!((c.lang, c.present), (Some(Lang::Da), true));
         strip(&mut h);
         assert_eq!(h.get_all(COOKIE).iter().collect::<Vec<_>>(), vec![&HeaderValue::from_static("a=1; b=2")]);
@@ -160,6 +153,6 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(COOKIE, HeaderValue::from_static("session=abc; theme=dark"));
         let c = UsherCookies::read(&h);
-        assert!(!c.present && c.lang.is_none() && c.all(Kind::Pass).next().is_none());
+        assert!(!c.present && c.lang.is_none() && all(&h, Kind::Pass).next().is_none());
     }
 }

@@ -111,6 +111,16 @@ impl RequestView {
         &self.head.headers
     }
 
+    /// The first `kind` cookie of `room`, as sent (unverified).
+    pub fn cookie(&self, kind: crate::cookies::Kind, room: &str) -> Option<&str> {
+        crate::cookies::find(&self.head.headers, kind, room)
+    }
+
+    /// Every `kind` cookie, as (room name, value), as sent (unverified).
+    pub fn cookies_of(&self, kind: crate::cookies::Kind) -> impl Iterator<Item = (&str, &str)> {
+        crate::cookies::all(&self.head.headers, kind)
+    }
+
     /// The host name the request names (lower case, no port), for room matching.
     pub fn host(&self) -> Option<&str> {
         self.authority.as_ref().map(Authority::host)

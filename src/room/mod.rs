@@ -267,7 +267,7 @@ impl Rooms {
         let mut set_cookies = Vec::new();
 
         // 1. A valid pass of a live session goes straight through.
-        if let Some(raw) = req.cookies.get(Kind::Pass, &room.name) {
+        if let Some(raw) = req.cookie(Kind::Pass, &room.name) {
             match self.sealer.open_pass(raw, room.id, now_ms / 1000) {
                 Ok(pass) => match room.store.touch(pass.session, now_ms).await {
                     Ok(true) => {
@@ -297,7 +297,7 @@ impl Rooms {
         }
 
         // 2. A waiter polling by reloading the page: its place, or its turn.
-        let ticket = req.cookies.get(Kind::Ticket, &room.name);
+        let ticket = req.cookie(Kind::Ticket, &room.name);
         if let Some(raw) = ticket {
             match self.sealer.open_ticket(raw, room.id) {
                 Ok(ticket) => match room.store.poll(ticket.number, now_ms).await {
@@ -420,8 +420,7 @@ impl Rooms {
         let mut set_cookies = Vec::new();
         let wanted = req.query().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("room=")));
         let held = req
-            .cookies
-            .all(Kind::Ticket)
+            .cookies_of(Kind::Ticket)
             .filter(|(name, _)| wanted.is_none_or(|w| w == *name))
             .find_map(|(name, raw)| self.get(name).map(|room| (room, raw)));
         let Some((room, raw)) = held else {
