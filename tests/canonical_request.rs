@@ -11,17 +11,12 @@ use support::*;
 use usher::Running;
 use usher::config::RealIpFrom;
 
-/// The status code of a raw HTTP/1.1 exchange.
-fn status_of(answer: &str) -> u16 {
-    answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
-}
-
 /// Sends `GET target` with `Host: host` (and more header lines) from a visitor of its own, as
 /// an app would, and returns the status.
 async fn raw_get(addr: SocketAddr, n: u32, target: &str, headers: &str) -> (u16, String) {
     let request = format!("GET {target} HTTP/1.1\r\n{headers}Accept: application/json\r\nConnection: close\r\n\r\n");
     let answer = raw_exchange_on(connect_from(ip(60, n), addr).await, request.as_bytes()).await;
-    (status_of(&answer), answer)
+    (raw_status(&answer).unwrap_or(0), answer)
 }
 
 /// A room on `/` with one place, taken, and `/static/` bypassed; requests to it other than the
@@ -169,12 +164,12 @@ async fn a_route_rule_holds_whatever_the_spelling() {
         format!("POST {target} HTTP/1.1\r\nHost: post.example.dk\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
     };
     let first = raw_exchange_on(connect_from(ip(62, 1), addr).await, post("/login").as_bytes()).await;
-    assert_eq!(status_of(&first), 200, "{first}");
+    assert_eq!(raw_status(&first), Some(200), "{first}");
     for target in
         ["/login", "/./login", "/%6cogin", "/%6Cogin", "//login", "/x/../login", "/login/", "/login;jsessionid=1"]
     {
         let again = raw_exchange_on(connect_from(ip(62, 1), addr).await, post(target).as_bytes()).await;
-        assert_eq!(status_of(&again), 429, "{target} is the same route: {again}");
+        assert_eq!(raw_status(&again), Some(429), "{target} is the same route: {again}");
     }
     assert_eq!(upstream.seen().len(), 1, "one login reached the mailbox");
     usher.stop();

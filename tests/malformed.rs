@@ -6,16 +6,6 @@ mod support;
 use http::StatusCode;
 use support::*;
 
-/// The status code of a raw HTTP/1.x answer, e.g. 400 from "HTTP/1.1 400 Bad Request".
-fn status_of(answer: &str) -> Option<u16> {
-    let mut words = answer.lines().next()?.split_whitespace();
-    let version = words.next()?;
-    if !version.starts_with("HTTP/1.") {
-        return None;
-    }
-    words.next()?.parse().ok()
-}
-
 async fn still_serving(upstream: &Upstream, usher: &usher::Running) {
     let reply = http1(http_addr(usher), get("/after-the-bad-one")).await;
     assert_eq!(reply.status, StatusCode::OK, "usher goes on serving");
@@ -27,7 +17,7 @@ async fn garbage_request_line_gets_400_and_usher_keeps_serving() {
     let upstream = Upstream::start().await;
     let usher = usher_for(&upstream);
     let answer = raw_exchange(http_addr(&usher), b"THIS IS NOT HTTP AT ALL\r\n\r\n").await;
-    assert_eq!(status_of(&answer), Some(400), "{answer:?}");
+    assert_eq!(raw_status(&answer), Some(400), "{answer:?}");
     still_serving(&upstream, &usher).await;
 }
 
@@ -37,7 +27,7 @@ async fn binary_noise_gets_400_and_usher_keeps_serving() {
     let usher = usher_for(&upstream);
     let noise: Vec<u8> = (0..600u32).map(|i| (i.wrapping_mul(97) % 256) as u8).collect();
     let answer = raw_exchange(http_addr(&usher), &noise).await;
-    assert_eq!(status_of(&answer), Some(400), "{answer:?}");
+    assert_eq!(raw_status(&answer), Some(400), "{answer:?}");
     still_serving(&upstream, &usher).await;
 }
 
@@ -46,7 +36,7 @@ async fn invalid_header_gets_400_and_usher_keeps_serving() {
     let upstream = Upstream::start().await;
     let usher = usher_for(&upstream);
     let answer = raw_exchange(http_addr(&usher), b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Name: 1\r\n\r\n").await;
-    assert_eq!(status_of(&answer), Some(400), "{answer:?}");
+    assert_eq!(raw_status(&answer), Some(400), "{answer:?}");
     still_serving(&upstream, &usher).await;
 }
 
@@ -61,7 +51,7 @@ async fn oversized_request_head_gets_431_and_usher_keeps_serving() {
     }
     request.extend_from_slice(b"\r\n");
     let answer = raw_exchange(http_addr(&usher), &request).await;
-    assert_eq!(status_of(&answer), Some(431), "{answer:?}");
+    assert_eq!(raw_status(&answer), Some(431), "{answer:?}");
     still_serving(&upstream, &usher).await;
 }
 

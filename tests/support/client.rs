@@ -257,6 +257,16 @@ pub fn negotiated(stream: &tokio_rustls::client::TlsStream<TcpStream>) -> Option
     stream.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned())
 }
 
+/// The status code of a raw HTTP/1.x answer, e.g. 400 from "HTTP/1.1 400 Bad Request".
+pub fn raw_status(answer: &str) -> Option<u16> {
+    let mut words = answer.lines().next()?.split_whitespace();
+    let version = words.next()?;
+    if !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    words.next()?.parse().ok()
+}
+
 /// Writes `bytes` to a fresh connection and reads until the server closes it (at most 10 s).
 /// A reset after the answer counts as a close: a server may reset a connection it stops
 /// reading from, and the answer is what the test is about.
