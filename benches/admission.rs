@@ -11,7 +11,7 @@ use usher::identity::{ClientKey, Identity};
 use usher::room::tokens::{Pass, Sealer, Ticket};
 use usher::secrets::Secrets;
 use usher::store::memory::MemoryRoom;
-use usher::store::{JoinOutcome, RoomLimits};
+use usher::store::{JoinOutcome, RoomLimits, TicketRef};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -61,6 +61,7 @@ fn pass(c: &mut Criterion) {
     let JoinOutcome::Admitted(session) = room.join(client(1), T0) else { panic!("idle room admits") };
     let cookie = sealer.seal_pass(&Pass {
         room: 5,
+        generation: room.generation(),
         session: session.id,
         issued_secs: T0 / 1000,
         expires_secs: session.expires_ms / 1000,
@@ -82,7 +83,13 @@ fn ticket(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let JoinOutcome::Queued { ticket, .. } = room.join(client(n), T0) else { panic!("queue_all queues") };
-            sealer.seal_ticket(&Ticket { room: 5, number: ticket, issued_secs: T0 / 1000 })
+            sealer.seal_ticket(&Ticket {
+                room: 5,
+                generation: ticket.generation,
+                number: ticket.number,
+                joined_ms: T0,
+                renewed_secs: T0 / 1000,
+            })
         })
     });
 }
@@ -94,7 +101,7 @@ fn status(c: &mut Criterion) {
     c.bench_function("status/poll_in_1M_line", |b| {
         b.iter(|| {
             t = (t + 7919) % 1_000_000;
-            room.poll(black_box(t), T0 + 1000)
+            room.poll(black_box(TicketRef { generation: room.generation(), number: t }), T0 + 1000)
         })
     });
 }

@@ -68,7 +68,7 @@ fn main() {
         // deadlines are at their steady-state count too.
         for step in 1..=2u64 {
             for t in 0..waiters {
-                room.poll(t, T0 + step * 16_000);
+                room.poll(usher::store::TicketRef { generation: room.generation(), number: t }, T0 + step * 16_000);
             }
         }
         let bytes = LIVE.load(Relaxed) - before;

@@ -102,6 +102,8 @@ pub struct Metrics {
     /// Cookies not accepted, by cookie and reason (`Rejection`).
     pub token_rejected: IntCounterVec,
     pub store_errors: IntCounter,
+    /// How far the system's wall clock moved from usher's since start ([`crate::clock`]).
+    pub clock_step: prometheus::Gauge,
     /// Requests answered 429, by rule.
     pub rate_limited: IntCounterVec,
     /// Checks made on a limiter's shared overflow cells (its table was full), by rule.
@@ -221,6 +223,7 @@ struct RoomFamilies {
     away: IntCounterVec,
     returned: IntCounterVec,
     away_seconds: HistogramVec,
+    restored: IntCounterVec,
 }
 
 /// One room's metrics, resolved once so the request path does no label lookup.
@@ -246,6 +249,9 @@ pub struct RoomMetrics {
     pub returned: IntCounter,
     /// How long those who came back had been away.
     pub away_seconds: Histogram,
+    /// Places and sessions of an earlier store generation taken over (DESIGN §8).
+    pub restored_places: IntCounter,
+    pub restored_sessions: IntCounter,
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -286,6 +292,13 @@ impl Metrics {
         let store_errors = IntCounter::new("usher_store_errors_total", "Store operations that failed.")
             .expect("static metric definition");
         registry.register(Box::new(store_errors.clone())).expect("each metric is registered once");
+        let clock_step = prometheus::Gauge::new(
+            "usher_clock_step_seconds",
+            "How far the system's wall clock is from usher's (the wall clock at start advanced by the \
+             monotonic clock); non-zero after the system clock was stepped. Admission is unaffected.",
+        )
+        .expect("static metric definition");
+        registry.register(Box::new(clock_step.clone())).expect("each metric is registered once");
         let rate_limited = counter_vec(
             &registry,
             "usher_rate_limited_total",
@@ -396,6 +409,13 @@ impl Metrics {
                 &["room"],
             ),
             away_seconds,
+            restored: counter_vec(
+                r,
+                "usher_restored_total",
+                "Places (what=place) and sessions (what=session) of an earlier store generation \
+                 taken over after a restart or a loss of the store's data.",
+                &["room", "what"],
+            ),
         };
         Self {
             registry,
@@ -403,6 +423,7 @@ impl Metrics {
             connections,
             token_rejected,
             store_errors,
+            clock_step,
             rate_limited,
             limiter_overflow,
             limiter_tracked,
@@ -445,6 +466,8 @@ impl Metrics {
             away: f.away.with_label_values(&[name]),
             returned: f.returned.with_label_values(&[name]),
             away_seconds: f.away_seconds.with_label_values(&[name]),
+            restored_places: f.restored.with_label_values(&[name, "place"]),
+            restored_sessions: f.restored.with_label_values(&[name, "session"]),
             wait_seconds: f.wait.with_label_values(&[name]),
         }
     }
@@ -485,6 +508,7 @@ impl Metrics {
 
     /// All metrics in the Prometheus text exposition format.
     pub fn render(&self) -> String {
+        self.clock_step.set(crate::clock::step_seconds());
         let mut out = String::with_capacity(16 * 1024);
         self.render_sharded(&mut out);
         let mut buf = Vec::new();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use support::RedisServer;
 use usher::config::RoomMode;
 use usher::identity::ClientKey;
-use usher::store::{JoinOutcome, Place, PollOutcome, RoomLimits, RoomStore, redis};
+use usher::store::{Admitted, JoinOutcome, Place, PollOutcome, Returning, RoomLimits, RoomStore, TicketRef, redis};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -48,9 +48,22 @@ impl<'a> IntoIterator for &'a Stores {
 async fn stores(limits: RoomLimits) -> Stores {
     let redis = RedisServer::start();
     let conn = redis::connect(&redis.url()).await.expect("connect to the test's redis-server");
-    let room = redis::RedisRoom::new(conn, "contract", redis::node_id(), limits.clone(), Duration::from_secs(1));
+    let room = redis::RedisRoom::new(conn, "contract", redis::node_id(), limits.clone(), Duration::from_secs(1))
+        .with_given_clock();
     assert!(room.seed().await.expect("seed the room's limits"), "a fresh Redis has no limits yet");
     Stores { list: vec![("memory", RoomStore::memory(limits, T0)), ("redis", RoomStore::redis(room))], _redis: redis }
+}
+
+impl Stores {
+    /// The store `name` in a new generation, as after a restart: a new memory room (the
+    /// process's state is gone), or the same Redis room after Redis lost its data.
+    fn next_generation(&self, name: &str, store: &RoomStore, limits: &RoomLimits, now: u64) -> RoomStore {
+        if name == "memory" {
+            return RoomStore::memory(limits.clone(), now);
+        }
+        self._redis.cli(&["FLUSHALL"]);
+        store.clone()
+    }
 }
 
 fn client(n: u32) -> ClientKey {
@@ -59,7 +72,7 @@ fn client(n: u32) -> ClientKey {
     ClientKey(k)
 }
 
-async fn ticket(store: &RoomStore, c: u32, now: u64) -> u64 {
+async fn ticket(store: &RoomStore, c: u32, now: u64) -> TicketRef {
     match store.join(client(c), now).await.expect("join") {
         JoinOutcome::Queued { ticket, .. } => ticket,
         other => panic!("expected a ticket, got {other:?}"),
@@ -73,11 +86,11 @@ async fn session(store: &RoomStore, c: u32, now: u64) -> u128 {
     }
 }
 
-async fn ahead(store: &RoomStore, t: u64, now: u64) -> u64 {
+async fn ahead(store: &RoomStore, t: TicketRef, now: u64) -> u64 {
     place(store, t, now).await.ahead
 }
 
-async fn place(store: &RoomStore, t: u64, now: u64) -> Place {
+async fn place(store: &RoomStore, t: TicketRef, now: u64) -> Place {
     match store.poll(t, now).await.expect("poll") {
         PollOutcome::Waiting(p) => p,
         other => panic!("expected waiting, got {other:?}"),
@@ -85,9 +98,9 @@ async fn place(store: &RoomStore, t: u64, now: u64) -> Place {
 }
 
 /// Polls every ticket until each is admitted, ticking between rounds; returns admission order.
-async fn admit_all(store: &RoomStore, tickets: &[u64], mut now: u64) -> Vec<u64> {
+async fn admit_all(store: &RoomStore, tickets: &[TicketRef], mut now: u64) -> Vec<TicketRef> {
     let mut order = Vec::new();
-    let mut left: Vec<u64> = tickets.to_vec();
+    let mut left: Vec<TicketRef> = tickets.to_vec();
     for _ in 0..10_000 {
         if left.is_empty() {
             break;
@@ -102,7 +115,7 @@ async fn admit_all(store: &RoomStore, tickets: &[u64], mut now: u64) -> Vec<u64>
                     store.end_session(session.id).await.expect("end");
                 }
                 PollOutcome::Waiting(_) => still.push(t),
-                PollOutcome::Gone => panic!("ticket {t} lost while polling"),
+                other => panic!("ticket {t:?} lost while polling: {other:?}"),
             }
         }
         left = still;
@@ -125,7 +138,7 @@ async fn a_full_room_queues_and_admits_in_ticket_order() {
     for (name, store) in &stores(limits()).await {
         let s1 = session(&store, 1, T0).await;
         let s2 = session(&store, 2, T0).await;
-        let tickets: Vec<u64> = futures_collect(&store, 3..13, T0).await;
+        let tickets: Vec<TicketRef> = futures_collect(&store, 3..13, T0).await;
         // Full: ticks grant nothing.
         assert_eq!(store.tick(T0 + 200).await.expect("tick").granted, 0, "{name}");
         for (i, t) in tickets.iter().enumerate() {
@@ -138,7 +151,7 @@ async fn a_full_room_queues_and_admits_in_ticket_order() {
     }
 }
 
-async fn futures_collect(store: &RoomStore, clients: std::ops::Range<u32>, now: u64) -> Vec<u64> {
+async fn futures_collect(store: &RoomStore, clients: std::ops::Range<u32>, now: u64) -> Vec<TicketRef> {
     let mut out = Vec::new();
     for c in clients {
         out.push(ticket(store, c, now).await);
@@ -172,7 +185,7 @@ async fn nobody_is_admitted_past_max_active_or_pending_grants() {
 /// Polls `present` once a second from `from` to `to`, ticking after each round; returns
 /// the tick reports' sums of (granted, away, abandoned, returned) and checks that no present
 /// waiter's number ahead ever grows.
-async fn keep_polling(store: &RoomStore, present: &[u64], from: u64, to: u64) -> [u64; 4] {
+async fn keep_polling(store: &RoomStore, present: &[TicketRef], from: u64, to: u64) -> [u64; 4] {
     let mut sums = [0; 4];
     let mut last: Vec<u64> = vec![u64::MAX; present.len()];
     let mut now = from;
@@ -180,7 +193,7 @@ async fn keep_polling(store: &RoomStore, present: &[u64], from: u64, to: u64) ->
         now += 1000;
         for (k, t) in present.iter().enumerate() {
             if let PollOutcome::Waiting(p) = store.poll(*t, now).await.expect("poll") {
-                assert!(p.ahead <= last[k], "ticket {t}: ahead grew from {} to {}", last[k], p.ahead);
+                assert!(p.ahead <= last[k], "ticket {t:?}: ahead grew from {} to {}", last[k], p.ahead);
                 last[k] = p.ahead;
             }
         }
@@ -317,7 +330,7 @@ async fn returns_never_push_anyone_past_max_active() {
                         admitted.push(session.id);
                     }
                     PollOutcome::Waiting(_) => {}
-                    PollOutcome::Gone => panic!("{name}: a returner lost its place"),
+                    other => panic!("{name}: a returner lost its place: {other:?}"),
                 }
             }
             assert!(store.figures(now).await.expect("figures").active <= 3, "{name}");
@@ -440,7 +453,7 @@ async fn pre_queued_visitors_are_drawn_in_random_order_all_before_later_arrivals
         let opened = store.tick(T0 + 60_000).await.expect("tick");
         assert!(opened.opened, "{name}");
         let late = futures_collect(&store, 100..110, T0 + 60_001).await;
-        let all: Vec<u64> = early.iter().chain(&late).copied().collect();
+        let all: Vec<TicketRef> = early.iter().chain(&late).copied().collect();
         let order = admit_all(&store, &all, T0 + 60_001).await;
         let (first, rest) = order.split_at(early.len());
         let mut sorted = first.to_vec();
@@ -513,5 +526,148 @@ async fn a_limit_change_writes_only_its_fields_so_two_operators_both_keep_theirs
         // Nothing named, nothing written.
         let unchanged = store.update_limits(&seen, &[]).await.expect("update");
         assert_eq!(unchanged, after_both, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_of_another_generation_never_names_a_strangers_place_and_is_restored_by_its_join_time() {
+    let mut l = limits();
+    l.max_active = 1;
+    let stores = stores(l.clone()).await;
+    for (name, old) in &stores {
+        let old_tickets = {
+            session(&old, 1000, T0).await;
+            let mut out = Vec::new();
+            for i in 0..5u32 {
+                out.push(ticket(&old, i, T0 + u64::from(i) * 1000).await);
+            }
+            out
+        };
+        let t1 = T0 + 20_000;
+        let store = stores.next_generation(name, &old, &l, t1);
+        let holder = session(&store, 1000, t1).await;
+        // The first newcomer of the new generation gets number 0 again, as o0 had.
+        let n0 = ticket(&store, 100, t1).await;
+        assert_eq!(n0.number, old_tickets[0].number, "{name}: numbers start again");
+        assert_ne!(n0.generation, old_tickets[0].generation, "{name}: in another generation");
+        for old in &old_tickets {
+            assert_eq!(store.poll(*old, t1 + 1).await.expect("poll"), PollOutcome::OtherGeneration, "{name}");
+        }
+        assert!(matches!(store.poll(n0, t1 + 1).await.expect("poll"), PollOutcome::Waiting(_)), "{name}");
+
+        // They come back in another order than they joined; one twice.
+        let mut restored = vec![None; 5];
+        for (k, i) in [4usize, 2, 0, 3, 1, 2].into_iter().enumerate() {
+            let returning =
+                Returning { client: client(i as u32), old: old_tickets[i], joined_ms: T0 + i as u64 * 1000 };
+            let new = store.restore(returning, t1 + 100 + k as u64).await.expect("restore");
+            assert_eq!(*restored[i].get_or_insert(new), new, "{name}: the same old ticket, the same place");
+        }
+        let restored: Vec<TicketRef> = restored.into_iter().map(|t| t.expect("restored")).collect();
+        let n1 = ticket(&store, 101, t1 + 500).await;
+        // In the restore window nobody is granted and no position is shown.
+        store.end_session(holder).await.expect("end");
+        assert_eq!(store.tick(t1 + 1000).await.expect("tick").granted, 0, "{name}: the restore window holds");
+        let p = place(&store, restored[3], t1 + 1100).await;
+        assert!(p.restoring, "{name}: {p:?}");
+        assert_eq!(p.joined_ms, T0 + 3000, "{name}: its own join time");
+        // Afterwards: those who joined first, first; the newcomers after all of them.
+        let mut all = restored.clone();
+        all.extend([n0, n1]);
+        for t in &all {
+            place(&store, *t, t1 + 10_000).await;
+        }
+        let after = t1 + 16_000;
+        assert_eq!(ahead(&store, restored[0], after).await, 0, "{name}");
+        assert_eq!(ahead(&store, restored[4], after).await, 4, "{name}: behind those restored who joined earlier");
+        assert_eq!(ahead(&store, n0, after).await, 5, "{name}: every restored waiter is ahead of a newcomer");
+        let order = admit_all(&store, &all, after).await;
+        assert_eq!(order, all, "{name}: restored by join time, then the newcomers in order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_of_another_generation_is_taken_over_up_to_max_active_and_an_ended_one_never() {
+    let l = limits();
+    let stores = stores(l.clone()).await;
+    for (name, old) in &stores {
+        let (a, b) = (session(&old, 1, T0).await, session(&old, 2, T0).await);
+        let before = old.generation();
+        let t1 = T0 + 5000;
+        let store = stores.next_generation(name, &old, &l, t1);
+        store.tick(t1).await.expect("tick");
+        assert!(!store.touch(a, t1 + 1).await.expect("touch"), "{name}: unknown here");
+        let pass = |session| Admitted { session, generation: before, created_ms: T0, expires_ms: T0 + 3_600_000 };
+        assert!(store.adopt(pass(a), t1 + 2).await.expect("adopt"), "{name}: taken over");
+        assert!(store.adopt(pass(a), t1 + 3).await.expect("adopt"), "{name}: twice is once");
+        assert!(store.touch(a, t1 + 4).await.expect("touch"), "{name}: live now");
+        // A pass of this generation whose session is gone has ended: never revived.
+        let now_gen = Admitted { generation: store.generation(), ..pass(b) };
+        assert!(!store.adopt(now_gen, t1 + 5).await.expect("adopt"), "{name}");
+        // Up to max_active (2): a newcomer takes the second place, then b finds none.
+        session(&store, 3, t1 + 6).await;
+        assert!(!store.adopt(pass(b), t1 + 7).await.expect("adopt"), "{name}: no room beyond max_active");
+        assert_eq!(store.figures(t1 + 8).await.expect("figures").active, 2, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clearing_the_opening_time_draws_the_pre_queue_at_once_and_admits_everyone_once() {
+    let mut l = limits();
+    l.opens_at_ms = Some(T0 + 3_600_000);
+    l.max_active = 1000;
+    l.admit_per_minute = 600; // a reserve of 20: the opening grants 20 of 60
+    for (name, store) in &stores(l.clone()).await {
+        let early = futures_collect(&store, 0..60, T0).await;
+        assert_eq!(store.tick(T0 + 1000).await.expect("tick").granted, 0, "{name}: not open");
+        // The operator opens now: the pre-queue's order is drawn, not its arrival order.
+        let open = RoomLimits { opens_at_ms: None, ..l.clone() };
+        store.update_limits(&open, &["opens_at"]).await.expect("update");
+        let report = store.tick(T0 + 2000).await.expect("tick");
+        assert!(report.opened, "{name}: drawn at once");
+        let late = futures_collect(&store, 100..110, T0 + 2001).await;
+        let mut all = early.clone();
+        all.extend(&late);
+        let order = admit_all(&store, &all, T0 + 2001).await;
+        let (first, rest) = order.split_at(early.len());
+        let mut sorted = first.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, early, "{name}: every pre-queued visitor first, each once");
+        assert_ne!(first, early.as_slice(), "{name}: in the drawn order, not arrival order");
+        assert_eq!(rest, late.as_slice(), "{name}: later arrivals after, in order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_waiters_get_one_waiter_ttl_of_grace_from_the_first_tick() {
+    let mut l = limits();
+    l.mode = RoomMode::Paused;
+    for (name, store) in &stores(l.clone()).await {
+        let (t1, t2) = (ticket(&store, 1, T0).await, ticket(&store, 2, T0).await);
+        for at in [200, 400, 600] {
+            store.tick(T0 + at).await.expect("tick");
+        }
+        // Nothing ticked and nobody could poll for 70 s: more than waiter_ttl (30 s).
+        let back = T0 + 70_000;
+        let report = store.tick(back).await.expect("tick");
+        assert_eq!((report.away, report.abandoned), (0, 0), "{name}: nobody is taken for away");
+        // Ticking on as usual; t1 polls again, t2 never does.
+        let mut away = 0;
+        for at in (back + 500..back + 29_500).step_by(500) {
+            if at % 10_000 == 0 {
+                place(&store, t1, at).await;
+            }
+            away += store.tick(at).await.expect("tick").away;
+        }
+        assert_eq!(away, 0, "{name}: nobody is away within the grace");
+        // One waiter_ttl after the store came back, the one that never polled again is away.
+        for at in (back + 29_500..back + 31_000).step_by(500) {
+            away += store.tick(at).await.expect("tick").away;
+        }
+        assert_eq!(away, 1, "{name}");
+        let p1 = place(&store, t1, back + 30_600).await;
+        assert_eq!(p1.away_ahead, 0, "{name}: t1 polled and is present");
+        let p2 = place(&store, t2, back + 30_700).await;
+        assert_eq!(p2.ahead, 1, "{name}: t2 came back within hold and kept its place");
     }
 }

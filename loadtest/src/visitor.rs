@@ -63,14 +63,15 @@ struct StatusJson {
 }
 
 /// The ticket number inside an `usher_ticket` cookie: `base64url(payload ‖ tag)`, payload
-/// version 1, kind `T`, room (8 bytes), number (8 bytes, big-endian), issued-at. Only read,
-/// never verified (the load generator has no secret). `None` for any other format.
+/// version 2, kind `T`, room, store generation, number (8 bytes each, big-endian), joined-at,
+/// renewed-at; a 16-byte tag. Only read, never verified (the load generator has no secret).
+/// `None` for any other format.
 pub fn ticket_number(cookie: &str) -> Option<u64> {
     let raw = URL_SAFE_NO_PAD.decode(cookie).ok()?;
-    if raw.len() != 42 || raw[0] != 1 || raw[1] != b'T' {
+    if raw.len() != 42 + 16 || raw[0] != 2 || raw[1] != b'T' {
         return None;
     }
-    Some(u64::from_be_bytes(raw[10..18].try_into().ok()?))
+    Some(u64::from_be_bytes(raw[18..26].try_into().ok()?))
 }
 
 /// Runs one visit. `start` is the run's time origin, `deadline` its end.
@@ -313,16 +314,16 @@ mod tests {
 
     #[test]
     fn the_ticket_number_is_read_from_the_cookie_layout() {
-        let mut raw = vec![1u8, b'T'];
-        raw.extend_from_slice(&7u64.to_be_bytes());
-        raw.extend_from_slice(&12_345u64.to_be_bytes());
-        raw.extend_from_slice(&1_700_000_000u64.to_be_bytes());
+        let mut raw = vec![2u8, b'T'];
+        for field in [7u64, 99, 12_345, 1_700_000_000_000, 1_700_000_000] {
+            raw.extend_from_slice(&field.to_be_bytes());
+        }
         raw.extend_from_slice(&[0xAA; 16]);
         let cookie = URL_SAFE_NO_PAD.encode(&raw);
         assert_eq!(ticket_number(&cookie), Some(12_345));
         raw[1] = b'P';
         assert_eq!(ticket_number(&URL_SAFE_NO_PAD.encode(&raw)), None, "a pass is not a ticket");
         assert_eq!(ticket_number("not base64!"), None);
-        assert_eq!(ticket_number(&URL_SAFE_NO_PAD.encode([1u8, b'T', 0])), None, "too short");
+        assert_eq!(ticket_number(&URL_SAFE_NO_PAD.encode([2u8, b'T', 0])), None, "too short");
     }
 }

@@ -14,7 +14,9 @@ use crate::pages::{self, Status, View};
 use crate::render::Answer;
 use crate::request::RequestView;
 use crate::secrets::Secrets;
-use crate::store::{JoinOutcome, PollOutcome, RoomLimits, RoomStore, Session, StoreError};
+use crate::store::{
+    Admitted, JoinOutcome, PollOutcome, Returning, RoomLimits, RoomStore, Session, StoreError, TicketRef,
+};
 use http::header::HeaderValue;
 use prometheus::IntCounter;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -24,6 +26,10 @@ use tokens::{Pass, Rejection, Sealer, Ticket};
 
 /// How long a ticket cookie lives in the browser; the place itself expires by `waiter_ttl`.
 const TICKET_COOKIE_SECS: u64 = 24 * 3600;
+
+/// A ticket cookie is renewed by a poll at most this often (or a quarter of `hold`): it tells
+/// when its waiter was last seen, should the store forget the line (see [`Rooms::poll_ticket`]).
+const TICKET_RENEW_SECS: u64 = 60;
 
 /// One room: what it guards, its store, and its figures as of the last admitter tick.
 pub struct Room {
@@ -184,7 +190,13 @@ impl Rooms {
         let stores = config
             .rooms
             .iter()
-            .map(|rc| RoomStore::memory(RoomLimits::from_config(rc, config.limits.tickets_per_client), now_ms))
+            .map(|rc| {
+                RoomStore::memory_ticking(
+                    RoomLimits::from_config(rc, config.limits.tickets_per_client),
+                    rc.tick,
+                    now_ms,
+                )
+            })
             .collect();
         Self::with_stores(config, secrets, metrics, stores)
     }
@@ -242,6 +254,7 @@ impl Rooms {
     fn pass_cookie(&self, room: &Room, session: &Session, secure: bool) -> HeaderValue {
         let pass = Pass {
             room: room.id,
+            generation: room.store.generation(),
             session: session.id,
             issued_secs: session.created_ms / 1000,
             expires_secs: session.expires_ms / 1000,
@@ -250,9 +263,86 @@ impl Rooms {
         cookies::set_cookie(&room.pass_cookie, Some(&self.sealer.seal_pass(&pass)), max_age, secure)
     }
 
-    fn ticket_cookie(&self, room: &Room, number: u64, now_ms: u64, secure: bool) -> HeaderValue {
-        let ticket = Ticket { room: room.id, number, issued_secs: now_ms / 1000 };
+    fn ticket_cookie(&self, room: &Room, held: TicketRef, joined_ms: u64, now_ms: u64, secure: bool) -> HeaderValue {
+        let ticket = Ticket {
+            room: room.id,
+            generation: held.generation,
+            number: held.number,
+            joined_ms,
+            renewed_secs: now_ms / 1000,
+        };
         cookies::set_cookie(&room.ticket_cookie, Some(&self.sealer.seal_ticket(&ticket)), TICKET_COOKIE_SECS, secure)
+    }
+
+    /// Polls a waiter's ticket. One of an earlier store generation (usher restarted, or Redis
+    /// lost its data) names no place here: its waiter is put back by its original join time,
+    /// if its place would still be held (`hold` since the cookie was last renewed), and gets
+    /// a ticket of this generation. Returns the outcome and the ticket cookie to set, if it
+    /// is new or due for renewal.
+    async fn poll_ticket(
+        &self,
+        room: &Room,
+        limits: &RoomLimits,
+        ticket: Ticket,
+        visitor: &Visitor<'_>,
+    ) -> Result<(PollOutcome, Option<HeaderValue>), StoreError> {
+        let now_ms = visitor.now_ms;
+        let now_secs = now_ms / 1000;
+        let held = TicketRef { generation: ticket.generation, number: ticket.number };
+        let outcome = room.store.poll(held, now_ms).await?;
+        match outcome {
+            PollOutcome::OtherGeneration => {
+                let hold = limits.hold.max(limits.waiter_ttl).as_secs();
+                // A cookie from before generations was never renewed: its issue time is its
+                // join time, so its whole lifetime counts.
+                let kept_for = if ticket.generation == 0 { TICKET_COOKIE_SECS } else { hold };
+                if ticket.renewed_secs.saturating_add(kept_for) <= now_secs {
+                    return Ok((PollOutcome::Gone, None));
+                }
+                let returning = Returning { client: visitor.key, old: held, joined_ms: ticket.joined_ms.min(now_ms) };
+                let new = room.store.restore(returning, now_ms).await?;
+                room.metrics.restored_places.inc();
+                tracing::debug!(room = %room.name, "a place of an earlier generation was restored");
+                let outcome = room.store.poll(new, now_ms).await?;
+                let cookie = self.ticket_cookie(room, new, returning.joined_ms, now_ms, visitor.secure);
+                Ok((outcome, Some(cookie)))
+            }
+            PollOutcome::Waiting(place) => {
+                let every = TICKET_RENEW_SECS.min(limits.hold.as_secs() / 4).max(1);
+                let due = now_secs.saturating_sub(ticket.renewed_secs) >= every;
+                let cookie = due.then(|| self.ticket_cookie(room, held, place.joined_ms, now_ms, visitor.secure));
+                Ok((outcome, cookie))
+            }
+            other => Ok((other, None)),
+        }
+    }
+
+    /// Whether a verified pass may go through: its session is live, or it is one of an
+    /// earlier generation taken over now.
+    async fn live_or_adopted(&self, room: &Room, pass: &Pass, now_ms: u64) -> Result<bool, StoreError> {
+        if room.store.touch(pass.session, now_ms).await? {
+            return Ok(true);
+        }
+        self.adopt(room, pass, now_ms).await
+    }
+
+    /// A valid pass whose session the store does not know: taken over if it was admitted in
+    /// an earlier generation and there is room (DESIGN §8); otherwise it has ended.
+    async fn adopt(&self, room: &Room, pass: &Pass, now_ms: u64) -> Result<bool, StoreError> {
+        if pass.generation == room.store.generation() {
+            return Ok(false);
+        }
+        let admitted = Admitted {
+            session: pass.session,
+            generation: pass.generation,
+            created_ms: pass.issued_secs.saturating_mul(1000),
+            expires_ms: pass.expires_secs.saturating_mul(1000),
+        };
+        let adopted = room.store.adopt(admitted, now_ms).await?;
+        if adopted {
+            room.metrics.restored_sessions.inc();
+        }
+        Ok(adopted)
     }
 
     /// The admission decision for a request in `room` (DESIGN §1, §3).
@@ -269,7 +359,7 @@ impl Rooms {
         // 1. A valid pass of a live session goes straight through.
         if let Some(raw) = req.cookie(Kind::Pass, &room.name) {
             match self.sealer.open_pass(raw, room.id, now_ms / 1000) {
-                Ok(pass) => match room.store.touch(pass.session, now_ms).await {
+                Ok(pass) => match self.live_or_adopted(room, &pass, now_ms).await {
                     Ok(true) => {
                         if room.logout_path.as_deref().is_some_and(|p| path.starts_with(p)) {
                             if let Err(e) = room.store.end_session(pass.session).await {
@@ -300,18 +390,23 @@ impl Rooms {
         let ticket = req.cookie(Kind::Ticket, &room.name);
         if let Some(raw) = ticket {
             match self.sealer.open_ticket(raw, room.id) {
-                Ok(ticket) => match room.store.poll(ticket.number, now_ms).await {
-                    Ok(PollOutcome::Admitted { session, waited_ms }) => {
+                Ok(ticket) => match self.poll_ticket(room, &limits, ticket, &visitor).await {
+                    Ok((PollOutcome::Admitted { session, waited_ms }, _)) => {
                         self.admitted_from_line(room, waited_ms);
                         cookies::push(&mut set_cookies, self.pass_cookie(room, &session, secure));
                         cookies::push(&mut set_cookies, clear(&room.ticket_cookie));
                         return Decision::Forward(set_cookies);
                     }
-                    Ok(PollOutcome::Waiting(place)) => {
+                    Ok((PollOutcome::Waiting(place), renewed)) => {
+                        if let Some(cookie) = renewed {
+                            cookies::push(&mut set_cookies, cookie);
+                        }
                         let view = self.view(room, &limits, Status::Waiting, Some(place));
                         return Decision::Answer(Answer::Wait(view), set_cookies);
                     }
-                    Ok(PollOutcome::Gone) => self.rejected(Kind::Ticket, Rejection::Ended),
+                    Ok((PollOutcome::Gone | PollOutcome::OtherGeneration, _)) => {
+                        self.rejected(Kind::Ticket, Rejection::Ended)
+                    }
                     Err(e) => return self.unavailable(room, &limits, &e, set_cookies),
                 },
                 Err(why) => self.rejected(Kind::Ticket, why),
@@ -332,11 +427,11 @@ impl Rooms {
                 }
                 Decision::Forward(set_cookies)
             }
-            Ok(JoinOutcome::Queued { ticket: number, reused }) => {
+            Ok(JoinOutcome::Queued { ticket: held, reused }) => {
                 if !reused {
                     room.metrics.joined.inc();
                 }
-                match room.store.poll(number, now_ms).await {
+                match room.store.poll(held, now_ms).await {
                     // A reused ticket whose turn has come (or a grant between join and poll):
                     // the session exists now, so hand out its pass rather than lose it.
                     Ok(PollOutcome::Admitted { session, waited_ms }) => {
@@ -348,12 +443,13 @@ impl Rooms {
                         Decision::Forward(set_cookies)
                     }
                     Ok(PollOutcome::Waiting(place)) => {
-                        cookies::push(&mut set_cookies, self.ticket_cookie(room, number, now_ms, secure));
+                        let cookie = self.ticket_cookie(room, held, place.joined_ms, now_ms, secure);
+                        cookies::push(&mut set_cookies, cookie);
                         let view = self.view(room, &limits, Status::Waiting, Some(place));
                         Decision::Answer(Answer::Wait(view), set_cookies)
                     }
-                    Ok(PollOutcome::Gone) => {
-                        cookies::push(&mut set_cookies, self.ticket_cookie(room, number, now_ms, secure));
+                    Ok(PollOutcome::Gone | PollOutcome::OtherGeneration) => {
+                        cookies::push(&mut set_cookies, self.ticket_cookie(room, held, now_ms, now_ms, secure));
                         Decision::Answer(Answer::Wait(self.view(room, &limits, Status::Waiting, None)), set_cookies)
                     }
                     Err(e) => self.unavailable(room, &limits, &e, set_cookies),
@@ -382,10 +478,10 @@ impl Rooms {
         };
         // Before the draw the order is not known: showing arrival order would let the
         // position grow at opening, so none is shown.
-        let ahead = place.filter(|p| !p.prequeue).map(|p| p.ahead);
+        let ahead = place.filter(|p| !p.prequeue && !p.restoring).map(|p| p.ahead);
         let share = room.return_share_pm.load(Relaxed);
         let eta_seconds = match (status, place) {
-            (Status::Waiting, Some(p)) if !p.prequeue => {
+            (Status::Waiting, Some(p)) if !p.prequeue && !p.restoring => {
                 room.eta_secs(admitter::expected_ahead(p.ahead, p.away_ahead, share))
             }
             _ => None,
@@ -438,15 +534,20 @@ impl Rooms {
             return (self.view(room, &limits, Status::Closed, None), set_cookies);
         }
         let clear = cookies::set_cookie(&room.ticket_cookie, None, 0, visitor.secure);
-        let view = match room.store.poll(ticket.number, visitor.now_ms).await {
-            Ok(PollOutcome::Admitted { session, waited_ms }) => {
+        let view = match self.poll_ticket(room, &limits, ticket, &visitor).await {
+            Ok((PollOutcome::Admitted { session, waited_ms }, _)) => {
                 self.admitted_from_line(room, waited_ms);
                 cookies::push(&mut set_cookies, self.pass_cookie(room, &session, visitor.secure));
                 cookies::push(&mut set_cookies, clear);
                 self.view(room, &limits, Status::Admitted, None)
             }
-            Ok(PollOutcome::Waiting(place)) => self.view(room, &limits, Status::Waiting, Some(place)),
-            Ok(PollOutcome::Gone) => {
+            Ok((PollOutcome::Waiting(place), renewed)) => {
+                if let Some(cookie) = renewed {
+                    cookies::push(&mut set_cookies, cookie);
+                }
+                self.view(room, &limits, Status::Waiting, Some(place))
+            }
+            Ok((PollOutcome::Gone | PollOutcome::OtherGeneration, _)) => {
                 self.rejected(Kind::Ticket, Rejection::Ended);
                 cookies::push(&mut set_cookies, clear);
                 self.view(room, &limits, Status::Expired, None)

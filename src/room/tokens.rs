@@ -4,33 +4,50 @@
 //!
 //! Payloads are fixed-size big-endian records starting with a version and a kind byte, so a
 //! ticket can never be read as a pass and a future format can coexist with this one.
+//!
+//! Version 2 carries the store's generation (DESIGN §8), a ticket's join time and when it was
+//! last renewed. Version 1 cookies (before generations) are still read, as of generation 0
+//! ("not known"), so an upgrade is a restart like any other: nobody loses a place.
 
 use crate::secrets::Secrets;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const VERSION_1: u8 = 1;
 const KIND_TICKET: u8 = b'T';
 const KIND_PASS: u8 = b'P';
 const TAG_LEN: usize = 16;
-/// version, kind, room, ticket number, issued-at.
-const TICKET_LEN: usize = 1 + 1 + 8 + 8 + 8;
-/// version, kind, room, session id, issued-at, expires-at.
-const PASS_LEN: usize = 1 + 1 + 8 + 16 + 8 + 8;
+/// version, kind, room, generation, ticket number, joined-at (ms), renewed-at (s).
+const TICKET_LEN: usize = 1 + 1 + 8 + 8 + 8 + 8 + 8;
+/// version, kind, room, generation, session id, issued-at, expires-at.
+const PASS_LEN: usize = 1 + 1 + 8 + 8 + 16 + 8 + 8;
+/// Version 1: version, kind, room, ticket number, issued-at.
+const TICKET_1_LEN: usize = 1 + 1 + 8 + 8 + 8;
+/// Version 1: version, kind, room, session id, issued-at, expires-at.
+const PASS_1_LEN: usize = 1 + 1 + 8 + 16 + 8 + 8;
 
 /// A place in a room's line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
     pub room: u64,
+    /// The store generation the number belongs to (0: a version 1 cookie, not known).
+    pub generation: u64,
     pub number: u64,
-    pub issued_secs: u64,
+    /// When its holder joined the line: after a restart, the place is restored by it.
+    pub joined_ms: u64,
+    /// When the cookie was last issued or renewed (polls renew it now and then): a place is
+    /// only restored if it would still be held, i.e. within `hold` of this.
+    pub renewed_secs: u64,
 }
 
 /// An admitted session in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pass {
     pub room: u64,
+    /// The store generation that admitted it (0: a version 1 cookie, not known).
+    pub generation: u64,
     pub session: u128,
     pub issued_secs: u64,
     pub expires_secs: u64,
@@ -83,15 +100,20 @@ impl Sealer {
         URL_SAFE_NO_PAD.encode(sealed)
     }
 
+    /// Whether a cookie has the length of an `N`-byte payload and its tag.
+    fn fits<const N: usize>(cookie: &str) -> bool {
+        cookie.len() == (4 * (N + TAG_LEN)).div_ceil(3)
+    }
+
     /// Decodes and checks the tag; returns the payload of exactly `N` bytes.
-    fn open<const N: usize>(&self, cookie: &str, kind: u8) -> Result<[u8; N], Rejection> {
+    fn open<const N: usize>(&self, cookie: &str, version: u8, kind: u8) -> Result<[u8; N], Rejection> {
         // Fixed-size buffer: a cookie of the wrong length is rejected before any work.
-        let mut raw = [0u8; 64];
-        if cookie.len() != (4 * (N + TAG_LEN)).div_ceil(3) {
+        let mut raw = [0u8; 80];
+        if !Self::fits::<N>(cookie) {
             return Err(Rejection::Malformed);
         }
         let len = URL_SAFE_NO_PAD.decode_slice(cookie.as_bytes(), &mut raw).map_err(|_| Rejection::Malformed)?;
-        if len != N + TAG_LEN || raw[0] != VERSION || raw[1] != kind {
+        if len != N + TAG_LEN || raw[0] != version || raw[1] != kind {
             return Err(Rejection::Malformed);
         }
         let (payload, tag) = raw[..len].split_at(N);
@@ -112,8 +134,10 @@ impl Sealer {
         p[0] = VERSION;
         p[1] = KIND_TICKET;
         p[2..10].copy_from_slice(&t.room.to_be_bytes());
-        p[10..18].copy_from_slice(&t.number.to_be_bytes());
-        p[18..26].copy_from_slice(&t.issued_secs.to_be_bytes());
+        p[10..18].copy_from_slice(&t.generation.to_be_bytes());
+        p[18..26].copy_from_slice(&t.number.to_be_bytes());
+        p[26..34].copy_from_slice(&t.joined_ms.to_be_bytes());
+        p[34..42].copy_from_slice(&t.renewed_secs.to_be_bytes());
         self.seal(p)
     }
 
@@ -127,8 +151,25 @@ impl Sealer {
 
     /// Opens a ticket of whichever room it names (for the status endpoint, which serves all rooms).
     pub fn open_ticket_any_room(&self, cookie: &str) -> Result<Ticket, Rejection> {
-        let p: [u8; TICKET_LEN] = self.open(cookie, KIND_TICKET)?;
-        Ok(Ticket { room: be_u64(&p[2..10]), number: be_u64(&p[10..18]), issued_secs: be_u64(&p[18..26]) })
+        if Self::fits::<TICKET_1_LEN>(cookie) {
+            let p: [u8; TICKET_1_LEN] = self.open(cookie, VERSION_1, KIND_TICKET)?;
+            let issued_secs = be_u64(&p[18..26]);
+            return Ok(Ticket {
+                room: be_u64(&p[2..10]),
+                generation: 0,
+                number: be_u64(&p[10..18]),
+                joined_ms: issued_secs.saturating_mul(1000),
+                renewed_secs: issued_secs,
+            });
+        }
+        let p: [u8; TICKET_LEN] = self.open(cookie, VERSION, KIND_TICKET)?;
+        Ok(Ticket {
+            room: be_u64(&p[2..10]),
+            generation: be_u64(&p[10..18]),
+            number: be_u64(&p[18..26]),
+            joined_ms: be_u64(&p[26..34]),
+            renewed_secs: be_u64(&p[34..42]),
+        })
     }
 
     pub fn seal_pass(&self, pass: &Pass) -> String {
@@ -136,21 +177,32 @@ impl Sealer {
         p[0] = VERSION;
         p[1] = KIND_PASS;
         p[2..10].copy_from_slice(&pass.room.to_be_bytes());
-        p[10..26].copy_from_slice(&pass.session.to_be_bytes());
-        p[26..34].copy_from_slice(&pass.issued_secs.to_be_bytes());
-        p[34..42].copy_from_slice(&pass.expires_secs.to_be_bytes());
+        p[10..18].copy_from_slice(&pass.generation.to_be_bytes());
+        p[18..34].copy_from_slice(&pass.session.to_be_bytes());
+        p[34..42].copy_from_slice(&pass.issued_secs.to_be_bytes());
+        p[42..50].copy_from_slice(&pass.expires_secs.to_be_bytes());
         self.seal(p)
     }
 
     pub fn open_pass(&self, cookie: &str, room: u64, now_secs: u64) -> Result<Pass, Rejection> {
-        let p: [u8; PASS_LEN] = self.open(cookie, KIND_PASS)?;
-        let mut session = [0u8; 16];
-        session.copy_from_slice(&p[10..26]);
-        let pass = Pass {
-            room: be_u64(&p[2..10]),
-            session: u128::from_be_bytes(session),
-            issued_secs: be_u64(&p[26..34]),
-            expires_secs: be_u64(&p[34..42]),
+        let pass = if Self::fits::<PASS_1_LEN>(cookie) {
+            let p: [u8; PASS_1_LEN] = self.open(cookie, VERSION_1, KIND_PASS)?;
+            Pass {
+                room: be_u64(&p[2..10]),
+                generation: 0,
+                session: be_u128(&p[10..26]),
+                issued_secs: be_u64(&p[26..34]),
+                expires_secs: be_u64(&p[34..42]),
+            }
+        } else {
+            let p: [u8; PASS_LEN] = self.open(cookie, VERSION, KIND_PASS)?;
+            Pass {
+                room: be_u64(&p[2..10]),
+                generation: be_u64(&p[10..18]),
+                session: be_u128(&p[18..34]),
+                issued_secs: be_u64(&p[34..42]),
+                expires_secs: be_u64(&p[42..50]),
+            }
         };
         if pass.room != room {
             return Err(Rejection::WrongRoom);
@@ -166,6 +218,12 @@ fn be_u64(bytes: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(bytes);
     u64::from_be_bytes(b)
+}
+
+fn be_u128(bytes: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(bytes);
+    u128::from_be_bytes(b)
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a forged tag matched.
@@ -190,16 +248,22 @@ mod tests {
     #[test]
     fn tickets_and_passes_round_trip() {
         let s = sealer(1);
-        let t = Ticket { room: 9, number: 12345, issued_secs: 1_700_000_000 };
+        let t = Ticket {
+            room: 9,
+            generation: 77,
+            number: 12345,
+            joined_ms: 1_700_000_000_123,
+            renewed_secs: 1_700_000_060,
+        };
         assert_eq!(s.open_ticket(&s.seal_ticket(&t), 9), Ok(t));
-        let p = Pass { room: 9, session: u128::MAX - 5, issued_secs: 10, expires_secs: 100 };
+        let p = Pass { room: 9, generation: 77, session: u128::MAX - 5, issued_secs: 10, expires_secs: 100 };
         assert_eq!(s.open_pass(&s.seal_pass(&p), 9, 50), Ok(p));
     }
 
     #[test]
     fn every_kind_of_bad_cookie_is_rejected_with_its_reason() {
         let s = sealer(1);
-        let p = Pass { room: 9, session: 42, issued_secs: 10, expires_secs: 100 };
+        let p = Pass { room: 9, generation: 3, session: 42, issued_secs: 10, expires_secs: 100 };
         let good = s.seal_pass(&p);
         assert_eq!(s.open_pass(&good, 8, 50), Err(Rejection::WrongRoom));
         assert_eq!(s.open_pass(&good, 9, 100), Err(Rejection::Expired));
@@ -208,7 +272,7 @@ mod tests {
         assert_eq!(s.open_pass("", 9, 50), Err(Rejection::Malformed));
         assert_eq!(s.open_pass(&"!".repeat(good.len()), 9, 50), Err(Rejection::Malformed));
         // A ticket is not a pass, even correctly signed.
-        let ticket = s.seal_ticket(&Ticket { room: 9, number: 1, issued_secs: 1 });
+        let ticket = s.seal_ticket(&Ticket { room: 9, generation: 3, number: 1, joined_ms: 1000, renewed_secs: 1 });
         assert_eq!(s.open_pass(&ticket, 9, 50), Err(Rejection::Malformed));
         // Flip one bit in every position: never accepted.
         let mut bytes = URL_SAFE_NO_PAD.decode(&good).expect("b64");
@@ -224,8 +288,37 @@ mod tests {
     fn a_rotated_secret_still_verifies_but_no_longer_signs() {
         let old = sealer(1);
         let both = Sealer::new(&Secrets::new(vec![vec![2; 32], vec![1; 32]]).expect("secrets"));
-        let t = Ticket { room: 1, number: 7, issued_secs: 3 };
+        let t = Ticket { room: 1, generation: 5, number: 7, joined_ms: 3000, renewed_secs: 3 };
         assert_eq!(both.open_ticket(&old.seal_ticket(&t), 1), Ok(t));
         assert_eq!(old.open_ticket(&both.seal_ticket(&t), 1), Err(Rejection::Signature));
+    }
+
+    /// A cookie sealed by the format before generations (version 1), byte for byte.
+    fn seal_v1(s: &Sealer, kind: u8, fields: &[&[u8]]) -> String {
+        let mut p = vec![VERSION_1, kind];
+        for f in fields {
+            p.extend_from_slice(f);
+        }
+        let tag = hmac::sign(&s.keys[0], &p);
+        p.extend_from_slice(&tag.as_ref()[..TAG_LEN]);
+        URL_SAFE_NO_PAD.encode(p)
+    }
+
+    #[test]
+    fn version_1_cookies_still_open_as_of_an_unknown_generation() {
+        let s = sealer(1);
+        let ticket =
+            seal_v1(&s, KIND_TICKET, &[&9u64.to_be_bytes(), &42u64.to_be_bytes(), &1_700_000_000u64.to_be_bytes()]);
+        let t = s.open_ticket(&ticket, 9).expect("a version 1 ticket opens");
+        assert_eq!((t.generation, t.number, t.joined_ms, t.renewed_secs), (0, 42, 1_700_000_000_000, 1_700_000_000));
+        let pass = seal_v1(
+            &s,
+            KIND_PASS,
+            &[&9u64.to_be_bytes(), &7u128.to_be_bytes(), &10u64.to_be_bytes(), &100u64.to_be_bytes()],
+        );
+        let p = s.open_pass(&pass, 9, 50).expect("a version 1 pass opens");
+        assert_eq!((p.generation, p.session, p.expires_secs), (0, 7, 100));
+        // Still one kind each: a version 1 ticket is no pass.
+        assert_eq!(s.open_pass(&ticket, 9, 50), Err(Rejection::Malformed));
     }
 }

@@ -16,8 +16,24 @@
 //! Positions are exact: a Fenwick tree over line slots counts the waiters in line (present
 //! or away) ahead of a slot in O(log n), a second one those away. Tickets are slots, except
 //! inside a pre-queue, whose slots are a random permutation of its tickets drawn at opening.
+//!
+//! The room's state is one *generation* (a random id of this process's room). A waiter whose
+//! ticket is from an earlier generation (usher restarted) is *restored*: it takes a slot at
+//! the tail but is served from `restored`, a heap by original join time (to the second, then
+//! by its old ticket number, which kept the exact order within its generation), before anyone
+//! else, and counted among the restored by join time (a third Fenwick tree, over join times). The
+//! first restore opens a short window in which nobody is granted, so those coming back over
+//! one poll interval are ordered among themselves by when they joined, not by who polled
+//! first after the restart (DESIGN §8, "Generations").
+//!
+//! Deadlines use the caller's `now`, which comes from usher's monotonic clock
+//! ([`crate::clock`]): a step of the system clock neither abandons the line nor stops it.
+//! A gap between ticks longer than `gap` (the process was stopped or starved) gives every
+//! waiter one `waiter_ttl` of grace from the tick after it: nobody could poll meanwhile.
 
-use super::{JoinOutcome, Place, PollOutcome, RoomFigures, RoomLimits, Session, TickReport};
+use super::{
+    Admitted, JoinOutcome, Place, PollOutcome, Returning, RoomFigures, RoomLimits, Session, TickReport, TicketRef,
+};
 use crate::config::RoomMode;
 use crate::identity::ClientKey;
 use dashmap::DashMap;
@@ -30,6 +46,21 @@ use std::sync::{Mutex, MutexGuard};
 /// Waiter times are kept in tenths of a second since the room's origin, in 32 bits
 /// (13 years), to keep a waiter small.
 type Ds = u32;
+
+/// How far before the room's start its origin lies: restored waiters joined before it, up to
+/// the ticket cookie's lifetime ago.
+const RESTORE_HORIZON_MS: u64 = 24 * 3600 * 1000;
+
+/// The longest restore window: the page asks for its status at least every 10 s, so within
+/// this everyone still watching has come back.
+const RESTORE_WINDOW_MAX_MS: u64 = 15_000;
+
+/// The order among restored waiters: when they joined (seconds), then their old ticket number.
+type RestoreKey = (u64, u64);
+
+/// Most away or gone waiters one tick looks at while granting; the rest wait for the next
+/// tick, so a tick after an outage never walks the whole line under the lock.
+const SKIP_BOUND: u64 = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -56,6 +87,9 @@ struct Waiter {
     /// came and went unclaimed is held but no longer counted: counting it again would grow
     /// the number ahead of everyone behind it.
     counted: bool,
+    /// Put back from an earlier generation and not granted yet: counted among the restored
+    /// (by join time), served from the restored heap.
+    restored: bool,
 }
 
 impl Waiter {
@@ -195,6 +229,18 @@ struct Shuffle {
     tickets: Vec<u32>,
 }
 
+/// Where the restore of an earlier generation's waiters stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RestoreWindow {
+    /// Nobody has come back from an earlier generation.
+    NotYet,
+    /// Collecting those coming back; nobody is granted until then.
+    Open { until: Ds },
+    /// Done: later returners are served first at once (their turn has come, as for anyone
+    /// who comes back after the admitter passed their place).
+    Closed,
+}
+
 /// Everything about the line, behind one lock held for microseconds.
 #[derive(Debug)]
 struct Line {
@@ -236,6 +282,23 @@ struct Line {
     clients: HashMap<ClientKey, ClientTickets>,
     bucket: Bucket,
     meter: Meter,
+    /// Earlier generations' tickets restored here: old ticket -> ticket in this generation,
+    /// so a replayed or concurrent old cookie gets the same place, never a second one.
+    restored_tickets: HashMap<TicketRef, u64>,
+    /// (order, slot) of restored waiters to serve first, earliest join first.
+    restored: BinaryHeap<Reverse<(RestoreKey, u64)>>,
+    /// The order of each restored waiter in line, by slot (to serve it first again when it
+    /// comes back from being away).
+    restored_keys: HashMap<u64, RestoreKey>,
+    /// Restored waiters in line per join time (for their positions among themselves).
+    restored_at: Fenwick,
+    /// Restored waiters in line (present or away), and of those away now.
+    restored_in_line: u64,
+    restored_away: u64,
+    window: RestoreWindow,
+    /// When the last tick ran, and from when the current grace runs (see the module docs).
+    last_tick_ms: Option<u64>,
+    grace_from: Option<Ds>,
 }
 
 struct SessionEntry {
@@ -248,6 +311,11 @@ struct SessionEntry {
 /// One room's state in memory.
 pub struct MemoryRoom {
     origin_ms: u64,
+    /// This room state's generation (random, never 0) and when it began.
+    generation: u64,
+    started_ms: u64,
+    /// A gap between ticks longer than this starts a grace (see the module docs).
+    gap_ms: u64,
     line: Mutex<Line>,
     sessions: DashMap<u128, SessionEntry>,
     /// (idle deadline, session) FIFO; see the module docs.
@@ -271,8 +339,18 @@ impl MemoryRoom {
     pub fn new(limits: RoomLimits, now_ms: u64) -> Self {
         let idle = millis(limits.session_idle);
         let bucket = Bucket { tokens: Bucket::capacity(limits.admit_per_minute), updated_ms: now_ms };
+        let random = SystemRandom::new();
+        let mut generation = [0u8; 8];
+        // The OS random source only fails if it is gone; the clock still tells generations
+        // of one machine apart.
+        if random.fill(&mut generation).is_err() {
+            generation = now_ms.to_be_bytes();
+        }
         Self {
-            origin_ms: now_ms,
+            origin_ms: now_ms.saturating_sub(RESTORE_HORIZON_MS),
+            generation: u64::from_be_bytes(generation).max(1),
+            started_ms: now_ms,
+            gap_ms: 2000,
             line: Mutex::new(Line {
                 limits,
                 next_ticket: 0,
@@ -298,13 +376,33 @@ impl MemoryRoom {
                 clients: HashMap::new(),
                 bucket,
                 meter: Meter::default(),
+                restored_tickets: HashMap::new(),
+                restored: BinaryHeap::new(),
+                restored_keys: HashMap::new(),
+                restored_at: Fenwick::default(),
+                restored_in_line: 0,
+                restored_away: 0,
+                window: RestoreWindow::NotYet,
+                last_tick_ms: None,
+                grace_from: None,
             }),
             sessions: DashMap::new(),
             session_deadlines: Mutex::new(VecDeque::new()),
             active: AtomicU64::new(0),
             session_idle_ms: AtomicU64::new(idle),
-            random: SystemRandom::new(),
+            random,
         }
+    }
+
+    /// Sets how long a pause between ticks may be before it counts as an outage: a few of
+    /// the room's ticks.
+    pub fn with_tick(mut self, tick: std::time::Duration) -> Self {
+        self.gap_ms = millis(tick).saturating_mul(3).max(1000);
+        self
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Rounded up, so a waiter seen at any moment of a tenth counts as seen at its end.
@@ -332,7 +430,9 @@ impl MemoryRoom {
         }
         // Those away hold their places but are not in the way: a newcomer behind nobody
         // present is let in, and a returner is served first at the next tick all the same.
-        if line.limits.mode == RoomMode::Auto && !prequeue && line.waiting == line.away {
+        let restoring = matches!(line.window, RestoreWindow::Open { .. });
+        let nobody_present = line.waiting == line.away && line.restored_in_line == line.restored_away;
+        if line.limits.mode == RoomMode::Auto && !prequeue && !restoring && nobody_present {
             let active = self.active.load(Relaxed);
             let per_minute = line.limits.admit_per_minute;
             line.bucket.refill(per_minute, now_ms);
@@ -346,9 +446,49 @@ impl MemoryRoom {
         let cap = line.limits.tickets_per_client;
         if let Some(held) = line.clients.get(&client) {
             if held.live >= cap {
-                return JoinOutcome::Queued { ticket: held.newest, reused: true };
+                return JoinOutcome::Queued { ticket: self.ticket_ref(held.newest), reused: true };
             }
         }
+        let ticket = self.enqueue(&mut line, client, now_ms, prequeue, None);
+        JoinOutcome::Queued { ticket: self.ticket_ref(ticket), reused: false }
+    }
+
+    fn ticket_ref(&self, number: u64) -> TicketRef {
+        TicketRef { generation: self.generation, number }
+    }
+
+    /// Puts a waiter of an earlier generation back in line by its original join time, or
+    /// finds where it already was put back; returns its ticket in this generation.
+    pub fn restore(&self, returning: Returning, now_ms: u64) -> TicketRef {
+        let mut line = lock(&self.line);
+        if let Some(&number) = line.restored_tickets.get(&returning.old) {
+            return self.ticket_ref(number);
+        }
+        let prequeue = line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens);
+        let joined = self.ds(returning.joined_ms.min(self.started_ms));
+        // Inside a pre-queue the order is drawn anyway: back in it like anyone there. Else
+        // served from the restored heap, by join time, once the restore window is over.
+        let key = (returning.joined_ms / 1000, returning.old.number);
+        let restored = (!prequeue).then_some((joined, key));
+        if restored.is_some() && line.window == RestoreWindow::NotYet {
+            let window = millis(line.limits.waiter_ttl).min(RESTORE_WINDOW_MAX_MS);
+            line.window = RestoreWindow::Open { until: self.ds(now_ms.saturating_add(window)) };
+        }
+        let ticket = self.enqueue(&mut line, returning.client, now_ms, prequeue, restored);
+        line.restored_tickets.insert(returning.old, ticket);
+        self.ticket_ref(ticket)
+    }
+
+    /// A new waiter at the tail: a newcomer, or (`restored`: its join time) one put back from
+    /// an earlier generation. Returns its ticket.
+    fn enqueue(
+        &self,
+        line: &mut Line,
+        client: ClientKey,
+        now_ms: u64,
+        prequeue: bool,
+        restored: Option<(Ds, RestoreKey)>,
+    ) -> u64 {
         let ticket = line.next_ticket;
         line.next_ticket += 1;
         if line.waiters.is_empty() {
@@ -363,6 +503,9 @@ impl MemoryRoom {
             line.heartbeats.clear();
             line.grants.clear();
             line.returns.clear();
+            line.restored.clear();
+            line.restored_keys.clear();
+            line.restored_at = Fenwick::default();
             line.prequeue_from = None;
             if line.waiters.capacity() > 4096 {
                 line.waiters.shrink_to(1024);
@@ -373,15 +516,31 @@ impl MemoryRoom {
         }
         let now = self.ds(now_ms);
         let due = now.saturating_add(Self::ds_len(line.limits.waiter_ttl));
-        line.waiters.push_back(Waiter { client, joined: now, seen: now, due, state: State::Waiting, counted: true });
         let index = (ticket - line.fen_base) as usize;
-        line.waiting_at.add(index, 1);
-        line.waiting += 1;
+        let joined = restored.map_or(now, |(joined, _)| joined);
+        line.waiters.push_back(Waiter {
+            client,
+            joined,
+            seen: now,
+            due,
+            state: State::Waiting,
+            counted: restored.is_none(),
+            restored: restored.is_some(),
+        });
+        if let Some((_, key)) = restored {
+            line.restored_at.add(joined as usize, 1);
+            line.restored_in_line += 1;
+            line.restored.push(Reverse((key, ticket)));
+            line.restored_keys.insert(ticket, key);
+        } else {
+            line.waiting_at.add(index, 1);
+            line.waiting += 1;
+        }
         line.heartbeats.push(Reverse((due, index as u32)));
         let entry = line.clients.entry(client).or_insert(ClientTickets { live: 0, newest: ticket });
         entry.live += 1;
         entry.newest = ticket;
-        JoinOutcome::Queued { ticket, reused: false }
+        ticket
     }
 
     /// The slot of a ticket: itself, unless it was drawn in a pre-queue.
@@ -407,7 +566,11 @@ impl MemoryRoom {
         slot
     }
 
-    pub fn poll(&self, ticket: u64, now_ms: u64) -> PollOutcome {
+    pub fn poll(&self, ticket: TicketRef, now_ms: u64) -> PollOutcome {
+        if ticket.generation != self.generation {
+            return PollOutcome::OtherGeneration;
+        }
+        let ticket = ticket.number;
         let mut line = lock(&self.line);
         let Some(slot) = Self::slot_of(&line, ticket) else { return PollOutcome::Gone };
         let Some(i) = slot.checked_sub(line.base).map(|i| i as usize).filter(|i| *i < line.waiters.len()) else {
@@ -430,10 +593,20 @@ impl MemoryRoom {
                     self.come_back(&mut line, ticket, slot, waiter, now_ms);
                 }
                 let prequeue = line.prequeue_from.is_some_and(|from| ticket >= from);
+                let restoring = matches!(line.window, RestoreWindow::Open { .. });
                 let index = (slot - line.fen_base) as usize;
-                let ahead = line.waiting_at.prefix(index);
-                let away_ahead = line.away_at.prefix(index);
-                PollOutcome::Waiting(Place { ahead, away_ahead, joined_ms: self.ms(waiter.joined), prequeue })
+                // The restored are served first: ahead of a restored waiter are those restored
+                // who joined before it; ahead of anyone else, all of them.
+                let (ahead, away_ahead) = if waiter.restored {
+                    (line.restored_at.prefix(waiter.joined as usize), 0)
+                } else {
+                    (
+                        line.waiting_at.prefix(index) + line.restored_in_line,
+                        line.away_at.prefix(index) + line.restored_away,
+                    )
+                };
+                let joined_ms = self.ms(waiter.joined);
+                PollOutcome::Waiting(Place { ahead, away_ahead, joined_ms, prequeue, restoring })
             }
         }
     }
@@ -448,14 +621,19 @@ impl MemoryRoom {
             w.state = State::Waiting;
             w.due = due;
         }
-        if was.counted {
+        if was.restored {
+            line.restored_away -= 1;
+            let key = line.restored_keys.get(&slot).copied().unwrap_or((0, 0));
+            line.restored.push(Reverse((key, slot)));
+        } else if was.counted {
             line.away_at.add(index, -1);
             line.away -= 1;
         } else {
             line.uncounted_held -= 1;
         }
         line.heartbeats.push(Reverse((due, (ticket - line.fen_base) as u32)));
-        if slot < line.cursor {
+        // One whose turn came and went (uncounted) is served first wherever its slot is.
+        if !was.restored && (slot < line.cursor || !was.counted) {
             line.returns.push(Reverse(slot));
         }
         line.returned += 1;
@@ -522,6 +700,37 @@ impl MemoryRoom {
         live
     }
 
+    /// Takes over a session admitted in an earlier generation (usher restarted), if its pass
+    /// is still valid, it could not have idled out since the restart, and there is room.
+    pub fn adopt(&self, admitted: Admitted, now_ms: u64) -> bool {
+        let idle = self.session_idle_ms.load(Relaxed);
+        // Under the line's lock, so two requests with one pass adopt it once.
+        let line = lock(&self.line);
+        if self.sessions.contains_key(&admitted.session) {
+            return true;
+        }
+        let room = self.active.load(Relaxed) + line.pending < line.limits.max_active;
+        if admitted.generation == self.generation
+            || admitted.expires_ms <= now_ms
+            || self.started_ms.saturating_add(idle) <= now_ms
+            || !room
+        {
+            return false;
+        }
+        self.sessions.insert(
+            admitted.session,
+            SessionEntry {
+                created_ms: admitted.created_ms,
+                expires_ms: admitted.expires_ms,
+                seen_ms: AtomicU64::new(now_ms),
+                pushed_ms: AtomicU64::new(now_ms),
+            },
+        );
+        self.active.fetch_add(1, Relaxed);
+        lock(&self.session_deadlines).push_back((now_ms.saturating_add(idle), admitted.session));
+        true
+    }
+
     pub fn end_session(&self, id: u128) -> bool {
         let ended = self.sessions.remove(&id).is_some();
         if ended {
@@ -545,10 +754,24 @@ impl MemoryRoom {
         let ttl = Self::ds_len(line.limits.waiter_ttl);
         let hold = Self::ds_len(line.limits.hold).max(ttl);
 
-        if line.limits.opens_at_ms.is_some_and(|opens| now_ms >= opens) {
+        // Nobody could poll during a gap between ticks: one waiter_ttl of grace from now.
+        if line.last_tick_ms.is_some_and(|last| now_ms.saturating_sub(last) > self.gap_ms) {
+            line.grace_from = Some(now);
+        }
+        line.last_tick_ms = Some(now_ms);
+        let in_grace = line.grace_from.is_some_and(|from| now < from.saturating_add(ttl));
+
+        // The pre-queue is drawn once the event opens, or at once when the opening time was
+        // cleared: those who came before the draw are never served in arrival order.
+        if line.limits.opens_at_ms.is_none_or(|opens| now_ms >= opens) {
             if let Some(from) = line.prequeue_from.take() {
                 self.draw(line, from);
                 report.opened = true;
+            }
+        }
+        if let RestoreWindow::Open { until } = line.window {
+            if now >= until {
+                line.window = RestoreWindow::Closed;
             }
         }
         report.returned = std::mem::take(&mut line.returned);
@@ -557,7 +780,7 @@ impl MemoryRoom {
         // Grants not claimed in time return their slot to the budget. The waiter is away, not
         // gone: its place is held, and on return it is granted again (its turn has come).
         while let Some(&(deadline, rel)) = line.grants.front() {
-            if deadline > now {
+            if deadline > now || in_grace {
                 break;
             }
             line.grants.pop_front();
@@ -582,7 +805,7 @@ impl MemoryRoom {
         // Heartbeat and hold deadlines: present waiters unseen for `waiter_ttl` go away, away
         // waiters unseen for `hold` are abandoned, the rest get their next deadline.
         while let Some(&Reverse((deadline, rel))) = line.heartbeats.peek() {
-            if deadline > now {
+            if deadline > now || in_grace {
                 break;
             }
             line.heartbeats.pop();
@@ -611,22 +834,33 @@ impl MemoryRoom {
         // onwards from the cursor. Away waiters are skipped: no turn is spent on someone
         // who is not there.
         let closed = matches!(line.limits.mode, RoomMode::Paused | RoomMode::Closed)
-            || line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens);
+            || line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens)
+            || matches!(line.window, RestoreWindow::Open { .. });
         if !closed {
             line.bucket.refill(line.limits.admit_per_minute, now_ms);
             let free = line.limits.max_active.saturating_sub(self.active.load(Relaxed) + line.pending);
             let mut budget = free.min(line.bucket.tokens as u64);
-            while budget > 0 {
-                let Some(Reverse(slot)) = line.returns.pop() else { break };
-                if self.grant_if_present(line, slot, now, ttl, hold, &mut report) {
+            // In a grace, nobody is taken for away: none of them could poll.
+            let present_ttl = if in_grace { Ds::MAX } else { ttl };
+            // Waiters looked at without a grant (away, gone): bounded per tick.
+            let mut skipped = 0;
+            while budget > 0 && skipped < SKIP_BOUND {
+                // First those from an earlier generation, by join time; then those who came
+                // back after their turn passed, in slot order; then onwards from the cursor.
+                let slot = if let Some(Reverse((_, slot))) = line.restored.pop() {
+                    slot
+                } else if let Some(Reverse(slot)) = line.returns.pop() {
+                    slot
+                } else if line.cursor < line.base + line.waiters.len() as u64 {
+                    line.cursor += 1;
+                    line.cursor - 1
+                } else {
+                    break;
+                };
+                if self.grant_if_present(line, slot, now, present_ttl, hold, &mut report) {
                     budget -= 1;
-                }
-            }
-            while budget > 0 && line.cursor < line.base + line.waiters.len() as u64 {
-                let slot = line.cursor;
-                line.cursor += 1;
-                if self.grant_if_present(line, slot, now, ttl, hold, &mut report) {
-                    budget -= 1;
+                } else {
+                    skipped += 1;
                 }
             }
             line.meter.record(now_ms, report.granted);
@@ -666,10 +900,16 @@ impl MemoryRoom {
             w.state = State::Granted;
             w.seen = now;
             w.counted = false;
+            w.restored = false;
         }
         if w.counted {
             line.waiting_at.add(index, -1);
             line.waiting -= 1;
+        }
+        if w.restored {
+            line.restored_at.add(w.joined as usize, -1);
+            line.restored_in_line -= 1;
+            line.restored_keys.remove(&slot);
         }
         line.pending += 1;
         let claim = Self::ds_len(line.limits.claim_window);
@@ -698,7 +938,9 @@ impl MemoryRoom {
         let rel = (Self::ticket_of(line, slot) - line.fen_base) as u32;
         let Some(w) = Self::waiter_mut(line, slot) else { return };
         w.state = State::Away;
-        if w.counted {
+        if w.restored {
+            line.restored_away += 1;
+        } else if w.counted {
             line.away_at.add((slot - line.fen_base) as usize, 1);
             line.away += 1;
         } else {
@@ -711,7 +953,12 @@ impl MemoryRoom {
     fn abandon(line: &mut Line, slot: u64) {
         let Some(w) = Self::waiter_mut(line, slot).copied() else { return };
         let index = (slot - line.fen_base) as usize;
-        if w.counted {
+        if w.restored {
+            line.restored_away -= 1;
+            line.restored_in_line -= 1;
+            line.restored_at.add(w.joined as usize, -1);
+            line.restored_keys.remove(&slot);
+        } else if w.counted {
             line.away_at.add(index, -1);
             line.away -= 1;
             line.waiting_at.add(index, -1);
@@ -798,8 +1045,8 @@ impl MemoryRoom {
     pub fn figures(&self, now_ms: u64) -> RoomFigures {
         let line = lock(&self.line);
         RoomFigures {
-            waiting: line.waiting + line.uncounted_held,
-            held: line.away + line.uncounted_held,
+            waiting: line.waiting + line.uncounted_held + line.restored_in_line,
+            held: line.away + line.uncounted_held + line.restored_away,
             returned_total: line.returned_total,
             abandoned_total: line.abandoned_total,
             active: self.active.load(Relaxed),

@@ -105,13 +105,46 @@ pub struct Session {
     pub expires_ms: u64,
 }
 
+/// A ticket as the store knows it: a number within one *generation* of the room's state.
+///
+/// A generation is a random id of the state's lifetime: the memory store's process, or the
+/// Redis keyspace's (created with it, gone with it). Numbers start again in a new generation,
+/// so a number alone could name a stranger's place after a restart; with its generation it
+/// never does (DESIGN §8, "Generations").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TicketRef {
+    /// 0: not known (a ticket cookie from before generations existed).
+    pub generation: u64,
+    pub number: u64,
+}
+
 /// What became of a newcomer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinOutcome {
     /// Nobody waits and there is room: admitted at once.
     Admitted(Session),
     /// In line with this ticket (`reused`: the client was at its cap and got its newest one).
-    Queued { ticket: u64, reused: bool },
+    Queued { ticket: TicketRef, reused: bool },
+}
+
+/// A waiter from an earlier generation, as its signed ticket tells: put back in line by when
+/// it joined (see [`RoomStore::restore`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Returning {
+    pub client: ClientKey,
+    /// The ticket it holds, of another generation.
+    pub old: TicketRef,
+    pub joined_ms: u64,
+}
+
+/// A visitor admitted in an earlier generation, as its signed pass tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    pub session: u128,
+    /// The generation the pass was issued in (0: not known).
+    pub generation: u64,
+    pub created_ms: u64,
+    pub expires_ms: u64,
 }
 
 /// A waiter's place, as of one poll.
@@ -125,6 +158,9 @@ pub struct Place {
     pub joined_ms: u64,
     /// Waiting for `opens_at`: the order is not drawn yet.
     pub prequeue: bool,
+    /// Put back after a restart, in the restore window: the order of those coming back is
+    /// settled when it ends, so no position is known yet.
+    pub restoring: bool,
 }
 
 /// The answer to a waiter's poll.
@@ -138,6 +174,9 @@ pub enum PollOutcome {
     },
     /// Unknown, abandoned or expired ticket: the visitor must join again.
     Gone,
+    /// A ticket of another generation: its number means nothing here. The room restores it
+    /// by its join time ([`RoomStore::restore`]) if it is still within `hold`.
+    OtherGeneration,
 }
 
 /// What one admitter tick did.
@@ -197,6 +236,11 @@ impl RoomStore {
         Self::Memory(Arc::new(memory::MemoryRoom::new(limits, now_ms)))
     }
 
+    /// A room in memory whose admitter ticks every `tick` (a longer pause is an outage).
+    pub fn memory_ticking(limits: RoomLimits, tick: Duration, now_ms: u64) -> Self {
+        Self::Memory(Arc::new(memory::MemoryRoom::new(limits, now_ms).with_tick(tick)))
+    }
+
     /// A room in Redis, shared with every node on the same Redis; see [`redis::RedisRoom`].
     pub fn redis(room: redis::RedisRoom) -> Self {
         Self::Redis(Arc::new(room))
@@ -211,10 +255,37 @@ impl RoomStore {
     }
 
     /// A waiter's heartbeat and status; claims the turn when it has come.
-    pub async fn poll(&self, ticket: u64, now_ms: u64) -> Result<PollOutcome, StoreError> {
+    pub async fn poll(&self, ticket: TicketRef, now_ms: u64) -> Result<PollOutcome, StoreError> {
         match self {
             Self::Memory(room) => Ok(room.poll(ticket, now_ms)),
             Self::Redis(room) => room.poll(ticket, now_ms).await,
+        }
+    }
+
+    /// Puts a waiter whose ticket is of an earlier generation back in line by its original
+    /// join time: ahead of everyone who joined later, behind everyone who joined earlier.
+    /// Idempotent: the same old ticket always gets the same new one.
+    pub async fn restore(&self, returning: Returning, now_ms: u64) -> Result<TicketRef, StoreError> {
+        match self {
+            Self::Memory(room) => Ok(room.restore(returning, now_ms)),
+            Self::Redis(room) => room.restore(returning, now_ms).await,
+        }
+    }
+
+    /// Takes over a session admitted in an earlier generation, up to `max_active`; false if
+    /// it cannot be (its generation is this one, so it ended; or there is no room).
+    pub async fn adopt(&self, admitted: Admitted, now_ms: u64) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(room) => Ok(room.adopt(admitted, now_ms)),
+            Self::Redis(room) => room.adopt(admitted, now_ms).await,
+        }
+    }
+
+    /// The generation of the room's state as last seen (Redis: as of the last answer).
+    pub fn generation(&self) -> u64 {
+        match self {
+            Self::Memory(room) => room.generation(),
+            Self::Redis(room) => room.generation(),
         }
     }
 

@@ -23,14 +23,17 @@ pub fn is_kind(name: &str, kind: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TicketBytes {
     pub room: u64,
+    pub generation: u64,
     pub number: u64,
-    pub issued_secs: u64,
+    pub joined_ms: u64,
+    pub renewed_secs: u64,
 }
 
 /// A decoded `usher_pass` (signature not checked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PassBytes {
     pub room: u64,
+    pub generation: u64,
     pub session: u128,
     pub issued_secs: u64,
     pub expires_secs: u64,
@@ -49,24 +52,31 @@ pub fn unb64(text: &str) -> Vec<u8> {
     URL_SAFE_NO_PAD.decode(text).unwrap_or_else(|e| panic!("cookie {text:?} is not base64url: {e}"))
 }
 
-/// version 1, 'T', room, number, issued-at; then a 16-byte tag.
+/// version 2, 'T', room, generation, number, joined-at (ms), renewed-at (s); then a 16-byte tag.
 pub fn decode_ticket(cookie: &str) -> TicketBytes {
     let raw = unb64(cookie);
-    assert_eq!(raw.len(), 26 + 16, "ticket length");
-    assert_eq!((raw[0], raw[1]), (1, b'T'), "ticket version and kind");
-    TicketBytes { room: be64(&raw[2..10]), number: be64(&raw[10..18]), issued_secs: be64(&raw[18..26]) }
+    assert_eq!(raw.len(), 42 + 16, "ticket length");
+    assert_eq!((raw[0], raw[1]), (2, b'T'), "ticket version and kind");
+    TicketBytes {
+        room: be64(&raw[2..10]),
+        generation: be64(&raw[10..18]),
+        number: be64(&raw[18..26]),
+        joined_ms: be64(&raw[26..34]),
+        renewed_secs: be64(&raw[34..42]),
+    }
 }
 
-/// version 1, 'P', room, session id, issued-at, expires-at; then a 16-byte tag.
+/// version 2, 'P', room, generation, session id, issued-at, expires-at; then a 16-byte tag.
 pub fn decode_pass(cookie: &str) -> PassBytes {
     let raw = unb64(cookie);
-    assert_eq!(raw.len(), 42 + 16, "pass length");
-    assert_eq!((raw[0], raw[1]), (1, b'P'), "pass version and kind");
+    assert_eq!(raw.len(), 50 + 16, "pass length");
+    assert_eq!((raw[0], raw[1]), (2, b'P'), "pass version and kind");
     PassBytes {
         room: be64(&raw[2..10]),
-        session: u128::from_be_bytes(raw[10..26].try_into().expect("16 bytes")),
-        issued_secs: be64(&raw[26..34]),
-        expires_secs: be64(&raw[34..42]),
+        generation: be64(&raw[10..18]),
+        session: u128::from_be_bytes(raw[18..34].try_into().expect("16 bytes")),
+        issued_secs: be64(&raw[34..42]),
+        expires_secs: be64(&raw[42..50]),
     }
 }
 
@@ -85,16 +95,27 @@ pub fn seal(secret: &[u8], payload: &[u8]) -> String {
 }
 
 pub fn ticket_payload(t: &TicketBytes) -> Vec<u8> {
+    let mut p = vec![2, b'T'];
+    for field in [t.room, t.generation, t.number, t.joined_ms, t.renewed_secs] {
+        p.extend_from_slice(&field.to_be_bytes());
+    }
+    p
+}
+
+/// A ticket in the format before generations (version 1: room, number, issued-at), as
+/// browsers still hold them right after an upgrade.
+pub fn ticket_payload_v1(room: u64, number: u64, issued_secs: u64) -> Vec<u8> {
     let mut p = vec![1, b'T'];
-    p.extend_from_slice(&t.room.to_be_bytes());
-    p.extend_from_slice(&t.number.to_be_bytes());
-    p.extend_from_slice(&t.issued_secs.to_be_bytes());
+    for field in [room, number, issued_secs] {
+        p.extend_from_slice(&field.to_be_bytes());
+    }
     p
 }
 
 pub fn pass_payload(p: &PassBytes) -> Vec<u8> {
-    let mut out = vec![1, b'P'];
+    let mut out = vec![2, b'P'];
     out.extend_from_slice(&p.room.to_be_bytes());
+    out.extend_from_slice(&p.generation.to_be_bytes());
     out.extend_from_slice(&p.session.to_be_bytes());
     out.extend_from_slice(&p.issued_secs.to_be_bytes());
     out.extend_from_slice(&p.expires_secs.to_be_bytes());
@@ -115,4 +136,9 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; n];
     ring::rand::SystemRandom::new().fill(&mut bytes).expect("random bytes");
     bytes
+}
+
+/// A version 1 ticket (before generations), signed with `secret`.
+pub fn forge_ticket_v1(secret: &[u8], room: u64, number: u64, issued_secs: u64) -> String {
+    seal(secret, &ticket_payload_v1(room, number, issued_secs))
 }

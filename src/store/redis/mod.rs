@@ -15,6 +15,12 @@
 //!   [`LocalSessions`] and their uses written once per tick, in the tick call; the room's
 //!   figures and limits come back in that call and are cached for the tick.
 //!
+//! - Time comes from Redis (`TIME`, in the scripts), so nodes with skewed clocks agree on
+//!   heartbeats, grants and leases; tests give the time instead ([`RedisRoom::with_given_clock`]).
+//! - The keyspace has a *generation* (DESIGN §8), created with the room's state and gone
+//!   with it: a ticket of another generation names no place here and is restored by its
+//!   join time instead (`lua/restore.lua`).
+//!
 //! Nothing personal is stored: a waiter is its ticket, its join time and its `ClientKey`.
 
 mod connect;
@@ -24,7 +30,10 @@ mod sessions;
 pub use connect::{ConnectError, PASSWORD_ENV, connect, redacted};
 pub use runtime::{RedisRuntime, RoomSpec};
 
-use super::{JoinOutcome, Place, PollOutcome, RoomFigures, RoomLimits, Session, StoreError, TickReport};
+use super::{
+    Admitted, JoinOutcome, Place, PollOutcome, Returning, RoomFigures, RoomLimits, Session, StoreError, TickReport,
+    TicketRef,
+};
 use crate::config::RoomMode;
 use crate::identity::ClientKey;
 use redis::aio::ConnectionManager;
@@ -50,9 +59,11 @@ static DRAIN: LazyLock<Script> = script!("drain.lua");
 static TICK: LazyLock<Script> = script!("tick.lua");
 static SET_LIMITS: LazyLock<Script> = script!("set_limits.lua");
 static FIGURES: LazyLock<Script> = script!("figures.lua");
+static RESTORE: LazyLock<Script> = script!("restore.lua");
+static ADOPT: LazyLock<Script> = script!("adopt.lua");
 
 /// The keys of a room, in the order of `lua/prelude.lua`.
-const KEY_NAMES: [&str; 19] = [
+const KEY_NAMES: [&str; 20] = [
     "limits",
     "state",
     "line",
@@ -72,6 +83,7 @@ const KEY_NAMES: [&str; 19] = [
     "away:seen",
     "returns",
     "returns:away_ms",
+    "restored",
 ];
 
 /// Most expired or abandoned entries one tick handles of each kind; the rest wait for the
@@ -80,6 +92,10 @@ const TICK_BOUND: u64 = 10_000;
 
 /// Ticks between sweeps of this node's session map.
 const SWEEP_EVERY: u64 = 25;
+
+/// The longest restore window (see `lua/restore.lua`): the page asks for its status at least
+/// every 10 s, so within this everyone still watching has come back.
+const RESTORE_WINDOW_MAX_MS: u64 = 15_000;
 
 /// The room's figures and limits as of one tick.
 #[derive(Clone)]
@@ -107,6 +123,10 @@ pub struct RedisRoom {
     known_limits: Mutex<RoomLimits>,
     ticks: AtomicU64,
     random: SystemRandom,
+    /// The keyspace's generation as of the last answer (0 before the first).
+    generation: AtomicU64,
+    /// Times come from Redis (production); the tests give them.
+    given_clock: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -139,9 +159,16 @@ fn malformed(what: &str) -> StoreError {
 
 /// The name of this process in admitter leases: random, so a restarted node is a new holder.
 pub fn node_id() -> String {
+    hex(&random_u64().to_be_bytes())
+}
+
+fn random_u64() -> u64 {
     let mut id = [0u8; 8];
-    let _ = SystemRandom::new().fill(&mut id);
-    hex(&id)
+    // The OS random source only fails if it is gone; the clock still differs between nodes.
+    if SystemRandom::new().fill(&mut id).is_err() {
+        id = crate::clock::now_ms().to_be_bytes();
+    }
+    u64::from_be_bytes(id)
 }
 
 impl RedisRoom {
@@ -161,6 +188,50 @@ impl RedisRoom {
             known_limits: Mutex::new(limits),
             ticks: AtomicU64::new(0),
             random: SystemRandom::new(),
+            generation: AtomicU64::new(0),
+            given_clock: false,
+        }
+    }
+
+    /// Scripts take the `now` they are given instead of Redis's clock (the contract tests,
+    /// which step time exactly).
+    pub fn with_given_clock(mut self) -> Self {
+        self.given_clock = true;
+        self
+    }
+
+    /// The time argument of a script: empty for "Redis's own clock".
+    fn at(&self, now_ms: u64) -> String {
+        if self.given_clock { now_ms.to_string() } else { String::new() }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+
+    /// The generation this call proposes should the room's state be new: random for each
+    /// call (a node that saw its state lost must not bring back the old id), 53 bits (exact
+    /// as a Lua number), never 0.
+    fn candidate(&self) -> u64 {
+        let mut r = [0u8; 8];
+        let _ = self.random.fill(&mut r);
+        (u64::from_be_bytes(r) >> 11).max(1)
+    }
+
+    /// Notes the generation of an answer. A new one means Redis lost the room's state: the
+    /// sessions this node knows are gone there too, so passes are checked with Redis again
+    /// (and taken over, see `lua/adopt.lua`) instead of being served from this node's map
+    /// without being counted against `max_active`.
+    fn saw_generation(&self, generation: i64) {
+        let new = to_u64(generation);
+        let old = self.generation.swap(new, Relaxed);
+        if old != 0 && old != new {
+            tracing::warn!(
+                old,
+                new,
+                "the room's state in Redis is new (it lost its data): restoring places and sessions"
+            );
+            self.sessions.clear();
         }
     }
 
@@ -228,21 +299,25 @@ impl RedisRoom {
     pub async fn join(&self, client: ClientKey, now_ms: u64) -> Result<JoinOutcome, StoreError> {
         let id = self.random_u128();
         let mut call = self.invocation(&JOIN);
-        call.arg(now_ms).arg(hex(&client.0)).arg(format!("{id:032x}")).arg(self.draw().to_string());
+        call.arg(self.at(now_ms)).arg(hex(&client.0)).arg(format!("{id:032x}")).arg(self.draw().to_string());
+        call.arg(self.candidate());
         let answer = ints(&self.run(&call).await?, "join")?;
         self.forget_cache();
-        match answer.as_slice() {
-            [1, expires] => Ok(JoinOutcome::Admitted(self.new_session(id, now_ms, to_u64(*expires)))),
-            [0, ticket] => Ok(JoinOutcome::Queued { ticket: to_u64(*ticket), reused: false }),
-            [2, ticket] => Ok(JoinOutcome::Queued { ticket: to_u64(*ticket), reused: true }),
+        let &[kind, value, generation] = answer.as_slice() else { return Err(malformed("join")) };
+        self.saw_generation(generation);
+        let ticket = TicketRef { generation: to_u64(generation), number: to_u64(value) };
+        match kind {
+            1 => Ok(JoinOutcome::Admitted(self.new_session(id, now_ms, to_u64(value)))),
+            0 => Ok(JoinOutcome::Queued { ticket, reused: false }),
+            2 => Ok(JoinOutcome::Queued { ticket, reused: true }),
             _ => Err(malformed("join")),
         }
     }
 
-    pub async fn poll(&self, ticket: u64, now_ms: u64) -> Result<PollOutcome, StoreError> {
+    pub async fn poll(&self, ticket: TicketRef, now_ms: u64) -> Result<PollOutcome, StoreError> {
         let id = self.random_u128();
         let mut call = self.invocation(&POLL);
-        call.arg(now_ms).arg(ticket).arg(format!("{id:032x}"));
+        call.arg(self.at(now_ms)).arg(ticket.number).arg(format!("{id:032x}")).arg(ticket.generation);
         let answer = self.run(&call).await?;
         // A claim answers with the session's id: this poll's, or the one of an earlier claim
         // of the same ticket whose answer was lost.
@@ -261,14 +336,51 @@ impl RedisRoom {
         }
         match ints(&answer, "poll")?.as_slice() {
             [0] => Ok(PollOutcome::Gone),
-            [2, ahead, joined, prequeue, away_ahead] => Ok(PollOutcome::Waiting(Place {
+            [3] => Ok(PollOutcome::OtherGeneration),
+            [2, ahead, joined, prequeue, away_ahead, restoring] => Ok(PollOutcome::Waiting(Place {
                 ahead: to_u64(*ahead),
                 away_ahead: to_u64(*away_ahead),
                 joined_ms: to_u64(*joined),
                 prequeue: *prequeue == 1,
+                restoring: *restoring == 1,
             })),
             _ => Err(malformed("poll")),
         }
+    }
+
+    /// See [`super::RoomStore::restore`] and `lua/restore.lua`.
+    pub async fn restore(&self, returning: Returning, now_ms: u64) -> Result<TicketRef, StoreError> {
+        let window = lock(&self.known_limits).waiter_ttl;
+        let mut call = self.invocation(&RESTORE);
+        call.arg(self.at(now_ms))
+            .arg(hex(&returning.client.0))
+            .arg(format!("{}:{}", returning.old.generation, returning.old.number))
+            .arg(returning.joined_ms)
+            .arg(self.candidate())
+            .arg(millis(window).min(RESTORE_WINDOW_MAX_MS))
+            .arg(self.draw().to_string());
+        let answer = ints(&self.run(&call).await?, "restore")?;
+        self.forget_cache();
+        let &[number, generation] = answer.as_slice() else { return Err(malformed("restore")) };
+        self.saw_generation(generation);
+        Ok(TicketRef { generation: to_u64(generation), number: to_u64(number) })
+    }
+
+    /// See [`super::RoomStore::adopt`] and `lua/adopt.lua`.
+    pub async fn adopt(&self, admitted: Admitted, now_ms: u64) -> Result<bool, StoreError> {
+        let mut call = self.invocation(&ADOPT);
+        call.arg(self.at(now_ms))
+            .arg(format!("{:032x}", admitted.session))
+            .arg(admitted.generation)
+            .arg(admitted.created_ms)
+            .arg(admitted.expires_ms)
+            .arg(self.candidate());
+        let adopted = int(&self.run(&call).await?).ok_or_else(|| malformed("adopt"))? == 1;
+        if adopted {
+            self.sessions.insert(admitted.session, now_ms, admitted.expires_ms);
+            self.forget_cache();
+        }
+        Ok(adopted)
     }
 
     /// Answered from this node's map when it can (no Redis call); see [`LocalSessions`].
@@ -277,7 +389,7 @@ impl RedisRoom {
             return Ok(true);
         }
         let mut call = self.invocation(&TOUCH);
-        call.arg(now_ms).arg(format!("{id:032x}"));
+        call.arg(self.at(now_ms)).arg(format!("{id:032x}"));
         let answer = ints(&self.run(&call).await?, "touch")?;
         match answer.as_slice() {
             [1, expires, seen] => {
@@ -329,9 +441,9 @@ impl RedisRoom {
         let uses = self.sessions.take_dirty();
         let token = lock(&self.token).clone();
         let mut call = self.invocation(&TICK);
-        call.arg(now_ms).arg(&self.node).arg(&token).arg(self.lease_ms).arg(TICK_BOUND);
+        call.arg(self.at(now_ms)).arg(&self.node).arg(&token).arg(self.lease_ms).arg(TICK_BOUND).arg(self.candidate());
         for (id, seen) in &uses {
-            call.arg(format!("{id:032x}")).arg(*seen);
+            call.arg(format!("{id:032x}")).arg(self.at(*seen));
         }
         let answer = match self.run(&call).await {
             Ok(answer) => answer,
@@ -341,9 +453,10 @@ impl RedisRoom {
             }
         };
         let Value::Array(parts) = answer else { return Err(malformed("tick")) };
-        let [new_token, counts, figures, ended, waits, limits, away_ms] = parts.as_slice() else {
+        let [new_token, counts, figures, ended, waits, limits, away_ms, generation] = parts.as_slice() else {
             return Err(malformed("tick"));
         };
+        self.saw_generation(int(generation).ok_or_else(|| malformed("tick generation"))?);
         let new_token = string(new_token).ok_or_else(|| malformed("tick token"))?;
         self.lease_changed(&token, &new_token);
         *lock(&self.token) = new_token;
@@ -396,7 +509,7 @@ impl RedisRoom {
             return Ok(cached.figures);
         }
         let mut call = self.invocation(&FIGURES);
-        call.arg(now_ms);
+        call.arg(self.at(now_ms));
         parse_figures(&self.run(&call).await?)
     }
 

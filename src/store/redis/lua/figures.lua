@@ -1,2 +1,2 @@
 -- figures(now): waiting, active, pending, admissions per minute (-1: not known yet).
-return figures(tonumber(ARGV[1]))
+return figures(clock(ARGV[1]))

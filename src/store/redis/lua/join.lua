@@ -1,23 +1,27 @@
--- join(now, client, session_id, draw): admit at once when nobody waits and there is room,
--- else a ticket at the tail. `draw` in [0, 1) places a pre-queued ticket at random among
--- the others of its pre-queue; the order is only shown after the opening.
+-- join(now, client, session_id, draw, generation): admit at once when nobody waits and there
+-- is room, else a ticket at the tail. `draw` in [0, 1) places a pre-queued ticket at random
+-- among the others of its pre-queue; the order is only shown after the opening. Answers
+-- {1, expires, generation} (admitted) or {0 | 2 (reused), ticket, generation}.
 local lim = limits()
 if not lim then
   return no_limits()
 end
-local now, client, id, draw = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now = clock(ARGV[1])
+local client, id, draw = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local gen = generation(ARGV[5], now)
 local prequeue = lim.opens ~= nil and now < lim.opens
 if not prequeue then
   redis.call('HDEL', S, 'prequeue_from')
 end
 -- Those away hold their places but are not in the way (see the memory store's join).
-if lim.mode == 'auto' and not prequeue and redis.call('ZCARD', Q) == redis.call('ZCARD', W) then
+local nobody_present = redis.call('ZCARD', Q) == redis.call('ZCARD', W)
+if lim.mode == 'auto' and not prequeue and not restoring(now) and nobody_present then
   local tokens, updated = refill(lim, now)
   if redis.call('ZCARD', SS) + redis.call('ZCARD', G) < lim.max_active and tokens >= 1 then
     save_bucket(tokens - 1, updated)
     meter_record(now, 1)
     keep(lim, S, M)
-    return {1, new_session(lim, id, now)}
+    return {1, new_session(lim, id, now), gen}
   end
   save_bucket(tokens, updated)
 end
@@ -25,7 +29,7 @@ local live = tonumber(redis.call('HGET', K, client)) or 0
 if live >= lim.cap then
   local newest = tonumber(redis.call('HGET', N, client))
   if newest then
-    return {2, newest}
+    return {2, newest, gen}
   end
 end
 local ticket = redis.call('HINCRBY', S, 'next_ticket', 1) - 1
@@ -44,4 +48,4 @@ redis.call('HSET', T, ticket, string.format('%d:%s:%.17g', now, client, slot))
 redis.call('HINCRBY', K, client, 1)
 redis.call('HSET', N, client, ticket)
 keep(lim, S, Q, H, T, K, N)
-return {0, ticket}
+return {0, ticket, gen}

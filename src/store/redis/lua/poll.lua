@@ -1,11 +1,16 @@
--- poll(now, ticket, session_id): a waiter's heartbeat and place; claims a granted turn.
--- A claim is remembered for a claim window: if its answer was lost (the node died mid-request)
--- the visitor's next poll, on any node, gets the same session rather than "expired".
+-- poll(now, ticket, session_id, generation): a waiter's heartbeat and place; claims a granted
+-- turn. A claim is remembered for a claim window: if its answer was lost (the node died
+-- mid-request) the visitor's next poll, on any node, gets the same session rather than
+-- "expired". A ticket of another generation (not '0', "not known") names no place here: {3}.
 local lim = limits()
 if not lim then
   return no_limits()
 end
-local now, ticket, id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local now = clock(ARGV[1])
+local ticket, id = ARGV[2], ARGV[3]
+if ARGV[4] ~= '0' and redis.call('HGET', S, 'generation') ~= ARGV[4] then
+  return {3}
+end
 if redis.call('ZREM', G, ticket) == 1 then
   local joined = release(ticket) or now
   local expires = new_session(lim, id, now)
@@ -70,4 +75,8 @@ local prequeue = 0
 if from and tonumber(ticket) >= from then
   prequeue = 1
 end
-return {2, ahead, joined, prequeue, away_ahead}
+local restoring_now = 0
+if restoring(now) then
+  restoring_now = 1
+end
+return {2, ahead, joined, prequeue, away_ahead, restoring_now}

@@ -1,6 +1,7 @@
 -- Shared by every usher script (DESIGN §8). All keys of a room share one hash tag, so a
--- script touches one Redis Cluster slot. Times are Unix milliseconds from the calling node.
-local L, S, Q, H, G, T, K, N, SS, SX, SC, M, A, CL, CT, W, D, R, RM = unpack(KEYS)
+-- script touches one Redis Cluster slot. Times are Unix milliseconds: Redis's own clock
+-- (TIME), so that every node agrees, unless the caller gives one (the tests do).
+local L, S, Q, H, G, T, K, N, SS, SX, SC, M, A, CL, CT, W, D, R, RM, RS = unpack(KEYS)
 -- L  limits (hash)                 S  counters: next ticket, bucket, meter, pre-queue, fence,
 --                                     cursor (the last slot the admitter passed), returns
 -- Q  in line: ticket -> line slot  H  present: ticket -> last heartbeat
@@ -14,6 +15,36 @@ local L, S, Q, H, G, T, K, N, SS, SX, SC, M, A, CL, CT, W, D, R, RM = unpack(KEY
 -- SS session -> last seen          SX session -> expires      SC session -> created
 -- M  admissions per second (60 slots "sec:count")             A  admitter lease "node:fence"
 -- CL claimed ticket -> "session:expires:waited"   CT claimed ticket -> when (kept a claim window)
+-- RS restored: "generation:ticket" of an earlier generation -> ticket in this one
+-- S also holds the keyspace's generation (a random id, gone with the keyspace) and when it
+-- began, the end of a restore window, and the last tick and grace start (outages).
+
+-- The time of this call: the caller's if it gives one, else Redis's.
+local function clock(given)
+  if given and given ~= '' then
+    return tonumber(given)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The keyspace's generation; a new one (the caller's random `candidate`) if there is none,
+-- because this room's state is new or was lost. Returns it and when it began.
+local function generation(candidate, now)
+  local g = redis.call('HMGET', S, 'generation', 'generation_ms')
+  if g[1] then
+    return g[1], tonumber(g[2]) or now
+  end
+  redis.call('HSET', S, 'generation', candidate, 'generation_ms', now)
+  return candidate, now
+end
+
+-- Whether the restore window is open: after a generation change, while those coming back
+-- are collected, nobody is granted (see restore.lua).
+local function restoring(now)
+  local until_ms = tonumber(redis.call('HGET', S, 'restore_until'))
+  return until_ms ~= nil and now < until_ms
+end
 
 local function limits()
   local v = redis.call('HMGET', L, 'max_active', 'admit_per_minute', 'session_idle', 'session_max',

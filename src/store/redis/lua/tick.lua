@@ -1,4 +1,5 @@
--- tick(now, node, token, lease_ms, bound, [session_id, seen]...): one node's call per tick.
+-- tick(now, node, token, lease_ms, bound, generation, [session_id, seen]...): one node's call
+-- per tick. `generation` is the node's candidate should the room's state be new.
 --  1. Writes the session touches this node saw since its last tick (touches stay local
 --     between ticks, so a proxied request makes no Redis call); reports sessions now ended.
 --  2. Holds or takes the admitter lease: a token "node:fence" with a TTL. Only the holder
@@ -7,15 +8,29 @@
 --     place held) and abandons those away past hold; grants those who came back after
 --     their turn, then onwards from the cursor, within the budget.
 --  4. Returns the room's figures and limits, which the node caches for one tick.
+-- After a gap longer than a lease in which no node ticked (Redis was down, stopped or cut
+-- off), nobody could poll: waiters get one waiter_ttl of grace from the first tick after it,
+-- in which nobody is found away, abandoned, or loses an unclaimed turn.
 local lim = limits()
 if not lim then
   return no_limits()
 end
-local now, node, token, lease_ms, bound = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = clock(ARGV[1])
+local node, token, lease_ms, bound = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local gen = generation(ARGV[6], now)
+
+local last_tick = tonumber(redis.call('HGET', S, 'last_tick'))
+if last_tick and now - last_tick > lease_ms then
+  redis.call('HSET', S, 'grace_from', now)
+end
+redis.call('HSET', S, 'last_tick', now)
+local grace_from = tonumber(redis.call('HGET', S, 'grace_from'))
+local in_grace = grace_from ~= nil and now < grace_from + lim.ttl
 
 local ended = {}
-for i = 6, #ARGV - 1, 2 do
-  local id, seen = ARGV[i], tonumber(ARGV[i + 1])
+for i = 7, #ARGV - 1, 2 do
+  -- A use without a time (the node runs on Redis's clock) was seen in this tick.
+  local id, seen = ARGV[i], math.min(tonumber(ARGV[i + 1]) or now, now)
   local last = tonumber(redis.call('ZSCORE', SS, id))
   if not last then
     ended[#ended + 1] = id
@@ -51,7 +66,8 @@ if token ~= '' then
     expired_sessions = expired_sessions + end_session(id)
   end
 
-  if lim.opens and now >= lim.opens and redis.call('HDEL', S, 'prequeue_from') == 1 then
+  -- Opened, or its opening time cleared: the pre-queue's order stands from now on.
+  if not (lim.opens and now < lim.opens) and redis.call('HDEL', S, 'prequeue_from') == 1 then
     opened = 1
   end
 
@@ -63,7 +79,10 @@ if token ~= '' then
 
   -- Grants not claimed in time return their slot to the budget. The waiter is away, not
   -- gone: its place is held from the turn it did not claim (uncounted, see prelude.lua).
-  local due = redis.call('ZRANGEBYSCORE', G, '-inf', now, 'WITHSCORES', 'LIMIT', 0, bound)
+  local due = {}
+  if not in_grace then
+    due = redis.call('ZRANGEBYSCORE', G, '-inf', now, 'WITHSCORES', 'LIMIT', 0, bound)
+  end
   for i = 1, #due, 2 do
     local t, granted_at = due[i], tonumber(due[i + 1]) - lim.claim
     redis.call('ZREM', G, t)
@@ -85,13 +104,20 @@ if token ~= '' then
   end
 
   -- Away longer than hold: abandoned.
-  for _, t in ipairs(redis.call('ZRANGEBYSCORE', D, '-inf', now - lim.hold, 'LIMIT', 0, bound)) do
+  local gone = {}
+  if not in_grace then
+    gone = redis.call('ZRANGEBYSCORE', D, '-inf', now - lim.hold, 'LIMIT', 0, bound)
+  end
+  for _, t in ipairs(gone) do
     abandon(t)
     abandoned = abandoned + 1
   end
 
   -- Present waiters whose last heartbeat is older than waiter_ttl are away.
-  local stale = redis.call('ZRANGEBYSCORE', H, '-inf', now - lim.ttl, 'WITHSCORES', 'LIMIT', 0, bound)
+  local stale = {}
+  if not in_grace then
+    stale = redis.call('ZRANGEBYSCORE', H, '-inf', now - lim.ttl, 'WITHSCORES', 'LIMIT', 0, bound)
+  end
   for i = 1, #stale, 2 do
     local t = stale[i]
     local slot = redis.call('ZSCORE', Q, t)
@@ -107,6 +133,7 @@ if token ~= '' then
   end
 
   local closed = lim.mode == 'paused' or lim.mode == 'closed' or (lim.opens ~= nil and now < lim.opens)
+    or restoring(now)
   if not closed then
     local tokens, updated = refill(lim, now)
     local free = lim.max_active - redis.call('ZCARD', SS) - redis.call('ZCARD', G)
@@ -118,7 +145,7 @@ if token ~= '' then
       if not seen then
         return false
       end
-      if seen + lim.ttl <= now then
+      if seen + lim.ttl <= now and not in_grace then
         if redis.call('ZSCORE', Q, t) then
           go_away(t, seen, slot)
         else
@@ -139,8 +166,10 @@ if token ~= '' then
       return true
     end
 
-    -- First those who came back after the admitter passed their slot, in slot order.
-    while budget > 0 do
+    -- First those who came back after the admitter passed their slot, in slot order. Each
+    -- waiter is looked at once, granted or skipped, and no more than `bound` per tick.
+    local looked = 0
+    while budget > 0 and looked < bound do
       local back = redis.call('ZRANGE', R, 0, budget - 1, 'WITHSCORES')
       if #back == 0 then
         break
@@ -150,13 +179,13 @@ if token ~= '' then
           break
         end
         redis.call('ZREM', R, back[i])
+        looked = looked + 1
         try_grant(back[i], back[i + 1])
       end
     end
 
-    -- Then onwards from the cursor: each waiter is looked at once, granted or skipped.
+    -- Then onwards from the cursor.
     local cursor = redis.call('HGET', S, 'cursor')
-    local looked = 0
     while budget > 0 and looked < bound do
       local from = cursor and ('(' .. cursor) or '-inf'
       local batch = redis.call('ZRANGEBYSCORE', Q, from, '+inf', 'WITHSCORES', 'LIMIT', 0, budget)
@@ -178,10 +207,10 @@ if token ~= '' then
     save_bucket(tokens, updated)
     meter_record(now, granted)
   end
-  keep(lim, L, S, Q, H, G, T, K, N, SS, SX, SC, M, CL, CT, W, D, R)
+  keep(lim, L, S, Q, H, G, T, K, N, SS, SX, SC, M, CL, CT, W, D, R, RS)
 end
 
 local limits_now = redis.call('HMGET', L, 'max_active', 'admit_per_minute', 'session_idle', 'session_max',
   'waiter_ttl', 'claim_window', 'mode', 'opens_at', 'tickets_per_client', 'message', 'hold')
 return {token, {granted, abandoned, expired_grants, expired_sessions, opened, away, returned}, figures(now), ended, waits,
-  limits_now, away_ms}
+  limits_now, away_ms, gen}

@@ -4,7 +4,7 @@ local lim = limits()
 if not lim then
   return no_limits()
 end
-local now, id = tonumber(ARGV[1]), ARGV[2]
+local now, id = clock(ARGV[1]), ARGV[2]
 local seen = tonumber(redis.call('ZSCORE', SS, id))
 if not seen then
   return {0}
