@@ -10,6 +10,7 @@
 //! - [`admin`]: the admin listener: `/metrics` read and summed, admin API calls;
 //! - [`process`]: the real `usher` binary as a child process;
 //! - [`redis_server`]: a real `redis-server`;
+//! - [`spike`]: spikes of clients over several nodes, and the order they were admitted in;
 //! - [`data`]: large bodies made and checked on the fly.
 //!
 //! Every server a test starts listens on port 0 and reports the port it got: usher
@@ -26,6 +27,7 @@ pub mod data;
 pub mod process;
 pub mod redis_server;
 pub mod room;
+pub mod spike;
 pub mod upstream;
 pub mod visitor;
 
@@ -36,6 +38,7 @@ pub use data::*;
 pub use process::*;
 pub use redis_server::*;
 pub use room::*;
+pub use spike::*;
 pub use upstream::*;
 pub use visitor::*;
 
