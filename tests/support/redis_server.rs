@@ -10,7 +10,7 @@
 //! exits with "Address already in use" and [`RedisServer::start_with`] tries another port.
 
 use super::TempDir;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,10 @@ pub struct RedisOptions {
     pub tls: bool,
     /// Keep the data across a restart (appendonly, fsync every write).
     pub persist: bool,
+    /// Start as a replica of the server on this loopback port.
+    pub replica_of: Option<u16>,
+    /// A cluster node (`--cluster-enabled`), to be joined by `redis-cli --cluster create`.
+    pub cluster: bool,
 }
 
 /// A running redis-server; killed on drop.
@@ -102,7 +106,16 @@ impl RedisServer {
             command.args(["--appendonly", "no"]);
         }
         if let Some(password) = &self.options.password {
-            command.arg("--requirepass").arg(password);
+            // masterauth too: after a failover this server may be a replica of another.
+            command.arg("--requirepass").arg(password).arg("--masterauth").arg(password);
+        }
+        if let Some(port) = self.options.replica_of {
+            command.args(["--replicaof", "127.0.0.1", &port.to_string()]);
+        }
+        if self.options.cluster {
+            command
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000", "--cluster-config-file"])
+                .arg(self.dir.path().join("nodes.conf"));
         }
         if self.options.tls {
             let path = |name: &str| self.dir.path().join(name);
@@ -125,24 +138,8 @@ impl RedisServer {
             .spawn()
             .expect("start redis-server (tests/run.sh installs it)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-            if log.contains("Ready to accept connections") {
-                return Ok(());
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                // Read again: its last lines may have come after the read above.
-                let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-                if log.contains("Address already in use") {
-                    return Err(PortTaken(log));
-                }
-                panic!("redis-server exited ({status}):\n{log}");
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start within 20 s:\n{log}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.log_file();
+        await_ready(&mut self.child, &log, "Ready to accept connections", "redis-server")
     }
 
     /// Stops the server at once (SIGKILL: no goodbye to the clients).
@@ -181,12 +178,35 @@ impl RedisServer {
     }
 }
 
-/// redis-server could not bind its port: somebody else has it. Holds redis's log.
-struct PortTaken(String);
+/// Waits (at most 20 s) until `log` shows `ready`; `Err` if the process exited because its
+/// port was taken, a panic if it exited for another reason.
+pub fn await_ready(child: &mut Option<Child>, log: &Path, ready: &str, what: &str) -> Result<(), PortTaken> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(ready) {
+            return Ok(());
+        }
+        if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
+            *child = None;
+            // Read again: its last lines may have come after the read above.
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.contains("Address already in use") {
+                return Err(PortTaken(text));
+            }
+            panic!("{what} exited ({status}):\n{text}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not start within 20 s:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A Redis process could not bind its port: somebody else has it. Holds its log.
+pub struct PortTaken(pub String);
 
 /// A loopback port that is free now: the kernel's pick for port 0, released at once for
 /// redis-server to bind (which may fail, see the module's comment).
-fn unused_port() -> u16 {
+pub fn unused_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     listener.local_addr().expect("local address").port()
 }
