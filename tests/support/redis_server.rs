@@ -113,8 +113,11 @@ impl RedisServer {
             command.args(["--replicaof", "127.0.0.1", &port.to_string()]);
         }
         if self.options.cluster {
+            // The cluster bus port is picked too: redis's default, the port + 10000, does not
+            // exist above 55535, where many ephemeral ports are.
             command
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000", "--cluster-config-file"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .args(["--cluster-port", &unused_port().to_string(), "--cluster-config-file"])
                 .arg(self.dir.path().join("nodes.conf"));
         }
         if self.options.tls {
