@@ -1,6 +1,7 @@
 //! usher on a Redis Cluster (DESIGN §8): a room's keys share the hash tag `{usher:ROOM}`, so
 //! its scripts run unchanged in one slot; two rooms whose slots are on different masters are
-//! each admitted in order, by two nodes, with the password from `USHER_REDIS_PASSWORD`.
+//! each admitted in order, by two nodes, with the password from `USHER_REDIS_PASSWORD`; and a
+//! cluster over TLS works with the operator's CA.
 //!
 //! Every process is real: two usher binaries and three cluster masters.
 
@@ -9,7 +10,7 @@ mod support;
 use http::StatusCode;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::{Logs, RedisCluster, Upstream, UsherProcess, Visitor, ip};
+use support::{Logs, RedisCluster, RedisOptions, Upstream, UsherProcess, Visitor, ip};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-cluster-tests";
 const PASSWORD: &str = "door-cluster-4711";
@@ -95,4 +96,18 @@ async fn rooms_on_different_cluster_masters_each_admit_in_turn() {
         owner(&rooms[1]),
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls_admits_with_the_operators_ca() {
+    let cluster = RedisCluster::start_with(RedisOptions { tls: true, ..RedisOptions::default() });
+    let backend = Upstream::start_mailbox().await;
+    let rooms = ["secure".to_string(), "unused".to_string()];
+    let config = node_config(backend.addr, &cluster.tls_urls(), &rooms);
+    let ca = cluster.nodes[0].ca_file();
+    let env = [("USHER_SECRET", SECRET), ("SSL_CERT_FILE", ca.to_str().expect("a UTF-8 path"))];
+    let node = UsherProcess::spawn(&config, Logs::Text, &env);
+    room_admits_in_turn(&rooms[0], node.http_addr, node.http_addr, 8).await;
+    let on = cluster.owner("{usher:secure}:limits");
+    assert_eq!(cluster.nodes[on].cli(&["EXISTS", "{usher:secure}:sessions:seen"]).trim(), "1");
 }

@@ -1,6 +1,7 @@
 //! A Redis Cluster for the tests: three masters (real `redis-server --cluster-enabled`
 //! processes on 127.0.0.1, ports picked as [`RedisServer`] picks them) joined by
-//! `redis-cli --cluster create`, each owning a third of the slots.
+//! `redis-cli --cluster create`, each owning a third of the slots; optionally over TLS, the
+//! nodes' bus included.
 
 use super::redis_server::{RedisOptions, RedisServer};
 use std::process::Command;
@@ -15,15 +16,27 @@ impl RedisCluster {
     /// Starts three nodes, creates the cluster and waits (at most 20 s) until every node
     /// says `cluster_state:ok`.
     pub fn start(password: Option<&str>) -> Self {
-        let options = RedisOptions { password: password.map(str::to_string), cluster: true, ..RedisOptions::default() };
-        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(options.clone())).collect();
+        Self::start_with(RedisOptions { password: password.map(str::to_string), ..RedisOptions::default() })
+    }
+
+    /// The same with `options` for every node (`tls`: one CA for all, the first node's, as
+    /// the nodes talk TLS to each other too).
+    pub fn start_with(options: RedisOptions) -> Self {
+        let options = RedisOptions { cluster: true, ..options };
+        let first = RedisServer::start_with(options.clone());
+        let shared = RedisOptions { certificates_from: options.tls.then(|| first.dir().to_path_buf()), ..options };
+        let mut nodes = vec![first];
+        nodes.extend((1..3).map(|_| RedisServer::start_with(shared.clone())));
         let mut create = Command::new("redis-cli");
+        if shared.tls {
+            create.arg("--tls").arg("--cacert").arg(nodes[0].ca_file());
+        }
         create.arg("--cluster").arg("create");
         for node in &nodes {
             create.arg(format!("127.0.0.1:{}", node.port));
         }
         create.arg("--cluster-yes");
-        if let Some(password) = password {
+        if let Some(password) = &shared.password {
             create.env("REDISCLI_AUTH", password);
         }
         let out = create.output().expect("run redis-cli --cluster create");
@@ -44,6 +57,11 @@ impl RedisCluster {
     /// `HOST:PORT` of every node, for `store.cluster`.
     pub fn addresses(&self) -> Vec<String> {
         self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect()
+    }
+
+    /// `rediss://HOST:PORT` of every node (a TLS cluster).
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("rediss://127.0.0.1:{}", n.port)).collect()
     }
 
     /// The node (index) whose slots hold `key`.

@@ -25,6 +25,9 @@ pub struct RedisOptions {
     pub replica_of: Option<u16>,
     /// A cluster node (`--cluster-enabled`), to be joined by `redis-cli --cluster create`.
     pub cluster: bool,
+    /// With `tls`: the CA and certificate of this directory instead of new ones, so that
+    /// servers that talk to each other (a cluster's bus) trust each other.
+    pub certificates_from: Option<PathBuf>,
 }
 
 /// A running redis-server; killed on drop.
@@ -46,8 +49,14 @@ impl RedisServer {
     pub fn start_with(options: RedisOptions) -> Self {
         const ATTEMPTS: usize = 5;
         let dir = TempDir::new("redis");
-        if options.tls {
-            write_certificates(&dir);
+        match (&options.certificates_from, options.tls) {
+            (Some(from), true) => {
+                for file in ["ca.pem", "server.pem", "server.key"] {
+                    std::fs::copy(from.join(file), dir.path().join(file)).expect("copy a certificate file");
+                }
+            }
+            (None, true) => write_certificates(&dir),
+            (_, false) => {}
         }
         let mut server = Self { child: None, port: 0, options, dir };
         for attempt in 1..=ATTEMPTS {
@@ -112,6 +121,9 @@ impl RedisServer {
         if let Some(port) = self.options.replica_of {
             command.args(["--replicaof", "127.0.0.1", &port.to_string()]);
         }
+        if self.options.cluster && self.options.tls {
+            command.args(["--tls-cluster", "yes"]);
+        }
         if self.options.cluster {
             // The cluster bus port is picked too: redis's default, the port + 10000, does not
             // exist above 55535, where many ephemeral ports are.
@@ -169,10 +181,18 @@ impl RedisServer {
         std::fs::read(self.dir.path().join("dump.rdb")).expect("read dump.rdb")
     }
 
-    /// Runs `redis-cli` against this server (plain servers only) and returns its output.
+    /// The directory of its files (certificates, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `redis-cli` against this server and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
         let mut command = Command::new("redis-cli");
         command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if self.options.tls {
+            command.arg("--tls").arg("--cacert").arg(self.ca_file());
+        }
         if let Some(password) = &self.options.password {
             command.env("REDISCLI_AUTH", password);
         }
