@@ -1,7 +1,8 @@
 //! usher on a Sentinel-managed Redis (DESIGN §8): when the master dies mid-spike, the
 //! sentinels promote the replica and every node finds the new master by itself. Meanwhile
 //! pass holders keep being served and waiters are told "unavailable"; afterwards every waiter
-//! is still in line, in its place, and the line is admitted in its order.
+//! is still in line, in its place, and the line is admitted in its order. Over TLS too
+//! (`rediss+sentinel://`), with the operator's CA.
 //!
 //! Every process is real: two usher binaries, a master, a replica and three sentinels.
 
@@ -15,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisSentinels, TICKET, Upstream, UsherProcess, decode_pass, decode_ticket,
-    eventually, ip, is_kind, kendall_tau,
+    BalancedClient, Logs, Record, RedisOptions, RedisSentinels, TICKET, Upstream, UsherProcess, Visitor, decode_pass,
+    decode_ticket, eventually, ip, is_kind, kendall_tau,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-sentinel-tests";
@@ -245,4 +246,42 @@ async fn when_the_master_dies_mid_spike_the_nodes_follow_the_new_master_and_the_
          ({concordant} pairs in order, {discordant} overtakes, {ties} within one poll); total {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_master_is_found_through_the_sentinels_before_and_after_a_failover() {
+    let mut redis = RedisSentinels::start_with(RedisOptions {
+        tls: true,
+        password: Some(PASSWORD.into()),
+        ..RedisOptions::default()
+    });
+    assert!(redis.url().starts_with("rediss+sentinel://"));
+    let backend = Upstream::start_mailbox().await;
+    let config = node_config(backend.addr, &redis.url(), 1);
+    let ca = redis.ca_file();
+    let env =
+        [("USHER_SECRET", SECRET), ("USHER_REDIS_PASSWORD", PASSWORD), ("SSL_CERT_FILE", ca.to_str().expect("UTF-8"))];
+    let node = UsherProcess::spawn(&config, Logs::Text, &env);
+
+    let mut first = Visitor::new(ip(8, 1), node.http_addr);
+    assert!(first.api("/inbox").await.forwarded(), "the first visitor is admitted at once");
+    let old = redis.kill_master();
+    eventually("the sentinels name a new master", Duration::from_secs(30), || {
+        let now = redis.master_port();
+        async move { now.is_some_and(|p| p != old) }
+    })
+    .await;
+    // The room is full (the first visitor's session survived): a newcomer is queued, as soon
+    // as the node has followed the master.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in 2.. {
+        let answer = Visitor::new(ip(8, n), node.http_addr).api("/inbox").await;
+        if answer.json()["status"] != "unavailable" {
+            assert_eq!(answer.json()["status"], "waiting", "the room is still full: {}", answer.text());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node did not follow the new master within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(first.api("/inbox").await.forwarded(), "the pass holder is still served");
 }

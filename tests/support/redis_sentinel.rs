@@ -2,12 +2,14 @@
 //! each a real process on 127.0.0.1. Every sentinel has its own config file in its own temp
 //! directory, since a sentinel rewrites its file as it learns. The sentinels notice a dead
 //! master after one second (`down-after-milliseconds 1000`) and fail over within seconds.
+//! With TLS every process speaks only TLS, all with one CA.
 //! Ports are picked as [`RedisServer`] picks them (see its module comment), and a sentinel
 //! whose port was taken meanwhile is started again on another.
 
 use super::TempDir;
 use super::redis_server::{PortTaken, RedisOptions, RedisServer, await_ready, unused_port};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,7 @@ pub struct RedisSentinels {
     /// The two data servers: the first starts as the master.
     pub servers: Vec<RedisServer>,
     sentinels: Vec<SentinelProcess>,
-    password: Option<String>,
+    options: RedisOptions,
 }
 
 struct SentinelProcess {
@@ -32,14 +34,22 @@ impl RedisSentinels {
     /// Starts the master, its replica (waiting until it is in sync) and three sentinels
     /// (waiting until each knows the replica and the other two).
     pub fn start(password: Option<&str>) -> Self {
-        let options = RedisOptions { password: password.map(str::to_string), ..RedisOptions::default() };
+        Self::start_with(RedisOptions { password: password.map(str::to_string), ..RedisOptions::default() })
+    }
+
+    /// The same with `options` (`password`, `tls`) for the data servers; with TLS the
+    /// sentinels speak only TLS too, and every process has the master's CA and certificate.
+    pub fn start_with(options: RedisOptions) -> Self {
         let master = RedisServer::start_with(options.clone());
-        let replica = RedisServer::start_with(RedisOptions { replica_of: Some(master.port), ..options });
+        let options = RedisOptions { certificates_from: options.tls.then(|| master.dir().to_path_buf()), ..options };
+        let replica = RedisServer::start_with(RedisOptions { replica_of: Some(master.port), ..options.clone() });
         wait_until("the replica is in sync with its master", || {
             replica.cli(&["INFO", "replication"]).contains("master_link_status:up")
         });
-        let sentinels = (0..3).map(|_| SentinelProcess::start(master.port, password)).collect();
-        let set = Self { servers: vec![master, replica], sentinels, password: password.map(str::to_string) };
+        let tls = options.tls.then(|| master.dir().to_path_buf());
+        let sentinels =
+            (0..3).map(|_| SentinelProcess::start(master.port, options.password.as_deref(), tls.as_deref())).collect();
+        let set = Self { servers: vec![master, replica], sentinels, options };
         wait_until("every sentinel knows the replica and the two other sentinels", || {
             (0..set.sentinels.len()).all(|i| {
                 let replicas = entries(&set.sentinel_cli(i, &["SENTINEL", "REPLICAS", MASTER_NAME]));
@@ -52,11 +62,12 @@ impl RedisSentinels {
         set
     }
 
-    /// `redis+sentinel://` naming the three sentinels and the master (no password: give it
-    /// in `USHER_REDIS_PASSWORD`).
+    /// `redis+sentinel://` (`rediss+sentinel://` with TLS) naming the three sentinels and the
+    /// master (no password: give it in `USHER_REDIS_PASSWORD`).
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
-        format!("redis+sentinel://{}/{MASTER_NAME}", hosts.join(","))
+        let scheme = if self.options.tls { "rediss+sentinel" } else { "redis+sentinel" };
+        format!("{scheme}://{}/{MASTER_NAME}", hosts.join(","))
     }
 
     /// The master's port as the first sentinel that answers names it.
@@ -83,27 +94,34 @@ impl RedisSentinels {
 
     /// Runs `redis-cli` against sentinel `i`.
     pub fn sentinel_cli(&self, i: usize, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.sentinels[i].port.to_string()])
-            .args(args)
-            .output()
-            .expect("run redis-cli");
+        let mut command = Command::new("redis-cli");
+        command.args(["-h", "127.0.0.1", "-p", &self.sentinels[i].port.to_string()]);
+        if self.options.tls {
+            command.arg("--tls").arg("--cacert").arg(self.servers[0].ca_file());
+        }
+        let out = command.args(args).output().expect("run redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The password of the data servers, if any.
     pub fn password(&self) -> Option<&str> {
-        self.password.as_deref()
+        self.options.password.as_deref()
+    }
+
+    /// The CA file that signed every certificate (TLS only).
+    pub fn ca_file(&self) -> PathBuf {
+        self.servers[0].ca_file()
     }
 }
 
 impl SentinelProcess {
-    fn start(master_port: u16, password: Option<&str>) -> Self {
+    /// `tls`: the directory of the CA and certificate to serve TLS only with.
+    fn start(master_port: u16, password: Option<&str>, tls: Option<&Path>) -> Self {
         const ATTEMPTS: usize = 5;
         let mut sentinel = Self { child: None, port: 0, dir: TempDir::new("sentinel") };
         for attempt in 1..=ATTEMPTS {
             sentinel.port = unused_port();
-            match sentinel.launch(master_port, password) {
+            match sentinel.launch(master_port, password, tls) {
                 Ok(()) => return sentinel,
                 Err(PortTaken(log)) if attempt == ATTEMPTS => {
                     panic!("redis-sentinel found its port taken {ATTEMPTS} times; the last time:\n{log}")
@@ -114,18 +132,28 @@ impl SentinelProcess {
         unreachable!("every attempt returns or panics")
     }
 
-    fn launch(&mut self, master_port: u16, password: Option<&str>) -> Result<(), PortTaken> {
+    fn launch(&mut self, master_port: u16, password: Option<&str>, tls: Option<&Path>) -> Result<(), PortTaken> {
         let dir = self.dir.path();
         let log = dir.join("sentinel.log");
         let _ = std::fs::remove_file(&log);
+        let ports = match tls {
+            None => format!("port {}\n", self.port),
+            Some(certs) => format!(
+                "port 0\ntls-port {}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients no\ntls-replication yes\n",
+                self.port,
+                certs.join("server.pem").display(),
+                certs.join("server.key").display(),
+                certs.join("ca.pem").display(),
+            ),
+        };
         let mut config = format!(
-            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {dir}\nlogfile {log}\n\
+            "{ports}bind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {dir}\nlogfile {log}\n\
              sentinel resolve-hostnames no\n\
              sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
              sentinel failover-timeout {MASTER_NAME} 3000\n\
              sentinel parallel-syncs {MASTER_NAME} 1\n",
-            port = self.port,
             dir = dir.display(),
             log = log.display(),
         );

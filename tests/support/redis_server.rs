@@ -142,7 +142,7 @@ impl RedisServer {
                 .arg(path("server.key"))
                 .arg("--tls-ca-cert-file")
                 .arg(path("ca.pem"))
-                .args(["--tls-auth-clients", "no"]);
+                .args(["--tls-auth-clients", "no", "--tls-replication", "yes"]);
         } else {
             command.args(["--port", &self.port.to_string()]);
         }
