@@ -206,7 +206,7 @@ impl Server {
     ) -> Result<(Option<store::redis::RedisRuntime>, Arc<Rooms>), StartError> {
         match &config.store {
             StoreConfig::Memory => Ok((None, Arc::new(Rooms::new(config, secrets, metrics.clone(), clock::now_ms())))),
-            StoreConfig::Redis { url } => {
+            StoreConfig::Redis(target) => {
                 let specs = config
                     .rooms
                     .iter()
@@ -216,7 +216,7 @@ impl Server {
                         lease: rc.tick * 5,
                     })
                     .collect();
-                let (runtime, stores) = store::redis::RedisRuntime::start(url, specs)?;
+                let (runtime, stores) = store::redis::RedisRuntime::start(target, specs)?;
                 Ok((Some(runtime), Arc::new(Rooms::with_stores(config, secrets, metrics.clone(), stores))))
             }
         }

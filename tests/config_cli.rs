@@ -251,3 +251,48 @@ fn connection_defence_settings_are_checked_and_named() {
         assert_rejected_naming(&output, key);
     }
 }
+
+#[test]
+fn a_redis_address_that_cannot_work_is_an_error_naming_its_key_and_why() {
+    let dir = TempDir::new("config");
+    let redis = "[store]\nkind = \"redis\"\n";
+    for (text, key, why) in [
+        ("", "store.url", "required"),
+        ("url = \"redis://a:6379\"\ncluster = [\"b:6379\"]\n", "store.cluster", "both set"),
+        ("url = \"http://a:6379\"\n", "store.url", "must start with"),
+        ("url = \"redis+sentinel://a:26379,b:26379\"\n", "store.url", "names no master"),
+        ("url = \"redis+sentinel://a:26379,,b:26379/main\"\n", "store.url", "empty sentinel"),
+        ("url = \"redis+sentinel://a:99999/main\"\n", "store.url", "not a port"),
+        ("url = \"redis+sentinel://a:26379/main/x\"\n", "store.url", "not a database"),
+        ("cluster = []\n", "store.cluster", "lists no node"),
+        ("cluster = [\"a:7000\", \"rediss://b:7000\"]\n", "store.cluster", "mixes"),
+        ("cluster = [\"a:port\"]\n", "store.cluster", "not a port"),
+        ("sentinels = [\"a:26379\"]\nmaster_name = \"main\"\n", "store.sentinels", "redis+sentinel://"),
+        ("sentinels = [\"a:26379\"]\nmaster_name = \"main\"\n", "store.master_name", "redis+sentinel://"),
+    ] {
+        let output = check_config(&file(&dir, "redis.toml", &format!("{redis}{text}")));
+        assert_rejected_naming(&output, key);
+        let reason = errors(&output).into_iter().find(|(k, _)| k == key).map(|(_, r)| r).unwrap_or_default();
+        assert!(reason.contains(why), "{text}: {key}: {reason:?} does not say {why:?}");
+    }
+    let output = check_config(&file(&dir, "secret.toml", &format!("{redis}url = \"redis+sentinel://:hunter2@a:1\"\n")));
+    assert_rejected_naming(&output, "store.url");
+    assert!(!stderr(&output).contains("hunter2"), "the password never shows: {}", stderr(&output));
+}
+
+#[test]
+fn check_config_says_which_redis_shape_is_used() {
+    let dir = TempDir::new("config");
+    for (text, summary) in [
+        ("url = \"redis://db:6379\"\n", "store: redis (one server)"),
+        (
+            "url = \"rediss+sentinel://s1:26379,s2,s3:26380/main\"\n",
+            "store: redis (master \"main\" through 3 sentinel(s))",
+        ),
+        ("cluster = [\"10.0.0.1:7000\", \"10.0.0.2:7000\"]\n", "store: redis (cluster, 2 seed node(s))"),
+    ] {
+        let output = check_config(&file(&dir, "redis.toml", &format!("[store]\nkind = \"redis\"\n{text}")));
+        assert_eq!(output.status.code(), Some(0), "{text}: {}", stderr(&output));
+        assert!(stdout(&output).contains(summary), "{text}: {}", stdout(&output));
+    }
+}

@@ -1,6 +1,7 @@
 //! Reaching Redis (DESIGN §8, §9): the password from the URL or `USHER_REDIS_PASSWORD`, TLS
 //! (`rediss://`) with a certificate made by the test, and a clear start-up error naming
-//! `store.url` (password hidden) when Redis cannot be reached or refuses the password.
+//! `store.url` or `store.cluster` (password hidden) when Redis, its sentinels or its cluster
+//! cannot be reached, or Redis refuses the password.
 
 mod support;
 
@@ -99,6 +100,21 @@ async fn an_unreachable_redis_stops_start_up_with_an_error_naming_store_url() {
     assert_eq!(code, Some(1), "stderr:\n{stderr}");
     assert!(stderr.contains("store.url") && stderr.contains(&nobody.addr.to_string()), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_sentinels_or_cluster_nodes_stop_start_up_with_an_error_naming_the_key() {
+    let backend = Upstream::start_mailbox().await;
+    let (one, two) = (closed_addr(), closed_addr());
+    let sentinels = format!("redis+sentinel://:hunter2@{},{}/usher", one.addr, two.addr);
+    let cluster = config(backend.addr, "unused")
+        .replace("url = \"unused\"", &format!("cluster = [\"{}\", \"{}\"]", one.addr, two.addr));
+    for (config, key) in [(config(backend.addr, &sentinels), "store.url"), (cluster, "store.cluster")] {
+        let (code, stderr) = failed_start(&config, &[]);
+        assert_eq!(code, Some(1), "stderr:\n{stderr}");
+        assert!(stderr.contains(key) && stderr.contains(&one.addr.to_string()), "names {key} and where:\n{stderr}");
+        assert!(!stderr.contains("hunter2") && !stderr.contains("panicked"), "{stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

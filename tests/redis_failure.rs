@@ -8,7 +8,7 @@ mod support;
 use http::StatusCode;
 use std::time::Duration;
 use support::*;
-use usher::config::StoreConfig;
+use usher::config::{RedisTarget, StoreConfig};
 
 async fn readyz(admin: std::net::SocketAddr) -> StatusCode {
     let mut v = Visitor::new(ip(9, 1), admin);
@@ -22,7 +22,8 @@ async fn when_redis_stops_pass_holders_are_served_newcomers_get_503_and_the_node
     let mut one = room("outage");
     one.max_active = 1;
     let url = redis.url();
-    let usher = usher_with_rooms_and(&backend, vec![one], |c| c.store = StoreConfig::Redis { url });
+    let usher =
+        usher_with_rooms_and(&backend, vec![one], |c| c.store = StoreConfig::Redis(RedisTarget::Server { url }));
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
 
     let mut holder = Visitor::new(ip(2, 1), addr);

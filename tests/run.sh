@@ -13,8 +13,10 @@ cd "$(dirname "$0")/.."
 # Commands the tests use, as "command:debian-package". Tests that need one fail without it,
 # they do not skip. promtool checks the alert rules and the live /metrics; chromium, node and
 # npm run the queue page's browser tests (tests/browser.rs); redis-server (its package brings
-# redis-cli) backs the Redis store's tests.
-NEEDED=(promtool:prometheus chromium:chromium node:nodejs npm:npm redis-server:redis-server redis-cli:redis-tools)
+# redis-cli) backs the Redis store's tests, redis-sentinel its failover test
+# (tests/redis_sentinel.rs).
+NEEDED=(promtool:prometheus chromium:chromium node:nodejs npm:npm redis-server:redis-server redis-cli:redis-tools
+  redis-sentinel:redis-sentinel)
 
 # Installs the Debian package of every missing command; without root, names them and exits 2.
 ensure_commands() {

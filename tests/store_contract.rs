@@ -1,13 +1,13 @@
 //! The store contract (DESIGN §3, §8): the admission semantics every store implementation
 //! must keep, driven with an explicit clock so each rule is checked exactly. Every test runs
 //! against the memory store and against the Redis store on a real `redis-server` that the
-//! test starts on a free port.
+//! test starts on a free port, and on a real three-master Redis Cluster.
 
 mod support;
 
 use std::time::Duration;
-use support::RedisServer;
-use usher::config::RoomMode;
+use support::{RedisCluster, RedisServer};
+use usher::config::{RedisTarget, RoomMode};
 use usher::identity::ClientKey;
 use usher::store::{Admitted, JoinOutcome, Place, PollOutcome, Returning, RoomLimits, RoomStore, TicketRef, redis};
 
@@ -29,13 +29,14 @@ fn limits() -> RoomLimits {
     }
 }
 
-/// The stores under test, and the Redis server behind one of them (stopped on drop).
+/// The stores under test, and the Redis processes behind them (stopped on drop).
 struct Stores {
     list: Vec<(&'static str, RoomStore)>,
     _redis: RedisServer,
+    _cluster: RedisCluster,
 }
 
-/// Each store in turn (a cheap handle); the Redis server lives as long as the `Stores`.
+/// Each store in turn (a cheap handle); the Redis processes live as long as the `Stores`.
 impl<'a> IntoIterator for &'a Stores {
     type Item = (&'static str, RoomStore);
     type IntoIter = std::iter::Cloned<std::slice::Iter<'a, (&'static str, RoomStore)>>;
@@ -45,23 +46,39 @@ impl<'a> IntoIterator for &'a Stores {
     }
 }
 
+/// The memory store, the Redis store on one server, and the Redis store on a three-master
+/// cluster: the room's scripts must keep the contract unchanged in the room's one slot.
 async fn stores(limits: RoomLimits) -> Stores {
     let redis = RedisServer::start();
-    let conn = redis::connect(&redis.url()).await.expect("connect to the test's redis-server");
-    let room = redis::RedisRoom::new(conn, "contract", redis::node_id(), limits.clone(), Duration::from_secs(1))
-        .with_given_clock();
-    assert!(room.seed().await.expect("seed the room's limits"), "a fresh Redis has no limits yet");
-    Stores { list: vec![("memory", RoomStore::memory(limits, T0)), ("redis", RoomStore::redis(room))], _redis: redis }
+    let cluster = RedisCluster::start(None);
+    let single = redis::connect(&redis.url()).await.expect("connect to the test's redis-server");
+    let target = RedisTarget::cluster(&cluster.addresses()).expect("the cluster's nodes");
+    let clustered = redis::connect_to(&target).await.expect("connect to the test's cluster");
+    let mut list = vec![("memory", RoomStore::memory(limits.clone(), T0))];
+    for (name, conn) in [("redis", single), ("redis cluster", clustered)] {
+        let room = redis::RedisRoom::new(conn, "contract", redis::node_id(), limits.clone(), Duration::from_secs(1))
+            .with_given_clock();
+        assert!(room.seed().await.expect("seed the room's limits"), "{name}: a fresh Redis has no limits yet");
+        list.push((name, RoomStore::redis(room)));
+    }
+    Stores { list, _redis: redis, _cluster: cluster }
 }
 
 impl Stores {
     /// The store `name` in a new generation, as after a restart: a new memory room (the
     /// process's state is gone), or the same Redis room after Redis lost its data.
     fn next_generation(&self, name: &str, store: &RoomStore, limits: &RoomLimits, now: u64) -> RoomStore {
-        if name == "memory" {
-            return RoomStore::memory(limits.clone(), now);
+        match name {
+            "memory" => return RoomStore::memory(limits.clone(), now),
+            "redis" => {
+                self._redis.cli(&["FLUSHALL"]);
+            }
+            _ => {
+                for node in &self._cluster.nodes {
+                    node.cli(&["FLUSHALL"]);
+                }
+            }
         }
-        self._redis.cli(&["FLUSHALL"]);
         store.clone()
     }
 }

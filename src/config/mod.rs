@@ -7,8 +7,10 @@
 
 pub mod duration;
 mod raw;
+pub mod redis;
 pub(crate) use raw::parse_rfc3339;
 
+pub use self::redis::{RedisTarget, SentinelTarget};
 pub use crate::tls::TlsFiles;
 use ipnet::IpNet;
 use std::fmt;
@@ -167,7 +169,7 @@ impl RealIpFrom {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     Memory,
-    Redis { url: String },
+    Redis(RedisTarget),
 }
 
 #[derive(Debug, Clone)]
@@ -344,7 +346,7 @@ impl Config {
             "store: {}",
             match &self.store {
                 StoreConfig::Memory => "memory".to_string(),
-                StoreConfig::Redis { .. } => "redis".to_string(),
+                StoreConfig::Redis(target) => target.summary(),
             }
         ));
         for room in &self.rooms {

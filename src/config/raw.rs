@@ -1,8 +1,8 @@
 //! The file as serde reads it, and the checks that turn it into a [`Config`].
 
 use super::{
-    AdminConfig, ClientConfig, Config, ConfigError, ConfigErrors, LimitsConfig, ListenConfig, RealIpFrom, RoomConfig,
-    RoomMode, RouteLimit, SecretConfig, StoreConfig, TlsFiles, UpstreamAddress, UpstreamConfig, duration,
+    AdminConfig, ClientConfig, Config, ConfigError, ConfigErrors, LimitsConfig, ListenConfig, RealIpFrom, RedisTarget,
+    RoomConfig, RoomMode, RouteLimit, SecretConfig, StoreConfig, TlsFiles, UpstreamAddress, UpstreamConfig, duration,
 };
 use crate::pages::PageTemplate;
 use ipnet::IpNet;
@@ -118,6 +118,10 @@ struct RawClient {
 struct RawStore {
     kind: Option<String>,
     url: Option<String>,
+    cluster: Option<Vec<String>>,
+    /// Not keys: read only to point at `store.url`, where a Sentinel setup is written.
+    sentinels: Option<toml::Value>,
+    master_name: Option<toml::Value>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -483,20 +487,40 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
 
     // [store]
     c.unknown("store", &raw.store.unknown);
-    let store = match (raw.store.kind.as_deref().unwrap_or("memory"), &raw.store.url) {
-        ("memory", _) => StoreConfig::Memory,
-        ("redis", Some(url)) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            StoreConfig::Redis { url: url.clone() }
+    let st = &raw.store;
+    for (key, given) in [("store.sentinels", st.sentinels.is_some()), ("store.master_name", st.master_name.is_some())] {
+        if given {
+            c.error(key, "is not a key: a Sentinel-managed Redis is store.url = \"redis+sentinel://HOST:26379,HOST:26379/MASTER_NAME\"");
         }
-        ("redis", Some(url)) => {
-            c.error("store.url", format!("{url:?} must start with redis:// or rediss://"));
+    }
+    let store = match (st.kind.as_deref().unwrap_or("memory"), &st.url, &st.cluster) {
+        ("memory", _, _) => StoreConfig::Memory,
+        ("redis", Some(_), Some(_)) => {
+            c.error(
+                "store.cluster",
+                "and store.url are both set: give store.url for one server or Sentinel, store.cluster for a cluster",
+            );
             StoreConfig::Memory
         }
-        ("redis", None) => {
-            c.error("store.url", "is required when store.kind = \"redis\"");
+        ("redis", Some(url), None) => match RedisTarget::from_url(url) {
+            Ok(target) => StoreConfig::Redis(target),
+            Err(reason) => {
+                c.error("store.url", reason);
+                StoreConfig::Memory
+            }
+        },
+        ("redis", None, Some(nodes)) => match RedisTarget::cluster(nodes) {
+            Ok(target) => StoreConfig::Redis(target),
+            Err(reason) => {
+                c.error("store.cluster", reason);
+                StoreConfig::Memory
+            }
+        },
+        ("redis", None, None) => {
+            c.error("store.url", "is required when store.kind = \"redis\" (or store.cluster, for a Redis Cluster)");
             StoreConfig::Memory
         }
-        (other, _) => {
+        (other, _, _) => {
             c.error("store.kind", format!("{other:?} is not a store (use \"memory\" or \"redis\")"));
             StoreConfig::Memory
         }

@@ -9,7 +9,9 @@
 //! - [`cookies`]: usher's cookies, decoded and forged in the byte layout of DESIGN §4;
 //! - [`admin`]: the admin listener: `/metrics` read and summed, admin API calls;
 //! - [`process`]: the real `usher` binary as a child process;
-//! - [`redis_server`]: a real `redis-server`;
+//! - [`redis_server`]: a real `redis-server`; [`redis_sentinel`] and [`redis_cluster`]: a
+//!   master, replica and sentinels, or a cluster of three masters, of real processes;
+//! - [`spike`]: spikes of clients over several nodes, and the order they were admitted in;
 //! - [`data`]: large bodies made and checked on the fly.
 //!
 //! Every server a test starts listens on port 0 and reports the port it got: usher
@@ -24,8 +26,11 @@ pub mod client;
 pub mod cookies;
 pub mod data;
 pub mod process;
+pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod redis_server;
 pub mod room;
+pub mod spike;
 pub mod upstream;
 pub mod visitor;
 
@@ -34,8 +39,11 @@ pub use client::*;
 pub use cookies::*;
 pub use data::*;
 pub use process::*;
+pub use redis_cluster::*;
+pub use redis_sentinel::*;
 pub use redis_server::*;
 pub use room::*;
+pub use spike::*;
 pub use upstream::*;
 pub use visitor::*;
 

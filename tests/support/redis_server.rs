@@ -10,7 +10,7 @@
 //! exits with "Address already in use" and [`RedisServer::start_with`] tries another port.
 
 use super::TempDir;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,13 @@ pub struct RedisOptions {
     pub tls: bool,
     /// Keep the data across a restart (appendonly, fsync every write).
     pub persist: bool,
+    /// Start as a replica of the server on this loopback port.
+    pub replica_of: Option<u16>,
+    /// A cluster node (`--cluster-enabled`), to be joined by `redis-cli --cluster create`.
+    pub cluster: bool,
+    /// With `tls`: the CA and certificate of this directory instead of new ones, so that
+    /// servers that talk to each other (a cluster's bus) trust each other.
+    pub certificates_from: Option<PathBuf>,
 }
 
 /// A running redis-server; killed on drop.
@@ -42,8 +49,14 @@ impl RedisServer {
     pub fn start_with(options: RedisOptions) -> Self {
         const ATTEMPTS: usize = 5;
         let dir = TempDir::new("redis");
-        if options.tls {
-            write_certificates(&dir);
+        match (&options.certificates_from, options.tls) {
+            (Some(from), true) => {
+                for file in ["ca.pem", "server.pem", "server.key"] {
+                    std::fs::copy(from.join(file), dir.path().join(file)).expect("copy a certificate file");
+                }
+            }
+            (None, true) => write_certificates(&dir),
+            (_, false) => {}
         }
         let mut server = Self { child: None, port: 0, options, dir };
         for attempt in 1..=ATTEMPTS {
@@ -102,7 +115,22 @@ impl RedisServer {
             command.args(["--appendonly", "no"]);
         }
         if let Some(password) = &self.options.password {
-            command.arg("--requirepass").arg(password);
+            // masterauth too: after a failover this server may be a replica of another.
+            command.arg("--requirepass").arg(password).arg("--masterauth").arg(password);
+        }
+        if let Some(port) = self.options.replica_of {
+            command.args(["--replicaof", "127.0.0.1", &port.to_string()]);
+        }
+        if self.options.cluster && self.options.tls {
+            command.args(["--tls-cluster", "yes"]);
+        }
+        if self.options.cluster {
+            // The cluster bus port is picked too: redis's default, the port + 10000, does not
+            // exist above 55535, where many ephemeral ports are.
+            command
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .args(["--cluster-port", &unused_port().to_string(), "--cluster-config-file"])
+                .arg(self.dir.path().join("nodes.conf"));
         }
         if self.options.tls {
             let path = |name: &str| self.dir.path().join(name);
@@ -114,7 +142,7 @@ impl RedisServer {
                 .arg(path("server.key"))
                 .arg("--tls-ca-cert-file")
                 .arg(path("ca.pem"))
-                .args(["--tls-auth-clients", "no"]);
+                .args(["--tls-auth-clients", "no", "--tls-replication", "yes"]);
         } else {
             command.args(["--port", &self.port.to_string()]);
         }
@@ -125,24 +153,8 @@ impl RedisServer {
             .spawn()
             .expect("start redis-server (tests/run.sh installs it)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-            if log.contains("Ready to accept connections") {
-                return Ok(());
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                // Read again: its last lines may have come after the read above.
-                let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-                if log.contains("Address already in use") {
-                    return Err(PortTaken(log));
-                }
-                panic!("redis-server exited ({status}):\n{log}");
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start within 20 s:\n{log}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.log_file();
+        await_ready(&mut self.child, &log, "Ready to accept connections", "redis-server")
     }
 
     /// Stops the server at once (SIGKILL: no goodbye to the clients).
@@ -169,10 +181,18 @@ impl RedisServer {
         std::fs::read(self.dir.path().join("dump.rdb")).expect("read dump.rdb")
     }
 
-    /// Runs `redis-cli` against this server (plain servers only) and returns its output.
+    /// The directory of its files (certificates, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `redis-cli` against this server and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
         let mut command = Command::new("redis-cli");
         command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if self.options.tls {
+            command.arg("--tls").arg("--cacert").arg(self.ca_file());
+        }
         if let Some(password) = &self.options.password {
             command.env("REDISCLI_AUTH", password);
         }
@@ -181,12 +201,35 @@ impl RedisServer {
     }
 }
 
-/// redis-server could not bind its port: somebody else has it. Holds redis's log.
-struct PortTaken(String);
+/// Waits (at most 20 s) until `log` shows `ready`; `Err` if the process exited because its
+/// port was taken, a panic if it exited for another reason.
+pub fn await_ready(child: &mut Option<Child>, log: &Path, ready: &str, what: &str) -> Result<(), PortTaken> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(ready) {
+            return Ok(());
+        }
+        if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
+            *child = None;
+            // Read again: its last lines may have come after the read above.
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.contains("Address already in use") {
+                return Err(PortTaken(text));
+            }
+            panic!("{what} exited ({status}):\n{text}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not start within 20 s:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A Redis process could not bind its port: somebody else has it. Holds its log.
+pub struct PortTaken(pub String);
 
 /// A loopback port that is free now: the kernel's pick for port 0, released at once for
 /// redis-server to bind (which may fail, see the module's comment).
-fn unused_port() -> u16 {
+pub fn unused_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     listener.local_addr().expect("local address").port()
 }

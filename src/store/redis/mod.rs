@@ -24,11 +24,15 @@
 //! Nothing personal is stored: a waiter is its ticket, its join time and its `ClientKey`.
 
 mod connect;
+mod connection;
 mod runtime;
+mod sentinel;
 mod sessions;
 
-pub use connect::{ConnectError, PASSWORD_ENV, connect, redacted};
+pub use connect::{ConnectError, PASSWORD_ENV, connect, connect_to, redacted};
+pub use connection::StoreConnection;
 pub use runtime::{RedisRuntime, RoomSpec};
+pub use sentinel::SentinelConnection;
 
 use super::{
     Admitted, JoinOutcome, Place, PollOutcome, Returning, RoomFigures, RoomLimits, Session, StoreError, TickReport,
@@ -36,7 +40,6 @@ use super::{
 };
 use crate::config::RoomMode;
 use crate::identity::ClientKey;
-use redis::aio::ConnectionManager;
 use redis::{Script, ScriptInvocation, Value};
 use ring::rand::{SecureRandom, SystemRandom};
 use sessions::{Local, LocalSessions};
@@ -107,7 +110,7 @@ struct Cached {
 
 /// One room's state in Redis, as seen from this node.
 pub struct RedisRoom {
-    conn: ConnectionManager,
+    conn: StoreConnection,
     keys: Vec<String>,
     /// This node's name in the lease (random per process).
     node: String,
@@ -174,7 +177,7 @@ fn random_u64() -> u64 {
 impl RedisRoom {
     /// A room named `room` on `conn`. `lease` is how long an admitter lease lasts without
     /// renewal: a few ticks, so another node takes over quickly when the holder dies.
-    pub fn new(conn: ConnectionManager, room: &str, node: String, limits: RoomLimits, lease: Duration) -> Self {
+    pub fn new(conn: StoreConnection, room: &str, node: String, limits: RoomLimits, lease: Duration) -> Self {
         let keys = KEY_NAMES.iter().map(|k| format!("{{usher:{room}}}:{k}")).collect();
         Self {
             conn,
