@@ -133,9 +133,54 @@ fn admitter(c: &mut Criterion) {
     group.finish();
 }
 
+/// The opening of an event with 1,000,000 pre-queued visitors: the tick that draws their
+/// order, and beside it the longest a status poll waited on the room while it ran (what the
+/// request path feels at 09:00), printed once per measured opening.
+fn opening(c: &mut Criterion) {
+    const N: u64 = 1_000_000;
+    let opens = T0 + 3_600_000;
+    let mut group = c.benchmark_group("prequeue");
+    group.sample_size(10);
+    group.bench_function("open_1M", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let room = std::sync::Arc::new(MemoryRoom::new(
+                    RoomLimits { opens_at_ms: Some(opens), ..limits(RoomMode::Auto) },
+                    T0,
+                ));
+                fill(&room, 0, N, T0);
+                let polling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+                let poller = {
+                    let (room, polling) = (room.clone(), polling.clone());
+                    std::thread::spawn(move || {
+                        let (mut longest, mut t) = (Duration::ZERO, 0u64);
+                        while polling.load(std::sync::atomic::Ordering::Relaxed) {
+                            t = (t + 7919) % N;
+                            let started = Instant::now();
+                            room.poll(TicketRef { generation: room.generation(), number: t }, opens + 1);
+                            longest = longest.max(started.elapsed());
+                        }
+                        longest
+                    })
+                };
+                std::thread::sleep(Duration::from_millis(20));
+                let started = Instant::now();
+                assert!(room.tick(opens).opened);
+                spent += started.elapsed();
+                polling.store(false, std::sync::atomic::Ordering::Relaxed);
+                let longest = poller.join().expect("poller");
+                println!("prequeue/open_1M: draw {:?}, longest poll during it {longest:?}", started.elapsed());
+            }
+            spent
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = client_key, pass, ticket, status, admitter
+    targets = client_key, pass, ticket, status, admitter, opening
 }
 criterion_main!(benches);

@@ -61,7 +61,7 @@ async fn two_nodes_share_one_line_and_only_the_lease_holder_grants() {
     a.end_session(first.id).await.expect("end");
     assert_eq!(b.tick(T0 + 400).await.expect("tick").granted, 0, "b does not hold the lease");
     assert_eq!(a.tick(T0 + 400).await.expect("tick").granted, 1, "a grants the freed place");
-    let PollOutcome::Admitted { session, .. } = b.poll(t0, T0 + 500).await.expect("poll") else {
+    let PollOutcome::Admitted { session, .. } = b.poll(t0, None, T0 + 500).await.expect("poll") else {
         panic!("t0's turn is claimed on node b")
     };
 
@@ -71,7 +71,7 @@ async fn two_nodes_share_one_line_and_only_the_lease_holder_grants() {
     b.end_session(session.id).await.expect("end");
     assert_eq!(a.tick(T0 + 1200).await.expect("tick").granted, 0, "a's old lease is void");
     assert_eq!(b.tick(T0 + 1200).await.expect("tick").granted, 1, "b admits now");
-    let PollOutcome::Admitted { session, .. } = a.poll(t1, T0 + 1300).await.expect("poll") else {
+    let PollOutcome::Admitted { session, .. } = a.poll(t1, None, T0 + 1300).await.expect("poll") else {
         panic!("t1's turn is claimed on node a")
     };
 
@@ -121,8 +121,10 @@ async fn a_claim_whose_answer_was_lost_gets_the_same_session_on_the_next_poll_an
     a.end_session(first.id).await.expect("end");
     assert_eq!(a.tick(T0 + 200).await.expect("tick").granted, 1);
     // Node a claims the turn, then dies before its answer leaves; the visitor polls node b.
-    let PollOutcome::Admitted { session, .. } = a.poll(ticket, T0 + 300).await.expect("poll") else { panic!("claim") };
-    let again = b.poll(ticket, T0 + 400).await.expect("poll");
+    let PollOutcome::Admitted { session, .. } = a.poll(ticket, None, T0 + 300).await.expect("poll") else {
+        panic!("claim")
+    };
+    let again = b.poll(ticket, None, T0 + 400).await.expect("poll");
     assert!(
         matches!(again, PollOutcome::Admitted { session: s, .. } if s.id == session.id),
         "the same session, not a second one: {again:?}"
@@ -130,5 +132,27 @@ async fn a_claim_whose_answer_was_lost_gets_the_same_session_on_the_next_poll_an
     assert!(b.touch(session.id, T0 + 500).await.expect("touch"));
     // Once the session has ended, the ticket is spent.
     b.end_session(session.id).await.expect("end");
-    assert_eq!(a.poll(ticket, T0 + 600).await.expect("poll"), PollOutcome::Gone);
+    assert_eq!(a.poll(ticket, None, T0 + 600).await.expect("poll"), PollOutcome::Gone);
+}
+
+#[tokio::test]
+async fn a_number_a_failover_gave_to_someone_else_is_not_the_old_cookies_place() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a").await;
+    a.seed().await.expect("seed");
+    let JoinOutcome::Admitted(_) = a.join(client(1), T0).await.expect("join") else { panic!("admitted at once") };
+    let Ok(JoinOutcome::Queued { ticket: lost, .. }) = a.join(client(2), T0 + 10).await else { panic!("queued") };
+    // The replica was promoted before it saw this join: the join is gone, its number is free.
+    redis.cli(&["HINCRBY", "{usher:shared}:state", "next_ticket", "-1"]);
+    redis.cli(&["ZREM", "{usher:shared}:line", &lost.number.to_string()]);
+    redis.cli(&["ZREM", "{usher:shared}:heartbeats", &lost.number.to_string()]);
+    redis.cli(&["HDEL", "{usher:shared}:tickets", &lost.number.to_string()]);
+    let Ok(JoinOutcome::Queued { ticket: stranger, .. }) = a.join(client(3), T0 + 5000).await else { panic!("queued") };
+    assert_eq!(stranger, lost, "the next newcomer got the lost number");
+    // The old cookie's join time is not the record's: not its place.
+    assert_eq!(a.poll(lost, Some(T0 + 10), T0 + 6000).await.expect("poll"), PollOutcome::OtherGeneration);
+    let PollOutcome::Waiting(p) = a.poll(stranger, Some(T0 + 5000), T0 + 6000).await.expect("poll") else {
+        panic!("the newcomer keeps its place")
+    };
+    assert_eq!(p.joined_ms, T0 + 5000);
 }

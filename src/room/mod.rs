@@ -289,7 +289,8 @@ impl Rooms {
         let now_ms = visitor.now_ms;
         let now_secs = now_ms / 1000;
         let held = TicketRef { generation: ticket.generation, number: ticket.number };
-        let outcome = room.store.poll(held, now_ms).await?;
+        let joined = (ticket.generation != 0).then_some(ticket.joined_ms);
+        let outcome = room.store.poll_joined(held, joined, now_ms).await?;
         match outcome {
             PollOutcome::OtherGeneration => {
                 let hold = limits.hold.max(limits.waiter_ttl).as_secs();

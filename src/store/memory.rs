@@ -31,6 +31,7 @@
 //! A gap between ticks longer than `gap` (the process was stopped or starved) gives every
 //! waiter one `waiter_ttl` of grace from the tick after it: nobody could poll meanwhile.
 
+use super::draw::Shuffler;
 use super::{
     Admitted, JoinOutcome, Place, PollOutcome, Returning, RoomFigures, RoomLimits, Session, TickReport, TicketRef,
 };
@@ -274,6 +275,8 @@ struct Line {
     cursor: u64,
     /// First ticket of the pre-queue being collected, until it is drawn.
     prequeue_from: Option<u64>,
+    /// Its end, fixed once the event opened: later arrivals are never drawn in with it.
+    prequeue_end: Option<u64>,
     shuffles: Vec<Shuffle>,
     /// (deadline, ticket - fen_base) of waiter heartbeats and holds, soonest first.
     heartbeats: BinaryHeap<Reverse<(Ds, u32)>>,
@@ -324,6 +327,8 @@ pub struct MemoryRoom {
     /// Mirrors `limits.session_idle` so a pass check takes no line lock.
     session_idle_ms: AtomicU64,
     random: SystemRandom,
+    /// The pre-queue's draws: one CSPRNG, seeded once.
+    shuffler: Shuffler,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -370,6 +375,7 @@ impl MemoryRoom {
                 abandoned_total: 0,
                 cursor: 0,
                 prequeue_from: None,
+                prequeue_end: None,
                 shuffles: Vec::new(),
                 heartbeats: BinaryHeap::new(),
                 grants: VecDeque::new(),
@@ -391,6 +397,7 @@ impl MemoryRoom {
             active: AtomicU64::new(0),
             session_idle_ms: AtomicU64::new(idle),
             random,
+            shuffler: Shuffler::new(),
         }
     }
 
@@ -421,12 +428,11 @@ impl MemoryRoom {
     pub fn join(&self, client: ClientKey, now_ms: u64) -> JoinOutcome {
         let mut line = lock(&self.line);
         let prequeue = line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens);
-        // The event has opened but no tick has drawn the pre-queue yet: draw it now, so this
-        // later arrival is not drawn in with those who came before the opening.
-        if !prequeue {
-            if let Some(from) = line.prequeue_from.take() {
-                self.draw(&mut line, from);
-            }
+        // The event has opened but no tick has drawn the pre-queue yet: close its range, so
+        // this later arrival is not drawn in with those who came before the opening. (Moved
+        // back into the future before the draw, it is open again.)
+        if line.prequeue_from.is_some() {
+            line.prequeue_end = if prequeue { None } else { line.prequeue_end.or(Some(line.next_ticket)) };
         }
         // Those away hold their places but are not in the way: a newcomer behind nobody
         // present is let in, and a returner is served first at the next tick all the same.
@@ -507,6 +513,7 @@ impl MemoryRoom {
             line.restored_keys.clear();
             line.restored_at = Fenwick::default();
             line.prequeue_from = None;
+            line.prequeue_end = None;
             if line.waiters.capacity() > 4096 {
                 line.waiters.shrink_to(1024);
             }
@@ -592,7 +599,8 @@ impl MemoryRoom {
                 if waiter.state == State::Away {
                     self.come_back(&mut line, ticket, slot, waiter, now_ms);
                 }
-                let prequeue = line.prequeue_from.is_some_and(|from| ticket >= from);
+                let prequeue = line.prequeue_from.is_some_and(|from| ticket >= from)
+                    && line.prequeue_end.is_none_or(|end| ticket < end);
                 let restoring = matches!(line.window, RestoreWindow::Open { .. });
                 let index = (slot - line.fen_base) as usize;
                 // The restored are served first: ahead of a restored waiter are those restored
@@ -747,7 +755,11 @@ impl MemoryRoom {
     }
 
     pub fn tick(&self, now_ms: u64) -> TickReport {
-        let mut report = TickReport { expired_sessions: self.expire_sessions(now_ms), ..TickReport::default() };
+        let mut report = TickReport {
+            expired_sessions: self.expire_sessions(now_ms),
+            opened: self.open_prequeue(now_ms),
+            ..TickReport::default()
+        };
         let mut line = lock(&self.line);
         let line = &mut *line;
         let now = self.ds(now_ms);
@@ -761,14 +773,6 @@ impl MemoryRoom {
         line.last_tick_ms = Some(now_ms);
         let in_grace = line.grace_from.is_some_and(|from| now < from.saturating_add(ttl));
 
-        // The pre-queue is drawn once the event opens, or at once when the opening time was
-        // cleared: those who came before the draw are never served in arrival order.
-        if line.limits.opens_at_ms.is_none_or(|opens| now_ms >= opens) {
-            if let Some(from) = line.prequeue_from.take() {
-                self.draw(line, from);
-                report.opened = true;
-            }
-        }
         if let RestoreWindow::Open { until } = line.window {
             if now >= until {
                 line.window = RestoreWindow::Closed;
@@ -977,21 +981,38 @@ impl MemoryRoom {
         }
     }
 
-    /// Draws the pre-queue `from..next_ticket` into a uniformly random order (Fisher–Yates
-    /// with the system's secure random source, so nobody can predict or buy a place).
-    fn draw(&self, line: &mut Line, from: u64) {
-        let n = (line.next_ticket - from) as usize;
-        if n < 2 {
-            return;
+    /// Draws the pre-queue into a uniformly random order once the event has opened, or at
+    /// once when its opening time was cleared: those who came before are never served in
+    /// arrival order. The order is drawn without the room's lock (a million places take tens
+    /// of milliseconds); only moving the waiters into it takes the lock. True if it drew.
+    fn open_prequeue(&self, now_ms: u64) -> bool {
+        let (from, n) = {
+            let mut line = lock(&self.line);
+            let Some(from) = line.prequeue_from else { return false };
+            if line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens) {
+                return false;
+            }
+            let next = line.next_ticket;
+            (from, *line.prequeue_end.get_or_insert(next) - from)
+        };
+        let order = self.shuffler.permutation(usize::try_from(n).unwrap_or(usize::MAX));
+        let mut line = lock(&self.line);
+        // Only this tick draws, and a line holding a pre-queue is never reset; checked anyway.
+        if line.prequeue_from != Some(from) || line.prequeue_end != Some(from + n) {
+            return false;
         }
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        for i in (1..n).rev() {
-            let mut r = [0u8; 8];
-            let _ = self.random.fill(&mut r);
-            let j = (u64::from_le_bytes(r) % (i as u64 + 1)) as usize;
-            order.swap(i, j);
+        line.prequeue_from = None;
+        line.prequeue_end = None;
+        if n >= 2 {
+            Self::draw(&mut line, from, order);
         }
-        // order[k] = the ticket offset placed at slot offset k; move waiters accordingly.
+        true
+    }
+
+    /// Moves the pre-queue starting at `from` into `order` (`order[k]`: the ticket offset
+    /// placed at slot offset `k`).
+    fn draw(line: &mut Line, from: u64, order: Vec<u32>) {
+        let n = order.len();
         let start = (from - line.base) as usize;
         let before: Vec<Waiter> = line.waiters.range(start..start + n).copied().collect();
         let mut slots = vec![0u32; n];
@@ -1003,9 +1024,15 @@ impl MemoryRoom {
         for (k, was) in before.iter().enumerate() {
             let now = line.waiters[start + k];
             let index = (from - line.fen_base) as usize + k;
-            line.waiting_at.add(index, i32::from(now.in_line()) - i32::from(was.in_line()));
+            // Mostly all present before and after: nothing to change.
+            let waiting = i32::from(now.in_line()) - i32::from(was.in_line());
+            if waiting != 0 {
+                line.waiting_at.add(index, waiting);
+            }
             let (old, new) = (was.in_line() && was.state == State::Away, now.in_line() && now.state == State::Away);
-            line.away_at.add(index, i32::from(new) - i32::from(old));
+            if old != new {
+                line.away_at.add(index, i32::from(new) - i32::from(old));
+            }
         }
         line.shuffles.push(Shuffle { first: from, slots, tickets: order });
     }

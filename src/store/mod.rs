@@ -4,6 +4,7 @@
 //! Every operation takes `now` (Unix milliseconds) so the semantics can be tested exactly,
 //! and returns a `Result`, because a shared store can be unreachable.
 
+pub mod draw;
 pub mod memory;
 pub mod redis;
 
@@ -256,9 +257,22 @@ impl RoomStore {
 
     /// A waiter's heartbeat and status; claims the turn when it has come.
     pub async fn poll(&self, ticket: TicketRef, now_ms: u64) -> Result<PollOutcome, StoreError> {
+        self.poll_joined(ticket, None, now_ms).await
+    }
+
+    /// [`Self::poll`] for a ticket whose holder joined at `joined_ms` (as its signed cookie
+    /// says): a place recorded with another join time is not its own (a Redis failover lost
+    /// the join, and the number went to someone else), so it is [`PollOutcome::OtherGeneration`].
+    /// The memory store never gives a number twice and needs no check.
+    pub async fn poll_joined(
+        &self,
+        ticket: TicketRef,
+        joined_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<PollOutcome, StoreError> {
         match self {
             Self::Memory(room) => Ok(room.poll(ticket, now_ms)),
-            Self::Redis(room) => room.poll(ticket, now_ms).await,
+            Self::Redis(room) => room.poll(ticket, joined_ms, now_ms).await,
         }
     }
 

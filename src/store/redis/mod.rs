@@ -126,6 +126,8 @@ pub struct RedisRoom {
     known_limits: Mutex<RoomLimits>,
     ticks: AtomicU64,
     random: SystemRandom,
+    /// A pre-queued ticket's random place (see `lua/join.lua`).
+    shuffler: super::draw::Shuffler,
     /// The keyspace's generation as of the last answer (0 before the first).
     generation: AtomicU64,
     /// Times come from Redis (production); the tests give them.
@@ -191,6 +193,7 @@ impl RedisRoom {
             known_limits: Mutex::new(limits),
             ticks: AtomicU64::new(0),
             random: SystemRandom::new(),
+            shuffler: super::draw::Shuffler::new(),
             generation: AtomicU64::new(0),
             given_clock: false,
         }
@@ -287,13 +290,6 @@ impl RedisRoom {
         u128::from_be_bytes(id)
     }
 
-    /// A uniform draw in [0, 1) with 32 bits, for a pre-queued ticket's place.
-    fn draw(&self) -> f64 {
-        let mut r = [0u8; 4];
-        let _ = self.random.fill(&mut r);
-        f64::from(u32::from_be_bytes(r)) / 4_294_967_296.0
-    }
-
     fn new_session(&self, id: u128, now_ms: u64, expires_ms: u64) -> Session {
         self.sessions.insert(id, now_ms, expires_ms);
         Session { id, created_ms: now_ms, expires_ms }
@@ -302,7 +298,10 @@ impl RedisRoom {
     pub async fn join(&self, client: ClientKey, now_ms: u64) -> Result<JoinOutcome, StoreError> {
         let id = self.random_u128();
         let mut call = self.invocation(&JOIN);
-        call.arg(self.at(now_ms)).arg(hex(&client.0)).arg(format!("{id:032x}")).arg(self.draw().to_string());
+        call.arg(self.at(now_ms))
+            .arg(hex(&client.0))
+            .arg(format!("{id:032x}"))
+            .arg(self.shuffler.fraction().to_string());
         call.arg(self.candidate());
         let answer = ints(&self.run(&call).await?, "join")?;
         self.forget_cache();
@@ -317,10 +316,17 @@ impl RedisRoom {
         }
     }
 
-    pub async fn poll(&self, ticket: TicketRef, now_ms: u64) -> Result<PollOutcome, StoreError> {
+    /// See [`super::RoomStore::poll_joined`].
+    pub async fn poll(
+        &self,
+        ticket: TicketRef,
+        joined_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<PollOutcome, StoreError> {
         let id = self.random_u128();
         let mut call = self.invocation(&POLL);
         call.arg(self.at(now_ms)).arg(ticket.number).arg(format!("{id:032x}")).arg(ticket.generation);
+        call.arg(joined_ms.map(|ms| ms.to_string()).unwrap_or_default());
         let answer = self.run(&call).await?;
         // A claim answers with the session's id: this poll's, or the one of an earlier claim
         // of the same ticket whose answer was lost.
@@ -361,7 +367,7 @@ impl RedisRoom {
             .arg(returning.joined_ms)
             .arg(self.candidate())
             .arg(millis(window).min(RESTORE_WINDOW_MAX_MS))
-            .arg(self.draw().to_string());
+            .arg(self.shuffler.fraction().to_string());
         let answer = ints(&self.run(&call).await?, "restore")?;
         self.forget_cache();
         let &[number, generation] = answer.as_slice() else { return Err(malformed("restore")) };

@@ -1,7 +1,10 @@
--- poll(now, ticket, session_id, generation): a waiter's heartbeat and place; claims a granted
--- turn. A claim is remembered for a claim window: if its answer was lost (the node died
--- mid-request) the visitor's next poll, on any node, gets the same session rather than
+-- poll(now, ticket, session_id, generation, joined): a waiter's heartbeat and place; claims a
+-- granted turn. A claim is remembered for a claim window: if its answer was lost (the node
+-- died mid-request) the visitor's next poll, on any node, gets the same session rather than
 -- "expired". A ticket of another generation (not '0', "not known") names no place here: {3}.
+-- Nor does one whose join time (`joined`, '' if not known) is not the record's: a failover
+-- that lost a join can hand its number to the next newcomer; the cookie is then put back by
+-- its own join time, never given the newcomer's place.
 local lim = limits()
 if not lim then
   return no_limits()
@@ -10,6 +13,12 @@ local now = clock(ARGV[1])
 local ticket, id = ARGV[2], ARGV[3]
 if ARGV[4] ~= '0' and redis.call('HGET', S, 'generation') ~= ARGV[4] then
   return {3}
+end
+if ARGV[5] ~= '' then
+  local held = redis.call('HGET', T, ticket)
+  if held and tonumber((split(held))) ~= tonumber(ARGV[5]) then
+    return {3}
+  end
 end
 if redis.call('ZREM', G, ticket) == 1 then
   local joined = release(ticket) or now

@@ -25,7 +25,6 @@ if lim.opens ~= nil and now < lim.opens then
     redis.call('HSET', S, 'prequeue_from', ticket)
   end
   slot = from + draw
-  joined = now
 else
   -- By the second it joined (before this generation began), then by its old number: that
   -- kept the exact order within its generation. Exact in a double: 2^17 s x 2^26 numbers.
