@@ -311,7 +311,14 @@ impl Rooms {
             PollOutcome::Waiting(place) => {
                 let every = TICKET_RENEW_SECS.min(limits.hold.as_secs() / 4).max(1);
                 let due = now_secs.saturating_sub(ticket.renewed_secs) >= every;
-                let cookie = due.then(|| self.ticket_cookie(room, held, place.joined_ms, now_ms, visitor.secure));
+                // The cookie keeps its own join time; one from before generations (its number
+                // found in this generation, so it is this one's) gets both from the store.
+                let (held, joined_ms) = if ticket.generation == 0 {
+                    (TicketRef { generation: room.store.generation(), ..held }, place.joined_ms)
+                } else {
+                    (held, ticket.joined_ms)
+                };
+                let cookie = due.then(|| self.ticket_cookie(room, held, joined_ms, now_ms, visitor.secure));
                 Ok((outcome, cookie))
             }
             other => Ok((other, None)),
