@@ -58,6 +58,8 @@ SAMPLE_EVERY=10 CHUNK=60 AWAY_AFTER=1 AWAY_FOR=40
 CHUNK_LIMIT=$((CHUNK + AWAY_FOR + 60))
 
 lib_build usher-loadtest
+# The commit of the binary just built (src/ edited after this does not change the run).
+COMMIT=$(cd "$LIB_ROOT" && git rev-parse --short HEAD)$(cd "$LIB_ROOT" && git diff --quiet HEAD -- src || echo "+changes")
 lib_raise_open_files
 lib_on_exit_stop_started
 
@@ -126,7 +128,6 @@ RATE=$((CAPACITY * PERCENT / 100))
 [ "$RATE" -gt 0 ] || lib_die "the offered rate is 0 visitors/s (capacity $CAPACITY, $PERCENT %)"
 write_config "$OUT/usher.toml" $((CAPACITY * 60))
 lib_start_usher "$OUT/usher.toml" "$OUT/usher.log" "$P_ADMIN"
-COMMIT=$(cd "$LIB_ROOT" && git rev-parse --short HEAD)$(cd "$LIB_ROOT" && git diff --quiet HEAD -- src || echo "+changes")
 
 # One sample of usher: seconds since the start, VmRSS in KiB, open descriptors, and the room's
 # line and live sessions (for telling a leak from a line that grew).
@@ -142,7 +143,7 @@ sample() { # t
 
 echo "== soak: $MINUTES min at $RATE visitors/s ($PERCENT % of $CAPACITY/s), admit_per_minute $((CAPACITY * 60))," \
   "$SHARE of the waiters step away ${AWAY_AFTER}s after joining for ${AWAY_FOR}s; usher $COMMIT," \
-  "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), open files limit $(ulimit -n)"
 echo "t_s,rss_kib,fds,waiting,active" >"$OUT/samples.csv"
 START=$(date +%s)
 END=$((START + MINUTES * 60))
@@ -175,6 +176,9 @@ awk '/^visitors/ { for (i = 1; i < NF; i++) { if ($(i + 1) == "arrived,") arr +=
   /^errors/ { err += $2 } /^away/ { away += $2; lost += $NF }
   END { printf "visitors: %d arrived, %d admitted, %d errors; %d stepped away, places lost %d\n", arr, adm, err, away, lost }' \
   "$OUT"/chunks/*.txt | tee "$OUT/visitors.txt"
+# A run over the machine's open-files limit measures the limit, not usher: say so.
+refused=$(grep -c "Too many open files" "$OUT/usher.log" || true)
+[ "$refused" = 0 ] || echo "!! usher refused $refused connections at the open-files limit ($(ulimit -n)): lower the load (-c/-l)"
 
 # Per series: first, last, min, max over the run; after the warm-up, the median and how far
 # the extremes stray from it, and the verdict (flat: every sample within ±5 % of the median).
