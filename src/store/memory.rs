@@ -4,7 +4,9 @@
 //! of deadlines, and the admitter pops only what is due, so a tick costs what it expires,
 //! skips and admits, never the length of the line. A waiter has one heartbeat deadline at a
 //! time (its `due`); a poll only writes the waiter's last-seen time, and the deadline, when
-//! popped, checks it and pushes the next one, so a poll costs no reordering.
+//! popped, checks it and pushes the next one, so a poll costs no reordering. A FIFO serves
+//! only where each deadline pushed is later than all before it (grants: now + `claim_window`);
+//! session deadlines move when a session is seen, so they are in a heap.
 //!
 //! A waiter who misses its polls for `waiter_ttl` is *away* (DESIGN §3): the admitter skips
 //! it, and its place is held until `hold` after its last poll. One that polls again within
@@ -250,8 +252,10 @@ pub struct MemoryRoom {
     origin_ms: u64,
     line: Mutex<Line>,
     sessions: DashMap<u128, SessionEntry>,
-    /// (idle deadline, session) FIFO; see the module docs.
-    session_deadlines: Mutex<VecDeque<(u64, u128)>>,
+    /// (idle deadline, session), soonest first; see the module docs. A heap, not a FIFO: a
+    /// session seen since its deadline was pushed gets a later one that is still earlier
+    /// than those of sessions begun since, and must not wait behind them.
+    session_deadlines: Mutex<BinaryHeap<Reverse<(u64, u128)>>>,
     active: AtomicU64,
     /// Mirrors `limits.session_idle` so a pass check takes no line lock.
     session_idle_ms: AtomicU64,
@@ -300,7 +304,7 @@ impl MemoryRoom {
                 meter: Meter::default(),
             }),
             sessions: DashMap::new(),
-            session_deadlines: Mutex::new(VecDeque::new()),
+            session_deadlines: Mutex::new(BinaryHeap::new()),
             active: AtomicU64::new(0),
             session_idle_ms: AtomicU64::new(idle),
             random: SystemRandom::new(),
@@ -492,7 +496,7 @@ impl MemoryRoom {
             },
         );
         self.active.fetch_add(1, Relaxed);
-        lock(&self.session_deadlines).push_back((now_ms.saturating_add(millis(limits.session_idle)), id));
+        lock(&self.session_deadlines).push(Reverse((now_ms.saturating_add(millis(limits.session_idle)), id)));
         Session { id, created_ms: now_ms, expires_ms }
     }
 
@@ -510,7 +514,7 @@ impl MemoryRoom {
                     entry.seen_ms.store(now_ms, Relaxed);
                     if now_ms.saturating_sub(entry.pushed_ms.load(Relaxed)) >= idle / 4 {
                         entry.pushed_ms.store(now_ms, Relaxed);
-                        lock(&self.session_deadlines).push_back((now_ms.saturating_add(idle), id));
+                        lock(&self.session_deadlines).push(Reverse((now_ms.saturating_add(idle), id)));
                     }
                 }
                 live
@@ -765,31 +769,30 @@ impl MemoryRoom {
 
     fn expire_sessions(&self, now_ms: u64) -> u64 {
         let idle = self.session_idle_ms.load(Relaxed);
-        let mut expired = 0;
-        let mut requeue = Vec::new();
+        let mut ended = Vec::new();
         {
             let mut deadlines = lock(&self.session_deadlines);
-            while let Some(&(deadline, id)) = deadlines.front() {
+            while let Some(&Reverse((deadline, id))) = deadlines.peek() {
                 if deadline > now_ms {
                     break;
                 }
-                deadlines.pop_front();
+                deadlines.pop();
                 let state = self.sessions.get(&id).map(|e| (e.seen_ms.load(Relaxed), e.expires_ms));
                 match state {
                     None => {}
                     Some((seen, expires)) if seen.saturating_add(idle) <= now_ms || expires <= now_ms => {
-                        expired += 1;
-                        requeue.push((0, id));
+                        ended.push(id);
                     }
                     // Touched since this deadline was pushed without pushing a newer one:
                     // keep exactly one deadline for it.
                     Some((seen, expires)) => {
-                        deadlines.push_back((seen.saturating_add(idle).min(expires), id));
+                        deadlines.push(Reverse((seen.saturating_add(idle).min(expires), id)));
                     }
                 }
             }
         }
-        for (_, id) in requeue {
+        let expired = ended.len() as u64;
+        for id in ended {
             self.end_session(id);
         }
         expired
