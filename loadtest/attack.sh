@@ -45,37 +45,19 @@ while getopts "s:k:p:d:h" o; do
   esac
 done
 [ -n "$KINDS" ] || KINDS=$ALL
-for n in "$SECONDS_EACH" "$BASE"; do
-  [[ $n =~ ^[0-9]+$ ]] || { echo "attack.sh: not a number: $n (see -h)" >&2; exit 2; }
-done
-command -v curl >/dev/null 2>&1 || { echo "attack.sh: needs curl (apt-get install curl)" >&2; exit 2; }
+. "$(dirname "$0")/lib.sh"
+lib_numbers "$SECONDS_EACH" "$BASE"
+lib_need curl
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ -n "$OUT" ] || OUT=$(mktemp -d /tmp/usher-attack.XXXXXX)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 P_UP=$BASE P_USHER=$((BASE + 1)) P_ADMIN=$((BASE + 2))
 
-echo "== building (release)"
-(cd "$ROOT" && cargo build --release --locked -q -p usher --bin usher && \
-  cargo build --release --locked -q -p usher-loadtest --bin usher-loadtest)
-TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-USHER=$TARGET_DIR/release/usher LOADGEN=$TARGET_DIR/release/usher-loadtest
-
+lib_build usher-loadtest
 # usher and the tool hold one descriptor per attacking socket.
-ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-PIDS=()
-cleanup() {
-  local status=$?
-  trap - EXIT INT TERM
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null
-  exit $status
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+lib_raise_open_files
+lib_on_exit_stop_started
 
 cat >"$OUT/usher.toml" <<TOML
 [listen]
@@ -115,43 +97,15 @@ mode = "queue_all"
 TOML
 "$USHER" check-config "$OUT/usher.toml" >/dev/null
 
-start_usher() { # log-name
-  USHER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') USHER_LOG=${USHER_LOG:-warn} \
-    "$USHER" --config "$OUT/usher.toml" >"$OUT/$1.log" 2>&1 &
-  USHER_PID=$!
-  PIDS+=("$USHER_PID")
-  for _ in $(seq 100); do
-    kill -0 "$USHER_PID" 2>/dev/null || { cat "$OUT/$1.log" >&2; exit 1; }
-    curl -sf -o /dev/null "http://127.0.0.1:$P_ADMIN/readyz" && return 0
-    sleep 0.1
-  done
-  echo "attack.sh: usher is not ready" >&2
-  exit 1
-}
-stop_usher() {
-  kill -TERM "$USHER_PID" 2>/dev/null || true
-  # A usher that hangs on shutdown is a finding too, but must not hang the run.
-  for _ in $(seq 100); do kill -0 "$USHER_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$USHER_PID" 2>/dev/null || true
-  wait "$USHER_PID" 2>/dev/null || true
-}
+lib_start_upstream "$P_UP" "$OUT/upstream.log"
 
-"$LOADGEN" upstream --listen "127.0.0.1:$P_UP" >"$OUT/upstream.log" 2>&1 &
-UP_PID=$!
-PIDS+=("$UP_PID")
-for _ in $(seq 100); do
-  kill -0 "$UP_PID" 2>/dev/null || { cat "$OUT/upstream.log" >&2; exit 1; }
-  grep -q "listening" "$OUT/upstream.log" && break
-  sleep 0.1
-done
-
-echo "== usher $(cd "$ROOT" && git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $SECONDS_EACH s per attack"
+echo "== usher $(cd "$LIB_ROOT" && git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $SECONDS_EACH s per attack"
 REPORTS=()
 # The baseline runs again at the end: on a shared machine the two show how much of a row's
 # p99 is the machine's noise rather than the attack.
 for run in none ${KINDS//,/ } none-again; do
   kind=${run%-again}
-  start_usher "usher-$run"
+  lib_start_usher "$OUT/usher.toml" "$OUT/usher-$run.log" "$P_ADMIN"
   echo "== $run"
   # A tool that fails still leaves the other rows; its row is missing from the table.
   if "$LOADGEN" attack "$kind" --target "127.0.0.1:$P_USHER" --admin "127.0.0.1:$P_ADMIN" \
@@ -160,7 +114,7 @@ for run in none ${KINDS//,/ } none-again; do
   fi
   cat "$OUT/$run.txt"
   kill -0 "$USHER_PID" 2>/dev/null || echo "!! usher died during $run (see $OUT/usher-$run.log)"
-  stop_usher
+  lib_stop_usher
 done
 
 echo

@@ -31,36 +31,18 @@ while getopts "n:o:a:s:w:f:p:d:h" o; do
   esac
 done
 shift $((OPTIND - 1))
-for n in "$N" "$ADMIT" "$BASE"; do
-  [[ $n =~ ^[0-9]+$ ]] || { echo "stepaway.sh: not a number: $n (see -h)" >&2; exit 2; }
-done
-command -v curl >/dev/null 2>&1 || { echo "stepaway.sh: needs curl (apt-get install curl)" >&2; exit 2; }
+. "$(dirname "$0")/lib.sh"
+lib_numbers "$N" "$ADMIT" "$BASE"
+lib_need curl
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ -n "$OUT" ] || OUT=$(mktemp -d /tmp/usher-stepaway.XXXXXX)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 P_UP=$BASE P_USHER=$((BASE + 1)) P_ADMIN=$((BASE + 2))
 
-echo "== building (release)"
-(cd "$ROOT" && cargo build --release --locked -q -p usher --bin usher && \
-  cargo build --release --locked -q -p usher-loadtest --bin usher-loadtest)
-TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-USHER=$TARGET_DIR/release/usher LOADGEN=$TARGET_DIR/release/usher-loadtest
-
-ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-PIDS=()
-cleanup() {
-  local status=$?
-  trap - EXIT INT TERM
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null
-  exit $status
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+lib_build usher-loadtest
+lib_raise_open_files
+lib_on_exit_stop_started
 
 cat >"$OUT/usher.toml" <<TOML
 [listen]
@@ -82,23 +64,8 @@ session_idle = "10m"
 TOML
 "$USHER" check-config "$OUT/usher.toml" >/dev/null
 
-"$LOADGEN" upstream --listen "127.0.0.1:$P_UP" >"$OUT/upstream.log" 2>&1 &
-UP_PID=$!
-PIDS+=("$UP_PID")
-for _ in $(seq 100); do
-  kill -0 "$UP_PID" 2>/dev/null || { cat "$OUT/upstream.log" >&2; exit 1; }
-  grep -q "listening" "$OUT/upstream.log" && break
-  sleep 0.1
-done
-USHER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') USHER_LOG=${USHER_LOG:-warn} \
-  "$USHER" --config "$OUT/usher.toml" >"$OUT/usher.log" 2>&1 &
-USHER_PID=$!
-PIDS+=("$USHER_PID")
-for _ in $(seq 100); do
-  kill -0 "$USHER_PID" 2>/dev/null || { cat "$OUT/usher.log" >&2; exit 1; }
-  curl -sf -o /dev/null "http://127.0.0.1:$P_ADMIN/readyz" && break
-  sleep 0.1
-done
+lib_start_upstream "$P_UP" "$OUT/upstream.log"
+lib_start_usher "$OUT/usher.toml" "$OUT/usher.log" "$P_ADMIN"
 
 echo "== spike: $N visitors within $OVER s, admit_per_minute $ADMIT; $SHARE of the waiters step away" \
   "$AFTER s after joining for $FOR s ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"

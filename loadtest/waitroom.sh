@@ -37,39 +37,20 @@ while getopts "n:o:a:c:p:d:h" o; do
   esac
 done
 shift $((OPTIND - 1))
-for n in "$N" "$ADMIT" "$CONNS" "$BASE"; do
-  [[ $n =~ ^[0-9]+$ ]] || { echo "waitroom.sh: not a number: $n (see -h)" >&2; exit 2; }
-done
+. "$(dirname "$0")/lib.sh"
+lib_numbers "$N" "$ADMIT" "$CONNS" "$BASE"
 [[ $OVER =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "waitroom.sh: -o is seconds, not $OVER" >&2; exit 2; }
-command -v curl >/dev/null 2>&1 || { echo "waitroom.sh: needs curl (apt-get install curl)" >&2; exit 2; }
+lib_need curl
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ -n "$OUT" ] || OUT=$(mktemp -d /tmp/usher-waitroom.XXXXXX)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 P_UP=$BASE P_USHER=$((BASE + 1)) P_ADMIN=$((BASE + 2)) P_NGINX=$((BASE + 3)) P_BARE=$((BASE + 4))
 
-echo "== building (release)"
-(cd "$ROOT" && cargo build --release --locked -q -p usher --bin usher && \
-  cargo build --release --locked -q -p usher-loadtest --bin usher-loadtest --bin bare-proxy)
-TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-USHER=$TARGET_DIR/release/usher LOADGEN=$TARGET_DIR/release/usher-loadtest BARE=$TARGET_DIR/release/bare-proxy
+lib_build usher-loadtest bare-proxy
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-# Both sides hold one descriptor per connection.
-ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-PIDS=()
-cleanup() {
-  local status=$?
-  trap - EXIT INT TERM
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null
-  exit $status
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+lib_raise_open_files
+lib_on_exit_stop_started
 
 cat >"$OUT/usher.toml" <<TOML
 [listen]
@@ -95,40 +76,14 @@ claim_window = "2m"
 TOML
 "$USHER" check-config "$OUT/usher.toml" >/dev/null
 
-start_usher() { # log-name
-  USHER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') USHER_LOG=${USHER_LOG:-warn} \
-    "$USHER" --config "$OUT/usher.toml" >"$OUT/$1.log" 2>&1 &
-  USHER_PID=$!
-  PIDS+=("$USHER_PID")
-  for _ in $(seq 100); do
-    kill -0 "$USHER_PID" 2>/dev/null || { cat "$OUT/$1.log" >&2; exit 1; }
-    curl -sf -o /dev/null "http://127.0.0.1:$P_ADMIN/readyz" && return 0
-    sleep 0.1
-  done
-  echo "waitroom.sh: usher is not ready" >&2
-  exit 1
-}
-stop_usher() {
-  kill -TERM "$USHER_PID" 2>/dev/null || true
-  wait "$USHER_PID" 2>/dev/null || true
-}
-
-"$LOADGEN" upstream --listen "127.0.0.1:$P_UP" >"$OUT/upstream.log" 2>&1 &
-UP_PID=$!
-PIDS+=("$UP_PID")
-# Ours must be the one answering: a port taken by something else fails here, not silently.
-for _ in $(seq 100); do
-  kill -0 "$UP_PID" 2>/dev/null || { cat "$OUT/upstream.log" >&2; exit 1; }
-  grep -q "listening" "$OUT/upstream.log" && break
-  sleep 0.1
-done
-start_usher usher-spike
+lib_start_upstream "$P_UP" "$OUT/upstream.log"
+lib_start_usher "$OUT/usher.toml" "$OUT/usher-spike.log" "$P_ADMIN"
 
 echo "== spike: $N visitors within $OVER s, admit_per_minute $ADMIT ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 "$LOADGEN" visitors --target "127.0.0.1:$P_USHER" --path /inbox --visitors "$N" --profile spike --over "$OVER" \
   --admin "127.0.0.1:$P_ADMIN" --room spike --json "$OUT/spike.json" --svg "$OUT/spike.svg" "$@"
 echo "usher VmRSS after the spike: $(sed -n 's/^VmRSS:\s*//p' "/proc/$USHER_PID/status")"
-stop_usher
+lib_stop_usher
 
 # Idle keep-alive connections of a fresh server: PIDS... -- loadtest connections ARGS...
 measure_connections() { # name url-path pid...
@@ -140,9 +95,9 @@ measure_connections() { # name url-path pid...
     --json "$OUT/connections-$name.json"
 }
 if [ "$CONNS" -gt 0 ]; then
-  start_usher usher-connections
+  lib_start_usher "$OUT/usher.toml" "$OUT/usher-connections.log" "$P_ADMIN"
   measure_connections usher /.usher/status "$P_USHER" "$USHER_PID"
-  stop_usher
+  lib_stop_usher
 
   if [ -x "$NGINX" ]; then
     mkdir -p "$OUT/nginx" && chmod 755 "$OUT/nginx"

@@ -1,7 +1,8 @@
 //! Several usher nodes on one Redis behave as one fair queue (DESIGN §3, §8): a spike spread
 //! round-robin over two nodes is admitted in one FIFO order and never over `max_active` in
-//! total; when the node running the admitter dies, the other takes over and nobody is
-//! admitted twice. Also: the password from the environment, a wrong password, and TLS.
+//! total; when the node running the admitter dies (SIGKILL, mid-spike; of two nodes, or of
+//! three), another takes over, the order holds and nobody is admitted twice. Also: the
+//! password from the environment, a wrong password, and TLS.
 //!
 //! Each node is the real binary; Redis is a real `redis-server` started by the test.
 
@@ -93,14 +94,17 @@ fn lease_holder(redis: &RedisServer, nodes: &[UsherProcess]) -> Option<(usize, u
     Some((index, fence.parse().ok()?))
 }
 
-async fn spike(kill_the_admitter: bool) {
+/// A spike of clients spread round-robin over `node_count` nodes; with `kill_the_admitter`,
+/// the node holding the admitter lease is SIGKILLed a third of the way through and another
+/// must take the lease over. Checks the cap, one pass per client, and one FIFO order.
+async fn spike(node_count: usize, kill_the_admitter: bool) {
     const CLIENTS: usize = 300;
     const MAX_ACTIVE: u64 = 10;
     const POLL: Duration = Duration::from_millis(100);
     let redis = RedisServer::start();
     let backend = Upstream::start_mailbox().await;
     let config = node_config(backend.addr, &redis.url(), MAX_ACTIVE);
-    let nodes = vec![spawn_node(&config, &[]), spawn_node(&config, &[])];
+    let nodes: Vec<UsherProcess> = (0..node_count).map(|_| spawn_node(&config, &[])).collect();
     let http: Vec<SocketAddr> = nodes.iter().map(|n| n.http_addr).collect();
     let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin_addr).collect();
 
@@ -131,7 +135,7 @@ async fn spike(kill_the_admitter: bool) {
             (live.clone(), max_live.clone(), admitted.clone(), barrier.clone(), http.clone());
         tasks.push(tokio::spawn(async move {
             // Round-robin over the nodes.
-            let mut c = BalancedClient::new(ip(3, i as u32), http, i % 2);
+            let mut c = BalancedClient::new(ip(3, i as u32), http, i % node_count);
             barrier.wait().await;
             let sent = Instant::now();
             let joined = c.get("/inbox").await;
@@ -171,7 +175,7 @@ async fn spike(kill_the_admitter: bool) {
             admitted.fetch_add(1, Ordering::SeqCst);
             let now_live = live.fetch_add(1, Ordering::SeqCst) + 1;
             max_live.fetch_max(now_live, Ordering::SeqCst);
-            // The pass works on the other node too: it verifies there on its own.
+            // The pass works on another node too: it verifies there on its own.
             c.move_on();
             let work = c.get("/work").await;
             assert!(work.forwarded(), "{}: an admitted client is forwarded: {} {}", c.ip, work.status, work.text());
@@ -195,19 +199,18 @@ async fn spike(kill_the_admitter: bool) {
         let before = admitted.load(Ordering::SeqCst);
         nodes[holder].signal("KILL");
         let killed_at = Instant::now();
-        let survivor = 1 - holder;
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let survivor = loop {
             if let Some((now_holder, now_fence)) = lease_holder(&redis, &nodes) {
-                if now_holder == survivor {
+                if now_holder != holder {
                     assert!(now_fence > fence, "a new holder has a higher fence ({now_fence} after {fence})");
-                    break;
+                    break now_holder;
                 }
             }
             assert!(Instant::now() < deadline, "no node took the admitter lease over within 10 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        takeover = Some((killed_at.elapsed(), before, holder));
+        };
+        takeover = Some((killed_at.elapsed(), before, holder, survivor));
     }
 
     let records = tokio::time::timeout(Duration::from_secs(120), async {
@@ -246,7 +249,7 @@ async fn spike(kill_the_admitter: bool) {
     assert_eq!(discordant, 0, "{discordant} overtakes among clients that kept polling");
     assert!(tau >= 0.999, "Kendall's tau {tau}");
     eprintln!(
-        "{CLIENTS} clients over 2 nodes: tau {tau:.4} ({concordant} pairs in order, {discordant} overtakes, \
+        "{CLIENTS} clients over {node_count} nodes: tau {tau:.4} ({concordant} pairs in order, {discordant} overtakes, \
          {ties} within one poll), max live {max_live}, max active+pending {max_taken}"
     );
     // Every key expires some day, and no client address is in Redis (only ClientKey hashes).
@@ -261,22 +264,27 @@ async fn spike(kill_the_admitter: bool) {
     }
     let snapshot = redis.snapshot();
     assert!(!snapshot.windows(6).any(|w| w == b"127.3."), "a client address is stored in Redis");
-    if let Some((took, before, holder)) = takeover {
+    if let Some((took, before, holder, survivor)) = takeover {
         eprintln!(
-            "killed node {holder} (the admitter) after {before} admissions; node {} held the lease {took:?} later",
-            1 - holder
+            "killed node {holder} of {node_count} (the admitter) after {before} admissions; \
+             node {survivor} held the lease {took:?} later"
         );
         assert!(before < CLIENTS, "the kill came mid-spike");
-        assert!(nodes[1 - holder].logs().iter().any(|l| l.contains("this node runs the admitter")));
+        assert!(nodes[survivor].logs().iter().any(|l| l.contains("this node runs the admitter")));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spike_over_two_nodes_is_admitted_in_one_fifo_order_never_over_max_active() {
-    spike(false).await;
+    spike(2, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_admitter_node_dies_mid_spike_the_other_takes_over_and_nobody_is_admitted_twice() {
-    spike(true).await;
+    spike(2, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_admitter_of_three_nodes_dies_mid_spike_another_takes_over_in_order_and_nobody_is_admitted_twice() {
+    spike(3, true).await;
 }

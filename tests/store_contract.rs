@@ -427,6 +427,31 @@ async fn sessions_end_when_idle_past_their_lifetime_on_logout_and_on_drain() {
     }
 }
 
+/// A session idle for `session_idle` ends at the next tick, also behind the deadlines of many
+/// sessions that began after it: while it still counted, a room at `max_active` admitted
+/// nobody in its place. (The memory store kept its deadlines in a FIFO, and a session seen
+/// after it began went back to the end, behind a whole `session_idle` of newer ones: a room
+/// full of idle sessions moved at half speed, and the soak saw twice the sessions live.)
+#[tokio::test]
+async fn an_idle_session_ends_at_session_idle_even_behind_many_newer_sessions() {
+    let mut l = limits();
+    l.max_active = 1000;
+    for (name, store) in &stores(l).await {
+        let early = session(&store, 1, T0).await;
+        assert!(store.touch(early, T0 + 1_000).await.expect("touch"), "{name}");
+        // Fifty sessions begin after it, one a second.
+        for c in 0..50u32 {
+            session(&store, 100 + c, T0 + 2_000 + u64::from(c) * 1_000).await;
+        }
+        store.tick(T0 + 60_000).await.expect("tick");
+        // Idle since T0 + 1 s, it ends at T0 + 61 s: the next tick ends it.
+        store.tick(T0 + 61_500).await.expect("tick");
+        let figures = store.figures(T0 + 61_500).await.expect("figures");
+        assert_eq!(figures.active, 50, "{name}: the session idle past session_idle still counts as active");
+        assert!(!store.touch(early, T0 + 61_500).await.expect("touch"), "{name}");
+    }
+}
+
 #[tokio::test]
 async fn one_client_key_cannot_hold_more_than_its_cap_of_tickets() {
     let mut l = limits();

@@ -4,7 +4,9 @@
 //! of deadlines, and the admitter pops only what is due, so a tick costs what it expires,
 //! skips and admits, never the length of the line. A waiter has one heartbeat deadline at a
 //! time (its `due`); a poll only writes the waiter's last-seen time, and the deadline, when
-//! popped, checks it and pushes the next one, so a poll costs no reordering.
+//! popped, checks it and pushes the next one, so a poll costs no reordering. A FIFO serves
+//! only where each deadline pushed is later than all before it (grants: now + `claim_window`);
+//! session deadlines move when a session is seen, so they are in a heap.
 //!
 //! A waiter who misses its polls for `waiter_ttl` is *away* (DESIGN §3): the admitter skips
 //! it, and its place is held until `hold` after its last poll. One that polls again within
@@ -99,6 +101,11 @@ impl Waiter {
         self.counted && matches!(self.state, State::Waiting | State::Away)
     }
 }
+
+/// Finished places below the line's front after which the Fenwick trees are renumbered
+/// (at least as many as are in line): see [`MemoryRoom::renumber_if_mostly_gone`]. Small
+/// under test, so that a short simulated run renumbers many times.
+const RENUMBER_AFTER: u64 = if cfg!(test) { 512 } else { 65_536 };
 
 /// Counts per slot, prefix sums in O(log n); grows by doubling.
 #[derive(Debug, Default)]
@@ -321,8 +328,10 @@ pub struct MemoryRoom {
     gap_ms: u64,
     line: Mutex<Line>,
     sessions: DashMap<u128, SessionEntry>,
-    /// (idle deadline, session) FIFO; see the module docs.
-    session_deadlines: Mutex<VecDeque<(u64, u128)>>,
+    /// (idle deadline, session), soonest first; see the module docs. A heap, not a FIFO: a
+    /// session seen since its deadline was pushed gets a later one that is still earlier
+    /// than those of sessions begun since, and must not wait behind them.
+    session_deadlines: Mutex<BinaryHeap<Reverse<(u64, u128)>>>,
     active: AtomicU64,
     /// Mirrors `limits.session_idle` so a pass check takes no line lock.
     session_idle_ms: AtomicU64,
@@ -393,7 +402,7 @@ impl MemoryRoom {
                 grace_from: None,
             }),
             sessions: DashMap::new(),
-            session_deadlines: Mutex::new(VecDeque::new()),
+            session_deadlines: Mutex::new(BinaryHeap::new()),
             active: AtomicU64::new(0),
             session_idle_ms: AtomicU64::new(idle),
             random,
@@ -678,7 +687,7 @@ impl MemoryRoom {
             },
         );
         self.active.fetch_add(1, Relaxed);
-        lock(&self.session_deadlines).push_back((now_ms.saturating_add(millis(limits.session_idle)), id));
+        lock(&self.session_deadlines).push(Reverse((now_ms.saturating_add(millis(limits.session_idle)), id)));
         Session { id, created_ms: now_ms, expires_ms }
     }
 
@@ -696,7 +705,7 @@ impl MemoryRoom {
                     entry.seen_ms.store(now_ms, Relaxed);
                     if now_ms.saturating_sub(entry.pushed_ms.load(Relaxed)) >= idle / 4 {
                         entry.pushed_ms.store(now_ms, Relaxed);
-                        lock(&self.session_deadlines).push_back((now_ms.saturating_add(idle), id));
+                        lock(&self.session_deadlines).push(Reverse((now_ms.saturating_add(idle), id)));
                     }
                 }
                 live
@@ -735,7 +744,7 @@ impl MemoryRoom {
             },
         );
         self.active.fetch_add(1, Relaxed);
-        lock(&self.session_deadlines).push_back((now_ms.saturating_add(idle), admitted.session));
+        lock(&self.session_deadlines).push(Reverse((now_ms.saturating_add(idle), admitted.session)));
         true
     }
 
@@ -875,7 +884,50 @@ impl MemoryRoom {
             line.waiters.pop_front();
             line.base += 1;
         }
+        Self::renumber_if_mostly_gone(line);
         report
+    }
+
+    /// Renumbers the Fenwick trees from `base` once the finished places below it are most of
+    /// their range. The trees are indexed from `fen_base`, which otherwise moves only when
+    /// the line runs dry: a line that never empties (a busy `queue_all` room) kept 8 bytes
+    /// for every ticket it ever issued, and the soak run saw usher's memory grow with them.
+    /// Renumbering costs the live line once per as many finished places, so a ticket still
+    /// costs O(1) amortised. Not while a pre-queue is collected or drawn (its shuffles map
+    /// tickets to slots; an event's line is bounded anyway).
+    fn renumber_if_mostly_gone(line: &mut Line) {
+        let gone = line.base - line.fen_base;
+        if gone < RENUMBER_AFTER.max(line.waiters.len() as u64)
+            || !line.shuffles.is_empty()
+            || line.prequeue_from.is_some()
+        {
+            return;
+        }
+        // Entries below `base` are of finished places, which `waiter_mut` skips: dropped.
+        let Ok(shift) = u32::try_from(gone) else { return };
+        let (mut waiting_at, mut away_at) = (Fenwick::default(), Fenwick::default());
+        for (index, w) in line.waiters.iter().enumerate() {
+            if w.in_line() {
+                waiting_at.add(index, 1);
+                if w.state == State::Away {
+                    away_at.add(index, 1);
+                }
+            }
+        }
+        line.waiting_at = waiting_at;
+        line.away_at = away_at;
+        line.heartbeats = std::mem::take(&mut line.heartbeats)
+            .into_iter()
+            .filter_map(|Reverse((due, rel))| Some(Reverse((due, rel.checked_sub(shift)?))))
+            .collect();
+        line.grants.retain_mut(|(_, rel)| match rel.checked_sub(shift) {
+            Some(moved) => {
+                *rel = moved;
+                true
+            }
+            None => false,
+        });
+        line.fen_base = line.base;
     }
 
     /// Grants the waiter in `slot` if it is waiting and present; one found unseen for
@@ -1039,31 +1091,30 @@ impl MemoryRoom {
 
     fn expire_sessions(&self, now_ms: u64) -> u64 {
         let idle = self.session_idle_ms.load(Relaxed);
-        let mut expired = 0;
-        let mut requeue = Vec::new();
+        let mut ended = Vec::new();
         {
             let mut deadlines = lock(&self.session_deadlines);
-            while let Some(&(deadline, id)) = deadlines.front() {
+            while let Some(&Reverse((deadline, id))) = deadlines.peek() {
                 if deadline > now_ms {
                     break;
                 }
-                deadlines.pop_front();
+                deadlines.pop();
                 let state = self.sessions.get(&id).map(|e| (e.seen_ms.load(Relaxed), e.expires_ms));
                 match state {
                     None => {}
                     Some((seen, expires)) if seen.saturating_add(idle) <= now_ms || expires <= now_ms => {
-                        expired += 1;
-                        requeue.push((0, id));
+                        ended.push(id);
                     }
                     // Touched since this deadline was pushed without pushing a newer one:
                     // keep exactly one deadline for it.
                     Some((seen, expires)) => {
-                        deadlines.push_back((seen.saturating_add(idle).min(expires), id));
+                        deadlines.push(Reverse((seen.saturating_add(idle).min(expires), id)));
                     }
                 }
             }
         }
-        for (_, id) in requeue {
+        let expired = ended.len() as u64;
+        for id in ended {
             self.end_session(id);
         }
         expired
@@ -1109,5 +1160,121 @@ impl MemoryRoom {
             + line.heartbeats.capacity() * std::mem::size_of::<Reverse<(Ds, u32)>>()
             + line.grants.capacity() * std::mem::size_of::<(Ds, u32)>()
             + line.clients.capacity() * (std::mem::size_of::<(ClientKey, ClientTickets)>() + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    /// A queue_all room whose outflow (40/s) is a little under the arrivals of the test: the
+    /// line grows slowly and never runs dry.
+    fn limits() -> RoomLimits {
+        RoomLimits {
+            max_active: 1_000_000_000,
+            admit_per_minute: 2400,
+            session_idle: Duration::from_secs(60),
+            session_max: Duration::from_secs(3600),
+            waiter_ttl: Duration::from_secs(30),
+            claim_window: Duration::from_secs(20),
+            hold: Duration::from_secs(60),
+            mode: RoomMode::QueueAll,
+            opens_at_ms: None,
+            message: None,
+            tickets_per_client: 50,
+        }
+    }
+
+    /// Every place in line is counted in the trees exactly at its slot under the current
+    /// numbering, and has its live deadline there: a heartbeat while waiting or away, a claim
+    /// deadline while granted. Nothing beyond the line is counted.
+    fn check_numbering(line: &Line) {
+        let point = |f: &Fenwick, i: usize| f.prefix(i + 1) - f.prefix(i);
+        let beats: HashSet<(Ds, u32)> = line.heartbeats.iter().map(|Reverse(entry)| *entry).collect();
+        let claims: HashSet<u32> = line.grants.iter().map(|(_, rel)| *rel).collect();
+        for (i, w) in line.waiters.iter().enumerate() {
+            let index = (line.base - line.fen_base) as usize + i;
+            let slot = line.base + i as u64;
+            assert_eq!(point(&line.waiting_at, index), u64::from(w.in_line()), "slot {slot}: {w:?}");
+            assert_eq!(point(&line.away_at, index), u64::from(w.in_line() && w.state == State::Away), "slot {slot}");
+            match w.state {
+                State::Waiting | State::Away => {
+                    assert!(beats.contains(&(w.due, index as u32)), "slot {slot} has no heartbeat: {w:?}");
+                }
+                State::Granted => assert!(claims.contains(&(index as u32)), "slot {slot} has no claim deadline"),
+                State::Done => {}
+            }
+        }
+        assert_eq!(line.waiting_at.prefix(usize::MAX), line.waiting, "only the line is counted");
+        assert_eq!(line.away_at.prefix(usize::MAX), line.away);
+    }
+
+    #[test]
+    fn a_line_that_never_runs_dry_is_renumbered_and_its_counts_stay_exact() {
+        const T0: u64 = 1_800_000_000_000;
+        let room = MemoryRoom::new(limits(), T0);
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // (when, ticket, kind): 0 never polls again (abandons), 1-3 step away once for 45 s
+        // (past waiter_ttl and claim_window, within hold), the rest poll every 2 s.
+        let mut polls = BinaryHeap::new();
+        let (mut joined, mut moved, mut fen_base, mut largest_line, mut largest_tree) = (0u32, 0, 0, 0, 0);
+        for step in 0..150_000u64 {
+            let now = T0 + step * 10;
+            // 42 arrivals a second on average.
+            if random() % 1000 < 420 {
+                joined += 1;
+                let mut key = [0u8; 16];
+                key[..4].copy_from_slice(&joined.to_le_bytes());
+                if let JoinOutcome::Queued { ticket, .. } = room.join(ClientKey(key), now) {
+                    polls.push(Reverse((now + 2000, ticket, (random() % 20) as u8)));
+                }
+            }
+            while let Some(&Reverse((at, ticket, kind))) = polls.peek() {
+                if at > now {
+                    break;
+                }
+                polls.pop();
+                if kind == 0 {
+                    continue;
+                }
+                if let PollOutcome::Waiting(_) = room.poll(ticket, now) {
+                    let (after, kind) = if kind <= 3 { (45_000, 4) } else { (2_000, kind) };
+                    polls.push(Reverse((now + after, ticket, kind)));
+                }
+            }
+            if step % 20 == 0 {
+                room.tick(now);
+                let line = lock(&room.line);
+                if step % 200 == 0 {
+                    check_numbering(&line);
+                }
+                if line.fen_base != fen_base {
+                    moved += 1;
+                    fen_base = line.fen_base;
+                }
+                largest_line = largest_line.max(line.waiters.len());
+                largest_tree = largest_tree.max(line.waiting_at.tree.len().max(line.away_at.tree.len()));
+            }
+        }
+        let line = lock(&room.line);
+        check_numbering(&line);
+        assert!(line.away + line.uncounted_held > 0 && line.waiting > line.away, "the line holds every kind of place");
+        assert!(moved >= 5, "renumbered only {moved} times over {} tickets", line.next_ticket);
+        // Without renumbering the trees would span every ticket ever issued.
+        let bound = 4 * (RENUMBER_AFTER as usize).max(largest_line).next_power_of_two();
+        assert!(largest_tree <= bound, "trees of {largest_tree} slots for a line of at most {largest_line}");
+        assert!(
+            (line.next_ticket as usize) > 2 * bound,
+            "the run issued more tickets ({}) than the trees may span ({bound})",
+            line.next_ticket
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Shared parts of every integration test, one tree for the proxy and the waiting-room tests:
 //!
 //! - [`upstream`]: the one real upstream, which records what reaches it (echo or mailbox);
+//! - [`faulty`]: an upstream that misbehaves on purpose (slow, half-open, resetting);
 //! - [`client`]: clients for every protocol usher serves, raw bytes included, and the one
 //!   [`Reply`] type they all return;
 //! - [`visitor`]: waiting-room visitors, each from its own loopback address with its own
@@ -16,7 +17,7 @@
 //!
 //! Every server a test starts listens on port 0 and reports the port it got: usher
 //! in-process ([`usher::Running`]), the binary (its `listening (...)` log lines) and the
-//! upstream ([`Upstream::addr`]). Only `redis-server` cannot (see [`redis_server`]).
+//! upstreams ([`Upstream::addr`], [`FaultyUpstream::addr`]). Only `redis-server` cannot (see [`redis_server`]).
 //!
 //! Each test binary uses only some of these helpers.
 #![allow(dead_code, unused_imports)]
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod client;
 pub mod cookies;
 pub mod data;
+pub mod faulty;
 pub mod process;
 pub mod redis_cluster;
 pub mod redis_sentinel;
@@ -38,6 +40,7 @@ pub use admin::*;
 pub use client::*;
 pub use cookies::*;
 pub use data::*;
+pub use faulty::*;
 pub use process::*;
 pub use redis_cluster::*;
 pub use redis_sentinel::*;

@@ -3,6 +3,7 @@
 //! by [`super::process`].)
 
 use super::upstream::Upstream;
+use std::net::SocketAddr;
 use std::time::Duration;
 use usher::config::{Config, RoomConfig, RoomMode};
 use usher::secrets::Secrets;
@@ -46,7 +47,13 @@ pub fn usher_with_rooms(upstream: &Upstream, rooms: Vec<RoomConfig>) -> Running 
 
 /// [`usher_with_rooms`], with a last change to the configuration.
 pub fn usher_with_rooms_and(upstream: &Upstream, rooms: Vec<RoomConfig>, tweak: impl FnOnce(&mut Config)) -> Running {
-    let mut config = Config::for_upstream(upstream.addr);
+    usher_with_rooms_at(upstream.addr, rooms, tweak)
+}
+
+/// [`usher_with_rooms_and`] in front of any upstream address (e.g. a
+/// [`FaultyUpstream`](super::faulty::FaultyUpstream)).
+pub fn usher_with_rooms_at(upstream: SocketAddr, rooms: Vec<RoomConfig>, tweak: impl FnOnce(&mut Config)) -> Running {
+    let mut config = Config::for_upstream(upstream);
     config.listen.workers = 2;
     config.listen.shutdown_grace = Duration::from_secs(2);
     config.rooms = rooms;
