@@ -300,7 +300,9 @@ impl Rooms {
                 if ticket.renewed_secs.saturating_add(kept_for) <= now_secs {
                     return Ok((PollOutcome::Gone, None));
                 }
-                let returning = Returning { client: visitor.key, old: held, joined_ms: ticket.joined_ms.min(now_ms) };
+                // The join time as signed: in Redis mode the store's clock is Redis's, not this
+                // node's, so it is the store that caps it (by its generation's start).
+                let returning = Returning { client: visitor.key, old: held, joined_ms: ticket.joined_ms };
                 let new = room.store.restore(returning, now_ms).await?;
                 room.metrics.restored_places.inc();
                 tracing::debug!(room = %room.name, "a place of an earlier generation was restored");
