@@ -11,7 +11,7 @@ use usher::identity::{ClientKey, Identity};
 use usher::room::tokens::{Pass, Sealer, Ticket};
 use usher::secrets::Secrets;
 use usher::store::memory::MemoryRoom;
-use usher::store::{JoinOutcome, RoomLimits, TicketRef};
+use usher::store::{JoinOutcome, Pace, RoomLimits, TicketRef};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -101,7 +101,7 @@ fn status(c: &mut Criterion) {
     c.bench_function("status/poll_in_1M_line", |b| {
         b.iter(|| {
             t = (t + 7919) % 1_000_000;
-            room.poll(black_box(TicketRef { generation: room.generation(), number: t }), T0 + 1000)
+            room.poll(black_box(TicketRef { generation: room.generation(), number: t }), T0 + 1000, Pace::FIXED)
         })
     });
 }
@@ -158,7 +158,7 @@ fn opening(c: &mut Criterion) {
                         while polling.load(std::sync::atomic::Ordering::Relaxed) {
                             t = (t + 7919) % N;
                             let started = Instant::now();
-                            room.poll(TicketRef { generation: room.generation(), number: t }, opens + 1);
+                            room.poll(TicketRef { generation: room.generation(), number: t }, opens + 1, Pace::FIXED);
                             longest = longest.max(started.elapsed());
                         }
                         longest

@@ -68,7 +68,11 @@ fn main() {
         // deadlines are at their steady-state count too.
         for step in 1..=2u64 {
             for t in 0..waiters {
-                room.poll(usher::store::TicketRef { generation: room.generation(), number: t }, T0 + step * 16_000);
+                room.poll(
+                    usher::store::TicketRef { generation: room.generation(), number: t },
+                    T0 + step * 16_000,
+                    usher::store::Pace::FIXED,
+                );
             }
         }
         let bytes = LIVE.load(Relaxed) - before;

@@ -608,6 +608,52 @@ async fn a_polling_waiter_never_sees_its_position_grow_and_gets_a_sane_estimate(
     stop_usher(usher).await;
 }
 
+/// The number after `content="` in the page's no-JS refresh.
+fn meta_refresh(page: &str) -> u64 {
+    let at = page.find("http-equiv=\"refresh\" content=\"").unwrap_or_else(|| panic!("no meta refresh: {page}"));
+    let rest = &page[at + "http-equiv=\"refresh\" content=\"".len()..];
+    rest[..rest.find('"').expect("closing quote")].parse().expect("seconds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poll_interval_grows_with_the_wait_in_the_json_the_retry_after_and_the_no_js_refresh() {
+    let backend = Upstream::start_mailbox().await;
+    let mut r = room("paced");
+    r.max_active = 1;
+    // One a minute: someone with 39 ahead waits 39 minutes, and is told to poll every minute
+    // (a thirtieth of the wait, at most a minute).
+    r.admit_per_minute = 1;
+    let usher = usher_with_rooms(&backend, vec![r]);
+    let addr = usher.http_addr.expect("http");
+    let mut holder = Visitor::new(ip(14, 0), addr);
+    assert!(holder.api("/start").await.forwarded());
+
+    let mut waiters: Vec<Visitor> = (1..=41).map(|i| Visitor::new(ip(14, i), addr)).collect();
+    let mut intervals = Vec::new();
+    for w in waiters.iter_mut().take(40) {
+        let reply = w.api("/inbox").await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        let json = reply.json();
+        let every = u64_of(&json, "poll_after_seconds");
+        assert_eq!(reply.header("retry-after"), Some(every.to_string().as_str()), "{json}");
+        intervals.push((u64_of(&json, "ahead"), every));
+    }
+    assert_eq!(intervals[0], (0, 2), "the front polls every 2 s");
+    assert!(intervals.windows(2).all(|w| w[0].1 <= w[1].1), "the interval never shrinks further back: {intervals:?}");
+    let (ahead, last) = intervals[39];
+    assert_eq!(ahead, 39);
+    assert_eq!(last, 60, "39 minutes away polls every minute, not every few seconds: {intervals:?}");
+    // A browser gets the same interval in its page and its no-JS refresh, and polling keeps it.
+    let page = waiters[40].page("/inbox").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let body = page.text();
+    let refresh = meta_refresh(&body);
+    assert!(refresh >= last, "the 41st refreshes every {refresh} s: {body}");
+    assert!(body.contains(&format!("data-poll=\"{refresh}\"")), "{body}");
+    assert_eq!(u64_of(&waiters[40].status().await, "poll_after_seconds"), refresh);
+    stop_usher(usher).await;
+}
+
 // -----------------------------------------------------------------------------------------
 // Pre-queue
 // -----------------------------------------------------------------------------------------

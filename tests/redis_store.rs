@@ -10,7 +10,7 @@ use support::RedisServer;
 use usher::config::RoomMode;
 use usher::identity::ClientKey;
 use usher::store::redis::{self, RedisRoom};
-use usher::store::{JoinOutcome, PollOutcome, RoomLimits};
+use usher::store::{JoinOutcome, Pace, PollOutcome, RoomLimits};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -61,7 +61,7 @@ async fn two_nodes_share_one_line_and_only_the_lease_holder_grants() {
     a.end_session(first.id).await.expect("end");
     assert_eq!(b.tick(T0 + 400).await.expect("tick").granted, 0, "b does not hold the lease");
     assert_eq!(a.tick(T0 + 400).await.expect("tick").granted, 1, "a grants the freed place");
-    let PollOutcome::Admitted { session, .. } = b.poll(t0, None, T0 + 500).await.expect("poll") else {
+    let PollOutcome::Admitted { session, .. } = b.poll(t0, None, Pace::FIXED, T0 + 500).await.expect("poll") else {
         panic!("t0's turn is claimed on node b")
     };
 
@@ -71,7 +71,7 @@ async fn two_nodes_share_one_line_and_only_the_lease_holder_grants() {
     b.end_session(session.id).await.expect("end");
     assert_eq!(a.tick(T0 + 1200).await.expect("tick").granted, 0, "a's old lease is void");
     assert_eq!(b.tick(T0 + 1200).await.expect("tick").granted, 1, "b admits now");
-    let PollOutcome::Admitted { session, .. } = a.poll(t1, None, T0 + 1300).await.expect("poll") else {
+    let PollOutcome::Admitted { session, .. } = a.poll(t1, None, Pace::FIXED, T0 + 1300).await.expect("poll") else {
         panic!("t1's turn is claimed on node a")
     };
 
@@ -121,10 +121,10 @@ async fn a_claim_whose_answer_was_lost_gets_the_same_session_on_the_next_poll_an
     a.end_session(first.id).await.expect("end");
     assert_eq!(a.tick(T0 + 200).await.expect("tick").granted, 1);
     // Node a claims the turn, then dies before its answer leaves; the visitor polls node b.
-    let PollOutcome::Admitted { session, .. } = a.poll(ticket, None, T0 + 300).await.expect("poll") else {
+    let PollOutcome::Admitted { session, .. } = a.poll(ticket, None, Pace::FIXED, T0 + 300).await.expect("poll") else {
         panic!("claim")
     };
-    let again = b.poll(ticket, None, T0 + 400).await.expect("poll");
+    let again = b.poll(ticket, None, Pace::FIXED, T0 + 400).await.expect("poll");
     assert!(
         matches!(again, PollOutcome::Admitted { session: s, .. } if s.id == session.id),
         "the same session, not a second one: {again:?}"
@@ -132,7 +132,7 @@ async fn a_claim_whose_answer_was_lost_gets_the_same_session_on_the_next_poll_an
     assert!(b.touch(session.id, T0 + 500).await.expect("touch"));
     // Once the session has ended, the ticket is spent.
     b.end_session(session.id).await.expect("end");
-    assert_eq!(a.poll(ticket, None, T0 + 600).await.expect("poll"), PollOutcome::Gone);
+    assert_eq!(a.poll(ticket, None, Pace::FIXED, T0 + 600).await.expect("poll"), PollOutcome::Gone);
 }
 
 #[tokio::test]
@@ -150,8 +150,8 @@ async fn a_number_a_failover_gave_to_someone_else_is_not_the_old_cookies_place()
     let Ok(JoinOutcome::Queued { ticket: stranger, .. }) = a.join(client(3), T0 + 5000).await else { panic!("queued") };
     assert_eq!(stranger, lost, "the next newcomer got the lost number");
     // The old cookie's join time is not the record's: not its place.
-    assert_eq!(a.poll(lost, Some(T0 + 10), T0 + 6000).await.expect("poll"), PollOutcome::OtherGeneration);
-    let PollOutcome::Waiting(p) = a.poll(stranger, Some(T0 + 5000), T0 + 6000).await.expect("poll") else {
+    assert_eq!(a.poll(lost, Some(T0 + 10), Pace::FIXED, T0 + 6000).await.expect("poll"), PollOutcome::OtherGeneration);
+    let PollOutcome::Waiting(p) = a.poll(stranger, Some(T0 + 5000), Pace::FIXED, T0 + 6000).await.expect("poll") else {
         panic!("the newcomer keeps its place")
     };
     assert_eq!(p.joined_ms, T0 + 5000);

@@ -9,7 +9,9 @@ use std::time::Duration;
 use support::{RedisCluster, RedisServer};
 use usher::config::{RedisTarget, RoomMode};
 use usher::identity::ClientKey;
-use usher::store::{Admitted, JoinOutcome, Place, PollOutcome, Returning, RoomLimits, RoomStore, TicketRef, redis};
+use usher::store::{
+    Admitted, JoinOutcome, Pace, Place, PollOutcome, Returning, RoomLimits, RoomStore, TicketRef, redis,
+};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -711,5 +713,55 @@ async fn after_an_outage_waiters_get_one_waiter_ttl_of_grace_from_the_first_tick
         assert_eq!(p1.away_ahead, 0, "{name}: t1 polled and is present");
         let p2 = place(&store, t2, back + 30_700).await;
         assert_eq!(p2.ahead, 1, "{name}: t2 came back within hold and kept its place");
+    }
+}
+
+#[tokio::test]
+async fn a_waiter_told_to_poll_every_minute_is_not_away_for_obeying_and_is_after_missing_three_polls() {
+    // Paced as a room admitting one a minute would be (the room's rate itself does not
+    // matter to the store: it is full).
+    let pace = Pace::new(1, limits().claim_window);
+    let mut l = limits();
+    l.session_idle = Duration::from_secs(3600);
+    for (name, store) in &stores(l).await {
+        // The room is full, so the line stands still: 60 present ahead at one a minute is an
+        // hour's wait.
+        let (_a, _b) = (session(&store, 1, T0).await, session(&store, 2, T0).await);
+        let mut front = Vec::new();
+        for c in 0..60 {
+            front.push(ticket(&store, 10 + c, T0).await);
+        }
+        let (obeys, leaves) = (ticket(&store, 100, T0).await, ticket(&store, 101, T0).await);
+        let poll = |t, now| {
+            let store = store.clone();
+            async move {
+                match store.poll_as(t, None, pace, now).await.expect("poll") {
+                    PollOutcome::Waiting(p) => p,
+                    other => panic!("expected waiting, got {other:?}"),
+                }
+            }
+        };
+        assert_eq!(poll(front[0], T0).await.poll_secs, 2, "{name}: at the front");
+        assert_eq!(poll(obeys, T0).await.poll_secs, 60, "{name}: an hour away");
+        assert_eq!(poll(leaves, T0).await.poll_secs, 60, "{name}");
+        // Those ahead poll every second; `obeys` once a minute, as told; `leaves` never again.
+        let mut away = 0;
+        for second in 1..=190u64 {
+            let now = T0 + second * 1000;
+            for t in &front {
+                poll(*t, now).await;
+            }
+            if second % 60 == 0 {
+                assert_eq!(poll(obeys, now).await.away_ahead, 0, "{name}: nobody ahead is away");
+            }
+            away += store.tick(now).await.expect("tick").away;
+            if second == 180 {
+                assert_eq!(away, 0, "{name}: three minutes without a poll, within three missed ones and slack");
+            }
+        }
+        assert_eq!(away, 1, "{name}: the one that left is away after three missed polls");
+        assert_eq!(store.figures(T0 + 190_000).await.expect("figures").held, 1, "{name}");
+        let back = poll(leaves, T0 + 191_000).await;
+        assert_eq!(back.ahead, 61, "{name}: its place was held");
     }
 }

@@ -17,7 +17,8 @@
   if (!root) return;
   var d = root.dataset;
   var status = d.status;
-  var base = Number(d.poll) || 5;
+  // The server's suggested interval: it grows with the wait (a minute when an hour away).
+  var base = Number(d.poll) || 5, pace = base;
   var failures = 0, busy = false, gone = false, lastPoll = Date.now(), best = 0, seq = 0;
   var generation = 0, inflight = null, frozen = false;
   // The states whose changes the script follows by polling; any other is a page to reload.
@@ -74,14 +75,16 @@
       bar.value = best;
       bar.textContent = best + " %";
     }
-    later(s.poll_after_seconds || base);
+    pace = s.poll_after_seconds || base;
+    later(pace);
   }
 
   function fail() {
     failures += 1;
     if (failures > 1) offline(true);
-    // Back off, but stay well inside the time a place is kept without polls.
-    later(Math.min(base * Math.pow(2, failures - 1), base * 3));
+    // Back off, but stay well inside the time a place is kept without polls (three of the
+    // server's intervals): from a few seconds, doubling, up to the interval itself.
+    later(Math.min(Math.min(pace, 5) * Math.pow(2, failures - 1), Math.max(pace, 6)));
   }
 
   function poll() {

@@ -15,7 +15,7 @@ use crate::render::Answer;
 use crate::request::RequestView;
 use crate::secrets::Secrets;
 use crate::store::{
-    Admitted, JoinOutcome, PollOutcome, Returning, RoomLimits, RoomStore, Session, StoreError, TicketRef,
+    Admitted, JoinOutcome, Pace, PollOutcome, Returning, RoomLimits, RoomStore, Session, StoreError, TicketRef, pace,
 };
 use http::header::HeaderValue;
 use prometheus::IntCounter;
@@ -177,6 +177,12 @@ impl Room {
         *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
+    /// How this room's waiters are told to poll now: by the faster of the measured and the
+    /// configured outflow, so that nobody is paced slower than their turn may come.
+    fn pace(&self, limits: &RoomLimits) -> Pace {
+        Pace::new(self.rate_per_minute.load(Relaxed).max(limits.admit_per_minute), limits.claim_window)
+    }
+
     /// Estimated seconds until someone with `ahead` waiters before them is admitted.
     fn eta_secs(&self, ahead: u64) -> Option<u64> {
         let rate = self.rate_per_minute.load(Relaxed);
@@ -290,7 +296,8 @@ impl Rooms {
         let now_secs = now_ms / 1000;
         let held = TicketRef { generation: ticket.generation, number: ticket.number };
         let joined = (ticket.generation != 0).then_some(ticket.joined_ms);
-        let outcome = room.store.poll_joined(held, joined, now_ms).await?;
+        let pace = room.pace(limits);
+        let outcome = room.store.poll_as(held, joined, pace, now_ms).await?;
         match outcome {
             PollOutcome::OtherGeneration => {
                 let hold = limits.hold.max(limits.waiter_ttl).as_secs();
@@ -306,7 +313,7 @@ impl Rooms {
                 let new = room.store.restore(returning, now_ms).await?;
                 room.metrics.restored_places.inc();
                 tracing::debug!(room = %room.name, "a place of an earlier generation was restored");
-                let outcome = room.store.poll(new, now_ms).await?;
+                let outcome = room.store.poll_as(new, None, pace, now_ms).await?;
                 let cookie = self.ticket_cookie(room, new, returning.joined_ms, now_ms, visitor.secure);
                 Ok((outcome, Some(cookie)))
             }
@@ -441,7 +448,7 @@ impl Rooms {
                 if !reused {
                     room.metrics.joined.inc();
                 }
-                match room.store.poll(held, now_ms).await {
+                match room.store.poll_as(held, None, room.pace(&limits), now_ms).await {
                     // A reused ticket whose turn has come (or a grant between join and poll):
                     // the session exists now, so hand out its pass rather than lose it.
                     Ok(PollOutcome::Admitted { session, waited_ms }) => {
@@ -496,21 +503,15 @@ impl Rooms {
             }
             _ => None,
         };
-        let ttl = limits.waiter_ttl.as_secs().max(3);
-        // Paced by those present ahead: a waiter back after its turn passed has only held
-        // places ahead of it and is granted at the next tick, so it should ask again soon.
-        let present_ahead = place.filter(|p| !p.prequeue).map(|p| p.ahead - p.away_ahead.min(p.ahead));
-        let suggested = match present_ahead {
-            Some(a) if a < 20 => 2,
-            Some(a) if a < 500 => 5,
-            _ => 10,
-        };
+        // As the store paced this poll (its deadline follows it); without a place, as for a
+        // waiter whose wait is not known.
+        let poll_after_seconds = place.map_or(pace::UNKNOWN_SECS, |p| p.poll_secs);
         View {
             status,
             room: room.name.clone(),
             ahead,
             eta_seconds,
-            poll_after_seconds: suggested.min(ttl / 3).max(1),
+            poll_after_seconds: poll_after_seconds.max(1),
             hold_seconds: limits.hold.max(limits.waiter_ttl).as_secs(),
             joined_at: place.map(|p| p.joined_ms / 1000),
             opens_at: limits.opens_at_ms.map(|ms| ms / 1000),

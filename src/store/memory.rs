@@ -35,7 +35,7 @@
 
 use super::draw::Shuffler;
 use super::{
-    Admitted, JoinOutcome, Place, PollOutcome, Returning, RoomFigures, RoomLimits, Session, TickReport, TicketRef,
+    Admitted, JoinOutcome, Pace, Place, PollOutcome, Returning, RoomFigures, RoomLimits, Session, TickReport, TicketRef,
 };
 use crate::config::RoomMode;
 use crate::identity::ClientKey;
@@ -81,6 +81,8 @@ enum State {
 struct Waiter {
     client: ClientKey,
     joined: Ds,
+    /// Its last poll, moved later by the credit its poll interval earned (see [`Pace`]): a
+    /// waiter is away once `seen + waiter_ttl` has passed.
     seen: Ds,
     /// The deadline of this waiter's one live entry in the heartbeat heap; other entries
     /// for it are stale and skipped.
@@ -582,7 +584,7 @@ impl MemoryRoom {
         slot
     }
 
-    pub fn poll(&self, ticket: TicketRef, now_ms: u64) -> PollOutcome {
+    pub fn poll(&self, ticket: TicketRef, now_ms: u64, pace: Pace) -> PollOutcome {
         if ticket.generation != self.generation {
             return PollOutcome::OtherGeneration;
         }
@@ -604,7 +606,6 @@ impl MemoryRoom {
                 PollOutcome::Admitted { session, waited_ms: now_ms.saturating_sub(self.ms(waiter.joined)) }
             }
             State::Waiting | State::Away => {
-                line.waiters[i].seen = now;
                 if waiter.state == State::Away {
                     self.come_back(&mut line, ticket, slot, waiter, now_ms);
                 }
@@ -622,9 +623,29 @@ impl MemoryRoom {
                         line.away_at.prefix(index) + line.restored_away,
                     )
                 };
+                let present = ahead - away_ahead.min(ahead);
+                let credit_ms = pace.credit_ms(present, prequeue, line.limits.waiter_ttl);
+                self.heard(&mut line, ticket, slot, now, credit_ms);
                 let joined_ms = self.ms(waiter.joined);
-                PollOutcome::Waiting(Place { ahead, away_ahead, joined_ms, prequeue, restoring })
+                let poll_secs = pace.interval_secs(present, prequeue);
+                PollOutcome::Waiting(Place { ahead, away_ahead, joined_ms, prequeue, restoring, poll_secs })
             }
+        }
+    }
+
+    /// A waiter in line polled at `now`: it is present until `waiter_ttl` plus the `credit_ms`
+    /// its poll interval earned (see [`Pace::credit_ms`]), recorded as a later `seen`. A
+    /// deadline brought forward (the waiter moved up and polls faster now) gets a heap entry
+    /// of its own, so its absence is noticed when its own interval says.
+    fn heard(&self, line: &mut Line, ticket: u64, slot: u64, now: Ds, credit_ms: u64) {
+        let seen = now.saturating_add(Ds::try_from(credit_ms / 100).unwrap_or(Ds::MAX));
+        let due = seen.saturating_add(Self::ds_len(line.limits.waiter_ttl));
+        let rel = (ticket - line.fen_base) as u32;
+        let Some(w) = Self::waiter_mut(line, slot) else { return };
+        w.seen = seen;
+        if w.state == State::Waiting && due < w.due {
+            w.due = due;
+            line.heartbeats.push(Reverse((due, rel)));
         }
     }
 
@@ -1245,7 +1266,7 @@ mod tests {
                 if kind == 0 {
                     continue;
                 }
-                if let PollOutcome::Waiting(_) = room.poll(ticket, now) {
+                if let PollOutcome::Waiting(_) = room.poll(ticket, now, Pace::FIXED) {
                     let (after, kind) = if kind <= 3 { (45_000, 4) } else { (2_000, kind) };
                     polls.push(Reverse((now + after, ticket, kind)));
                 }

@@ -6,10 +6,12 @@
 
 pub mod draw;
 pub mod memory;
+pub mod pace;
 pub mod redis;
 
 use crate::config::{RoomConfig, RoomMode};
 use crate::identity::ClientKey;
+pub use pace::Pace;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,6 +164,8 @@ pub struct Place {
     /// Put back after a restart, in the restore window: the order of those coming back is
     /// settled when it ends, so no position is known yet.
     pub restoring: bool,
+    /// When to poll next, in seconds: the interval its deadline was set by (see [`Pace`]).
+    pub poll_secs: u64,
 }
 
 /// The answer to a waiter's poll.
@@ -256,23 +260,26 @@ impl RoomStore {
     }
 
     /// A waiter's heartbeat and status; claims the turn when it has come.
+    /// With the fixed pace: the waiter is away after `waiter_ttl` without a poll.
     pub async fn poll(&self, ticket: TicketRef, now_ms: u64) -> Result<PollOutcome, StoreError> {
-        self.poll_joined(ticket, None, now_ms).await
+        self.poll_as(ticket, None, Pace::FIXED, now_ms).await
     }
 
     /// [`Self::poll`] for a ticket whose holder joined at `joined_ms` (as its signed cookie
-    /// says): a place recorded with another join time is not its own (a Redis failover lost
-    /// the join, and the number went to someone else), so it is [`PollOutcome::OtherGeneration`].
+    /// says), told to poll at `pace`: it stays present for as long as its interval allows.
+    /// A place recorded with another join time is not its own (a Redis failover lost the
+    /// join, and the number went to someone else), so it is [`PollOutcome::OtherGeneration`].
     /// The memory store never gives a number twice and needs no check.
-    pub async fn poll_joined(
+    pub async fn poll_as(
         &self,
         ticket: TicketRef,
         joined_ms: Option<u64>,
+        pace: Pace,
         now_ms: u64,
     ) -> Result<PollOutcome, StoreError> {
         match self {
-            Self::Memory(room) => Ok(room.poll(ticket, now_ms)),
-            Self::Redis(room) => room.poll(ticket, joined_ms, now_ms).await,
+            Self::Memory(room) => Ok(room.poll(ticket, now_ms, pace)),
+            Self::Redis(room) => room.poll(ticket, joined_ms, pace, now_ms).await,
         }
     }
 

@@ -35,8 +35,8 @@ pub use runtime::{RedisRuntime, RoomSpec};
 pub use sentinel::SentinelConnection;
 
 use super::{
-    Admitted, JoinOutcome, Place, PollOutcome, Returning, RoomFigures, RoomLimits, Session, StoreError, TickReport,
-    TicketRef,
+    Admitted, JoinOutcome, Pace, Place, PollOutcome, Returning, RoomFigures, RoomLimits, Session, StoreError,
+    TickReport, TicketRef,
 };
 use crate::config::RoomMode;
 use crate::identity::ClientKey;
@@ -316,17 +316,21 @@ impl RedisRoom {
         }
     }
 
-    /// See [`super::RoomStore::poll_joined`].
+    /// See [`super::RoomStore::poll_as`].
     pub async fn poll(
         &self,
         ticket: TicketRef,
         joined_ms: Option<u64>,
+        pace: Pace,
         now_ms: u64,
     ) -> Result<PollOutcome, StoreError> {
         let id = self.random_u128();
         let mut call = self.invocation(&POLL);
         call.arg(self.at(now_ms)).arg(ticket.number).arg(format!("{id:032x}")).arg(ticket.generation);
         call.arg(joined_ms.map(|ms| ms.to_string()).unwrap_or_default());
+        // The fixed pace is sent as none (credit 0), which poll.lua reads as waiter_ttl alone.
+        let paced = pace != Pace::FIXED;
+        call.arg(pace.ms_per_admission).arg(if paced { pace.prequeue_secs } else { 0 });
         let answer = self.run(&call).await?;
         // A claim answers with the session's id: this poll's, or the one of an earlier claim
         // of the same ticket whose answer was lost.
@@ -346,12 +350,13 @@ impl RedisRoom {
         match ints(&answer, "poll")?.as_slice() {
             [0] => Ok(PollOutcome::Gone),
             [3] => Ok(PollOutcome::OtherGeneration),
-            [2, ahead, joined, prequeue, away_ahead, restoring] => Ok(PollOutcome::Waiting(Place {
+            [2, ahead, joined, prequeue, away_ahead, restoring, poll_secs] => Ok(PollOutcome::Waiting(Place {
                 ahead: to_u64(*ahead),
                 away_ahead: to_u64(*away_ahead),
                 joined_ms: to_u64(*joined),
                 prequeue: *prequeue == 1,
                 restoring: *restoring == 1,
+                poll_secs: to_u64(*poll_secs),
             })),
             _ => Err(malformed("poll")),
         }

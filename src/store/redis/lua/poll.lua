@@ -1,4 +1,5 @@
--- poll(now, ticket, session_id, generation, joined): a waiter's heartbeat and place; claims a
+-- poll(now, ticket, session_id, generation, joined, ms_per_admission, prequeue_secs): a
+-- waiter's heartbeat and place, paced as `src/store/pace.rs` says; claims a
 -- granted turn. A claim is remembered for a claim window: if its answer was lost (the node
 -- died mid-request) the visitor's next poll, on any node, gets the same session rather than
 -- "expired". A ticket of another generation (not '0', "not known") names no place here: {3}.
@@ -49,13 +50,39 @@ if not ahead then
   end
   return {0}
 end
+local away_ahead = redis.call('ZCOUNT', W, '-inf', '(' .. slot)
+local from = tonumber(redis.call('HGET', S, 'prequeue_from'))
+local prequeue = 0
+if from and tonumber(ticket) >= from then
+  prequeue = 1
+end
+
+-- The poll interval this waiter is told (pace.rs: Pace::interval_secs) and the credit beyond
+-- waiter_ttl it earns (Pace::credit_ms): H holds the poll's time plus that credit, so a
+-- waiter told to come back in a minute is not taken for away by the waiter_ttl checks.
+-- A `prequeue_secs` of 0 is the fixed pace: no credit.
+local ms_per_admission, prequeue_secs = tonumber(ARGV[6]) or 0, tonumber(ARGV[7]) or 0
+local present, interval = ahead - math.min(away_ahead, ahead), 10
+if prequeue == 1 then
+  interval = prequeue_secs > 0 and prequeue_secs or 10
+elseif present < 20 then
+  interval = 2
+elseif ms_per_admission > 0 then
+  interval = math.min(math.max(math.floor(present * ms_per_admission / 30000), 2), 60)
+end
+local credit = 0
+if prequeue_secs > 0 then
+  credit = math.max(3 * interval * 1000 + 2000 - lim.ttl, 0)
+end
+local mark = now + credit
+
 local away_since = tonumber(redis.call('ZSCORE', D, ticket))
 if away_since then
   -- Back within hold: present again; first in line for a grant if the admitter has passed
   -- its slot (its turn has come or gone by while it was away).
   redis.call('ZREM', W, ticket)
   redis.call('ZREM', D, ticket)
-  redis.call('ZADD', H, now, ticket)
+  redis.call('ZADD', H, mark, ticket)
   local cursor = tonumber(redis.call('HGET', S, 'cursor'))
   if not counted or (cursor and tonumber(slot) <= cursor) then
     redis.call('ZADD', R, slot, ticket)
@@ -66,26 +93,20 @@ if away_since then
   redis.call('LTRIM', RM, 0, 65535)
   keep(lim, H, R, RM)
 else
-  -- Heartbeats are written coarsely (eight per waiter_ttl at most): a waiter polling at the
+  -- Heartbeats are written coarsely (eight per allowance at most): a waiter polling at the
   -- suggested pace is never taken for away, and a crowd's polls are mostly reads.
   local seen = tonumber(redis.call('ZSCORE', H, ticket)) or 0
-  if now - seen >= lim.ttl / 8 then
-    redis.call('ZADD', H, now, ticket)
+  if math.abs(mark - seen) >= (lim.ttl + credit) / 8 then
+    redis.call('ZADD', H, mark, ticket)
   end
 end
-local away_ahead = redis.call('ZCOUNT', W, '-inf', '(' .. slot)
 local record = redis.call('HGET', T, ticket)
 local joined = now
 if record then
   joined = tonumber((split(record)))
 end
-local from = tonumber(redis.call('HGET', S, 'prequeue_from'))
-local prequeue = 0
-if from and tonumber(ticket) >= from then
-  prequeue = 1
-end
 local restoring_now = 0
 if restoring(now) then
   restoring_now = 1
 end
-return {2, ahead, joined, prequeue, away_ahead, restoring_now}
+return {2, ahead, joined, prequeue, away_ahead, restoring_now, interval}
