@@ -98,6 +98,9 @@ impl Worker {
             gate.check_request(&keys.client, view.method(), view.path())
         };
         if let Err(limited) = checked {
+            if view.path() == STATUS_PATH {
+                self.rooms.heartbeat(&view, now_ms);
+            }
             let answer = Answer::Limited { retry_after_secs: limited.retry_after_secs };
             return (Route::Limited, render::render(answer, &view, Vec::new()));
         }

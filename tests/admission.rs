@@ -608,6 +608,51 @@ async fn a_polling_waiter_never_sees_its_position_grow_and_gets_a_sane_estimate(
     stop_usher(usher).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_polls_the_poll_budget_refuses_is_not_taken_for_away() {
+    let backend = Upstream::start_mailbox().await;
+    let mut r = room("crowded");
+    r.max_active = 1;
+    r.waiter_ttl = Duration::from_secs(2);
+    let usher = usher_with_rooms_and(&backend, vec![r], |c| {
+        c.limits.polls_per_second = 1;
+        c.limits.poll_burst = 1;
+    });
+    let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
+    let mut holder = Visitor::new(ip(15, 0), addr);
+    assert!(holder.api("/start").await.forwarded());
+    // `behind_nat` shares its address's poll budget with a crowd that spends all of it;
+    // `left` (an address of its own) joins and never polls again.
+    let mut behind_nat = Visitor::new(ip(15, 1), addr);
+    let mut left = Visitor::new(ip(15, 2), addr);
+    assert_eq!(behind_nat.api("/inbox").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(left.api("/inbox").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    // A waiter near the front is told to poll every 2 s: it is away after three missed polls
+    // and 2 s, 8 s after its last poll.
+    let until = Instant::now() + Duration::from_secs(10);
+    let crowd = tokio::spawn(async move {
+        let mut page = Visitor::new(ip(15, 1), addr);
+        while Instant::now() < until {
+            page.api("/.usher/status").await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let mut refused = 0;
+    while Instant::now() < until {
+        if behind_nat.api("/.usher/status").await.status == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    crowd.await.expect("crowd");
+    assert!(refused >= 10, "the crowd spent the budget: only {refused} of the polls were refused");
+    // Over 10 s: the one that left is away, the one refused is not.
+    assert_eq!(room_metric(admin, "usher_away_total", "crowded").await, 1.0);
+    let place = behind_nat.status().await;
+    assert_eq!((u64_of(&place, "ahead"), place["status"].as_str()), (0, Some("waiting")), "{place}");
+    stop_usher(usher).await;
+}
+
 /// The number after `content="` in the page's no-JS refresh.
 fn meta_refresh(page: &str) -> u64 {
     let at = page.find("http-equiv=\"refresh\" content=\"").unwrap_or_else(|| panic!("no meta refresh: {page}"));

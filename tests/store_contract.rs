@@ -765,3 +765,37 @@ async fn a_waiter_told_to_poll_every_minute_is_not_away_for_obeying_and_is_after
         assert_eq!(back.ahead, 61, "{name}: its place was held");
     }
 }
+
+#[tokio::test]
+async fn a_heartbeat_of_a_refused_poll_keeps_a_waiter_present_but_never_brings_back_an_away_one() {
+    let mut l = limits();
+    l.session_idle = Duration::from_secs(3600);
+    for (name, store) in &stores(l).await {
+        let (_a, _b) = (session(&store, 1, T0).await, session(&store, 2, T0).await);
+        let (heard, silent) = (ticket(&store, 3, T0).await, ticket(&store, 4, T0).await);
+        let stranger = TicketRef { generation: heard.generation ^ 1, number: silent.number };
+        // `heard`'s polls are refused for 50 s (waiter_ttl is 30 s), but each is a heartbeat;
+        // `silent` sends nothing but a heartbeat of another generation with its number.
+        let mut away = 0;
+        for second in 1..=50u64 {
+            let now = T0 + second * 1000;
+            store.heartbeat(heard, now);
+            store.heartbeat(stranger, now);
+            away += store.tick(now).await.expect("tick").away;
+        }
+        assert_eq!(away, 1, "{name}: only `silent` is away");
+        assert_eq!(store.figures(T0 + 50_000).await.expect("figures").held, 1, "{name}");
+        // Once away, a heartbeat alone does not bring it back (a poll has to get through),
+        // and `heard`, no longer heard, is away after waiter_ttl.
+        let mut after = 0;
+        for second in 51..=90u64 {
+            let now = T0 + second * 1000;
+            store.heartbeat(silent, now);
+            after += store.tick(now).await.expect("tick").away;
+        }
+        assert_eq!(after, 1, "{name}");
+        assert_eq!(store.figures(T0 + 90_000).await.expect("figures").held, 2, "{name}: both held");
+        let back = place(&store, silent, T0 + 90_500).await;
+        assert_eq!((back.ahead, back.away_ahead), (1, 1), "{name}: its place was kept, behind `heard`'s");
+    }
+}

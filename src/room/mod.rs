@@ -521,6 +521,24 @@ impl Rooms {
         }
     }
 
+    /// A status poll refused by the poll budget still says the waiter's page is there: each
+    /// ticket it carries gets a heartbeat, so nobody is taken for away because usher refused
+    /// their polls (behind carrier-grade NAT, hundreds of pages share one budget). It costs
+    /// one signature check per ticket and no store call (see [`RoomStore::heartbeat`]).
+    ///
+    /// One ticket per room at most, whatever the request carries: a refused request must not
+    /// buy more signature checks than a page has rooms.
+    pub fn heartbeat(&self, req: &RequestView, now_ms: u64) {
+        let mut checked: Vec<u64> = Vec::new();
+        for (name, raw) in req.cookies_of(Kind::Ticket) {
+            let Some(room) = self.get(name).filter(|r| !checked.contains(&r.id)) else { continue };
+            checked.push(room.id);
+            if let Ok(ticket) = self.sealer.open_ticket(raw, room.id) {
+                room.store.heartbeat(TicketRef { generation: ticket.generation, number: ticket.number }, now_ms);
+            }
+        }
+    }
+
     /// `GET /.usher/status[?room=NAME]`: a waiter's place as JSON; claims the turn when it has
     /// come. Without `room`, the first room the visitor holds a ticket for.
     pub async fn status(&self, req: &RequestView, visitor: Visitor<'_>) -> (View, Vec<HeaderValue>) {

@@ -633,6 +633,21 @@ impl MemoryRoom {
         }
     }
 
+    /// A heartbeat without an answer: a waiter's poll was refused by the poll budget (its
+    /// page is there, behind a crowded address), so it stays present, as from a poll at
+    /// `now_ms`. An away waiter stays away until a poll gets through; nothing else changes.
+    pub fn heartbeat(&self, ticket: TicketRef, now_ms: u64) {
+        if ticket.generation != self.generation {
+            return;
+        }
+        let now = self.ds(now_ms);
+        let mut line = lock(&self.line);
+        let Some(slot) = Self::slot_of(&line, ticket.number) else { return };
+        if let Some(w) = Self::waiter_mut(&mut line, slot).filter(|w| w.state == State::Waiting) {
+            w.seen = w.seen.max(now);
+        }
+    }
+
     /// A waiter in line polled at `now`: it is present until `waiter_ttl` plus the `credit_ms`
     /// its poll interval earned (see [`Pace::credit_ms`]), recorded as a later `seen`. A
     /// deadline brought forward (the waiter moved up and polls faster now) gets a heap entry

@@ -283,6 +283,16 @@ impl RoomStore {
         }
     }
 
+    /// A waiter whose poll was refused by the poll budget is present all the same (DESIGN
+    /// §6: a refused poll counts as a heartbeat). It costs no store call: the memory store
+    /// records it at once, the Redis store with this node's next tick.
+    pub fn heartbeat(&self, ticket: TicketRef, now_ms: u64) {
+        match self {
+            Self::Memory(room) => room.heartbeat(ticket, now_ms),
+            Self::Redis(room) => room.heartbeat(ticket),
+        }
+    }
+
     /// Puts a waiter whose ticket is of an earlier generation back in line by its original
     /// join time: ahead of everyone who joined later, behind everyone who joined earlier.
     /// Idempotent: the same old ticket always gets the same new one.

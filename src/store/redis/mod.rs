@@ -43,6 +43,7 @@ use crate::identity::ClientKey;
 use redis::{Script, ScriptInvocation, Value};
 use ring::rand::{SecureRandom, SystemRandom};
 use sessions::{Local, LocalSessions};
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -93,6 +94,10 @@ const KEY_NAMES: [&str; 20] = [
 /// next tick, so one tick never blocks Redis for long.
 const TICK_BOUND: u64 = 10_000;
 
+/// Most heartbeats of refused polls one tick carries; a tick is every 200 ms by default, so
+/// this is ample for the crowds behind one node's addresses.
+const HEARTBEATS_PER_TICK: usize = 16_384;
+
 /// Ticks between sweeps of this node's session map.
 const SWEEP_EVERY: u64 = 25;
 
@@ -130,6 +135,9 @@ pub struct RedisRoom {
     shuffler: super::draw::Shuffler,
     /// The keyspace's generation as of the last answer (0 before the first).
     generation: AtomicU64,
+    /// Tickets (of `generation`) whose polls were refused by the poll budget since the last
+    /// tick: present all the same, written by the next tick (see [`Self::heartbeat`]).
+    heartbeats: Mutex<HashSet<u64>>,
     /// Times come from Redis (production); the tests give them.
     given_clock: bool,
 }
@@ -195,6 +203,7 @@ impl RedisRoom {
             random: SystemRandom::new(),
             shuffler: super::draw::Shuffler::new(),
             generation: AtomicU64::new(0),
+            heartbeats: Mutex::new(HashSet::new()),
             given_clock: false,
         }
     }
@@ -238,6 +247,19 @@ impl RedisRoom {
                 "the room's state in Redis is new (it lost its data): restoring places and sessions"
             );
             self.sessions.clear();
+        }
+    }
+
+    /// Notes a heartbeat of `ticket` for the next tick to write (see
+    /// [`super::RoomStore::heartbeat`]): no Redis call. Only tickets of the generation this
+    /// node knows, and at most [`HEARTBEATS_PER_TICK`] of them, so the tick stays bounded.
+    pub fn heartbeat(&self, ticket: TicketRef) {
+        if ticket.generation == 0 || ticket.generation != self.generation.load(Relaxed) {
+            return;
+        }
+        let mut pending = lock(&self.heartbeats);
+        if pending.len() < HEARTBEATS_PER_TICK {
+            pending.insert(ticket.number);
         }
     }
 
@@ -453,9 +475,15 @@ impl RedisRoom {
     /// node holding the admitter lease, admits. One Redis call.
     pub async fn tick(&self, now_ms: u64) -> Result<TickReport, StoreError> {
         let uses = self.sessions.take_dirty();
+        let heard = std::mem::take(&mut *lock(&self.heartbeats));
         let token = lock(&self.token).clone();
         let mut call = self.invocation(&TICK);
         call.arg(self.at(now_ms)).arg(&self.node).arg(&token).arg(self.lease_ms).arg(TICK_BOUND).arg(self.candidate());
+        // Heartbeats count only in the generation they were heard in.
+        call.arg(self.generation.load(Relaxed)).arg(heard.len());
+        for number in &heard {
+            call.arg(*number);
+        }
         for (id, seen) in &uses {
             call.arg(format!("{id:032x}")).arg(self.at(*seen));
         }

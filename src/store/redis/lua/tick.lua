@@ -1,7 +1,10 @@
--- tick(now, node, token, lease_ms, bound, generation, [session_id, seen]...): one node's call
--- per tick. `generation` is the node's candidate should the room's state be new.
+-- tick(now, node, token, lease_ms, bound, generation, heard_generation, n, ticket * n,
+--      [session_id, seen]...): one node's call per tick. `generation` is the node's candidate
+-- should the room's state be new.
 --  1. Writes the session touches this node saw since its last tick (touches stay local
 --     between ticks, so a proxied request makes no Redis call); reports sessions now ended.
+--     Writes the heartbeats of the n waiters whose polls this node refused (the poll budget)
+--     if they are of `heard_generation`: present now, as if their polls had got through.
 --  2. Holds or takes the admitter lease: a token "node:fence" with a TTL. Only the holder
 --     does step 3, checked here, in the same atomic script, so two nodes never admit at once.
 --  3. Expires sessions and grants; marks waiters away (no poll for waiter_ttl; skipped,
@@ -27,8 +30,16 @@ redis.call('HSET', S, 'last_tick', now)
 local grace_from = tonumber(redis.call('HGET', S, 'grace_from'))
 local in_grace = grace_from ~= nil and now < grace_from + lim.ttl
 
+local heard = tonumber(ARGV[8]) or 0
+if ARGV[7] == tostring(gen) then
+  for i = 9, 8 + heard do
+    -- Only those present (XX), and never moving a deadline earlier (GT).
+    redis.call('ZADD', H, 'XX', 'GT', now, ARGV[i])
+  end
+end
+
 local ended = {}
-for i = 7, #ARGV - 1, 2 do
+for i = 9 + heard, #ARGV - 1, 2 do
   -- A use without a time (the node runs on Redis's clock) was seen in this tick.
   local id, seen = ARGV[i], math.min(tonumber(ARGV[i + 1]) or now, now)
   local last = tonumber(redis.call('ZSCORE', SS, id))
