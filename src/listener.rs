@@ -201,6 +201,12 @@ pub async fn accept_loop(
             () = shutdown.wait() => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
+        // A client that stops reading keeps a request in flight for ever: hyper stops
+        // polling the response body while the socket is full, so neither the body's nor the
+        // connection's idle timeout runs. The kernel sees it: a window that stays shut (or
+        // data unacknowledged) for idle_timeout aborts the connection (Linux 5.11 and later
+        // count zero-window time too). A slow client that still takes bytes is never cut.
+        let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(settings.idle_timeout));
         let conn = ClientConn { tls: tls.is_some(), addr: peer.ip() };
         let drain = graceful.watcher();
         let (worker, settings, tls, shutdown) = (worker.clone(), settings.clone(), tls.clone(), shutdown.clone());
@@ -342,6 +348,9 @@ impl Serve<'_> {
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
+                    if timed_out(e.as_ref()) {
+                        settings.metrics.defences.closed_send_stall.inc();
+                    }
                     tracing::debug!(error = %e, "client connection ended with an error");
                 }
             }
@@ -363,6 +372,19 @@ impl Serve<'_> {
         }
         drop(lease);
     }
+}
+
+/// Whether a connection's error is the kernel's user timeout (see the accept loop): an I/O
+/// error of kind `TimedOut` anywhere in its chain.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// A response body that keeps its request counted as in flight until it has been sent.

@@ -129,6 +129,9 @@ pub struct Defences {
     pub closed_idle: IntCounter,
     /// Tunnels closed after `upstream.tunnel_idle_timeout` with no bytes either way.
     pub closed_tunnel_idle: IntCounter,
+    /// Connections the kernel aborted because the client took none of the bytes usher had
+    /// for it (or acknowledged none) for `listen.idle_timeout` (TCP_USER_TIMEOUT).
+    pub closed_send_stall: IntCounter,
     /// HTTP/2 connections closed for sending control frames (SETTINGS, PING, PRIORITY,
     /// RST_STREAM) faster than their budget ([`crate::frame_guard`]).
     pub closed_h2_control_flood: IntCounter,
@@ -183,6 +186,7 @@ impl Defences {
         Self {
             refused_per_client: refused.with_label_values(&["per_client"]),
             closed_idle: closed.with_label_values(&["idle"]),
+            closed_send_stall: closed.with_label_values(&["send_stall"]),
             closed_tunnel_idle: closed.with_label_values(&["tunnel_idle"]),
             closed_h2_control_flood: closed.with_label_values(&["h2_control_flood"]),
             closed_admin_header_timeout: closed.with_label_values(&["admin_header_timeout"]),

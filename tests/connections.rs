@@ -301,3 +301,62 @@ async fn an_http2_settings_or_ping_flood_ends_its_connection_and_others_are_serv
     assert_eq!(metric(&text, "usher_connections_closed_total", &[("reason", "h2_control_flood")]), 2.0);
     usher.stop();
 }
+
+/// A raw connection with a small receive buffer, so that a client that does not read fills
+/// up after a few hundred kilobytes rather than many megabytes.
+async fn small_window(addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    socket.connect(addr).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_and_a_slow_reader_is_not() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.listen.idle_timeout = Duration::from_secs(1);
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+    // More than the kernel buffers on both sides hold (several MiB on loopback), so usher's
+    // writes to both clients wait.
+    const BYTES: usize = 64 << 20;
+    let request = format!("GET /download?bytes={BYTES} HTTP/1.1\r\nHost: post.example.dk\r\n\r\n");
+
+    // It asks for a large download and never reads: once its socket is full, its window
+    // stays shut; after idle_timeout the connection is aborted.
+    let mut stuck = small_window(addr).await;
+    stuck.write_all(request.as_bytes()).await.expect("write");
+    // The slow one reads 16 KiB every 300 ms: well under idle_timeout between bytes taken,
+    // several times it in all.
+    let mut slow = small_window(addr).await;
+    slow.write_all(request.as_bytes()).await.expect("write");
+    let mut received = 0;
+    let mut buf = vec![0u8; 16 * 1024];
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        match slow.read(&mut buf).await {
+            Ok(0) | Err(_) => panic!("the slow reader was cut off after {received} bytes"),
+            Ok(n) => received += n,
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(received > 0 && received < BYTES, "the download is still going: {received} of {BYTES}");
+    eventually("the stuck client's connection is closed", Duration::from_secs(10), || async {
+        let text = metrics_text(usher.admin_addr).await;
+        metric(&text, "usher_connections_closed_total", &[("reason", "send_stall")]) == 1.0
+    })
+    .await;
+    // What the stuck client finds when it reads at last: part of the body, then the end.
+    let answer = closed_by_server(&mut stuck).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200") && answer.len() < BYTES, "{} bytes", answer.len());
+    // The slow reader gets the rest, and its connection was never closed.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while received < BYTES {
+            let n = slow.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before the end");
+            received += n;
+        }
+    })
+    .await
+    .expect("the rest in time");
+}
