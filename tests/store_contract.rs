@@ -579,17 +579,26 @@ async fn a_ticket_of_another_generation_never_names_a_strangers_place_and_is_res
     l.max_active = 1;
     let stores = stores(l.clone()).await;
     for (name, old) in &stores {
-        let old_tickets = {
-            session(&old, 1000, T0).await;
+        let (old_session, old_tickets) = {
+            let session = session(&old, 1000, T0).await;
             let mut out = Vec::new();
             for i in 0..5u32 {
                 out.push(ticket(&old, i, T0 + u64::from(i) * 1000).await);
             }
-            out
+            (session, out)
         };
         let t1 = T0 + 20_000;
         let store = stores.next_generation(name, &old, &l, t1);
-        let holder = session(&store, 1000, t1).await;
+        // The session from before is kept. From then on (Redis: from the loss, which the node
+        // saw) nobody is let in at once, though the new generation's line looks empty.
+        let before = Admitted {
+            session: old_session,
+            generation: old_tickets[0].generation,
+            created_ms: T0,
+            expires_ms: T0 + 3_600_000,
+        };
+        assert!(store.adopt(before, t1).await.expect("adopt"), "{name}: the session from before is kept");
+        let holder = old_session;
         // The first newcomer of the new generation gets number 0 again, as o0 had.
         let n0 = ticket(&store, 100, t1).await;
         assert_eq!(n0.number, old_tickets[0].number, "{name}: numbers start again");
@@ -648,10 +657,16 @@ async fn a_session_of_another_generation_is_taken_over_up_to_max_active_and_an_e
         // A pass of this generation whose session is gone has ended: never revived.
         let now_gen = Admitted { generation: store.generation(), ..pass(b) };
         assert!(!store.adopt(now_gen, t1 + 5).await.expect("adopt"), "{name}");
-        // Up to max_active (2): a newcomer takes the second place, then b finds none.
-        session(&store, 3, t1 + 6).await;
-        assert!(!store.adopt(pass(b), t1 + 7).await.expect("adopt"), "{name}: no room beyond max_active");
-        assert_eq!(store.figures(t1 + 8).await.expect("figures").active, 2, "{name}");
+        // Up to max_active (2): a newcomer takes the second place, then b finds none. (It
+        // queues first: a session from before opened the restore window, in which nobody is
+        // let in at once.)
+        let newcomer = ticket(&store, 3, t1 + 6).await;
+        let after = t1 + 16_000;
+        assert!(store.touch(a, after).await.expect("touch"), "{name}");
+        assert_eq!(store.tick(after).await.expect("tick").granted, 1, "{name}: after the window");
+        assert!(matches!(store.poll(newcomer, after + 1).await.expect("poll"), PollOutcome::Admitted { .. }));
+        assert!(!store.adopt(pass(b), after + 2).await.expect("adopt"), "{name}: no room beyond max_active");
+        assert_eq!(store.figures(after + 3).await.expect("figures").active, 2, "{name}");
     }
 }
 

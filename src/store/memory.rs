@@ -758,7 +758,7 @@ impl MemoryRoom {
     pub fn adopt(&self, admitted: Admitted, now_ms: u64) -> bool {
         let idle = self.session_idle_ms.load(Relaxed);
         // Under the line's lock, so two requests with one pass adopt it once.
-        let line = lock(&self.line);
+        let mut line = lock(&self.line);
         if self.sessions.contains_key(&admitted.session) {
             return true;
         }
@@ -781,6 +781,13 @@ impl MemoryRoom {
         );
         self.active.fetch_add(1, Relaxed);
         lock(&self.session_deadlines).push(Reverse((now_ms.saturating_add(idle), admitted.session)));
+        // A session from before a restart: its line may be coming back too. Until it has
+        // had a poll's time to, nobody is admitted or granted (see `restore`), not even a
+        // newcomer to a room that looks empty because its sessions are not back yet.
+        if line.window == RestoreWindow::NotYet {
+            let window = millis(line.limits.waiter_ttl).min(RESTORE_WINDOW_MAX_MS);
+            line.window = RestoreWindow::Open { until: self.ds(now_ms.saturating_add(window)) };
+        }
         true
     }
 

@@ -157,6 +157,13 @@ impl RedisServer {
         await_ready(&mut self.child, &log, "Ready to accept connections", "redis-server")
     }
 
+    /// Sends the server a signal by name (`STOP`, `CONT`, ...), as an outage would.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
     /// Stops the server at once (SIGKILL: no goodbye to the clients).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -227,10 +227,17 @@ impl RedisRoom {
     /// The generation this call proposes should the room's state be new: random for each
     /// call (a node that saw its state lost must not bring back the old id), 53 bits (exact
     /// as a Lua number), never 0.
-    fn candidate(&self) -> u64 {
+    fn candidate(&self) -> String {
         let mut r = [0u8; 8];
         let _ = self.random.fill(&mut r);
-        (u64::from_be_bytes(r) >> 11).max(1)
+        let id = (u64::from_be_bytes(r) >> 11).max(1);
+        if self.generation.load(Relaxed) == 0 {
+            return id.to_string();
+        }
+        // This node knew a generation before: should Redis have lost it, the new one opens
+        // with a restore window (see `generation` in `lua/prelude.lua`).
+        let window = millis(lock(&self.known_limits).waiter_ttl).min(RESTORE_WINDOW_MAX_MS);
+        format!("{id}:{window}")
     }
 
     /// Notes the generation of an answer. A new one means Redis lost the room's state: the

@@ -29,11 +29,20 @@ local function clock(given)
 end
 
 -- The keyspace's generation; a new one (the caller's random `candidate`) if there is none,
--- because this room's state is new or was lost. Returns it and when it began.
+-- because this room's state is new or was lost. A candidate "id:window_ms" comes from a node
+-- that knew the generation before. Returns it and when it began.
 local function generation(candidate, now)
   local g = redis.call('HMGET', S, 'generation', 'generation_ms')
   if g[1] then
     return g[1], tonumber(g[2]) or now
+  end
+  local id, window = string.match(candidate, '^(%d+):(%d+)$')
+  if id then
+    -- The node asking knew an earlier generation: Redis lost the room's state, and a line
+    -- is coming back. Nobody is admitted or granted for a restore window, not even a
+    -- newcomer to a room that looks empty, so those from before go first (restore.lua).
+    redis.call('HSET', S, 'restore_until', now + tonumber(window))
+    candidate = id
   end
   redis.call('HSET', S, 'generation', candidate, 'generation_ms', now)
   return candidate, now
