@@ -156,3 +156,77 @@ async fn a_number_a_failover_gave_to_someone_else_is_not_the_old_cookies_place()
     };
     assert_eq!(p.joined_ms, T0 + 5000);
 }
+
+/// Script calls Redis has run so far (EVALSHA and EVAL).
+fn script_calls(redis: &RedisServer) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_waiters_polls_after_its_first_on_a_node_make_no_redis_call_and_its_turn_is_claimed_anywhere() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, "node-a").await, node(&redis, "node-b").await);
+    a.seed().await.expect("seed");
+    let JoinOutcome::Admitted(first) = a.join(client(1), T0).await.expect("join") else { panic!("admitted at once") };
+    let mut tickets = Vec::new();
+    for n in 0..60u8 {
+        let Ok(JoinOutcome::Queued { ticket, .. }) = a.join(client(10 + n), T0).await else { panic!("queued") };
+        tickets.push(ticket);
+    }
+    let (front, far) = (tickets[0], tickets[50]);
+    let pace = Pace::new(6000, limits().claim_window);
+    let waiting = |outcome: PollOutcome| match outcome {
+        PollOutcome::Waiting(place) => place,
+        other => panic!("expected waiting, got {other:?}"),
+    };
+    a.tick(T0 + 100).await.expect("tick");
+    b.tick(T0 + 100).await.expect("tick");
+    // The first poll on node b asks Redis; the next ones, while b keeps ticking, do not. (One
+    // poll of another waiter first loads the script into Redis.)
+    waiting(b.poll(tickets[59], None, pace, T0 + 120).await.expect("poll"));
+    let before = script_calls(&redis);
+    assert_eq!(waiting(b.poll(far, None, pace, T0 + 150).await.expect("poll")).ahead, 50);
+    assert_eq!(script_calls(&redis), before + 1, "the first poll is one call");
+    let mut shown = Vec::new();
+    for k in 1..=40u64 {
+        let now = T0 + 150 + k * 100;
+        let before = script_calls(&redis);
+        shown.push(waiting(b.poll(far, None, pace, now).await.expect("poll")).ahead);
+        assert_eq!(script_calls(&redis), before, "poll {k} was answered by node b itself");
+        if k % 2 == 0 {
+            a.tick(now).await.expect("tick");
+            b.tick(now).await.expect("tick");
+        }
+    }
+    assert!(shown.iter().all(|&n| n == 50), "nobody left the line yet: {shown:?}");
+    // Its heartbeats rode node b's ticks: 4 s of polls answered by b alone, and it is present
+    // (waiter_ttl is 30 s: check the away count after it would have lapsed without them).
+    let mut away = 0;
+    for k in 1..=40u64 {
+        let now = T0 + 4_150 + k * 1000;
+        waiting(b.poll(far, None, pace, now).await.expect("poll"));
+        away += a.tick(now).await.expect("tick").away;
+        b.tick(now).await.expect("tick");
+        // The others keep polling node a, as their pages would.
+        for t in tickets.iter().filter(|t| **t != far) {
+            a.poll(*t, None, pace, now).await.expect("poll");
+        }
+    }
+    assert_eq!(away, 0, "the waiter polling only node b was never taken for away");
+
+    // A place frees; the front's turn comes and it claims on node b, which never saw it.
+    let now = T0 + 45_000;
+    assert!(a.end_session(first.id).await.expect("end"), "the first visitor leaves");
+    assert_eq!(a.tick(now).await.expect("tick").granted, 1);
+    b.tick(now).await.expect("tick");
+    assert!(matches!(b.poll(front, None, pace, now + 10).await.expect("poll"), PollOutcome::Admitted { .. }));
+    // Node b counts the grant out of the far waiter's number without asking Redis.
+    let before = script_calls(&redis);
+    let place = waiting(b.poll(far, None, pace, now + 20).await.expect("poll"));
+    assert_eq!((place.ahead, script_calls(&redis)), (49, before), "one fewer ahead, from b's view");
+}

@@ -28,6 +28,9 @@ mod connection;
 mod runtime;
 mod sentinel;
 mod sessions;
+mod waiters;
+
+use waiters::{Learned, LineView, Waiters};
 
 pub use connect::{ConnectError, PASSWORD_ENV, connect, connect_to, redacted};
 pub use connection::StoreConnection;
@@ -43,7 +46,6 @@ use crate::identity::ClientKey;
 use redis::{Script, ScriptInvocation, Value};
 use ring::rand::{SecureRandom, SystemRandom};
 use sessions::{Local, LocalSessions};
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -94,10 +96,6 @@ const KEY_NAMES: [&str; 20] = [
 /// next tick, so one tick never blocks Redis for long.
 const TICK_BOUND: u64 = 10_000;
 
-/// Most heartbeats of refused polls one tick carries; a tick is every 200 ms by default, so
-/// this is ample for the crowds behind one node's addresses.
-const HEARTBEATS_PER_TICK: usize = 16_384;
-
 /// Ticks between sweeps of this node's session map.
 const SWEEP_EVERY: u64 = 25;
 
@@ -124,6 +122,8 @@ pub struct RedisRoom {
     token: Mutex<String>,
     sessions: LocalSessions,
     session_idle_ms: AtomicU64,
+    /// `waiter_ttl` as of the last tick, for polls answered by this node.
+    waiter_ttl_ms: AtomicU64,
     /// Figures and limits of the last tick; dropped by this node's own changes.
     cached: Mutex<Option<Cached>>,
     /// The latest limits this node knows, written back if Redis lost the room (a restart
@@ -135,9 +135,9 @@ pub struct RedisRoom {
     shuffler: super::draw::Shuffler,
     /// The keyspace's generation as of the last answer (0 before the first).
     generation: AtomicU64,
-    /// Tickets (of `generation`) whose polls were refused by the poll budget since the last
-    /// tick: present all the same, written by the next tick (see [`Self::heartbeat`]).
-    heartbeats: Mutex<HashSet<u64>>,
+    /// This node's view of the line: polls answered without a Redis call, and the
+    /// heartbeats the next tick writes (see `waiters.rs`).
+    waiters: Waiters,
     /// Times come from Redis (production); the tests give them.
     given_clock: bool,
 }
@@ -197,13 +197,14 @@ impl RedisRoom {
             token: Mutex::new(String::new()),
             sessions: LocalSessions::default(),
             session_idle_ms: AtomicU64::new(millis(limits.session_idle)),
+            waiter_ttl_ms: AtomicU64::new(millis(limits.waiter_ttl)),
             cached: Mutex::new(None),
             known_limits: Mutex::new(limits),
             ticks: AtomicU64::new(0),
             random: SystemRandom::new(),
             shuffler: super::draw::Shuffler::new(),
             generation: AtomicU64::new(0),
-            heartbeats: Mutex::new(HashSet::new()),
+            waiters: Waiters::default(),
             given_clock: false,
         }
     }
@@ -259,15 +260,13 @@ impl RedisRoom {
 
     /// Notes a heartbeat of `ticket` for the next tick to write (see
     /// [`super::RoomStore::heartbeat`]): no Redis call. Only tickets of the generation this
-    /// node knows, and at most [`HEARTBEATS_PER_TICK`] of them, so the tick stays bounded.
+    /// node knows, and at most [`waiters::HEARTBEATS_PER_TICK`] of them, so the tick stays
+    /// bounded.
     pub fn heartbeat(&self, ticket: TicketRef) {
         if ticket.generation == 0 || ticket.generation != self.generation.load(Relaxed) {
             return;
         }
-        let mut pending = lock(&self.heartbeats);
-        if pending.len() < HEARTBEATS_PER_TICK {
-            pending.insert(ticket.number);
-        }
+        self.waiters.heard(ticket.number);
     }
 
     /// Writes this node's limits unless another node already has (start-up), so a live
@@ -353,6 +352,26 @@ impl RedisRoom {
         pace: Pace,
         now_ms: u64,
     ) -> Result<PollOutcome, StoreError> {
+        let ttl_ms = self.waiter_ttl_ms.load(Relaxed);
+        if let Some(place) = self.waiters.answer(ticket, joined_ms, pace, ttl_ms, self.lease_ms, now_ms) {
+            return Ok(PollOutcome::Waiting(place));
+        }
+        let outcome = self.poll_exact(ticket, joined_ms, pace, now_ms).await;
+        if !matches!(outcome, Ok(PollOutcome::Waiting(_))) {
+            self.waiters.forget(ticket.number);
+        }
+        outcome
+    }
+
+    /// [`Self::poll`] without this node's view: always one call (`lua/poll.lua`). What it
+    /// answers a paced poll is remembered, so the next polls of the same waiter need none.
+    async fn poll_exact(
+        &self,
+        ticket: TicketRef,
+        joined_ms: Option<u64>,
+        pace: Pace,
+        now_ms: u64,
+    ) -> Result<PollOutcome, StoreError> {
         let id = self.random_u128();
         let mut call = self.invocation(&POLL);
         call.arg(self.at(now_ms)).arg(ticket.number).arg(format!("{id:032x}")).arg(ticket.generation);
@@ -376,19 +395,44 @@ impl RedisRoom {
                 });
             }
         }
+        if let Value::Array(parts) = &answer {
+            if let [Value::Int(2), rest @ ..] = parts.as_slice() {
+                return self.waiting(ticket, rest, pace, now_ms);
+            }
+        }
         match ints(&answer, "poll")?.as_slice() {
             [0] => Ok(PollOutcome::Gone),
             [3] => Ok(PollOutcome::OtherGeneration),
-            [2, ahead, joined, prequeue, away_ahead, restoring, poll_secs] => Ok(PollOutcome::Waiting(Place {
-                ahead: to_u64(*ahead),
-                away_ahead: to_u64(*away_ahead),
-                joined_ms: to_u64(*joined),
-                prequeue: *prequeue == 1,
-                restoring: *restoring == 1,
-                poll_secs: to_u64(*poll_secs),
-            })),
             _ => Err(malformed("poll")),
         }
+    }
+
+    /// A waiting answer of `lua/poll.lua`: {ahead, joined, prequeue, away_ahead, restoring,
+    /// interval, slot, grants so far}, remembered for this node's next answers.
+    fn waiting(&self, ticket: TicketRef, parts: &[Value], pace: Pace, now_ms: u64) -> Result<PollOutcome, StoreError> {
+        let bad = || malformed("poll");
+        let [ahead, joined, prequeue, away_ahead, restoring, poll_secs, slot, granted] = parts else {
+            return Err(bad());
+        };
+        let number = |v: &Value| int(v).map(to_u64).ok_or_else(bad);
+        let place = Place {
+            ahead: number(ahead)?,
+            away_ahead: number(away_ahead)?,
+            joined_ms: number(joined)?,
+            prequeue: number(prequeue)? == 1,
+            restoring: number(restoring)? == 1,
+            poll_secs: number(poll_secs)?,
+        };
+        let slot: f64 = string(slot).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let ttl = Duration::from_millis(self.waiter_ttl_ms.load(Relaxed));
+        let present = place.ahead - place.away_ahead.min(place.ahead);
+        let allowance = millis(ttl) + pace.credit_ms(present, place.prequeue, ttl);
+        // Only a paced poll (a waiter's page or app) is answered locally next time; the fixed
+        // pace is for callers that want the store's exact answer each time.
+        if pace != Pace::FIXED {
+            self.waiters.learn(ticket, Learned { place, slot, granted: number(granted)? }, allowance, now_ms);
+        }
+        Ok(PollOutcome::Waiting(place))
     }
 
     /// See [`super::RoomStore::restore`] and `lua/restore.lua`.
@@ -482,14 +526,14 @@ impl RedisRoom {
     /// node holding the admitter lease, admits. One Redis call.
     pub async fn tick(&self, now_ms: u64) -> Result<TickReport, StoreError> {
         let uses = self.sessions.take_dirty();
-        let heard = std::mem::take(&mut *lock(&self.heartbeats));
+        let heard = self.waiters.take_heard();
         let token = lock(&self.token).clone();
         let mut call = self.invocation(&TICK);
         call.arg(self.at(now_ms)).arg(&self.node).arg(&token).arg(self.lease_ms).arg(TICK_BOUND).arg(self.candidate());
         // Heartbeats count only in the generation they were heard in.
         call.arg(self.generation.load(Relaxed)).arg(heard.len());
-        for number in &heard {
-            call.arg(*number);
+        for (number, credit) in &heard {
+            call.arg(*number).arg(*credit);
         }
         for (id, seen) in &uses {
             call.arg(format!("{id:032x}")).arg(self.at(*seen));
@@ -498,14 +542,19 @@ impl RedisRoom {
             Ok(answer) => answer,
             Err(e) => {
                 self.sessions.restore(&uses);
+                self.waiters.restore_heard(heard);
+                // Unreachable: polls ask Redis themselves, and are told it is down.
+                self.waiters.lost_view();
                 return Err(e);
             }
         };
         let Value::Array(parts) = answer else { return Err(malformed("tick")) };
-        let [new_token, counts, figures, ended, waits, limits, away_ms, generation] = parts.as_slice() else {
+        let [new_token, counts, figures, ended, waits, limits, away_ms, generation, view] = parts.as_slice() else {
             return Err(malformed("tick"));
         };
-        self.saw_generation(int(generation).ok_or_else(|| malformed("tick generation"))?);
+        let generation = int(generation).ok_or_else(|| malformed("tick generation"))?;
+        self.saw_generation(generation);
+        self.waiters.set_view(parse_view(view, to_u64(generation), now_ms)?);
         let new_token = string(new_token).ok_or_else(|| malformed("tick token"))?;
         self.lease_changed(&token, &new_token);
         *lock(&self.token) = new_token;
@@ -522,11 +571,13 @@ impl RedisRoom {
         }
         let limits = parse_limits(limits)?;
         self.session_idle_ms.store(millis(limits.session_idle), Relaxed);
+        self.waiter_ttl_ms.store(millis(limits.waiter_ttl), Relaxed);
         *lock(&self.known_limits) = limits.clone();
         let figures = parse_figures(figures)?;
         *lock(&self.cached) = Some(Cached { now_ms, figures, limits });
         if self.ticks.fetch_add(1, Relaxed) % SWEEP_EVERY == 0 {
             self.sessions.sweep(now_ms, self.session_idle_ms.load(Relaxed));
+            self.waiters.sweep(now_ms);
         }
         Ok(TickReport {
             granted: to_u64(*granted),
@@ -677,6 +728,21 @@ fn parse_figures(v: &Value) -> Result<RoomFigures, StoreError> {
         }),
         _ => Err(malformed("figures")),
     }
+}
+
+/// The tick's view of the line: {cursor or '', grants so far, pre-queue start or '', restoring}.
+fn parse_view(v: &Value, generation: u64, now_ms: u64) -> Result<LineView, StoreError> {
+    let Value::Array(parts) = v else { return Err(malformed("tick view")) };
+    let [cursor, granted, prequeue_from, restoring] = parts.as_slice() else { return Err(malformed("tick view")) };
+    let text = |v: &Value| string(v).filter(|s| !s.is_empty());
+    Ok(LineView {
+        generation,
+        cursor: text(cursor).and_then(|s| s.parse().ok()),
+        granted: to_u64(int(granted).ok_or_else(|| malformed("tick view"))?),
+        prequeue_from: text(prequeue_from).and_then(|s| s.parse().ok()),
+        restoring: int(restoring) == Some(1),
+        at_ms: now_ms,
+    })
 }
 
 fn to_u64(v: i64) -> u64 {

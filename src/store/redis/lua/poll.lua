@@ -109,4 +109,7 @@ local restoring_now = 0
 if restoring(now) then
   restoring_now = 1
 end
-return {2, ahead, joined, prequeue, away_ahead, restoring_now, interval}
+-- The slot (a string: it may be fractional) and the grants so far let the node answer this
+-- waiter's next polls itself (src/store/redis/waiters.rs).
+local granted = tonumber(redis.call('HGET', S, 'q_granted')) or 0
+return {2, ahead, joined, prequeue, away_ahead, restoring_now, interval, string.format('%.17g', tonumber(slot)), granted}

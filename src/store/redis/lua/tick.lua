@@ -1,10 +1,11 @@
--- tick(now, node, token, lease_ms, bound, generation, heard_generation, n, ticket * n,
+-- tick(now, node, token, lease_ms, bound, generation, heard_generation, n, [ticket, credit] * n,
 --      [session_id, seen]...): one node's call per tick. `generation` is the node's candidate
 -- should the room's state be new.
 --  1. Writes the session touches this node saw since its last tick (touches stay local
 --     between ticks, so a proxied request makes no Redis call); reports sessions now ended.
---     Writes the heartbeats of the n waiters whose polls this node refused (the poll budget)
---     if they are of `heard_generation`: present now, as if their polls had got through.
+--     Writes the heartbeats of the n waiters this node heard (polls it answered itself, with
+--     the credit their poll interval earns, or refused by the poll budget, with none) if they
+--     are of `heard_generation`: present now, as if their polls had run poll.lua.
 --  2. Holds or takes the admitter lease: a token "node:fence" with a TTL. Only the holder
 --     does step 3, checked here, in the same atomic script, so two nodes never admit at once.
 --  3. Expires sessions and grants; marks waiters away (no poll for waiter_ttl; skipped,
@@ -32,14 +33,14 @@ local in_grace = grace_from ~= nil and now < grace_from + lim.ttl
 
 local heard = tonumber(ARGV[8]) or 0
 if ARGV[7] == tostring(gen) then
-  for i = 9, 8 + heard do
+  for i = 9, 8 + 2 * heard, 2 do
     -- Only those present (XX), and never moving a deadline earlier (GT).
-    redis.call('ZADD', H, 'XX', 'GT', now, ARGV[i])
+    redis.call('ZADD', H, 'XX', 'GT', now + (tonumber(ARGV[i + 1]) or 0), ARGV[i])
   end
 end
 
 local ended = {}
-for i = 9 + heard, #ARGV - 1, 2 do
+for i = 9 + 2 * heard, #ARGV - 1, 2 do
   -- A use without a time (the node runs on Redis's clock) was seen in this tick.
   local id, seen = ARGV[i], math.min(tonumber(ARGV[i + 1]) or now, now)
   local last = tonumber(redis.call('ZSCORE', SS, id))
@@ -165,7 +166,8 @@ if token ~= '' then
         away = away + 1
         return false
       end
-      redis.call('ZREM', Q, t)
+      -- Counted: every waiter still short of the cursor had this one ahead of it.
+      redis.call('HINCRBY', S, 'q_granted', redis.call('ZREM', Q, t))
       redis.call('ZREM', H, t)
       redis.call('ZREM', R, t)
       redis.call('ZADD', G, now + lim.claim, t)
@@ -223,5 +225,12 @@ end
 
 local limits_now = redis.call('HMGET', L, 'max_active', 'admit_per_minute', 'session_idle', 'session_max',
   'waiter_ttl', 'claim_window', 'mode', 'opens_at', 'tickets_per_client', 'message', 'hold')
+-- The line as the nodes answer polls from it until the next tick (waiters.rs).
+local line = redis.call('HMGET', S, 'cursor', 'q_granted', 'prequeue_from')
+local restoring_now = 0
+if restoring(now) then
+  restoring_now = 1
+end
+local view = {line[1] or '', tonumber(line[2]) or 0, line[3] or '', restoring_now}
 return {token, {granted, abandoned, expired_grants, expired_sessions, opened, away, returned}, figures(now), ended, waits,
-  limits_now, away_ms, gen}
+  limits_now, away_ms, gen, view}
