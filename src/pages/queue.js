@@ -20,7 +20,7 @@
   // The server's suggested interval: it grows with the wait (a minute when an hour away).
   var base = Number(d.poll) || 5, pace = base;
   var failures = 0, busy = false, gone = false, lastPoll = Date.now(), best = 0, seq = 0;
-  var generation = 0, inflight = null, frozen = false;
+  var generation = 0, inflight = null, frozen = false, fewest = null;
   // The states whose changes the script follows by polling; any other is a page to reload.
   var follows = status === "waiting" || status === "paused" || status === "prequeue" ||
     status === "unavailable" || status === "closed";
@@ -67,7 +67,12 @@
     if (s.status === "admitted") return go(true);
     // Any other change of state (paused, opened, place lost, room closed) is a new page.
     if (s.status !== status) return go(false);
-    if (s.ahead != null) show("ahead", s.ahead);
+    // Never a larger number than one already shown: behind several nodes each answers from
+    // its own last look at the line, and one may not yet have counted out someone who gave up.
+    if (s.ahead != null) {
+      fewest = fewest == null ? s.ahead : Math.min(fewest, s.ahead);
+      show("ahead", fewest);
+    }
     if (s.eta_text) show("eta", s.eta_text);
     var bar = $("progress");
     if (bar && s.progress_percent != null && s.progress_percent > best) {
