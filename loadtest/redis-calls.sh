@@ -8,7 +8,7 @@
 # two usher nodes on it (rooms "open", never full, and "held", paused) and one usher on the
 # memory store. Rows, each measured with wrk -t2 -c32 for SECONDS (default 10), two rounds:
 #   admitted  GET /room/x with a valid pass (the path that must not touch Redis)
-#   status    GET /.usher/status with a ticket in the paused room (a waiter's poll)
+#   status    GET /.usher/status with a ticket in the paused room, 40 ahead (a waiter's poll)
 # "Redis commands" are INFO commandstats calls (commands run inside scripts included; the
 # idle line is what the nodes' ticks cost alone), "EVALSHA" the round trips of scripts.
 # Needs nginx, redis-server, redis-cli, wrk and curl.
@@ -46,6 +46,8 @@ requests_per_second = 1000000
 burst = 1000000
 joins_per_minute = 1000000
 join_burst = 1000000
+polls_per_second = 1000000
+poll_burst = 1000000
 [[room]]
 name = "open"
 paths = ["/room/"]
@@ -72,6 +74,9 @@ trap 'kill $P1 $P2 $P3 2>/dev/null; "$NGINX" -c "$W/nginx.conf" -s stop 2>/dev/n
 sleep 2
 # URL KIND: name=value of the cookie usher sets for a newcomer (names are KIND_<room>).
 cookie() { curl -s -o /dev/null -c - -H 'Accept: application/json' "$1" | awk -v n="$2_" 'index($6, n) == 1 {print $6 "=" $7}'; }
+# The polled ticket has 40 waiters ahead of it, as a waiter away from the front would: the
+# front itself always asks Redis (its turn may come at any tick).
+for i in $(seq 40); do cookie http://127.0.0.1:18091/held/ usher_ticket >/dev/null; cookie http://127.0.0.1:18101/held/ usher_ticket >/dev/null; done
 PASS_R=$(cookie http://127.0.0.1:18091/room/ usher_pass); TICKET_R=$(cookie http://127.0.0.1:18091/held/ usher_ticket)
 PASS_M=$(cookie http://127.0.0.1:18101/room/ usher_pass); TICKET_M=$(cookie http://127.0.0.1:18101/held/ usher_ticket)
 [ -n "$PASS_R" ] && [ -n "$TICKET_R" ] && [ -n "$PASS_M" ] && [ -n "$TICKET_M" ] || { echo "no cookies" >&2; exit 1; }
