@@ -19,45 +19,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use support::{
     Logs, PASS, Reply, TICKET, Upstream, UsherProcess, cookie_header, decode_pass, decode_ticket, empty,
-    forge_ticket_v1, ip, is_kind, keep_cookies, metric, room_id, try_http1_on,
+    forge_ticket_v1, ip, is_kind, keep_cookies, metric, room_id, spike_config, SpikeRoom, try_http1_on,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-kept-across-restarts";
-
-fn config(backend: SocketAddr, max_active: u64, mode: &str) -> String {
-    format!(
-        r#"[listen]
-http = "127.0.0.1:0"
-workers = 2
-
-[admin]
-listen = "127.0.0.1:0"
-
-[upstream]
-addresses = ["{backend}"]
-
-[limits]
-requests_per_second = 1000000
-burst = 1000000
-joins_per_minute = 1000000
-join_burst = 1000000
-polls_per_second = 1000000
-poll_burst = 1000000
-
-[[room]]
-name = "spike"
-paths = ["/"]
-max_active = {max_active}
-mode = "{mode}"
-admit_per_minute = 60000
-session_idle = "2m"
-waiter_ttl = "60s"
-claim_window = "30s"
-logout_path = "/logout"
-tick = "50ms"
-"#
-    )
-}
 
 fn spawn(config: &str) -> UsherProcess {
     UsherProcess::spawn(config, Logs::Json, &[("USHER_SECRET", SECRET)])
@@ -150,7 +115,7 @@ async fn a_node_killed_mid_spike_and_started_again_keeps_every_place_and_session
     const VISITORS: usize = 300;
     const MAX_ACTIVE: u64 = 10;
     let backend = Upstream::start_mailbox().await;
-    let config = config(backend.addr, MAX_ACTIVE, "auto");
+    let config = spike_config(backend.addr, None, &SpikeRoom::new(MAX_ACTIVE));
     let usher = spawn(&config);
     let node = Arc::new(RwLock::new(usher.http_addr));
     let admitted = Arc::new(AtomicUsize::new(0));
@@ -278,7 +243,7 @@ async fn a_node_killed_mid_spike_and_started_again_keeps_every_place_and_session
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_from_before_generations_is_put_back_by_when_it_was_issued() {
     let backend = Upstream::start_mailbox().await;
-    let usher = spawn(&config(backend.addr, 1, "auto"));
+    let usher = spawn(&spike_config(backend.addr, None, &SpikeRoom::new(1)));
     let node = Arc::new(RwLock::new(usher.http_addr));
     let secs = support::unix_secs();
     // Two visitors of the old version: one joined two minutes ago, one a minute ago; and a

@@ -165,6 +165,18 @@ impl RedisServer {
         }
     }
 
+    /// The server's process id (it must be running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis-server is running").id()
+    }
+
+    /// Sends a signal (e.g. "STOP", "CONT") with `kill`, as [`super::UsherProcess::signal`] does.
+    pub fn signal(&self, name: &str) {
+        let status =
+            Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
     /// Starts it again on the same port and directory (the data survives with `persist`).
     /// Its clients know the port, so it cannot move: if the port was taken while the server
     /// was down, the test fails and says so.
