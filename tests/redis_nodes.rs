@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisServer, TICKET, Upstream, UsherProcess, decode_pass, decode_ticket, ip, is_kind,
-    kendall_tau, spike_config, SpikeRoom,
+    BalancedClient, Logs, Record, RedisServer, SpikeRoom, TICKET, Upstream, UsherProcess, decode_pass, decode_ticket,
+    ip, is_kind, kendall_tau, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-shared-by-both-nodes";

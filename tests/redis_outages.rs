@@ -162,7 +162,17 @@ async fn line(offsets_ms: [i64; 2], outage: Outage) {
             tokio::time::sleep(Duration::from_secs(8)).await;
             redis.signal("CONT");
         }
-        Outage::KilledEmpty => redis.restart(),
+        Outage::KilledEmpty => {
+            redis.restart();
+            // The sessions are held until both nodes know Redis lost them: a node serves a
+            // pass from its own map until its next tick tells it so, and only then are
+            // passes adopted (counted against max_active) in the new generation.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !nodes.iter().all(|n| n.logs().iter().any(|l| l.contains("the room's state in Redis is new"))) {
+                assert!(Instant::now() < deadline, "a node did not notice that Redis lost the room");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
     release.send(true).expect("visitors listen");
 
@@ -195,6 +205,12 @@ async fn line(offsets_ms: [i64; 2], outage: Outage) {
     assert_eq!(discordant, 0, "{discordant} overtakes among visitors that kept polling");
     assert!(tau >= 0.999, "Kendall's tau {tau}");
     assert_eq!((away, abandoned), (0.0, 0.0), "nobody who kept polling is away or abandoned");
+    let stored = |field| redis.cli(&["HGET", "{usher:spike}:state", field]).trim().parse::<f64>().unwrap_or(0.0);
+    assert_eq!(
+        (stored("away_total"), stored("abandoned_total")),
+        (away, abandoned),
+        "the nodes counted what Redis did"
+    );
     if outage == Outage::KilledEmpty {
         let text = [metrics_text(admins[0]).await, metrics_text(admins[1]).await];
         let sum = |what: &str| -> f64 {
@@ -202,6 +218,7 @@ async fn line(offsets_ms: [i64; 2], outage: Outage) {
         };
         let (places, kept) = (sum("place"), sum("session"));
         assert!(places >= 1.0 && restored.load(Ordering::SeqCst) >= 1, "places were restored ({places})");
+        eprintln!("restored {places} places, adopted {kept} sessions");
         assert!((1.0..=MAX_ACTIVE as f64).contains(&kept), "sessions adopted up to max_active ({kept})");
     }
 }
@@ -272,10 +289,7 @@ async fn waiters_found_away_by_ticks_whose_answers_were_lost_are_still_counted()
         assert!(Instant::now() < deadline, "the store found {stored} away, the node counted {counted}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(
-        node.logs().iter().any(|l| l.contains("timed out") || l.contains("Redis")),
-        "a tick's answer was lost in the stall"
-    );
+    assert!(node.logs().iter().any(|l| l.contains("store unreachable")), "a tick's answer was lost in the stall");
     eprintln!("{counted} away counted after the stall");
 }
 

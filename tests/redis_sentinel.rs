@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisOptions, RedisSentinels, TICKET, Upstream, UsherProcess, Visitor, decode_pass,
-    decode_ticket, eventually, ip, is_kind, kendall_tau, spike_config, SpikeRoom,
+    BalancedClient, Logs, Record, RedisOptions, RedisSentinels, SpikeRoom, TICKET, Upstream, UsherProcess, Visitor,
+    decode_pass, decode_ticket, eventually, ip, is_kind, kendall_tau, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-sentinel-tests";

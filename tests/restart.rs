@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use support::{
-    Logs, PASS, Reply, TICKET, Upstream, UsherProcess, cookie_header, decode_pass, decode_ticket, empty,
-    forge_ticket_v1, ip, is_kind, keep_cookies, metric, room_id, spike_config, SpikeRoom, try_http1_on,
+    Logs, PASS, Reply, SpikeRoom, TICKET, Upstream, UsherProcess, cookie_header, decode_pass, decode_ticket, empty,
+    forge_ticket_v1, ip, is_kind, keep_cookies, metric, room_id, spike_config, try_http1_on,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-kept-across-restarts";
