@@ -144,8 +144,12 @@ async fn spike(node_count: usize, kill_the_admitter: bool) {
             assert!(work.forwarded(), "{}: an admitted client is forwarded: {} {}", c.ip, work.status, work.text());
             tokio::time::sleep(Duration::from_millis(10)).await;
             live.fetch_sub(1, Ordering::SeqCst);
+            let at = c.at;
             let out = c.get("/logout").await;
-            assert!(out.forwarded(), "{}: logout is forwarded: {}", c.ip, out.text());
+            // A logout in flight when its node was killed may have ended the session there
+            // already; sent again to the next node, its pass is rightly refused. Anywhere
+            // else a logout is forwarded.
+            assert!(out.forwarded() || c.at != at, "{}: logout is forwarded: {}", c.ip, out.text());
             record.passes = c.passes;
             record
         }));
