@@ -59,8 +59,12 @@ for i = 9 + heard, #ARGV - 1, 2 do
   end
 end
 
+-- The lease is the caller's if it holds its token, or one naming its node (node ids are
+-- random per process): a tick of this node whose answer was lost (Redis stalled past the
+-- node's timeout, then ran it) may have taken the lease again under a new fence.
 local holder = redis.call('GET', A)
-if holder and holder == token then
+if holder and (holder == token or string.sub(holder, 1, #node + 1) == node .. ':') then
+  token = holder
   redis.call('PEXPIRE', A, lease_ms)
 elseif not holder then
   token = string.format('%s:%d', node, redis.call('HINCRBY', S, 'fence', 1))
