@@ -161,6 +161,9 @@ async fn line(offsets_ms: [i64; 2], outage: Outage) {
             redis.signal("STOP");
             tokio::time::sleep(Duration::from_secs(8)).await;
             redis.signal("CONT");
+            for n in &nodes {
+                assert!(n.logs().iter().any(|l| l.contains("store unreachable")), "each node felt the outage");
+            }
         }
         Outage::KilledEmpty => {
             redis.restart();
