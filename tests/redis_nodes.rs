@@ -19,48 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisServer, TICKET, Upstream, UsherProcess, decode_pass, decode_ticket, ip, is_kind,
-    kendall_tau,
+    BalancedClient, Logs, Record, RedisServer, SpikeRoom, TICKET, Upstream, UsherProcess, decode_pass, decode_ticket,
+    ip, is_kind, kendall_tau, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-shared-by-both-nodes";
-
-/// The configuration of one node: a room `spike` on Redis at `url`, limits out of the way.
-fn node_config(backend: SocketAddr, url: &str, max_active: u64) -> String {
-    format!(
-        r#"[listen]
-http = "127.0.0.1:0"
-workers = 2
-
-[admin]
-listen = "127.0.0.1:0"
-
-[upstream]
-addresses = ["{backend}"]
-
-[store]
-kind = "redis"
-url = "{url}"
-
-[limits]
-requests_per_second = 1000000
-burst = 1000000
-joins_per_minute = 1000000
-join_burst = 1000000
-
-[[room]]
-name = "spike"
-paths = ["/"]
-max_active = {max_active}
-admit_per_minute = 60000
-session_idle = "2m"
-waiter_ttl = "60s"
-claim_window = "30s"
-logout_path = "/logout"
-tick = "50ms"
-"#
-    )
-}
 
 fn spawn_node(config: &str, extra_env: &[(&str, &str)]) -> UsherProcess {
     let mut env = vec![("USHER_SECRET", SECRET)];
@@ -103,7 +66,7 @@ async fn spike(node_count: usize, kill_the_admitter: bool) {
     const POLL: Duration = Duration::from_millis(100);
     let redis = RedisServer::start();
     let backend = Upstream::start_mailbox().await;
-    let config = node_config(backend.addr, &redis.url(), MAX_ACTIVE);
+    let config = spike_config(backend.addr, Some(&redis.url()), &SpikeRoom::new(MAX_ACTIVE));
     let nodes: Vec<UsherProcess> = (0..node_count).map(|_| spawn_node(&config, &[])).collect();
     let http: Vec<SocketAddr> = nodes.iter().map(|n| n.http_addr).collect();
     let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin_addr).collect();
@@ -181,8 +144,12 @@ async fn spike(node_count: usize, kill_the_admitter: bool) {
             assert!(work.forwarded(), "{}: an admitted client is forwarded: {} {}", c.ip, work.status, work.text());
             tokio::time::sleep(Duration::from_millis(10)).await;
             live.fetch_sub(1, Ordering::SeqCst);
+            let at = c.at;
             let out = c.get("/logout").await;
-            assert!(out.forwarded(), "{}: logout is forwarded: {}", c.ip, out.text());
+            // A logout in flight when its node was killed may have ended the session there
+            // already; sent again to the next node, its pass is rightly refused. Anywhere
+            // else a logout is forwarded.
+            assert!(out.forwarded() || c.at != at, "{}: logout is forwarded: {}", c.ip, out.text());
             record.passes = c.passes;
             record
         }));

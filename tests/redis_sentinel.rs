@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisOptions, RedisSentinels, TICKET, Upstream, UsherProcess, Visitor, decode_pass,
-    decode_ticket, eventually, ip, is_kind, kendall_tau,
+    BalancedClient, Logs, Record, RedisOptions, RedisSentinels, SpikeRoom, TICKET, Upstream, UsherProcess, Visitor,
+    decode_pass, decode_ticket, eventually, ip, is_kind, kendall_tau, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-sentinel-tests";
@@ -26,39 +26,7 @@ const PASSWORD: &str = "door-sentinel-4711";
 /// One node's configuration: a room `spike` on the Sentinel URL. Waiters are kept for two
 /// minutes without a heartbeat, far longer than a failover, so none is dropped by it.
 fn node_config(backend: SocketAddr, url: &str, max_active: u64) -> String {
-    format!(
-        r#"[listen]
-http = "127.0.0.1:0"
-workers = 2
-
-[admin]
-listen = "127.0.0.1:0"
-
-[upstream]
-addresses = ["{backend}"]
-
-[store]
-kind = "redis"
-url = "{url}"
-
-[limits]
-requests_per_second = 1000000
-burst = 1000000
-joins_per_minute = 1000000
-join_burst = 1000000
-
-[[room]]
-name = "spike"
-paths = ["/"]
-max_active = {max_active}
-admit_per_minute = 60000
-session_idle = "2m"
-waiter_ttl = "120s"
-claim_window = "30s"
-logout_path = "/logout"
-tick = "50ms"
-"#
-    )
+    spike_config(backend, Some(url), &SpikeRoom { waiter_ttl: "120s", ..SpikeRoom::new(max_active) })
 }
 
 /// What the clients saw, shared with the test's main task.

@@ -230,3 +230,21 @@ async fn a_waiters_polls_after_its_first_on_a_node_make_no_redis_call_and_its_tu
     let place = waiting(b.poll(far, None, pace, now + 20).await.expect("poll"));
     assert_eq!((place.ahead, script_calls(&redis)), (49, before), "one fewer ahead, from b's view");
 }
+
+#[tokio::test]
+async fn a_node_whose_lost_answer_took_the_lease_again_goes_on_admitting() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a").await;
+    // A tick of the same process whose answer never arrived: Redis stalled past the node's
+    // response timeout, then ran it. It spoke for node-a, so the lease it took is node-a's.
+    let lost = node(&redis, "node-a").await;
+    a.seed().await.expect("seed");
+    let JoinOutcome::Admitted(first) = a.join(client(1), T0).await.expect("join") else { panic!("admitted at once") };
+    let Ok(JoinOutcome::Queued { .. }) = a.join(client(2), T0).await else { panic!("queued") };
+    a.tick(T0 + 100).await.expect("tick");
+    // The stall outlasts the lease; the lost tick takes it again under a new fence.
+    tokio::time::sleep(LEASE + Duration::from_millis(200)).await;
+    lost.tick(T0 + 2000).await.expect("tick");
+    a.end_session(first.id).await.expect("end");
+    assert_eq!(a.tick(T0 + 2100).await.expect("tick").granted, 1, "node a goes on admitting under its own lease");
+}

@@ -157,19 +157,24 @@ impl RedisServer {
         await_ready(&mut self.child, &log, "Ready to accept connections", "redis-server")
     }
 
-    /// Sends the server a signal by name (`STOP`, `CONT`, ...), as an outage would.
-    pub fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().expect("redis-server is running").id();
-        let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill");
-        assert!(status.success(), "kill -{name} {pid}");
-    }
-
     /// Stops the server at once (SIGKILL: no goodbye to the clients).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The server's process id (it must be running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis-server is running").id()
+    }
+
+    /// Sends a signal (e.g. "STOP", "CONT") with `kill`, as [`super::UsherProcess::signal`] does.
+    pub fn signal(&self, name: &str) {
+        let status =
+            Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
     }
 
     /// Starts it again on the same port and directory (the data survives with `persist`).

@@ -130,3 +130,60 @@ pub fn kendall_tau(queued: &[&Record]) -> (f64, u64, u64, u64) {
     let tau = if decided == 0 { 0.0 } else { (concordant as f64 - discordant as f64) / decided as f64 };
     (tau, concordant, discordant, ties)
 }
+
+/// The room of the spike tests: a room `spike` over the whole mailbox, limits out of the way
+/// (so only the room decides who waits). What the tests vary is here; the rest is fixed.
+#[derive(Debug, Clone)]
+pub struct SpikeRoom {
+    pub max_active: u64,
+    pub mode: &'static str,
+    pub admit_per_minute: u64,
+    pub waiter_ttl: &'static str,
+    pub tick: &'static str,
+}
+
+impl SpikeRoom {
+    pub fn new(max_active: u64) -> Self {
+        Self { max_active, mode: "auto", admit_per_minute: 60_000, waiter_ttl: "60s", tick: "50ms" }
+    }
+}
+
+/// One node's configuration for a spike test: on Redis at `redis_url`, or on the memory
+/// store with None. The restart, multi-node, Sentinel and outage tests share it.
+pub fn spike_config(backend: SocketAddr, redis_url: Option<&str>, room: &SpikeRoom) -> String {
+    let store = redis_url.map(|url| format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\n")).unwrap_or_default();
+    let SpikeRoom { max_active, mode, admit_per_minute, waiter_ttl, tick } = room;
+    format!(
+        r#"[listen]
+http = "127.0.0.1:0"
+workers = 2
+
+[admin]
+listen = "127.0.0.1:0"
+
+[upstream]
+addresses = ["{backend}"]
+
+{store}
+[limits]
+requests_per_second = 1000000
+burst = 1000000
+joins_per_minute = 1000000
+join_burst = 1000000
+polls_per_second = 1000000
+poll_burst = 1000000
+
+[[room]]
+name = "spike"
+paths = ["/"]
+max_active = {max_active}
+mode = "{mode}"
+admit_per_minute = {admit_per_minute}
+session_idle = "2m"
+waiter_ttl = "{waiter_ttl}"
+claim_window = "30s"
+logout_path = "/logout"
+tick = "{tick}"
+"#
+    )
+}

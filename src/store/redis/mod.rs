@@ -140,6 +140,41 @@ pub struct RedisRoom {
     waiters: Waiters,
     /// Times come from Redis (production); the tests give them.
     given_clock: bool,
+    /// The room's running totals as of this node's last answer while it held the lease, and
+    /// their generation: what a tick counts is taken from them, so the counts of an answer
+    /// that was lost arrive with the next one (see [`Totals`]).
+    totals: Mutex<Option<(u64, Totals)>>,
+}
+
+/// What the admitter counts for the metrics, as running totals kept in the room's state
+/// (`lua/tick.lua`) or as one tick's share of them. A tick's answer can be lost while the
+/// tick itself ran: Redis stalled past the node's response timeout, then ran the commands
+/// queued in the socket. Counted from the totals, those counts still reach the node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Totals {
+    abandoned: u64,
+    away: u64,
+    returned: u64,
+    expired_grants: u64,
+}
+
+impl Totals {
+    fn from_answer(v: &Value, what: &str) -> Result<Self, StoreError> {
+        let &[abandoned, away, returned, expired_grants] = ints(v, what)?.as_slice() else {
+            return Err(malformed(what));
+        };
+        let [abandoned, away, returned, expired_grants] = [abandoned, away, returned, expired_grants].map(to_u64);
+        Ok(Self { abandoned, away, returned, expired_grants })
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            abandoned: self.abandoned.saturating_sub(before.abandoned),
+            away: self.away.saturating_sub(before.away),
+            returned: self.returned.saturating_sub(before.returned),
+            expired_grants: self.expired_grants.saturating_sub(before.expired_grants),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -206,6 +241,7 @@ impl RedisRoom {
             generation: AtomicU64::new(0),
             waiters: Waiters::default(),
             given_clock: false,
+            totals: Mutex::new(None),
         }
     }
 
@@ -549,7 +585,8 @@ impl RedisRoom {
             }
         };
         let Value::Array(parts) = answer else { return Err(malformed("tick")) };
-        let [new_token, counts, figures, ended, waits, limits, away_ms, generation, view] = parts.as_slice() else {
+        let [new_token, counts, figures, ended, waits, limits, away_ms, generation, totals, view] = parts.as_slice()
+        else {
             return Err(malformed("tick"));
         };
         let generation = int(generation).ok_or_else(|| malformed("tick generation"))?;
@@ -557,12 +594,20 @@ impl RedisRoom {
         self.waiters.set_view(parse_view(view, to_u64(generation), now_ms)?);
         let new_token = string(new_token).ok_or_else(|| malformed("tick token"))?;
         self.lease_changed(&token, &new_token);
+        let holder = !new_token.is_empty();
         *lock(&self.token) = new_token;
 
         let counts = ints(counts, "tick counts")?;
         let [granted, abandoned, expired_grants, expired_sessions, opened, away, returned] = counts.as_slice() else {
             return Err(malformed("tick counts"));
         };
+        let this_tick = Totals {
+            abandoned: to_u64(*abandoned),
+            away: to_u64(*away),
+            returned: to_u64(*returned),
+            expired_grants: to_u64(*expired_grants),
+        };
+        let counted = self.counted(to_u64(generation), holder, Totals::from_answer(totals, "tick totals")?, this_tick);
         let Value::Array(ended) = ended else { return Err(malformed("tick ended")) };
         for id in ended.iter().filter_map(string) {
             if let Ok(id) = u128::from_str_radix(&id, 16) {
@@ -581,15 +626,32 @@ impl RedisRoom {
         }
         Ok(TickReport {
             granted: to_u64(*granted),
-            abandoned: to_u64(*abandoned),
-            expired_grants: to_u64(*expired_grants),
+            abandoned: counted.abandoned,
+            expired_grants: counted.expired_grants,
             expired_sessions: to_u64(*expired_sessions),
             waits_ms: ints(waits, "tick waits")?.into_iter().map(to_u64).collect(),
             opened: *opened == 1,
-            away: to_u64(*away),
-            returned: to_u64(*returned),
+            away: counted.away,
+            returned: counted.returned,
             away_ms: ints(away_ms, "tick away")?.into_iter().map(to_u64).collect(),
         })
+    }
+
+    /// What an answer's tick counted, from the room's running `totals`: the difference from
+    /// the totals of this node's last answer as the holder (same generation), so the counts
+    /// of lost answers in between are in it. Only the lease holder counts (the others' ticks
+    /// count nothing, and two nodes must not count the same). A node that has just become
+    /// the holder, or sees a new generation, has no earlier totals to go by: it counts this
+    /// tick's own share and takes the totals as its baseline.
+    fn counted(&self, generation: u64, holder: bool, totals: Totals, this_tick: Totals) -> Totals {
+        let mut last = lock(&self.totals);
+        let counted = match *last {
+            _ if !holder => Totals::default(),
+            Some((seen, before)) if seen == generation => totals.since(before),
+            _ => this_tick,
+        };
+        *last = holder.then_some((generation, totals));
+        counted
     }
 
     fn lease_changed(&self, old: &str, new: &str) {

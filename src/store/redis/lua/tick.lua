@@ -11,7 +11,10 @@
 --  3. Expires sessions and grants; marks waiters away (no poll for waiter_ttl; skipped,
 --     place held) and abandons those away past hold; grants those who came back after
 --     their turn, then onwards from the cursor, within the budget.
---  4. Returns the room's figures and limits, which the node caches for one tick.
+--  4. Returns the room's figures and limits, which the node caches for one tick, and the
+--     room's running totals of what step 3 counts: a node whose answer was lost (Redis
+--     stalled past the node's timeout, then ran the queued tick) counts it with the next
+--     answer, by the difference from the totals it last saw (see `RedisRoom::tick`).
 -- After a gap longer than a lease in which no node ticked (Redis was down, stopped or cut
 -- off), nobody could poll: waiters get one waiter_ttl of grace from the first tick after it,
 -- in which nobody is found away, abandoned, or loses an unclaimed turn.
@@ -57,8 +60,12 @@ for i = 9 + 2 * heard, #ARGV - 1, 2 do
   end
 end
 
+-- The lease is the caller's if it holds its token, or one naming its node (node ids are
+-- random per process): a tick of this node whose answer was lost (Redis stalled past the
+-- node's timeout, then ran it) may have taken the lease again under a new fence.
 local holder = redis.call('GET', A)
-if holder and holder == token then
+if holder and (holder == token or string.sub(holder, 1, #node + 1) == node .. ':') then
+  token = holder
   redis.call('PEXPIRE', A, lease_ms)
 elseif not holder then
   token = string.format('%s:%d', node, redis.call('HINCRBY', S, 'fence', 1))
@@ -225,6 +232,18 @@ end
 
 local limits_now = redis.call('HMGET', L, 'max_active', 'admit_per_minute', 'session_idle', 'session_max',
   'waiter_ttl', 'claim_window', 'mode', 'opens_at', 'tickets_per_client', 'message', 'hold')
+-- What this tick counted, added to the running totals (abandoned_total is kept by abandon()
+-- and the expired-grant branch, returned_total by poll.lua as each return happens).
+if away > 0 then
+  redis.call('HINCRBY', S, 'away_total', away)
+end
+if expired_grants > 0 then
+  redis.call('HINCRBY', S, 'expired_grants_total', expired_grants)
+end
+local totals = redis.call('HMGET', S, 'abandoned_total', 'away_total', 'returned_total', 'expired_grants_total')
+for i = 1, 4 do
+  totals[i] = tonumber(totals[i]) or 0
+end
 -- The line as the nodes answer polls from it until the next tick (waiters.rs).
 local line = redis.call('HMGET', S, 'cursor', 'q_granted', 'prequeue_from')
 local restoring_now = 0
@@ -233,4 +252,4 @@ if restoring(now) then
 end
 local view = {line[1] or '', tonumber(line[2]) or 0, line[3] or '', restoring_now}
 return {token, {granted, abandoned, expired_grants, expired_sessions, opened, away, returned}, figures(now), ended, waits,
-  limits_now, away_ms, gen, view}
+  limits_now, away_ms, gen, totals, view}
