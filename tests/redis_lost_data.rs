@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisServer, TICKET, Upstream, UsherProcess, decode_ticket, ip, is_kind, kendall_tau,
-    metric, metrics_text,
+    BalancedClient, Logs, Record, RedisServer, SpikeRoom, TICKET, Upstream, UsherProcess, decode_ticket, ip, is_kind,
+    kendall_tau, metric, metrics_text, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-lost-data-shared";
@@ -31,43 +31,8 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// A node with one room, `spike`, that admits one at a time; `waiter_ttl` 10 s.
 fn node(backend: SocketAddr, redis: &RedisServer, offset_ms: &str) -> UsherProcess {
-    let url = redis.url();
-    let config = format!(
-        r#"[listen]
-http = "127.0.0.1:0"
-workers = 2
-
-[admin]
-listen = "127.0.0.1:0"
-
-[upstream]
-addresses = ["{backend}"]
-
-[store]
-kind = "redis"
-url = "{url}"
-
-[limits]
-requests_per_second = 1000000
-burst = 1000000
-joins_per_minute = 1000000
-join_burst = 1000000
-polls_per_second = 1000000
-poll_burst = 1000000
-
-[[room]]
-name = "spike"
-paths = ["/"]
-max_active = 1
-admit_per_minute = 60000
-session_idle = "10m"
-waiter_ttl = "10s"
-hold = "10m"
-claim_window = "30s"
-logout_path = "/logout"
-tick = "50ms"
-"#
-    );
+    let room = SpikeRoom { waiter_ttl: "10s", ..SpikeRoom::new(1) };
+    let config = spike_config(backend, Some(&redis.url()), &room);
     UsherProcess::spawn(&config, Logs::Json, &[("USHER_SECRET", SECRET), ("USHER_TEST_CLOCK_OFFSET_MS", offset_ms)])
 }
 
