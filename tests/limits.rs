@@ -88,12 +88,13 @@ async fn a_route_rule_limits_only_its_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_join_limit_stops_one_client_from_farming_tickets() {
     let upstream = Upstream::start().await;
-    let mut config = Config::parse("[[room]]\nname = \"r\"\nmode = \"queue_all\"\n").expect("config");
+    // Paused, so every join waits (see below).
+    let mut config = Config::parse("[[room]]\nname = \"r\"\nmode = \"paused\"\n").expect("config");
     let base = Config::for_upstream(upstream.addr);
     (config.listen, config.admin, config.upstream) = (base.listen, base.admin, base.upstream);
     config.limits.joins_per_minute = 1;
     config.limits.join_burst = 2;
-    assert_eq!(config.rooms[0].mode, RoomMode::QueueAll);
+    assert_eq!(config.rooms[0].mode, RoomMode::Paused);
     let usher = start_usher(config);
     let addr = http_addr(&usher);
     // Each request without cookies asks for a new ticket.
@@ -112,7 +113,9 @@ async fn the_join_limit_stops_one_client_from_farming_tickets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ipv6_site_cannot_farm_tickets_through_its_many_64s() {
     let upstream = Upstream::start().await;
-    let mut config = Config::parse("[[room]]\nname = \"r\"\nmode = \"queue_all\"\n").expect("config");
+    // Paused: every join waits (a queue_all room with room could grant a ticket between the
+    // join and its first poll, and let the visitor in at once).
+    let mut config = Config::parse("[[room]]\nname = \"r\"\nmode = \"paused\"\n").expect("config");
     let base = Config::for_upstream(upstream.addr);
     (config.listen, config.admin, config.upstream) = (base.listen, base.admin, base.upstream);
     config.client.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
