@@ -186,6 +186,9 @@ async fn draining_sessions_frees_their_places_for_the_next_waiters_in_order() {
         let mut v = Visitor::new(ip(5, i), addr);
         assert!(v.api("/inbox").await.forwarded(), "visitor {i} gets in while there is room");
         inside.push(v);
+        // Sessions are drained oldest first, by creation time in ms: two in the same ms would
+        // be drained in either order.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut line = Vec::new();
     for i in 2..5 {
