@@ -235,16 +235,8 @@ async fn a_spike_of_500_clients_never_exceeds_max_active_and_is_admitted_in_tick
             record
         }));
     }
-    let all = async {
-        let mut records = Vec::new();
-        for task in tasks {
-            records.push(task.await.expect("a spike client failed"));
-        }
-        records
-    };
     let started = Instant::now();
-    let records =
-        tokio::time::timeout(Duration::from_secs(90), all).await.expect("all 500 clients are admitted (within 90 s)");
+    let records = all_within(tasks, Duration::from_secs(90), "500 spike clients").await;
     let took = started.elapsed();
     done.store(true, Ordering::Relaxed);
     let (max_active, max_taken, samples) = sampler.await.expect("sampler");

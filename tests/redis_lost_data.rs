@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisServer, SpikeRoom, TICKET, Upstream, UsherProcess, decode_ticket, ip, is_kind,
-    kendall_tau, metric, metrics_text, spike_config,
+    BalancedClient, Logs, Record, RedisServer, SpikeRoom, TICKET, Upstream, UsherProcess, all_within, decode_ticket,
+    ip, is_kind, kendall_tau, metric, metrics_text, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-lost-data-shared";
@@ -126,15 +126,7 @@ async fn join(
 
 /// Waits for every waiter, then checks one order by join time and that no number grew.
 async fn admitted_in_join_order(tasks: Vec<tokio::task::JoinHandle<Seen>>) -> Vec<Seen> {
-    let seen = tokio::time::timeout(Duration::from_secs(90), async {
-        let mut all = Vec::new();
-        for t in tasks {
-            all.push(t.await.expect("a waiter failed"));
-        }
-        all
-    })
-    .await
-    .expect("every waiter admitted within 90 s");
+    let seen = all_within(tasks, Duration::from_secs(90), "waiters").await;
     for s in &seen {
         assert!(s.aheads.windows(2).all(|w| w[1] <= w[0]), "a number ahead grew: {:?}", s.aheads);
         assert_eq!(s.record.passes.len(), 1, "one pass each");

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisServer, SpikeRoom, TICKET, Upstream, UsherProcess, decode_pass, decode_ticket,
-    ip, is_kind, kendall_tau, spike_config,
+    BalancedClient, Logs, Record, RedisServer, SpikeRoom, TICKET, Upstream, UsherProcess, all_within, decode_pass,
+    decode_ticket, ip, is_kind, kendall_tau, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-shared-by-both-nodes";
@@ -180,15 +180,7 @@ async fn spike(node_count: usize, kill_the_admitter: bool) {
         takeover = Some((killed_at.elapsed(), before, holder, survivor));
     }
 
-    let records = tokio::time::timeout(Duration::from_secs(120), async {
-        let mut records = Vec::new();
-        for task in tasks {
-            records.push(task.await.expect("a spike client failed"));
-        }
-        records
-    })
-    .await
-    .expect("every client is admitted within 120 s");
+    let records = all_within(tasks, Duration::from_secs(120), "spike clients").await;
     done.store(true, Ordering::Relaxed);
     let max_taken = sampler.await.expect("sampler");
 

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisServer, SpikeRoom, TICKET, Upstream, UsherProcess, decode_pass, decode_ticket,
-    ip, is_kind, kendall_tau, metric, metrics_text, spike_config,
+    BalancedClient, Logs, Record, RedisServer, SpikeRoom, TICKET, Upstream, UsherProcess, all_within, decode_pass,
+    decode_ticket, ip, is_kind, kendall_tau, metric, metrics_text, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-outages-of-redis";
@@ -179,15 +179,7 @@ async fn line(offsets_ms: [i64; 2], outage: Outage) {
     }
     release.send(true).expect("visitors listen");
 
-    let records = tokio::time::timeout(Duration::from_secs(60), async {
-        let mut records = Vec::new();
-        for task in tasks {
-            records.push(task.await.expect("a visitor failed"));
-        }
-        records
-    })
-    .await
-    .expect("every visitor is admitted within 60 s");
+    let records = all_within(tasks, Duration::from_secs(60), "visitors").await;
 
     let mut sessions = HashSet::new();
     for r in &records {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{
     BalancedClient, Logs, Record, RedisOptions, RedisSentinels, SpikeRoom, TICKET, Upstream, UsherProcess, Visitor,
-    decode_pass, decode_ticket, eventually, ip, is_kind, kendall_tau, spike_config,
+    all_within, decode_pass, decode_ticket, eventually, ip, is_kind, kendall_tau, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-sentinel-tests";
@@ -172,15 +172,7 @@ async fn when_the_master_dies_mid_spike_the_nodes_follow_the_new_master_and_the_
     assert_eq!(seen.holding.load(Ordering::SeqCst), MAX_ACTIVE, "nobody was admitted while the room was full");
 
     seen.released.store(true, Ordering::SeqCst);
-    let records = tokio::time::timeout(Duration::from_secs(60), async {
-        let mut records = Vec::new();
-        for task in tasks {
-            records.push(task.await.expect("a spike client failed"));
-        }
-        records
-    })
-    .await
-    .expect("every client is admitted within 60 s of the failover");
+    let records = all_within(tasks, Duration::from_secs(60), "spike clients (after the failover)").await;
 
     // Everybody got in exactly once: one pass each, no session shared.
     let mut sessions = HashSet::new();

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use support::{
-    Logs, PASS, Reply, SpikeRoom, TICKET, Upstream, UsherProcess, cookie_header, decode_pass, decode_ticket, empty,
-    forge_ticket_v1, ip, is_kind, keep_cookies, metric, room_id, spike_config, try_http1_on,
+    Logs, PASS, Reply, SpikeRoom, TICKET, Upstream, UsherProcess, all_within, cookie_header, decode_pass,
+    decode_ticket, empty, forge_ticket_v1, ip, is_kind, keep_cookies, metric, room_id, spike_config, try_http1_on,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-kept-across-restarts";
@@ -218,15 +218,7 @@ async fn a_node_killed_mid_spike_and_started_again_keeps_every_place_and_session
         })
     };
 
-    let records = tokio::time::timeout(Duration::from_secs(120), async {
-        let mut records = Vec::new();
-        for task in tasks {
-            records.push(task.await.expect("a spike visitor failed"));
-        }
-        records
-    })
-    .await
-    .expect("every visitor is admitted within 120 s");
+    let records = all_within(tasks, Duration::from_secs(120), "spike visitors").await;
     notifier.abort();
 
     // Everybody got in exactly once after the restart too: no session shared, no place given

@@ -187,3 +187,16 @@ tick = "{tick}"
 "#
     )
 }
+
+/// What every task of a spike returned, in order, once all are done; fails the test if one
+/// failed or if they take longer than `within` (`what` names them in the message).
+pub async fn all_within<T>(tasks: Vec<tokio::task::JoinHandle<T>>, within: Duration, what: &str) -> Vec<T> {
+    let all = async {
+        let mut out = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            out.push(task.await.unwrap_or_else(|e| panic!("one of the {what} failed: {e}")));
+        }
+        out
+    };
+    tokio::time::timeout(within, all).await.unwrap_or_else(|_| panic!("the {what} were not all done within {within:?}"))
+}
