@@ -31,6 +31,10 @@ const TICKET_COOKIE_SECS: u64 = 24 * 3600;
 /// when its waiter was last seen, should the store forget the line (see [`Rooms::poll_ticket`]).
 const TICKET_RENEW_SECS: u64 = 60;
 
+/// Rooms a refused poll's tickets are heard in (see [`Rooms::heartbeat`]): a page polls for
+/// one room; a visitor waiting in a few at once is still heard in each.
+const HEARTBEAT_ROOMS: usize = 4;
+
 /// One room: what it guards, its store, and its figures as of the last admitter tick.
 pub struct Room {
     pub name: String,
@@ -526,15 +530,20 @@ impl Rooms {
     /// their polls (behind carrier-grade NAT, hundreds of pages share one budget). It costs
     /// one signature check per ticket and no store call (see [`RoomStore::heartbeat`]).
     ///
-    /// One ticket per room at most, whatever the request carries: a refused request must not
-    /// buy more signature checks than a page has rooms.
+    /// One ticket per room, and at most [`HEARTBEAT_ROOMS`] rooms, whatever the request
+    /// carries: a refused request buys a few signature checks and no allocation.
     pub fn heartbeat(&self, req: &RequestView, now_ms: u64) {
-        let mut checked: Vec<u64> = Vec::new();
+        let mut checked = [0u64; HEARTBEAT_ROOMS];
+        let mut n = 0;
         for (name, raw) in req.cookies_of(Kind::Ticket) {
-            let Some(room) = self.get(name).filter(|r| !checked.contains(&r.id)) else { continue };
-            checked.push(room.id);
+            let Some(room) = self.get(name).filter(|r| !checked[..n].contains(&r.id)) else { continue };
+            checked[n] = room.id;
+            n += 1;
             if let Ok(ticket) = self.sealer.open_ticket(raw, room.id) {
                 room.store.heartbeat(TicketRef { generation: ticket.generation, number: ticket.number }, now_ms);
+            }
+            if n == HEARTBEAT_ROOMS {
+                break;
             }
         }
     }
