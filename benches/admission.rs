@@ -89,6 +89,7 @@ fn ticket(c: &mut Criterion) {
                 number: ticket.number,
                 joined_ms: T0,
                 renewed_secs: T0 / 1000,
+                shown: None,
             })
         })
     });

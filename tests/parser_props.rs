@@ -13,7 +13,7 @@ use proptest::test_runner::{Config, TestRunner};
 use std::net::{IpAddr, SocketAddr};
 use usher::config::RealIpFrom;
 use usher::identity::{self, ClientSource};
-use usher::room::tokens::{Pass, Rejection, Sealer, Ticket};
+use usher::room::tokens::{Pass, Rejection, Sealer, Shown, Ticket};
 use usher::secrets::Secrets;
 
 fn cases() -> u32 {
@@ -77,14 +77,17 @@ fn mutate(cookie: &str, m: &Mutation) -> String {
 fn no_mutated_resigned_or_replayed_cookie_is_accepted() {
     let ours = sealer(1);
     let theirs = sealer(2);
-    let strategy = (any::<u64>(), any::<u64>(), any::<u128>(), 1u64..4_000_000_000, 1u64..100_000, mutation());
+    // A ticket with or without what its waiter was shown (the two lengths of version 2).
+    let shown =
+        proptest::option::of((any::<u64>(), any::<u64>()).prop_map(|(ahead, granted)| Shown { ahead, granted }));
+    let strategy = (any::<u64>(), any::<u64>(), any::<u128>(), 1u64..4_000_000_000, 1u64..100_000, mutation(), shown);
     runner()
-        .run(&strategy, |(generation, number, session, issued, life, m)| {
+        .run(&strategy, |(generation, number, session, issued, life, m, shown)| {
             let (room, other_room) = (7, 8);
             let now = issued;
             let pass = Pass { room, generation, session, issued_secs: issued, expires_secs: issued + life };
             let joined_ms = issued * 1000 - life;
-            let ticket = Ticket { room, generation, number, joined_ms, renewed_secs: issued + life };
+            let ticket = Ticket { room, generation, number, joined_ms, renewed_secs: issued + life, shown };
             let (good_pass, good_ticket) = (ours.seal_pass(&pass), ours.seal_ticket(&ticket));
             prop_assert_eq!(ours.open_pass(&good_pass, room, now), Ok(pass));
             prop_assert_eq!(ours.open_ticket(&good_ticket, room), Ok(ticket));

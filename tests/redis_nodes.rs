@@ -247,3 +247,67 @@ async fn when_the_admitter_node_dies_mid_spike_the_other_takes_over_and_nobody_i
 async fn when_the_admitter_of_three_nodes_dies_mid_spike_another_takes_over_in_order_and_nobody_is_admitted_twice() {
     spike(3, true).await;
 }
+
+/// The number ahead a waiter is told, through `c`'s current node.
+async fn ahead_via(c: &mut BalancedClient, node: usize) -> u64 {
+    c.sender = None;
+    c.at = node;
+    let status: Value = c.get("/.usher/status").await.json();
+    assert_eq!(status["status"], "waiting", "{status}");
+    status["ahead"].as_u64().expect("a number ahead")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_moving_between_nodes_never_sees_its_number_grow_when_someone_ahead_gives_up() {
+    const AHEAD: usize = 24;
+    let redis = RedisServer::start();
+    let backend = Upstream::start_mailbox().await;
+    let room = SpikeRoom { waiter_ttl: "1s", hold: "2s", ..SpikeRoom::new(1) };
+    let config = spike_config(backend.addr, Some(&redis.url()), &room);
+    let nodes: Vec<UsherProcess> = (0..2).map(|_| spawn_node(&config, &[])).collect();
+    let http: Vec<SocketAddr> = nodes.iter().map(|n| n.http_addr).collect();
+    let mut holder = BalancedClient::new(ip(4, 0), http.clone(), 0);
+    assert!(holder.get("/inbox").await.forwarded(), "the first visitor fills the room");
+    // 24 ahead of the watched waiter, all polling but one, who gives up.
+    let mut ahead = Vec::new();
+    for i in 1..=AHEAD {
+        let mut c = BalancedClient::new(ip(4, i as u32), http.clone(), 1);
+        assert_eq!(c.get("/inbox").await.status, StatusCode::SERVICE_UNAVAILABLE);
+        ahead.push(c);
+    }
+    let mut watched = BalancedClient::new(ip(4, 100), http.clone(), 0);
+    assert_eq!(watched.get("/inbox").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    let gives_up = ahead.remove(3);
+    let keep_polling = tokio::spawn(async move {
+        for _ in 0..40 {
+            for c in &mut ahead {
+                c.get("/.usher/status").await;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    });
+    // Node 0 learns the watched waiter's place (24 ahead) and answers it itself from then on.
+    let mut shown = vec![ahead_via(&mut watched, 0).await];
+    shown.push(ahead_via(&mut watched, 0).await);
+    // The one who gave up is abandoned after hold; node 1, asked for the first time, counts it out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        shown.push(ahead_via(&mut watched, 0).await);
+        let text = support::metrics_text(nodes[0].admin_addr).await + &support::metrics_text(nodes[1].admin_addr).await;
+        if text.lines().any(|l| l.starts_with("usher_abandoned_total{room=\"spike\"} 1")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the one who gave up was never abandoned");
+    }
+    shown.push(ahead_via(&mut watched, 1).await);
+    // Back on node 0, which still counts the one who left: the cookie holds it to what was shown.
+    for _ in 0..3 {
+        shown.push(ahead_via(&mut watched, 0).await);
+    }
+    drop(gives_up);
+    keep_polling.await.expect("the others polled");
+    assert_eq!(shown[0], AHEAD as u64, "{shown:?}");
+    assert!(shown.windows(2).all(|w| w[1] <= w[0]), "the number ahead grew: {shown:?}");
+    assert_eq!(*shown.last().expect("shown"), AHEAD as u64 - 1, "{shown:?}");
+}

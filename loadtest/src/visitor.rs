@@ -68,7 +68,8 @@ struct StatusJson {
 /// `None` for any other format.
 pub fn ticket_number(cookie: &str) -> Option<u64> {
     let raw = URL_SAFE_NO_PAD.decode(cookie).ok()?;
-    if raw.len() != 42 + 16 || raw[0] != 2 || raw[1] != b'T' {
+    // Version 2: 42 bytes, or 58 with what the waiter was shown (Redis mode); a 16-byte tag.
+    if !(raw.len() == 42 + 16 || raw.len() == 58 + 16) || raw[0] != 2 || raw[1] != b'T' {
         return None;
     }
     Some(u64::from_be_bytes(raw[18..26].try_into().ok()?))

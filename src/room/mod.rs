@@ -22,7 +22,7 @@ use prometheus::IntCounter;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokens::{Pass, Rejection, Sealer, Ticket};
+use tokens::{Pass, Rejection, Sealer, Shown, Ticket};
 
 /// How long a ticket cookie lives in the browser; the place itself expires by `waiter_ttl`.
 const TICKET_COOKIE_SECS: u64 = 24 * 3600;
@@ -30,6 +30,20 @@ const TICKET_COOKIE_SECS: u64 = 24 * 3600;
 /// A ticket cookie is renewed by a poll at most this often (or a quarter of `hold`): it tells
 /// when its waiter was last seen, should the store forget the line (see [`Rooms::poll_ticket`]).
 const TICKET_RENEW_SECS: u64 = 60;
+
+/// Keeps `place` from showing more ahead than the waiter was last `shown`, less the grants
+/// since (several nodes each answer from their own last look at the line), and returns what
+/// it shows now. Only where the store counts grants (Redis), and only for a place in the
+/// drawn line: a pre-queued or restoring place shows no number, and its store rank then is
+/// not one to hold the next to.
+fn shown_at_most(place: &mut crate::store::Place, was: Option<Shown>) -> Option<Shown> {
+    let granted = place.granted.filter(|_| !place.prequeue && !place.restoring)?;
+    if let Some(was) = was {
+        place.ahead = place.ahead.min(was.bound(granted));
+    }
+    place.away_ahead = place.away_ahead.min(place.ahead);
+    Some(Shown { ahead: place.ahead, granted })
+}
 
 /// Rooms a refused poll's tickets are heard in (see [`Rooms::heartbeat`]): a page polls for
 /// one room; a visitor waiting in a few at once is still heard in each.
@@ -273,14 +287,18 @@ impl Rooms {
         cookies::set_cookie(&room.pass_cookie, Some(&self.sealer.seal_pass(&pass)), max_age, secure)
     }
 
-    fn ticket_cookie(&self, room: &Room, held: TicketRef, joined_ms: u64, now_ms: u64, secure: bool) -> HeaderValue {
-        let ticket = Ticket {
-            room: room.id,
-            generation: held.generation,
-            number: held.number,
-            joined_ms,
-            renewed_secs: now_ms / 1000,
-        };
+    /// A ticket cookie renewed at `renewed_secs`, carrying what its waiter was `shown`.
+    fn ticket_cookie(
+        &self,
+        room: &Room,
+        held: TicketRef,
+        joined_ms: u64,
+        renewed_secs: u64,
+        shown: Option<Shown>,
+        secure: bool,
+    ) -> HeaderValue {
+        let ticket =
+            Ticket { room: room.id, generation: held.generation, number: held.number, joined_ms, renewed_secs, shown };
         cookies::set_cookie(&room.ticket_cookie, Some(&self.sealer.seal_ticket(&ticket)), TICKET_COOKIE_SECS, secure)
     }
 
@@ -318,10 +336,10 @@ impl Rooms {
                 room.metrics.restored_places.inc();
                 tracing::debug!(room = %room.name, "a place of an earlier generation was restored");
                 let outcome = room.store.poll_as(new, None, pace, now_ms).await?;
-                let cookie = self.ticket_cookie(room, new, returning.joined_ms, now_ms, visitor.secure);
+                let cookie = self.ticket_cookie(room, new, returning.joined_ms, now_secs, None, visitor.secure);
                 Ok((outcome, Some(cookie)))
             }
-            PollOutcome::Waiting(place) => {
+            PollOutcome::Waiting(mut place) => {
                 let every = TICKET_RENEW_SECS.min(limits.hold.as_secs() / 4).max(1);
                 let due = now_secs.saturating_sub(ticket.renewed_secs) >= every;
                 // The cookie keeps its own join time; one from before generations (its number
@@ -331,8 +349,13 @@ impl Rooms {
                 } else {
                     (held, ticket.joined_ms)
                 };
-                let cookie = due.then(|| self.ticket_cookie(room, held, joined_ms, now_ms, visitor.secure));
-                Ok((outcome, cookie))
+                let shown = shown_at_most(&mut place, ticket.shown);
+                let moved = shown.map(|s| s.ahead) != ticket.shown.map(|s| s.ahead);
+                let renewed = if due { now_secs } else { ticket.renewed_secs };
+                let cookie = (due || moved).then(|| {
+                    self.ticket_cookie(room, held, joined_ms, renewed, shown.or(ticket.shown), visitor.secure)
+                });
+                Ok((PollOutcome::Waiting(place), cookie))
             }
             other => Ok((other, None)),
         }
@@ -463,14 +486,16 @@ impl Rooms {
                         }
                         Decision::Forward(set_cookies)
                     }
-                    Ok(PollOutcome::Waiting(place)) => {
-                        let cookie = self.ticket_cookie(room, held, place.joined_ms, now_ms, secure);
+                    Ok(PollOutcome::Waiting(mut place)) => {
+                        let shown = shown_at_most(&mut place, None);
+                        let cookie = self.ticket_cookie(room, held, place.joined_ms, now_ms / 1000, shown, secure);
                         cookies::push(&mut set_cookies, cookie);
                         let view = self.view(room, &limits, Status::Waiting, Some(place));
                         Decision::Answer(Answer::Wait(view), set_cookies)
                     }
                     Ok(PollOutcome::Gone | PollOutcome::OtherGeneration) => {
-                        cookies::push(&mut set_cookies, self.ticket_cookie(room, held, now_ms, now_ms, secure));
+                        let cookie = self.ticket_cookie(room, held, now_ms, now_ms / 1000, None, secure);
+                        cookies::push(&mut set_cookies, cookie);
                         Decision::Answer(Answer::Wait(self.view(room, &limits, Status::Waiting, None)), set_cookies)
                     }
                     Err(e) => self.unavailable(room, &limits, &e, set_cookies),
@@ -596,5 +621,33 @@ impl Rooms {
             }
         };
         (view, set_cookies)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Place;
+
+    fn place(ahead: u64, granted: Option<u64>) -> Place {
+        Place { ahead, away_ahead: 3, joined_ms: 1, prequeue: false, restoring: false, poll_secs: 2, granted }
+    }
+
+    #[test]
+    fn a_waiter_is_never_shown_more_ahead_than_its_cookie_says_it_saw_less_the_grants_since() {
+        // A node whose view is older answers 60 where the waiter saw 50 ten grants ago.
+        let mut p = place(60, Some(1_005));
+        let shown = shown_at_most(&mut p, Some(Shown { ahead: 50, granted: 1_000 }));
+        assert_eq!((p.ahead, shown), (45, Some(Shown { ahead: 45, granted: 1_005 })));
+        // A lower number stands; the first answer sets what was shown.
+        let mut p = place(30, Some(1_005));
+        assert_eq!(shown_at_most(&mut p, Some(Shown { ahead: 50, granted: 1_000 })).map(|s| s.ahead), Some(30));
+        let mut p = place(2, Some(7));
+        assert_eq!((shown_at_most(&mut p, None), p.away_ahead), (Some(Shown { ahead: 2, granted: 7 }), 2));
+        // Nothing to carry where one node answers every poll, or before the draw.
+        assert_eq!(shown_at_most(&mut place(60, None), Some(Shown { ahead: 50, granted: 0 })), None);
+        let mut prequeued = Place { prequeue: true, ..place(60, Some(9)) };
+        assert_eq!(shown_at_most(&mut prequeued, Some(Shown { ahead: 5, granted: 9 })), None);
+        assert_eq!(prequeued.ahead, 60, "a pre-queued rank is not held to anything");
     }
 }

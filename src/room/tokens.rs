@@ -21,6 +21,8 @@ const KIND_PASS: u8 = b'P';
 const TAG_LEN: usize = 16;
 /// version, kind, room, generation, ticket number, joined-at (ms), renewed-at (s).
 const TICKET_LEN: usize = 1 + 1 + 8 + 8 + 8 + 8 + 8;
+/// The same, then the number ahead last shown and the grants counted then (see [`Shown`]).
+const TICKET_SHOWN_LEN: usize = TICKET_LEN + 8 + 8;
 /// version, kind, room, generation, session id, issued-at, expires-at.
 const PASS_LEN: usize = 1 + 1 + 8 + 8 + 16 + 8 + 8;
 /// Version 1: version, kind, room, ticket number, issued-at.
@@ -40,6 +42,25 @@ pub struct Ticket {
     /// When the cookie was last issued or renewed (polls renew it now and then): a place is
     /// only restored if it would still be held, i.e. within `hold` of this.
     pub renewed_secs: u64,
+    /// What the waiter was last shown, where the store counts grants (Redis).
+    pub shown: Option<Shown>,
+}
+
+/// The number ahead a waiter was last shown, and the line's grants counted when it was. Behind
+/// several nodes, each answers from its own last look at the line; the cookie carries what the
+/// waiter saw, so that no node shows it a larger number than that, less the grants since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shown {
+    pub ahead: u64,
+    pub granted: u64,
+}
+
+impl Shown {
+    /// The most a waiter may be shown now, when the line has counted `granted` grants: what
+    /// it saw, less those let in since (none, if this node's count is behind).
+    pub fn bound(&self, granted: u64) -> u64 {
+        self.ahead.saturating_sub(granted.saturating_sub(self.granted))
+    }
 }
 
 /// An admitted session in a room.
@@ -130,7 +151,7 @@ impl Sealer {
     }
 
     pub fn seal_ticket(&self, t: &Ticket) -> String {
-        let mut p = [0u8; TICKET_LEN];
+        let mut p = [0u8; TICKET_SHOWN_LEN];
         p[0] = VERSION;
         p[1] = KIND_TICKET;
         p[2..10].copy_from_slice(&t.room.to_be_bytes());
@@ -138,6 +159,13 @@ impl Sealer {
         p[18..26].copy_from_slice(&t.number.to_be_bytes());
         p[26..34].copy_from_slice(&t.joined_ms.to_be_bytes());
         p[34..42].copy_from_slice(&t.renewed_secs.to_be_bytes());
+        let Some(shown) = t.shown else {
+            let mut short = [0u8; TICKET_LEN];
+            short.copy_from_slice(&p[..TICKET_LEN]);
+            return self.seal(short);
+        };
+        p[42..50].copy_from_slice(&shown.ahead.to_be_bytes());
+        p[50..58].copy_from_slice(&shown.granted.to_be_bytes());
         self.seal(p)
     }
 
@@ -160,15 +188,25 @@ impl Sealer {
                 number: be_u64(&p[10..18]),
                 joined_ms: issued_secs.saturating_mul(1000),
                 renewed_secs: issued_secs,
+                shown: None,
             });
         }
-        let p: [u8; TICKET_LEN] = self.open(cookie, VERSION, KIND_TICKET)?;
+        let (p, shown) = if Self::fits::<TICKET_SHOWN_LEN>(cookie) {
+            let p: [u8; TICKET_SHOWN_LEN] = self.open(cookie, VERSION, KIND_TICKET)?;
+            (p, Some(Shown { ahead: be_u64(&p[42..50]), granted: be_u64(&p[50..58]) }))
+        } else {
+            let short: [u8; TICKET_LEN] = self.open(cookie, VERSION, KIND_TICKET)?;
+            let mut p = [0u8; TICKET_SHOWN_LEN];
+            p[..TICKET_LEN].copy_from_slice(&short);
+            (p, None)
+        };
         Ok(Ticket {
             room: be_u64(&p[2..10]),
             generation: be_u64(&p[10..18]),
             number: be_u64(&p[18..26]),
             joined_ms: be_u64(&p[26..34]),
             renewed_secs: be_u64(&p[34..42]),
+            shown,
         })
     }
 
@@ -241,6 +279,15 @@ pub fn room_id(name: &str) -> u64 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn what_was_shown_bounds_the_next_number_by_the_grants_since() {
+        let was = Shown { ahead: 100, granted: 1_000 };
+        assert_eq!(was.bound(1_000), 100);
+        assert_eq!(was.bound(1_030), 70, "thirty let in since");
+        assert_eq!(was.bound(990), 100, "a node whose count is behind: never more than was shown");
+        assert_eq!(was.bound(5_000), 0);
+    }
+
     fn sealer(byte: u8) -> Sealer {
         Sealer::new(&Secrets::new(vec![vec![byte; 32]]).expect("secret"))
     }
@@ -254,8 +301,11 @@ mod tests {
             number: 12345,
             joined_ms: 1_700_000_000_123,
             renewed_secs: 1_700_000_060,
+            shown: None,
         };
         assert_eq!(s.open_ticket(&s.seal_ticket(&t), 9), Ok(t));
+        let shown = Ticket { shown: Some(Shown { ahead: 4_000, granted: 123_456 }), ..t };
+        assert_eq!(s.open_ticket(&s.seal_ticket(&shown), 9), Ok(shown), "with what it was shown");
         let p = Pass { room: 9, generation: 77, session: u128::MAX - 5, issued_secs: 10, expires_secs: 100 };
         assert_eq!(s.open_pass(&s.seal_pass(&p), 9, 50), Ok(p));
     }
@@ -272,7 +322,8 @@ mod tests {
         assert_eq!(s.open_pass("", 9, 50), Err(Rejection::Malformed));
         assert_eq!(s.open_pass(&"!".repeat(good.len()), 9, 50), Err(Rejection::Malformed));
         // A ticket is not a pass, even correctly signed.
-        let ticket = s.seal_ticket(&Ticket { room: 9, generation: 3, number: 1, joined_ms: 1000, renewed_secs: 1 });
+        let ticket =
+            s.seal_ticket(&Ticket { room: 9, generation: 3, number: 1, joined_ms: 1000, renewed_secs: 1, shown: None });
         assert_eq!(s.open_pass(&ticket, 9, 50), Err(Rejection::Malformed));
         // Flip one bit in every position: never accepted.
         let mut bytes = URL_SAFE_NO_PAD.decode(&good).expect("b64");
@@ -288,7 +339,7 @@ mod tests {
     fn a_rotated_secret_still_verifies_but_no_longer_signs() {
         let old = sealer(1);
         let both = Sealer::new(&Secrets::new(vec![vec![2; 32], vec![1; 32]]).expect("secrets"));
-        let t = Ticket { room: 1, generation: 5, number: 7, joined_ms: 3000, renewed_secs: 3 };
+        let t = Ticket { room: 1, generation: 5, number: 7, joined_ms: 3000, renewed_secs: 3, shown: None };
         assert_eq!(both.open_ticket(&old.seal_ticket(&t), 1), Ok(t));
         assert_eq!(old.open_ticket(&both.seal_ticket(&t), 1), Err(Rejection::Signature));
     }

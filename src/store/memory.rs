@@ -628,7 +628,15 @@ impl MemoryRoom {
                 self.heard(&mut line, ticket, slot, now, credit_ms);
                 let joined_ms = self.ms(waiter.joined);
                 let poll_secs = pace.interval_secs(present, prequeue);
-                PollOutcome::Waiting(Place { ahead, away_ahead, joined_ms, prequeue, restoring, poll_secs })
+                PollOutcome::Waiting(Place {
+                    ahead,
+                    away_ahead,
+                    joined_ms,
+                    prequeue,
+                    restoring,
+                    poll_secs,
+                    granted: None,
+                })
             }
         }
     }

@@ -166,6 +166,9 @@ pub struct Place {
     pub restoring: bool,
     /// When to poll next, in seconds: the interval its deadline was set by (see [`Pace`]).
     pub poll_secs: u64,
+    /// The grants the line had counted when `ahead` was (Redis; None in memory, where one
+    /// node answers every poll): see [`crate::room::tokens::Shown`].
+    pub granted: Option<u64>,
 }
 
 /// The answer to a waiter's poll.

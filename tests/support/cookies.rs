@@ -52,10 +52,11 @@ pub fn unb64(text: &str) -> Vec<u8> {
     URL_SAFE_NO_PAD.decode(text).unwrap_or_else(|e| panic!("cookie {text:?} is not base64url: {e}"))
 }
 
-/// version 2, 'T', room, generation, number, joined-at (ms), renewed-at (s); then a 16-byte tag.
+/// version 2, 'T', room, generation, number, joined-at (ms), renewed-at (s), and in Redis mode
+/// the number ahead last shown and the grants then (16 more bytes); then a 16-byte tag.
 pub fn decode_ticket(cookie: &str) -> TicketBytes {
     let raw = unb64(cookie);
-    assert_eq!(raw.len(), 42 + 16, "ticket length");
+    assert!(raw.len() == 42 + 16 || raw.len() == 58 + 16, "ticket length {}", raw.len());
     assert_eq!((raw[0], raw[1]), (2, b'T'), "ticket version and kind");
     TicketBytes {
         room: be64(&raw[2..10]),

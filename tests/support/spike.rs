@@ -139,12 +139,13 @@ pub struct SpikeRoom {
     pub mode: &'static str,
     pub admit_per_minute: u64,
     pub waiter_ttl: &'static str,
+    pub hold: &'static str,
     pub tick: &'static str,
 }
 
 impl SpikeRoom {
     pub fn new(max_active: u64) -> Self {
-        Self { max_active, mode: "auto", admit_per_minute: 60_000, waiter_ttl: "60s", tick: "50ms" }
+        Self { max_active, mode: "auto", admit_per_minute: 60_000, waiter_ttl: "60s", hold: "10m", tick: "50ms" }
     }
 }
 
@@ -152,7 +153,7 @@ impl SpikeRoom {
 /// store with None. The restart, multi-node, Sentinel and outage tests share it.
 pub fn spike_config(backend: SocketAddr, redis_url: Option<&str>, room: &SpikeRoom) -> String {
     let store = redis_url.map(|url| format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\n")).unwrap_or_default();
-    let SpikeRoom { max_active, mode, admit_per_minute, waiter_ttl, tick } = room;
+    let SpikeRoom { max_active, mode, admit_per_minute, waiter_ttl, hold, tick } = room;
     format!(
         r#"[listen]
 http = "127.0.0.1:0"
@@ -181,6 +182,7 @@ mode = "{mode}"
 admit_per_minute = {admit_per_minute}
 session_idle = "2m"
 waiter_ttl = "{waiter_ttl}"
+hold = "{hold}"
 claim_window = "30s"
 logout_path = "/logout"
 tick = "{tick}"

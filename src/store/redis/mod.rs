@@ -273,7 +273,7 @@ impl RedisRoom {
         }
         // This node knew a generation before: should Redis have lost it, the new one opens
         // with a restore window (see `generation` in `lua/prelude.lua`).
-        let window = millis(lock(&self.known_limits).waiter_ttl).min(RESTORE_WINDOW_MAX_MS);
+        let window = self.waiter_ttl_ms.load(Relaxed).min(RESTORE_WINDOW_MAX_MS);
         format!("{id}:{window}")
     }
 
@@ -451,6 +451,7 @@ impl RedisRoom {
             return Err(bad());
         };
         let number = |v: &Value| int(v).map(to_u64).ok_or_else(bad);
+        let granted = number(granted)?;
         let place = Place {
             ahead: number(ahead)?,
             away_ahead: number(away_ahead)?,
@@ -458,6 +459,7 @@ impl RedisRoom {
             prequeue: number(prequeue)? == 1,
             restoring: number(restoring)? == 1,
             poll_secs: number(poll_secs)?,
+            granted: Some(granted),
         };
         let slot: f64 = string(slot).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         let ttl = Duration::from_millis(self.waiter_ttl_ms.load(Relaxed));
@@ -466,7 +468,7 @@ impl RedisRoom {
         // Only a paced poll (a waiter's page or app) is answered locally next time; the fixed
         // pace is for callers that want the store's exact answer each time.
         if pace != Pace::FIXED {
-            self.waiters.learn(ticket, Learned { place, slot, granted: number(granted)? }, allowance, now_ms);
+            self.waiters.learn(ticket, Learned { place, slot, granted }, allowance, now_ms);
         }
         Ok(PollOutcome::Waiting(place))
     }

@@ -168,6 +168,7 @@ impl Waiters {
             prequeue: k.prequeue,
             restoring: false,
             poll_secs: pace.interval_secs(present, k.prequeue),
+            granted: Some(view.granted),
         })
     }
 
@@ -249,7 +250,15 @@ mod tests {
     }
 
     fn learned(ahead: u64, slot: f64, granted: u64) -> Learned {
-        let place = Place { ahead, away_ahead: 2, joined_ms: 5, prequeue: false, restoring: false, poll_secs: 2 };
+        let place = Place {
+            ahead,
+            away_ahead: 2,
+            joined_ms: 5,
+            prequeue: false,
+            restoring: false,
+            poll_secs: 2,
+            granted: Some(granted),
+        };
         Learned { place, slot, granted }
     }
 
