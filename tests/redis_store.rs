@@ -206,16 +206,19 @@ async fn a_waiters_polls_after_its_first_on_a_node_make_no_redis_call_and_its_tu
     assert!(shown.iter().all(|&n| n == 50), "nobody left the line yet: {shown:?}");
     // Its heartbeats rode node b's ticks: 4 s of polls answered by b alone, and it is present
     // (waiter_ttl is 30 s: check the away count after it would have lapsed without them).
+    // Both nodes tick every 200 ms (a gap longer than the lease would be an outage, with its
+    // grace); the far waiter polls node b each second, the others node a.
     let mut away = 0;
-    for k in 1..=40u64 {
-        let now = T0 + 4_150 + k * 1000;
-        waiting(b.poll(far, None, pace, now).await.expect("poll"));
+    for k in 1..=200u64 {
+        let now = T0 + 4_150 + k * 200;
+        if k % 5 == 0 {
+            waiting(b.poll(far, None, pace, now).await.expect("poll"));
+            for t in tickets.iter().filter(|t| **t != far) {
+                a.poll(*t, None, pace, now).await.expect("poll");
+            }
+        }
         away += a.tick(now).await.expect("tick").away;
         b.tick(now).await.expect("tick");
-        // The others keep polling node a, as their pages would.
-        for t in tickets.iter().filter(|t| **t != far) {
-            a.poll(*t, None, pace, now).await.expect("poll");
-        }
     }
     assert_eq!(away, 0, "the waiter polling only node b was never taken for away");
 
