@@ -388,8 +388,12 @@ impl RedisRoom {
         pace: Pace,
         now_ms: u64,
     ) -> Result<PollOutcome, StoreError> {
+        // The fixed pace asks for the store's exact answer (see `waiting`): always Redis.
         let ttl_ms = self.waiter_ttl_ms.load(Relaxed);
-        if let Some(place) = self.waiters.answer(ticket, joined_ms, pace, ttl_ms, self.lease_ms, now_ms) {
+        let local = (pace != Pace::FIXED)
+            .then(|| self.waiters.answer(ticket, joined_ms, pace, ttl_ms, self.lease_ms, now_ms))
+            .flatten();
+        if let Some(place) = local {
             return Ok(PollOutcome::Waiting(place));
         }
         let outcome = self.poll_exact(ticket, joined_ms, pace, now_ms).await;
