@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisServer, SpikeRoom, TICKET, Upstream, UsherProcess, all_within, decode_ticket,
-    ip, is_kind, kendall_tau, metric, metrics_text, spike_config,
+    BalancedClient, Logs, Record, RedisServer, SpikeRoom, Upstream, UsherProcess, all_within, ip, kendall_tau, metric,
+    metrics_text, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-lost-data-shared";
@@ -43,8 +43,7 @@ fn skewed_nodes(backend: SocketAddr, redis: &RedisServer) -> Vec<UsherProcess> {
 
 /// The ticket cookie a client holds now: (generation, number, join time in ms).
 fn ticket_of(c: &BalancedClient) -> (u64, u64, u64) {
-    let raw = c.jar.iter().find(|(n, _)| is_kind(n, TICKET)).map(|(_, v)| v).expect("a ticket cookie");
-    let t = decode_ticket(raw);
+    let t = c.ticket();
     (t.generation, t.number, t.joined_ms)
 }
 

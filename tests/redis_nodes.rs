@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisServer, SpikeRoom, TICKET, Upstream, UsherProcess, all_within, decode_pass,
-    decode_ticket, ip, is_kind, kendall_tau, spike_config,
+    BalancedClient, Logs, Record, RedisServer, SpikeRoom, Upstream, UsherProcess, all_within, decode_pass, ip,
+    kendall_tau, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-shared-by-both-nodes";
@@ -107,10 +107,7 @@ async fn spike(node_count: usize, kill_the_admitter: bool) {
             if joined.status != StatusCode::OK {
                 assert_eq!(joined.status, StatusCode::SERVICE_UNAVAILABLE, "{}", joined.text());
                 assert_eq!(joined.json()["status"], "waiting", "{}", joined.text());
-                record.ticket = Some(
-                    decode_ticket(c.jar.iter().find(|(n, _)| is_kind(n, TICKET)).map(|(_, v)| v).expect("a ticket"))
-                        .number,
-                );
+                record.ticket = Some(c.ticket().number);
                 record.last_waiting_sent = Some(sent);
                 let mut last_position = u64::MAX;
                 tokio::time::sleep(Duration::from_millis((i as u64 * 7) % 100)).await;

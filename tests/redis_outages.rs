@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisServer, SpikeRoom, TICKET, Upstream, UsherProcess, all_within, decode_pass,
-    decode_ticket, ip, is_kind, kendall_tau, metric, metrics_text, spike_config,
+    BalancedClient, Logs, Record, RedisServer, SpikeRoom, Upstream, UsherProcess, all_within, decode_pass, ip,
+    kendall_tau, metric, metrics_text, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-outages-of-redis";
@@ -90,10 +90,7 @@ async fn line(offsets_ms: [i64; 2], outage: Outage) {
                 Record { ticket: None, last_waiting_sent: None, admitted_seen: Instant::now(), passes: Vec::new() };
             if reply.status != StatusCode::OK {
                 assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
-                let ticket = |c: &BalancedClient| {
-                    decode_ticket(c.jar.iter().find(|(n, _)| is_kind(n, TICKET)).map(|(_, v)| v).expect("a ticket"))
-                };
-                let first = ticket(&c);
+                let first = c.ticket();
                 record.ticket = Some(first.number);
                 record.last_waiting_sent = Some(sent);
                 let (mut generation, mut last_position) = (first.generation, u64::MAX);
@@ -105,7 +102,7 @@ async fn line(offsets_ms: [i64; 2], outage: Outage) {
                     let status: Value = reply.json();
                     match status["status"].as_str() {
                         Some("waiting") => {
-                            let now = ticket(&c);
+                            let now = c.ticket();
                             assert_eq!(now.joined_ms, first.joined_ms, "{}: its own join time, no other", c.ip);
                             if now.generation != generation {
                                 // Put back in a new generation: positions start again.

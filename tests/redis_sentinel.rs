@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisOptions, RedisSentinels, SpikeRoom, TICKET, Upstream, UsherProcess, Visitor,
-    all_within, decode_pass, decode_ticket, eventually, ip, is_kind, kendall_tau, spike_config,
+    BalancedClient, Logs, Record, RedisOptions, RedisSentinels, SpikeRoom, Upstream, UsherProcess, Visitor, all_within,
+    decode_pass, eventually, ip, kendall_tau, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-sentinel-tests";
@@ -58,8 +58,7 @@ async fn client(mut c: BalancedClient, i: usize, seen: Arc<Seen>, barrier: Arc<t
     if joined.status != StatusCode::OK {
         assert_eq!(joined.status, StatusCode::SERVICE_UNAVAILABLE, "{}", joined.text());
         assert_eq!(joined.json()["status"], "waiting", "{}", joined.text());
-        let ticket = c.jar.iter().find(|(n, _)| is_kind(n, TICKET)).map(|(_, v)| v).expect("a ticket");
-        record.ticket = Some(decode_ticket(ticket).number);
+        record.ticket = Some(c.ticket().number);
         record.last_waiting_sent = Some(sent);
         let mut last_position = u64::MAX;
         tokio::time::sleep(Duration::from_millis((i as u64 * 7) % 100)).await;

@@ -3,7 +3,7 @@
 //! saw, and the Kendall tau of admission order against ticket order.
 
 use super::client::Reply;
-use super::cookies::{PASS, is_kind};
+use super::cookies::{PASS, TICKET, TicketBytes, decode_ticket, is_kind};
 use super::visitor::{cookie_header, keep_cookies};
 use bytes::Bytes;
 use http::{Request, header};
@@ -29,6 +29,12 @@ pub struct BalancedClient {
 impl BalancedClient {
     pub fn new(ip: IpAddr, nodes: Vec<SocketAddr>, at: usize) -> Self {
         Self { ip, nodes, at, jar: BTreeMap::new(), sender: None, passes: Vec::new() }
+    }
+
+    /// The ticket cookie it holds now, decoded.
+    pub fn ticket(&self) -> TicketBytes {
+        let raw = self.jar.iter().find(|(n, _)| is_kind(n, TICKET)).map(|(_, v)| v);
+        decode_ticket(raw.unwrap_or_else(|| panic!("{} holds no ticket", self.ip)))
     }
 
     pub fn move_on(&mut self) {
