@@ -227,6 +227,7 @@ struct RoomFamilies {
     away: IntCounterVec,
     returned: IntCounterVec,
     away_seconds: HistogramVec,
+    tick_seconds: HistogramVec,
     restored: IntCounterVec,
 }
 
@@ -253,6 +254,8 @@ pub struct RoomMetrics {
     pub returned: IntCounter,
     /// How long those who came back had been away.
     pub away_seconds: Histogram,
+    /// How long the admitter's store call took: the line stands still while it runs.
+    pub tick_seconds: Histogram,
     /// Places and sessions of an earlier store generation taken over (DESIGN §8).
     pub restored_places: IntCounter,
     pub restored_sessions: IntCounter,
@@ -347,6 +350,17 @@ impl Metrics {
         )
         .expect("static metric definition");
         r.register(Box::new(away_seconds.clone())).expect("each metric is registered once");
+        // From an idle line's tens of microseconds to a million-waiter opening draw.
+        let tick_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "usher_tick_seconds",
+                "How long each admitter tick's store call took (expiry, grants, the opening draw).",
+            )
+            .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            &["room"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(tick_seconds.clone())).expect("each metric is registered once");
         let rooms = RoomFamilies {
             waiting: gauge_vec(
                 r,
@@ -413,6 +427,7 @@ impl Metrics {
                 &["room"],
             ),
             away_seconds,
+            tick_seconds,
             restored: counter_vec(
                 r,
                 "usher_restored_total",
@@ -470,6 +485,7 @@ impl Metrics {
             away: f.away.with_label_values(&[name]),
             returned: f.returned.with_label_values(&[name]),
             away_seconds: f.away_seconds.with_label_values(&[name]),
+            tick_seconds: f.tick_seconds.with_label_values(&[name]),
             restored_places: f.restored.with_label_values(&[name, "place"]),
             restored_sessions: f.restored.with_label_values(&[name, "session"]),
             wait_seconds: f.wait.with_label_values(&[name]),

@@ -21,7 +21,11 @@ pub async fn run(room: Arc<Room>, mut shutdown: Shutdown) {
 
 /// One admitter step for `room` at `now_ms`.
 pub async fn tick(room: &Room, now_ms: u64) {
-    let report = match room.store.tick(now_ms).await {
+    let started = std::time::Instant::now();
+    let result = room.store.tick(now_ms).await;
+    let took = started.elapsed();
+    room.metrics.tick_seconds.observe(took.as_secs_f64());
+    let report = match result {
         Ok(report) => report,
         Err(e) => {
             room.store_failed(&e);
@@ -41,7 +45,8 @@ pub async fn tick(room: &Room, now_ms: u64) {
         m.wait_seconds.observe(*wait as f64 / 1000.0);
     }
     if report.opened {
-        tracing::info!(room = %room.name, "event opened: pre-queue drawn into a random order");
+        let tick_ms = took.as_millis();
+        tracing::info!(room = %room.name, tick_ms, "event opened: pre-queue drawn into a random order");
     }
     let (Ok(figures), Ok(limits)) = (room.store.figures(now_ms).await, room.store.limits().await) else {
         return;
