@@ -278,6 +278,15 @@ impl ClientSource {
     pub fn new(config: &ClientConfig) -> Self {
         Self { trusted: config.trusted_proxies.clone(), from: config.real_ip_from }
     }
+
+    /// Whether a connection from `peer` is one client's own (the client itself, or a PROXY
+    /// protocol connection, which a proxy opens per client), not a trusted proxy's shared one.
+    pub fn own_connection(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.trusted.is_empty()
+            || self.from == RealIpFrom::ProxyProtocol
+            || !self.trusted.iter().any(|net| net.contains(&peer))
+    }
 }
 
 /// Resolves the client behind `peer` (DESIGN §2). Only a peer inside `source.trusted` is
@@ -286,11 +295,11 @@ impl ClientSource {
 /// never becomes an identity. With the PROXY protocol, `peer` is already the client.
 pub fn client_addr(peer: IpAddr, tls: bool, headers: &http::HeaderMap, source: &ClientSource) -> ClientAddr {
     let peer = peer.to_canonical();
-    let trusted = &source.trusted;
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if trusted.is_empty() || source.from == RealIpFrom::ProxyProtocol || !is_trusted(&peer) {
+    if source.own_connection(peer) {
         return ClientAddr { ip: peer, https: tls };
     }
+    let trusted = &source.trusted;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let split = |name| {
         headers
             .get_all(name)

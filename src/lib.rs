@@ -262,6 +262,7 @@ impl Server {
                 gate: gate.clone(),
                 rooms: rooms.clone(),
                 metrics: metrics.clone(),
+                idle_timeout: config.listen.idle_timeout,
             });
             let (settings, shutdown, grace) = (settings.clone(), trigger.subscribe(), config.listen.shutdown_grace);
             handles.push(spawn_runtime_thread(format!("usher-worker-{index}"), move || async move {

@@ -25,7 +25,7 @@ use http::header::{HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// usher's reserved path prefix; nothing under it is forwarded.
 pub const USHER_PREFIX: &str = "/.usher/";
@@ -45,6 +45,9 @@ pub struct Worker {
     pub gate: Arc<LiveGate>,
     pub rooms: Arc<Rooms>,
     pub metrics: Arc<Metrics>,
+    /// `listen.idle_timeout`: a waiter told to come back later than this is better served
+    /// by closing its connection now than by holding it idle until then.
+    pub idle_timeout: Duration,
 }
 
 impl Worker {
@@ -110,7 +113,7 @@ impl Worker {
 
         // 6. usher's own paths.
         if view.path().starts_with(USHER_PREFIX) {
-            return (Route::Usher, self.usher_path(&view, visitor).await);
+            return (Route::Usher, self.usher_path(&view, visitor, conn).await);
         }
 
         // 7. The room decides: forward, or answer.
@@ -120,7 +123,12 @@ impl Worker {
                 Decision::Forward(cookies) => set_cookies = cookies,
                 Decision::Answer(answer, cookies) => {
                     let route = if matches!(answer, Answer::Limited { .. }) { Route::Limited } else { Route::Queue };
-                    return (route, render::render(answer, &view, cookies));
+                    let next_poll = match &answer {
+                        Answer::Wait(waiting) => Some(waiting.poll_after_seconds),
+                        _ => None,
+                    };
+                    let response = render::render(answer, &view, cookies);
+                    return (route, self.close_if_idle_until(response, next_poll, &view, conn));
                 }
             }
         }
@@ -130,15 +138,37 @@ impl Worker {
     }
 
     /// usher's own pages and API under [`USHER_PREFIX`].
-    async fn usher_path(&self, view: &RequestView, visitor: Visitor<'_>) -> Response<Body> {
+    async fn usher_path(&self, view: &RequestView, visitor: Visitor<'_>, conn: ClientConn) -> Response<Body> {
         match view.path() {
             STATUS_PATH => {
                 let (status, cookies) = self.rooms.status(view, visitor).await;
-                render::render(Answer::Status(status), view, cookies)
+                let next_poll = status.poll_after_seconds;
+                let response = render::render(Answer::Status(status), view, cookies);
+                self.close_if_idle_until(response, Some(next_poll), view, conn)
             }
             pages::LANG_PATH => render::language_switch(view),
             _ => render::error(ProxyError::NotFound, view.accepts),
         }
+    }
+
+    /// A waiter told to poll again in `next_poll` seconds, later than the connection's idle
+    /// timeout, would leave its connection idle until usher closes it anyway: closing it
+    /// with this answer (`Connection: close`) frees its memory at once, which is what lets a
+    /// million waiters far back in line cost no connection at all between their polls. Only
+    /// a client's own HTTP/1 connection: a trusted proxy's is shared by many clients, and
+    /// HTTP/2 multiplexes.
+    fn close_if_idle_until(
+        &self,
+        mut response: Response<Body>,
+        next_poll: Option<u64>,
+        view: &RequestView,
+        conn: ClientConn,
+    ) -> Response<Body> {
+        let far = next_poll.is_some_and(|secs| Duration::from_secs(secs) > self.idle_timeout);
+        if far && view.version() <= http::Version::HTTP_11 && self.client_source.own_connection(conn.addr) {
+            response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 
     /// Forwards to the upstream, turning failures into the friendly 502/504 answers.

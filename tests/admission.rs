@@ -11,6 +11,7 @@ mod support;
 use http::StatusCode;
 use serde_json::Value;
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -688,6 +689,62 @@ async fn the_poll_interval_grows_with_the_wait_in_the_json_the_retry_after_and_t
     assert!(refresh >= last, "the 41st refreshes every {refresh} s: {body}");
     assert!(body.contains(&format!("data-poll=\"{refresh}\"")), "{body}");
     assert_eq!(u64_of(&waiters[40].status().await, "poll_after_seconds"), refresh);
+    stop_usher(usher).await;
+}
+
+/// Asks for the status of `visitor` (its ticket) on a connection of its own from `from`,
+/// with `extra` headers; returns the answer's `Connection` header, the interval it gives and
+/// whether usher had closed the connection 1.5 s after answering.
+async fn status_then_closed(visitor: &Visitor, from: IpAddr, extra: Vec<(&str, &str)>) -> (Option<String>, u64, bool) {
+    let addr = visitor.usher;
+    let stream = connect_from(from, addr).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::get("/.usher/status")
+        .header("host", addr.to_string())
+        .header("accept", "application/json")
+        .header("cookie", cookie_header(&visitor.jar).expect("the visitor has its ticket"));
+    for (name, value) in extra {
+        req = req.header(name, value);
+    }
+    let response = sender.send_request(req.body(empty()).expect("request")).await.expect("answer");
+    let connection = response.headers().get("connection").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let reply = collect_reply(response).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    (connection, u64_of(&reply.json(), "poll_after_seconds"), sender.is_closed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_told_to_poll_after_the_idle_timeout_has_its_connection_closed_at_once_unless_a_proxy_shares_it() {
+    let backend = Upstream::start_mailbox().await;
+    let mut r = room("far");
+    r.max_active = 1;
+    r.admit_per_minute = 1;
+    let usher = usher_with_rooms_and(&backend, vec![r], |c| {
+        c.listen.idle_timeout = Duration::from_secs(20);
+        c.client.trusted_proxies = vec!["127.0.0.1/32".parse().expect("cidr")];
+    });
+    let addr = usher.http_addr.expect("http");
+    let mut holder = Visitor::new(ip(15, 0), addr);
+    assert!(holder.api("/start").await.forwarded());
+    let mut waiters: Vec<Visitor> = (1..=40).map(|i| Visitor::new(ip(15, i), addr)).collect();
+    for w in waiters.iter_mut() {
+        assert_eq!(w.api("/inbox").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    // The front polls every 2 s: its connection is worth keeping.
+    let (front, far) = (&waiters[0], &waiters[39]);
+    let (connection, every, closed) = status_then_closed(front, front.ip, vec![]).await;
+    assert_eq!((connection.as_deref(), every, closed), (None, 2, false));
+    // 39 ahead polls every minute, past the 20 s idle timeout: closed with the answer.
+    let (connection, every, closed) = status_then_closed(far, far.ip, vec![]).await;
+    assert_eq!((connection.as_deref(), every, closed), (Some("close"), 60, true));
+    // The same waiter through a trusted balancer: its connection carries others, and stays.
+    let far_ip = far.ip.to_string();
+    let (connection, every, closed) =
+        status_then_closed(far, "127.0.0.1".parse().expect("ip"), vec![("x-forwarded-for", &far_ip)]).await;
+    assert_eq!((connection.as_deref(), every, closed), (None, 60, false));
     stop_usher(usher).await;
 }
 

@@ -94,6 +94,11 @@ impl RequestView {
         Ok(Self { head, client, authority, accepts, cookies, secure_cookies: client.https || secure_always })
     }
 
+    /// The request's HTTP version.
+    pub fn version(&self) -> http::Version {
+        self.head.version
+    }
+
     /// The canonical path.
     pub fn path(&self) -> &str {
         self.head.uri.path()
