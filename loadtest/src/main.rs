@@ -8,8 +8,10 @@ use http::header::HeaderValue;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use usher_loadtest::attack::{self, Kind};
+use usher_loadtest::browser::Gateway;
 use usher_loadtest::profile::Profile;
 use usher_loadtest::report::Report;
 use usher_loadtest::run::{self, Plan};
@@ -56,9 +58,14 @@ enum Command {
 
 #[derive(clap::Args)]
 struct VisitorsArgs {
-    /// usher's HTTP address.
-    #[arg(long, value_parser = loopback)]
-    target: SocketAddr,
+    /// usher's HTTP address; repeat it for several nodes (visitor i goes to node i mod n).
+    #[arg(long = "target", value_parser = loopback, required = true)]
+    targets: Vec<SocketAddr>,
+    /// Reach usher through a load balancer of this many shared keep-alive connections from
+    /// 127.0.0.1, each request naming its visitor in `X-Forwarded-For` (usher must trust
+    /// 127.0.0.1 as a proxy), instead of a connection per visitor from its own address.
+    #[arg(long)]
+    gateway: Option<usize>,
     /// The room path visitors ask for first.
     #[arg(long, default_value = "/")]
     path: String,
@@ -279,11 +286,17 @@ fn visitors(args: VisitorsArgs) -> Result<(), String> {
         return Err(format!("--path must start with '/', not `{}`", args.path));
     }
     let sources = Sources::new(args.source_from, args.visitors).map_err(|e| e.to_string())?;
-    let host = HeaderValue::from_str(&args.target.to_string()).map_err(|e| e.to_string())?;
+    let host = HeaderValue::from_str(&args.targets[0].to_string()).map_err(|e| e.to_string())?;
     let mailbox = args.mailbox_path.clone().unwrap_or_else(|| args.path.clone());
+    let gateway = match args.gateway {
+        Some(0) => return Err("--gateway must be at least 1 connection".into()),
+        Some(slots) => Some(Arc::new(Gateway::new(args.targets.clone(), slots))),
+        None => None,
+    };
     let plan = Plan {
         script: Script {
-            target: args.target,
+            targets: args.targets,
+            gateway,
             host,
             join_path: args.path,
             mailbox_paths: vec![mailbox; args.mailbox_requests],

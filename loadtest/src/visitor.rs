@@ -2,7 +2,7 @@
 //! (the suggested interval × 0.8–1.2), be admitted, use the mailbox with the pass, then
 //! linger or leave. Everything it sees goes into its [`VisitorRecord`].
 
-use crate::browser::{Answer, Browser, RequestError};
+use crate::browser::{Answer, Browser, Gateway, RequestError};
 use crate::record::{Admission, Failure, Route, Sample, VisitorRecord};
 use crate::rng::Rng;
 use base64::Engine;
@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::HeaderValue;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -21,7 +22,11 @@ const STATUS_PATH: &str = "/.usher/status";
 /// What every visitor of a run does.
 #[derive(Debug, Clone)]
 pub struct Script {
-    pub target: SocketAddr,
+    /// usher's nodes: visitor `i` goes to node `i mod n` (or through the gateway).
+    pub targets: Vec<SocketAddr>,
+    /// When set, visitors reach usher through this load balancer instead of their own
+    /// connections.
+    pub gateway: Option<Arc<Gateway>>,
     pub host: HeaderValue,
     /// The room path the visitor first asks for.
     pub join_path: String,
@@ -84,11 +89,12 @@ pub async fn visit(
     deadline: Instant,
     mut rng: Rng,
 ) -> VisitorRecord {
-    let mut visit = Visit {
-        browser: Browser::new(script.target, source, script.host.clone(), script.request_timeout),
-        record: VisitorRecord::new(index),
-        start,
+    let (host, timeout) = (script.host.clone(), script.request_timeout);
+    let browser = match &script.gateway {
+        Some(gateway) => Browser::behind(gateway.clone(), index as usize, source, host, timeout),
+        None => Browser::new(script.targets[(index % script.targets.len() as u64) as usize], source, host, timeout),
     };
+    let mut visit = Visit { browser, record: VisitorRecord::new(index), start };
     visit.run(script, deadline, &mut rng).await;
     visit.record.connects = visit.browser.connects;
     visit.record
