@@ -782,6 +782,35 @@ async fn a_waiter_told_to_poll_every_minute_is_not_away_for_obeying_and_is_after
 }
 
 #[tokio::test]
+async fn heartbeats_of_more_waiters_than_one_command_carries_keep_every_one_present() {
+    let mut l = limits();
+    l.session_idle = Duration::from_secs(3600);
+    for (name, store) in &stores(l).await {
+        let (_a, _b) = (session(&store, 1, T0).await, session(&store, 2, T0).await);
+        // The Redis tick writes heartbeats 512 to a command: 1,100 is two full ones and a rest.
+        let mut waiters = Vec::new();
+        for id in 0..1100 {
+            waiters.push(ticket(&store, 10 + id, T0).await);
+        }
+        // One heartbeat each, at 29 s, one second before waiter_ttl: every one of them must
+        // reach the store in that one tick, or its waiter is away from 30 s on.
+        let mut away = 0;
+        for second in 1..=45u64 {
+            let now = T0 + second * 1000;
+            if second == 29 {
+                for w in &waiters {
+                    store.heartbeat(*w, now);
+                }
+            }
+            away += store.tick(now).await.expect("tick").away;
+        }
+        assert_eq!(away, 0, "{name}: every waiter was heard, the last of them included");
+        let last = place(&store, waiters[1099], T0 + 45_500).await;
+        assert_eq!((last.ahead, last.away_ahead), (1099, 0), "{name}");
+    }
+}
+
+#[tokio::test]
 async fn a_heartbeat_of_a_refused_poll_keeps_a_waiter_present_but_never_brings_back_an_away_one() {
     let mut l = limits();
     l.session_idle = Duration::from_secs(3600);

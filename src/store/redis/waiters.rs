@@ -12,7 +12,8 @@
 //!
 //! Redis is asked again when the turn may have come (the cursor reached the slot: a claim),
 //! when this node has not heard the waiter within its deadline (it may be away in Redis),
-//! after [`REFRESH_MS`] (to count out those who gave up), and whenever the line is not as it
+//! after [`REFRESH_POLLS`] of its polls, at least every [`REFRESH_MS`] (to count out those
+//! ahead who gave up), and whenever the line is not as it
 //! was (another generation, a restore window, the pre-queue drawn, this node's view stale).
 
 use super::super::{Pace, Place, TicketRef};
@@ -21,7 +22,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
-/// A waiter's place is asked of Redis again at least this often, wherever it stands.
+/// A waiter's place is asked of Redis again after this many of its poll intervals: a
+/// thirtieth of the wait each, so within two thirds of its remaining wait, those ahead who
+/// gave up are counted out. Each refresh is one Redis call, so this is what a million
+/// waiters far back cost Redis: one call per this many polls.
+pub const REFRESH_POLLS: u64 = 20;
+
+/// ... and never less often than this (near the front, where intervals are short, and for
+/// forgetting waiters this node no longer hears).
 pub const REFRESH_MS: u64 = 120_000;
 
 /// Most heartbeats one tick carries; beyond them a poll asks Redis itself.
@@ -140,7 +148,6 @@ impl Waiters {
             || k.prequeue != still_prequeue
             || turn_may_have_come
             || !heard_in_time
-            || now_ms.saturating_sub(k.asked_ms) >= REFRESH_MS
         {
             return None;
         }
@@ -149,6 +156,10 @@ impl Waiters {
         let away_ahead = k.away_ahead.min(ahead);
         let present = ahead - away_ahead;
         if present < NEAR_FRONT + MARGIN_TICKS * self.grants_per_tick.load(Relaxed) {
+            return None;
+        }
+        let poll_secs = pace.interval_secs(present, k.prequeue);
+        if now_ms.saturating_sub(k.asked_ms) >= (poll_secs * 1000 * REFRESH_POLLS).max(REFRESH_MS) {
             return None;
         }
         let credit = pace.credit_ms(present, k.prequeue, std::time::Duration::from_millis(waiter_ttl_ms));
@@ -167,7 +178,7 @@ impl Waiters {
             joined_ms: k.joined_ms,
             prequeue: k.prequeue,
             restoring: false,
-            poll_secs: pace.interval_secs(present, k.prequeue),
+            poll_secs,
             granted: Some(view.granted),
         })
     }
@@ -300,5 +311,30 @@ mod tests {
         assert_eq!(w.answer(T, None, Pace::FIXED, TTL, 1000, 2 * TTL + 1800), None, "Redis is unreachable");
         w.set_view(LineView { generation: 8, ..view(None, 0, 2 * TTL + 1500) });
         assert_eq!(w.known(), 0, "a new generation forgets every place");
+    }
+
+    #[test]
+    fn a_waiter_is_asked_again_after_twenty_of_its_intervals_and_at_least_every_two_minutes() {
+        // One admission a minute: 998 present ahead is a wait of hours, polled once a minute.
+        let slow = Pace { ms_per_admission: 60_000, prequeue_secs: 30 };
+        let w = Waiters::default();
+        w.set_view(view(None, 0, 0));
+        w.learn(T, learned(1000, 2000.0, 0), 200_000, 0);
+        for poll in 1..REFRESH_POLLS {
+            let now = poll * 60_000;
+            w.set_view(view(None, 0, now - 100));
+            let place = w.answer(T, None, slow, TTL, 1000, now).unwrap_or_else(|| panic!("poll {poll} asked Redis"));
+            assert_eq!(place.poll_secs, 60);
+        }
+        let now = REFRESH_POLLS * 60_000;
+        w.set_view(view(None, 0, now - 100));
+        assert_eq!(w.answer(T, None, slow, TTL, 1000, now), None, "twenty minutes on: ask Redis again");
+        // At 2 s polls the floor holds: two minutes, not forty seconds.
+        let fast = Pace { ms_per_admission: 60, prequeue_secs: 30 };
+        w.learn(T, learned(1000, 2000.0, 0), 200_000, now);
+        w.set_view(view(None, 0, now + REFRESH_MS - 1100));
+        assert!(w.answer(T, None, fast, TTL, 1000, now + REFRESH_MS - 1000).is_some());
+        w.set_view(view(None, 0, now + REFRESH_MS - 100));
+        assert_eq!(w.answer(T, None, fast, TTL, 1000, now + REFRESH_MS), None);
     }
 }
