@@ -36,9 +36,20 @@ local in_grace = grace_from ~= nil and now < grace_from + lim.ttl
 
 local heard = tonumber(ARGV[8]) or 0
 if ARGV[7] == tostring(gen) then
+  -- Only those present (XX), and never moving a deadline earlier (GT). One ZADD per 512
+  -- waiters, not one each (unpack's stack is bounded): a node's heartbeats cost Redis a
+  -- few commands a tick, however many waiters polled it.
+  local batch = {}
   for i = 9, 8 + 2 * heard, 2 do
-    -- Only those present (XX), and never moving a deadline earlier (GT).
-    redis.call('ZADD', H, 'XX', 'GT', now + (tonumber(ARGV[i + 1]) or 0), ARGV[i])
+    batch[#batch + 1] = now + (tonumber(ARGV[i + 1]) or 0)
+    batch[#batch + 1] = ARGV[i]
+    if #batch == 1024 then
+      redis.call('ZADD', H, 'XX', 'GT', unpack(batch))
+      batch = {}
+    end
+  end
+  if #batch > 0 then
+    redis.call('ZADD', H, 'XX', 'GT', unpack(batch))
   end
 end
 
