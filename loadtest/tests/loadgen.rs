@@ -171,6 +171,49 @@ async fn a_spike_of_300_visitors_is_admitted_in_order_at_the_configured_outflow_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_behind_a_gateway_share_its_connections_and_keep_their_own_client_keys() {
+    const VISITORS: u64 = 120;
+    let upstream = upstream().await;
+    let mut config = Config::for_upstream(upstream);
+    config.rooms = vec![room("gw", 1200, RoomMode::Auto)];
+    config.client.trusted_proxies = vec!["127.0.0.1/32".parse().expect("cidr")];
+    // One join per client key: were the visitors not told apart by X-Forwarded-For, all but
+    // the first would be refused.
+    config.limits.joins_per_minute = 1;
+    config.limits.join_burst = 1;
+    let usher = Server::start(config).expect("usher starts");
+    let scratch = Scratch::new("gateway");
+    let args: Vec<String> = [
+        "--target",
+        &usher.http_addr.expect("http").to_string(),
+        "--gateway",
+        "2",
+        "--visitors",
+        &VISITORS.to_string(),
+        "--over",
+        "1",
+        "--mailbox-requests",
+        "1",
+        "--think",
+        "0.1",
+        "--time-limit",
+        "60",
+        "--source-from",
+        "127.8.0.1",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let (summary, report) = run_visitors(args, &scratch.file("report.json")).await;
+    assert_eq!(u64_at(&report, "/errors/total"), 0, "{summary}");
+    assert_eq!(u64_at(&report, "/visitors/admitted"), VISITORS, "{summary}");
+    assert!(u64_at(&report, "/visitors/admitted_from_line") >= 60, "most queued: {summary}");
+    assert_eq!(u64_at(&report, "/fairness/overtakes"), 0, "{summary}");
+    assert_eq!(u64_at(&report, "/visitors/connections_opened"), 2, "only the gateway's two connections: {summary}");
+    stop(usher).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_room_admits_nobody_and_the_report_says_everyone_ran_out_of_time() {
     const VISITORS: u64 = 20;
     let upstream = upstream().await;
