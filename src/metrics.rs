@@ -228,6 +228,7 @@ struct RoomFamilies {
     returned: IntCounterVec,
     away_seconds: HistogramVec,
     tick_seconds: HistogramVec,
+    origin_ended: IntCounterVec,
     restored: IntCounterVec,
 }
 
@@ -256,6 +257,8 @@ pub struct RoomMetrics {
     pub away_seconds: Histogram,
     /// How long the admitter's store call took: the line stands still while it runs.
     pub tick_seconds: Histogram,
+    /// Sessions the mailbox ended with `Usher-Session: end` (its origin signal).
+    pub origin_ended: IntCounter,
     /// Places and sessions of an earlier store generation taken over (DESIGN §8).
     pub restored_places: IntCounter,
     pub restored_sessions: IntCounter,
@@ -428,6 +431,12 @@ impl Metrics {
             ),
             away_seconds,
             tick_seconds,
+            origin_ended: counter_vec(
+                r,
+                "usher_origin_ended_total",
+                "Sessions the mailbox ended by answering with Usher-Session: end (the place freed at once).",
+                &["room"],
+            ),
             restored: counter_vec(
                 r,
                 "usher_restored_total",
@@ -486,6 +495,7 @@ impl Metrics {
             returned: f.returned.with_label_values(&[name]),
             away_seconds: f.away_seconds.with_label_values(&[name]),
             tick_seconds: f.tick_seconds.with_label_values(&[name]),
+            origin_ended: f.origin_ended.with_label_values(&[name]),
             restored_places: f.restored.with_label_values(&[name, "place"]),
             restored_sessions: f.restored.with_label_values(&[name, "session"]),
             wait_seconds: f.wait.with_label_values(&[name]),

@@ -20,7 +20,7 @@ use crate::metrics::{Metrics, Route};
 use crate::pages;
 use crate::render::{self, Answer};
 use crate::request::RequestView;
-use crate::room::{Decision, Rooms, Visitor};
+use crate::room::{Decision, Room, Rooms, Visitor};
 use http::header::{HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -32,6 +32,10 @@ pub const USHER_PREFIX: &str = "/.usher/";
 
 /// The status JSON a waiting page polls; limited by the poll budget, not the request limit.
 pub const STATUS_PATH: &str = "/.usher/status";
+
+/// The mailbox's origin signal: a response header `Usher-Session: end` ends the visitor's
+/// session (after the login step, or at logout), freeing its place at once.
+pub const ORIGIN_SIGNAL: &str = "usher-session";
 
 /// One worker thread's request handler: its upstream pool and the shared state.
 pub struct Worker {
@@ -86,7 +90,7 @@ impl Worker {
             Access::Denied => return (Route::Denied, render::error(ProxyError::Denied, view.accepts)),
             Access::Allowed => {
                 drop(gate);
-                return (Route::Upstream, self.forward(view, body, Vec::new()).await);
+                return (Route::Upstream, self.forward(view, body, Vec::new(), None).await);
             }
             Access::Normal => {}
         }
@@ -118,9 +122,13 @@ impl Worker {
 
         // 7. The room decides: forward, or answer.
         let mut set_cookies = Vec::new();
+        let mut session = None;
         if let Some(room) = self.rooms.find(&view) {
             match self.rooms.decide(room, &view, visitor).await {
-                Decision::Forward(cookies) => set_cookies = cookies,
+                Decision::Forward(cookies, admitted) => {
+                    set_cookies = cookies;
+                    session = admitted.map(|id| (room.as_ref(), id));
+                }
                 Decision::Answer(answer, cookies) => {
                     let route = if matches!(answer, Answer::Limited { .. }) { Route::Limited } else { Route::Queue };
                     let next_poll = match &answer {
@@ -134,7 +142,7 @@ impl Worker {
         }
 
         // 8. Forward the canonical request.
-        (Route::Upstream, self.forward(view, body, set_cookies).await)
+        (Route::Upstream, self.forward(view, body, set_cookies, session).await)
     }
 
     /// usher's own pages and API under [`USHER_PREFIX`].
@@ -171,9 +179,18 @@ impl Worker {
         response
     }
 
-    /// Forwards to the upstream, turning failures into the friendly 502/504 answers.
-    async fn forward(&self, view: RequestView, body: Incoming, set_cookies: Vec<HeaderValue>) -> Response<Body> {
-        let accepts = view.accepts;
+    /// Forwards to the upstream, turning failures into the friendly 502/504 answers. The
+    /// upstream's origin signal (`Usher-Session: end`) ends `session`, the admitted session
+    /// the request went in with; it is read only here, from the upstream's answer (a client
+    /// cannot send it to usher), and never passed on to the client.
+    async fn forward(
+        &self,
+        view: RequestView,
+        body: Incoming,
+        set_cookies: Vec<HeaderValue>,
+        session: Option<(&Room, u128)>,
+    ) -> Response<Body> {
+        let (accepts, secure) = (view.accepts, view.secure_cookies);
         let conn = ClientConn { tls: view.client.https, addr: view.client.ip };
         let (req, authority) = view.into_request(body);
         let started = Instant::now();
@@ -191,6 +208,13 @@ impl Worker {
         };
         for cookie in set_cookies {
             response.headers_mut().append(SET_COOKIE, cookie);
+        }
+        let signal = response.headers_mut().remove(ORIGIN_SIGNAL);
+        if let (Some(signal), Some((room, id))) = (signal, session)
+            && signal.as_bytes().eq_ignore_ascii_case(b"end")
+        {
+            let cleared = self.rooms.end_by_origin(room, id, secure).await;
+            response.headers_mut().append(SET_COOKIE, cleared);
         }
         response
     }

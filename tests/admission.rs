@@ -501,6 +501,41 @@ async fn logout_ends_the_session_at_once_and_the_next_waiter_gets_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mailbox_ends_a_session_with_usher_session_end_and_a_client_sending_it_ends_nothing() {
+    let backend = Upstream::start_mailbox().await;
+    let mut r = room("origin");
+    r.max_active = 1;
+    r.session_idle = Duration::from_secs(600);
+    let usher = usher_with_rooms(&backend, vec![r]);
+    let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
+
+    let mut holder = Visitor::new(ip(16, 0), addr);
+    assert!(holder.api("/inbox").await.forwarded());
+    let mut waiter = Visitor::new(ip(16, 1), addr);
+    assert_eq!(waiter.api("/inbox").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The header from a client is nothing to usher: the session stays, the waiter waits.
+    let forged = holder.request("/inbox", vec![("accept", "application/json"), ("usher-session", "end")]).await;
+    assert!(forged.forwarded() && forged.set_cookie(PASS).is_none(), "{:?}", forged.set_cookies());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let s = waiter.status().await;
+    assert_eq!((status_of(&s), u64_of(&s, "ahead")), ("waiting", 0), "{s}");
+
+    // From the mailbox it ends the session: the pass is cleared, the header is not passed on,
+    // and the place goes to the waiter far sooner than session_idle.
+    let signed_in = holder.api("/signed-in").await;
+    assert!(signed_in.forwarded(), "the answer itself reaches the client");
+    assert_eq!(signed_in.header("usher-session"), None, "the origin signal is never passed on");
+    assert!(
+        signed_in.set_cookie(PASS).is_some_and(|c| is_deletion(&c)),
+        "the pass is cleared: {:?}",
+        signed_in.set_cookies()
+    );
+    poll_until_admitted(&mut waiter, Duration::from_millis(100), Duration::from_secs(10)).await;
+    assert_eq!(room_metric(admin, "usher_origin_ended_total", "origin").await, 1.0);
+    stop_usher(usher).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unclaimed_grant_goes_to_the_next_waiter_after_the_claim_window_and_the_sleeper_keeps_its_place() {
     let backend = Upstream::start_mailbox().await;
     let mut r = room("claim");

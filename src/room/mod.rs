@@ -83,8 +83,9 @@ pub struct Room {
 /// the decision made.
 #[derive(Debug)]
 pub enum Decision {
-    /// Forward it; the cookies are added to the upstream's response.
-    Forward(Vec<HeaderValue>),
+    /// Forward it; the cookies are added to the upstream's response. The session is the
+    /// admitted one the request goes in with, which the upstream may end (`Usher-Session`).
+    Forward(Vec<HeaderValue>, Option<u128>),
     /// Answer it here: the visitor's place, the maintenance page, a limit.
     Answer(Answer, Vec<HeaderValue>),
 }
@@ -275,6 +276,17 @@ impl Rooms {
         room.store_failed(e);
     }
 
+    /// The mailbox ended `session` (its answer carried `Usher-Session: end`): the place is
+    /// freed at once, as by the room's logout path, and the pass cookie is cleared. Returns
+    /// the clearing `Set-Cookie`.
+    pub async fn end_by_origin(&self, room: &Room, session: u128, secure: bool) -> HeaderValue {
+        match room.store.end_session(session).await {
+            Ok(_) => room.metrics.origin_ended.inc(),
+            Err(e) => self.store_error(room, &e),
+        }
+        cookies::set_cookie(&room.pass_cookie, None, 0, secure)
+    }
+
     fn pass_cookie(&self, room: &Room, session: &Session, secure: bool) -> HeaderValue {
         let pass = Pass {
             room: room.id,
@@ -393,7 +405,7 @@ impl Rooms {
     pub async fn decide(&self, room: &Room, req: &RequestView, visitor: Visitor<'_>) -> Decision {
         let path = req.path();
         if room.bypass.iter().any(|b| path.starts_with(b.as_str())) {
-            return Decision::Forward(Vec::new());
+            return Decision::Forward(Vec::new(), None);
         }
         let now_ms = visitor.now_ms;
         let secure = visitor.secure;
@@ -410,14 +422,15 @@ impl Rooms {
                                 self.store_error(room, &e);
                             }
                             cookies::push(&mut set_cookies, clear(&room.pass_cookie));
+                            return Decision::Forward(set_cookies, None);
                         }
-                        return Decision::Forward(set_cookies);
+                        return Decision::Forward(set_cookies, Some(pass.session));
                     }
                     Ok(false) => self.rejected(Kind::Pass, Rejection::Ended),
                     // The store is down: a pass that verifies on its own keeps being served.
                     Err(e) => {
                         self.store_error(room, &e);
-                        return Decision::Forward(set_cookies);
+                        return Decision::Forward(set_cookies, Some(pass.session));
                     }
                 },
                 Err(why) => self.rejected(Kind::Pass, why),
@@ -439,7 +452,7 @@ impl Rooms {
                         self.admitted_from_line(room, waited_ms);
                         cookies::push(&mut set_cookies, self.pass_cookie(room, &session, secure));
                         cookies::push(&mut set_cookies, clear(&room.ticket_cookie));
-                        return Decision::Forward(set_cookies);
+                        return Decision::Forward(set_cookies, Some(session.id));
                     }
                     Ok((PollOutcome::Waiting(place), renewed)) => {
                         if let Some(cookie) = renewed {
@@ -469,7 +482,7 @@ impl Rooms {
                 if ticket.is_some() {
                     cookies::push(&mut set_cookies, clear(&room.ticket_cookie));
                 }
-                Decision::Forward(set_cookies)
+                Decision::Forward(set_cookies, Some(session.id))
             }
             Ok(JoinOutcome::Queued { ticket: held, reused }) => {
                 if !reused {
@@ -484,7 +497,7 @@ impl Rooms {
                         if ticket.is_some() {
                             cookies::push(&mut set_cookies, clear(&room.ticket_cookie));
                         }
-                        Decision::Forward(set_cookies)
+                        Decision::Forward(set_cookies, Some(session.id))
                     }
                     Ok(PollOutcome::Waiting(mut place)) => {
                         let shown = shown_at_most(&mut place, None);

@@ -9,6 +9,7 @@
 //! - `/stall?bytes=N`: answers 200, sends N bytes of its body, then never sends more;
 //! - `/upload`: reads the request body as it streams, answers `{"bytes", "sha256"}`;
 //! - `/hop-response`: answers with hop-by-hop headers that a proxy must strip;
+//! - `/signed-in`: answers 200 with the origin signal `usher-session: end`;
 //! - `/abort`: drops the connection without answering;
 //! - `/ws`: WebSocket echo;
 //! - anything else: started with [`Upstream::start`], the echo, a JSON [`Echo`] of the
@@ -258,6 +259,11 @@ async fn answer(
             headers.insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"upstream\""));
             headers.insert("x-end-to-end", HeaderValue::from_static("kept"));
             ("hop-response", response)
+        }
+        "/signed-in" => {
+            let mut response = full(StatusCode::OK, "text/plain", "signed in\n");
+            response.headers_mut().insert("usher-session", HeaderValue::from_static("end"));
+            ("signed-in", response)
         }
         "/abort" => return Err(std::io::Error::other("the test upstream breaks this connection on purpose")),
         "/ws" => ("ws", websocket(&mut req)),
