@@ -9,7 +9,7 @@
 #   -d  seconds per measurement (default 10)      -c  open connections (default 64)
 #   -r  rounds, interleaved (default 3)           -t  wrk threads (default: cores)
 #   -w  usher listen.workers (default 0: one per core)
-#   -p  first loopback port (default 18080; 8 ports from it are used)
+#   -p  first loopback port (default 18080; 10 ports from it are used)
 #   -x  a command started in the background with the peers (e.g. another server that extra
 #       rows measure), stopped at the end
 #
@@ -21,6 +21,8 @@
 #   +4 static-1k     nginx serving a 1 KiB static file (peer of a small answer usher makes)
 #   +5 bare-percore  bare-proxy --per-core 0: the same in usher's shape (a runtime per core)
 #   +6 usher         usher in front of +0, no rooms, a per-client limit never reached (admin +7)
+#   +8 nginx-proxy-https  nginx-proxy terminating TLS (TLS 1.3, a P-256 certificate made here)
+#   +9 usher-https   usher's TLS listener, same certificate, same routes as +6
 # then measures every row, plus each NAME=URL[::HEADER] given, in rounds (the order rotates
 # each round) and prints the median round of each row and usher's ratios to its peers. In
 # extra rows "{usher}" stands for usher's base URL and "{admin}" for its admin listener's:
@@ -51,6 +53,7 @@ done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 P_DIRECT=$BASE P_NGINX=$((BASE + 1)) P_LIMIT=$((BASE + 2)) P_BARE=$((BASE + 3))
 P_STATIC=$((BASE + 4)) P_PERCORE=$((BASE + 5)) P_USHER=$((BASE + 6)) P_ADMIN=$((BASE + 7))
+P_NGINX_TLS=$((BASE + 8)) P_USHER_TLS=$((BASE + 9))
 
 # --- tools -----------------------------------------------------------------------------
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
@@ -58,6 +61,7 @@ missing=()
 have nginx || missing+=(nginx-light)
 have wrk || missing+=(wrk)
 have curl || missing+=(curl)
+have openssl || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "installing ${missing[*]} ..." >&2
@@ -72,7 +76,7 @@ have cargo || { echo "compare.sh needs cargo (Rust)" >&2; exit 2; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $(seq "$BASE" "$P_ADMIN"); do
+for p in $(seq "$BASE" "$P_USHER_TLS"); do
   if port_busy "$p"; then echo "compare.sh: port $p is in use; pick another base with -p" >&2; exit 1; fi
 done
 
@@ -119,6 +123,11 @@ start() { # name command... ; output goes to $WORK/name.log
 }
 
 head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/page.html"
+# One certificate for both TLS rows: the same key type and handshake cost on each side.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+  -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>"$WORK/openssl.log" ||
+  { cat "$WORK/openssl.log" >&2; exit 1; }
+chmod 644 "$WORK/key.pem"
 nginx_conf() { # name port workers server-block-body [http-block-extra]
   cat >"$WORK/$1.conf" <<CONF
 worker_processes $3;
@@ -146,12 +155,18 @@ nginx_conf nginx-proxy "$P_NGINX" auto "$PROXY" "$POOL"
 nginx_conf nginx-limit "$P_LIMIT" auto "limit_req zone=perip burst=1000000 nodelay; $PROXY" \
   "$POOL limit_req_zone \$binary_remote_addr zone=perip:10m rate=1000000r/s;"
 nginx_conf static-1k "$P_STATIC" auto "$PAGE"
+# `listen ... ssl` needs the certificate lines in the same server block as the location.
+nginx_conf nginx-proxy-https "$P_NGINX_TLS ssl" auto \
+  "ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; ssl_protocols TLSv1.3; $PROXY" "$POOL"
 start bare-proxy "$BARE" "127.0.0.1:$P_BARE" "127.0.0.1:$P_DIRECT"
 start bare-percore "$BARE" "127.0.0.1:$P_PERCORE" "127.0.0.1:$P_DIRECT" --per-core 0
 
 cat >"$WORK/usher.toml" <<TOML
 [listen]
 http = "127.0.0.1:$P_USHER"
+https = "127.0.0.1:$P_USHER_TLS"
+tls_cert = "$WORK/cert.pem"
+tls_key = "$WORK/key.pem"
 workers = $WORKERS
 
 [admin]
@@ -203,6 +218,7 @@ TARGETS=("direct=http://127.0.0.1:$P_DIRECT/" "nginx-proxy=http://127.0.0.1:$P_N
   "nginx-limit=http://127.0.0.1:$P_LIMIT/" "bare-proxy=http://127.0.0.1:$P_BARE/"
   "bare-percore=http://127.0.0.1:$P_PERCORE/" "static-1k=http://127.0.0.1:$P_STATIC/"
   "usher=http://127.0.0.1:$P_USHER/"
+  "nginx-proxy-https=https://127.0.0.1:$P_NGINX_TLS/" "usher-https=https://127.0.0.1:$P_USHER_TLS/"
   "usher-admitted=http://127.0.0.1:$P_USHER/room/::Cookie: $PASS"
   "usher-status=http://127.0.0.1:$P_USHER/.usher/status::Cookie: $TICKET"
   "usher-limited=http://127.0.0.1:$P_USHER/limited/")
@@ -221,7 +237,7 @@ died() { # prints the name of a started process that exited, if any
   for i in "${!PIDS[@]}"; do kill -0 "${PIDS[$i]}" 2>/dev/null || { echo "${NAMES[$i]}"; return; }; done
 }
 wait_ready() { # name url header: until it answers 2xx, for 20 s
-  local code args=(-s -o /dev/null -w '%{http_code}' --max-time 1)
+  local code args=(-s -k -o /dev/null -w '%{http_code}' --max-time 1)
   [ -n "$3" ] && args+=(-H "$3")
   for _ in $(seq 200); do
     code=$(curl "${args[@]}" "$2" || true)
@@ -251,6 +267,7 @@ for t in "${TARGETS[@]}"; do wait_ready "$(row_name "$t")" "$(row_url "$t")" "$(
 # disturbed one.
 HZ=$(getconf CLK_TCK)
 declare -A PORT_PID=([$P_DIRECT]=${PID_OF[direct]} [$P_NGINX]=${PID_OF[nginx-proxy]}
+  [$P_NGINX_TLS]=${PID_OF[nginx-proxy-https]} [$P_USHER_TLS]=${PID_OF[usher]}
   [$P_LIMIT]=${PID_OF[nginx-limit]} [$P_BARE]=${PID_OF[bare-proxy]} [$P_STATIC]=${PID_OF[static-1k]}
   [$P_PERCORE]=${PID_OF[bare-percore]} [$P_USHER]=${PID_OF[usher]})
 listener_pid() { # port -> the process listening on it (of several holders, the lowest pid)
@@ -353,6 +370,10 @@ for peer in nginx-proxy nginx-limit bare-proxy bare-percore direct; do
     'function q(x, y) { return (x >= 0 && y > 0) ? sprintf("%.2f×", x / y) : "-" }
      BEGIN { printf "%-28s %8s %8s %8s %10s\n", n, q(a, b), q(c, d), q(e, f), q(g, h) }'
 done
+awk -v a="${RPS[usher-https]}" -v b="${RPS[nginx-proxy-https]}" -v c="${P50[usher-https]}" -v d="${P50[nginx-proxy-https]}" \
+  -v e="${P99[usher-https]}" -v f="${P99[nginx-proxy-https]}" -v g="${CPU[usher-https]}" -v h="${CPU[nginx-proxy-https]}" \
+  'function q(x, y) { return (x >= 0 && y > 0) ? sprintf("%.2f×", x / y) : "-" }
+   BEGIN { printf "%-28s %8s %8s %8s %10s\n", "usher-https / nginx-proxy-https", q(a, b), q(c, d), q(e, f), q(g, h) }'
 awk -v a="${RPS[usher]}" -v b="${RPS[nginx-proxy]}" -v c="${P99[usher]}" -v d="${P99[nginx-proxy]}" 'BEGIN {
   printf "\ntarget (usher req/s >= nginx-proxy, p99 no worse): %s\n", (a >= b && c <= d) ? "met" : "missed" }'
 echo "($ROUNDS rounds × ${DUR}s, $CONNS connections, wrk -t$THREADS, usher workers=$WORKERS (0 = per core)," \

@@ -8,7 +8,7 @@
 #
 #   -n  visitors in the spike (default 20000)      -o  seconds they arrive within (default 5)
 #   -a  the room's admit_per_minute (default 60000) -c idle connections (default 10000; 0 skips)
-#   -p  first loopback port (default 18380; 5 ports from it are used, and must be free)
+#   -p  first loopback port (default 18380; 7 ports from it are used, and must be free)
 #   -d  where the reports go (default: a new /tmp/usher-waitroom.* directory): spike.json, spike.svg,
 #       connections-*.json, usher.toml and the logs
 #
@@ -20,6 +20,8 @@
 # and the same connection measurement, as peers, on nginx as a reverse proxy (BASE+3, one
 # worker; master and worker summed) and on bare-proxy --per-core 0 (BASE+4), each fresh.
 # usher's connections ask /.usher/status (answered by usher), the peers' ask / (proxied).
+# Then the same for TLS connections (a P-256 certificate made with openssl, TLS 1.3), usher's
+# TLS listener (BASE+5) beside nginx terminating TLS (BASE+6), when openssl is installed.
 # Arguments after -- go to `usher-loadtest visitors` and override its flags above, e.g.
 #   loadtest/waitroom.sh -c 0 -- --profile steady --rate 500 --visitors 5000
 # Every visitor has its own source address in 127.1.0.0/16 onwards, so usher's per-client
@@ -46,6 +48,15 @@ lib_need curl
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 P_UP=$BASE P_USHER=$((BASE + 1)) P_ADMIN=$((BASE + 2)) P_NGINX=$((BASE + 3)) P_BARE=$((BASE + 4))
+P_USHER_TLS=$((BASE + 5)) P_NGINX_TLS=$((BASE + 6))
+TLS=""
+if command -v openssl >/dev/null 2>&1; then
+  mkdir -p "$OUT/tls" && chmod 755 "$OUT/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$OUT/tls/key.pem" -out "$OUT/tls/cert.pem" 2>"$OUT/tls/openssl.log"
+  chmod 644 "$OUT/tls/key.pem"
+  TLS=$OUT/tls
+fi
 
 lib_build usher-loadtest bare-proxy
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -55,6 +66,7 @@ lib_on_exit_stop_started
 cat >"$OUT/usher.toml" <<TOML
 [listen]
 http = "127.0.0.1:$P_USHER"
+$([ -n "$TLS" ] && printf 'https = "127.0.0.1:%s"\ntls_cert = "%s/cert.pem"\ntls_key = "%s/key.pem"\n' "$P_USHER_TLS" "$TLS" "$TLS")
 max_connections = 1000000
 # Idle keep-alive connections are held this long (the connection measurement needs them open).
 header_read_timeout = "60s"
@@ -86,18 +98,24 @@ echo "usher VmRSS after the spike: $(sed -n 's/^VmRSS:\s*//p' "/proc/$USHER_PID/
 lib_stop_usher
 
 # Idle keep-alive connections of a fresh server: PIDS... -- loadtest connections ARGS...
-measure_connections() { # name url-path pid...
+measure_connections() { # name url-path port pid...   (a name ending in -tls: TLS connections)
   local name=$1 path=$2 port=$3; shift 3
-  local pid_args=()
+  local pid_args=() tls_args=()
   for p in "$@"; do pid_args+=(--pid "$p"); done
+  [[ $name == *-tls ]] && tls_args=(--tls-ca "$TLS/cert.pem")
   echo "== idle keep-alive connections: $CONNS to $name"
   "$LOADGEN" connections --target "127.0.0.1:$port" --path "$path" "${pid_args[@]}" --count "$CONNS" \
-    --json "$OUT/connections-$name.json"
+    "${tls_args[@]}" --json "$OUT/connections-$name.json"
 }
 if [ "$CONNS" -gt 0 ]; then
   lib_start_usher "$OUT/usher.toml" "$OUT/usher-connections.log" "$P_ADMIN"
   measure_connections usher /.usher/status "$P_USHER" "$USHER_PID"
   lib_stop_usher
+  if [ -n "$TLS" ]; then
+    lib_start_usher "$OUT/usher.toml" "$OUT/usher-connections-tls.log" "$P_ADMIN"
+    measure_connections usher-tls /.usher/status "$P_USHER_TLS" "$USHER_PID"
+    lib_stop_usher
+  fi
 
   if [ -x "$NGINX" ]; then
     mkdir -p "$OUT/nginx" && chmod 755 "$OUT/nginx"
@@ -115,6 +133,16 @@ http {
     listen 127.0.0.1:$P_NGINX backlog=4096;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
+$([ -n "$TLS" ] && cat <<TLSCONF
+  server {
+    listen 127.0.0.1:$P_NGINX_TLS ssl backlog=4096;
+    ssl_certificate $TLS/cert.pem;
+    ssl_certificate_key $TLS/key.pem;
+    ssl_protocols TLSv1.3;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+TLSCONF
+)
 }
 CONF
     "$NGINX" -e "$OUT/nginx/error.log" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" >"$OUT/nginx.log" 2>&1 &
@@ -124,6 +152,15 @@ CONF
     kill -0 "$NGINX_PID" 2>/dev/null || { cat "$OUT/nginx/error.log" >&2; exit 1; }
     measure_connections nginx-proxy / "$P_NGINX" "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID")
     kill -TERM "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
+    if [ -n "$TLS" ]; then
+      # A fresh nginx for the TLS row, as for usher's.
+      "$NGINX" -e "$OUT/nginx/error.log" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" >"$OUT/nginx-tls.log" 2>&1 &
+      NGINX_PID=$!
+      PIDS+=("$NGINX_PID")
+      for _ in $(seq 100); do curl -sfk -o /dev/null "https://127.0.0.1:$P_NGINX_TLS/" && break; sleep 0.1; done
+      measure_connections nginx-proxy-tls / "$P_NGINX_TLS" "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID")
+      kill -TERM "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
+    fi
   else
     echo "== nginx not installed: no nginx row (apt-get install nginx-light)"
   fi

@@ -1,7 +1,8 @@
 //! Memory per idle keep-alive connection: open N connections from distinct loopback
 //! addresses, make one request on each (so each is a served, kept-alive connection, as a
 //! browser leaves it), let them sit, and read the server's resident memory (`VmRSS` in
-//! `/proc/PID/status`) before, while they are open, and after they are closed.
+//! `/proc/PID/status`) before, while they are open, and after they are closed. With a CA
+//! file the connections are TLS (verified against it), to weigh a TLS connection too.
 
 use bytes::Bytes;
 use http::Request;
@@ -15,9 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::sources::Sources;
+use tokio_rustls::TlsConnector;
 
 /// What to measure.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Plan {
     pub target: SocketAddr,
     pub count: u64,
@@ -30,6 +32,8 @@ pub struct Plan {
     pub settle: Duration,
     /// Connections being opened at once.
     pub parallel: usize,
+    /// TLS to the server, verified against a CA of the caller's; plain TCP when `None`.
+    pub tls: Option<TlsConnector>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,6 +70,25 @@ impl IdleReport {
 pub enum IdleError {
     #[error("cannot read the memory of process {pid}: {source}")]
     Rss { pid: u32, source: std::io::Error },
+    #[error("cannot read the CA certificates in {path}: {reason}")]
+    Ca { path: String, reason: String },
+}
+
+/// A TLS client (ring, TLS 1.2 and 1.3) that trusts the certificates in the PEM file `ca`.
+pub fn tls_connector(ca: &std::path::Path) -> Result<TlsConnector, IdleError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let failed = |reason: String| IdleError::Ca { path: ca.display().to_string(), reason };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| failed(e.to_string()))? {
+        roots.add(cert.map_err(|e| failed(e.to_string()))?).map_err(|e| failed(e.to_string()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| failed(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// The summed `VmRSS` of `pids`, in KiB.
@@ -83,13 +106,31 @@ pub fn rss_kib(pid: u32) -> Result<u64, IdleError> {
         .ok_or_else(|| IdleError::Rss { pid, source: std::io::Error::other("no VmRSS line") })
 }
 
-/// Opens one connection from `source`, makes one request and keeps the connection.
-async fn open(target: SocketAddr, source: IpAddr, path: &str) -> Option<SendRequest<Empty<Bytes>>> {
+/// Opens one connection from `source` (TLS if `tls`, the name to verify being the target's
+/// address), makes one request and keeps the connection.
+async fn open(
+    target: SocketAddr,
+    source: IpAddr,
+    path: &str,
+    tls: Option<&TlsConnector>,
+) -> Option<SendRequest<Empty<Bytes>>> {
     let socket = tokio::net::TcpSocket::new_v4().ok()?;
     socket.bind(SocketAddr::new(source, 0)).ok()?;
     let stream = socket.connect(target).await.ok()?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
-    tokio::spawn(connection);
+    let mut sender = match tls {
+        None => {
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+            tokio::spawn(connection);
+            sender
+        }
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
+            let stream = tls.connect(name, stream).await.ok()?;
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+            tokio::spawn(connection);
+            sender
+        }
+    };
     let request = Request::get(path).header(HOST, target.to_string()).body(Empty::new()).ok()?;
     let response = sender.send_request(request).await.ok()?;
     response.into_body().collect().await.ok()?;
@@ -105,9 +146,10 @@ pub async fn measure(plan: Plan) -> Result<IdleReport, IdleError> {
     let mut opening = tokio::task::JoinSet::new();
     for i in 0..plan.count {
         let (gate, path, source) = (gate.clone(), path.clone(), IpAddr::V4(plan.sources.get(i)));
+        let tls = plan.tls.clone();
         opening.spawn(async move {
             let _permit = gate.acquire_owned().await.ok()?;
-            open(plan.target, source, &path).await
+            open(plan.target, source, &path, tls.as_ref()).await
         });
     }
     let mut connections = Vec::with_capacity(usize::try_from(plan.count).unwrap_or(0));

@@ -159,6 +159,10 @@ struct ConnectionsArgs {
     source_from: Ipv4Addr,
     #[arg(long, default_value = "2", value_parser = seconds)]
     settle: Duration,
+    /// Open TLS connections, verifying the server against the CA certificates in this PEM
+    /// file (the name checked is the target's IP address).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -347,6 +351,7 @@ fn connections(args: ConnectionsArgs) -> Result<(), String> {
         pids: args.pid,
         settle: args.settle,
         parallel: 256,
+        tls: args.tls_ca.as_deref().map(idle::tls_connector).transpose().map_err(|e| e.to_string())?,
     };
     let report = runtime(None).map_err(|e| e.to_string())?.block_on(idle::measure(plan)).map_err(|e| e.to_string())?;
     print!("{}", report.summary());

@@ -329,11 +329,46 @@ async fn idle_keep_alive_connections_are_opened_held_and_measured() {
         pids: vec![std::process::id()],
         settle: Duration::from_millis(200),
         parallel: 32,
+        tls: None,
     };
     let report = usher_loadtest::idle::measure(plan).await.expect("measured");
     assert_eq!((report.opened, report.failed, report.open_at_reading), (200, 0, 200), "{}", report.summary());
     assert!(report.rss_open_kib > 0 && report.rss_before_kib > 0);
     let text = usher_loadtest::scrape::fetch(usher.admin_addr).await.expect("metrics");
     assert!(text.contains("usher_connections"), "usher counts its connections");
+    stop(usher).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_connections_are_verified_held_and_measured_and_a_wrong_ca_opens_none() {
+    let upstream = upstream().await;
+    let scratch = Scratch::new("idle-tls");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("a test certificate");
+    let (cert, key) = (scratch.file("cert.pem"), scratch.file("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert.pem");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key.pem");
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("another certificate");
+    let wrong = scratch.file("wrong.pem");
+    std::fs::write(&wrong, other.cert.pem()).expect("write wrong.pem");
+    let mut config = Config::for_upstream(upstream);
+    config.rooms = vec![room("idle-tls", 1200, RoomMode::Auto)];
+    config.listen.https = Some("127.0.0.1:0".parse().expect("address"));
+    config.listen.tls = Some(usher::config::TlsFiles { cert: cert.clone(), key });
+    let usher = Server::start(config).expect("usher starts");
+    let plan = |ca: &Path| usher_loadtest::idle::Plan {
+        target: usher.https_addr.expect("https"),
+        count: 50,
+        path: "/.usher/status".into(),
+        sources: usher_loadtest::sources::Sources::new("127.5.1.1".parse().expect("ip"), 50).expect("fits"),
+        pids: vec![std::process::id()],
+        settle: Duration::from_millis(200),
+        parallel: 16,
+        tls: Some(usher_loadtest::idle::tls_connector(ca).expect("the CA file reads")),
+    };
+    let report = usher_loadtest::idle::measure(plan(&cert)).await.expect("measured");
+    assert_eq!((report.opened, report.failed, report.open_at_reading), (50, 0, 50), "{}", report.summary());
+    let refused = usher_loadtest::idle::measure(plan(&wrong)).await.expect("measured");
+    assert_eq!((refused.opened, refused.failed), (0, 50), "a certificate the CA did not sign is refused");
+    assert!(usher_loadtest::idle::tls_connector(&scratch.file("missing.pem")).is_err());
     stop(usher).await;
 }
