@@ -133,6 +133,9 @@ impl AdminApi {
         };
         let old = room.limits();
         let mut new = old.clone();
+        // The adaptive outflow pinned (an operator's rate stands) or let go; setting
+        // admit_per_minute by hand pins it, so the controller never overwrites an operator.
+        let mut pin = None;
         for (field, value) in fields {
             let bad = |why: &str| error(StatusCode::BAD_REQUEST, why, Some(field));
             match field.as_str() {
@@ -140,8 +143,20 @@ impl AdminApi {
                     let Some(n) = value.as_u64().filter(|n| (1..=100_000_000).contains(n)) else {
                         return bad("must be a whole number from 1 to 100000000");
                     };
-                    if field == "max_active" { new.max_active = n } else { new.admit_per_minute = n }
+                    if field == "max_active" {
+                        new.max_active = n
+                    } else {
+                        new.admit_per_minute = n;
+                        if room.adaptive.is_some() {
+                            pin = pin.or(Some(true));
+                        }
+                    }
                 }
+                "adaptive" => match (value.as_bool(), &room.adaptive) {
+                    (Some(on), Some(_)) => pin = Some(!on),
+                    (None, _) => return bad("must be true (the controller sets the outflow) or false (pinned)"),
+                    (Some(_), None) => return bad("this room has no [room.adaptive] section"),
+                },
                 "hold_seconds" => {
                     let ttl = old.waiter_ttl.as_secs().max(1);
                     let Some(n) = value.as_u64().filter(|n| (ttl..=86_400).contains(n)) else {
@@ -169,10 +184,27 @@ impl AdminApi {
                 _ => return bad("is not a field that can be changed"),
             }
         }
-        if let Err(e) = room.apply(&old, &new).await {
-            return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None);
-        }
+        let applied = match room.apply(&old, &new).await {
+            Ok(applied) => applied,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None),
+        };
         changes::room_limits(&self.metrics, Source::Api { token_id: &self.token_id() }, &room.name, &old, &new);
+        if let (Some(adaptive), Some(pinned)) = (&room.adaptive, pin) {
+            let was = adaptive_state(room);
+            adaptive.pin(pinned, applied.admit_per_minute);
+            let target = format!("room:{}", room.name);
+            let source = Source::Api { token_id: &self.token_id() };
+            if was != adaptive_state(room) {
+                changes::record(
+                    &self.metrics,
+                    source,
+                    &target,
+                    "adaptive",
+                    was.unwrap_or("-"),
+                    adaptive_state(room).unwrap_or("-"),
+                );
+            }
+        }
         (StatusCode::OK, room_json(room).await)
     }
 
@@ -215,6 +247,12 @@ async fn read_json(body: Incoming) -> Result<Value, Answer> {
     serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}"), None))
 }
 
+/// `on` while the controller sets the room's outflow, `pinned` while an operator does; `None`
+/// without `[room.adaptive]`.
+fn adaptive_state(room: &Room) -> Option<&'static str> {
+    room.adaptive.as_ref().map(|a| if a.pinned() { "pinned" } else { "on" })
+}
+
 /// A room's configuration and live figures.
 async fn room_json(room: &Room) -> Value {
     let limits = room.limits();
@@ -224,6 +262,7 @@ async fn room_json(room: &Room) -> Value {
         "mode": limits.mode.as_str(),
         "max_active": limits.max_active,
         "admit_per_minute": limits.admit_per_minute,
+        "adaptive": adaptive_state(room),
         "session_idle_seconds": limits.session_idle.as_secs(),
         "session_max_seconds": limits.session_max.as_secs(),
         "waiter_ttl_seconds": limits.waiter_ttl.as_secs(),

@@ -229,6 +229,7 @@ struct RoomFamilies {
     away_seconds: HistogramVec,
     tick_seconds: HistogramVec,
     origin_ended: IntCounterVec,
+    adaptive: IntCounterVec,
     restored: IntCounterVec,
 }
 
@@ -259,9 +260,19 @@ pub struct RoomMetrics {
     pub tick_seconds: Histogram,
     /// Sessions the mailbox ended with `Usher-Session: end` (its origin signal).
     pub origin_ended: IntCounter,
+    /// The adaptive controller's decisions, one per period, by reason (labels: room, reason).
+    adaptive: IntCounterVec,
+    room: String,
     /// Places and sessions of an earlier store generation taken over (DESIGN §8).
     pub restored_places: IntCounter,
     pub restored_sessions: IntCounter,
+}
+
+impl RoomMetrics {
+    /// Counts one decision of the adaptive outflow.
+    pub fn adaptive_decision(&self, reason: &str) {
+        self.adaptive.with_label_values(&[self.room.as_str(), reason]).inc();
+    }
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -431,6 +442,12 @@ impl Metrics {
             ),
             away_seconds,
             tick_seconds,
+            adaptive: counter_vec(
+                r,
+                "usher_adaptive_decisions_total",
+                "The adaptive outflow's decisions, one per period, by reason (errors and latency cut it, headroom grows it).",
+                &["room", "reason"],
+            ),
             origin_ended: counter_vec(
                 r,
                 "usher_origin_ended_total",
@@ -496,6 +513,8 @@ impl Metrics {
             away_seconds: f.away_seconds.with_label_values(&[name]),
             tick_seconds: f.tick_seconds.with_label_values(&[name]),
             origin_ended: f.origin_ended.with_label_values(&[name]),
+            adaptive: f.adaptive.clone(),
+            room: name.to_string(),
             restored_places: f.restored.with_label_values(&[name, "place"]),
             restored_sessions: f.restored.with_label_values(&[name, "session"]),
             wait_seconds: f.wait.with_label_values(&[name]),

@@ -197,11 +197,17 @@ impl Worker {
         let mut response = match self.upstream.forward(req, conn, authority.as_ref()).await {
             Ok(response) => {
                 self.metrics.upstream_duration(self.index, started.elapsed());
+                if let Some((room, _)) = session {
+                    room.upstream_answered(started.elapsed(), response.status().is_server_error());
+                }
                 response
             }
             Err(e) => {
                 if let Some(kind) = e.kind {
                     self.metrics.upstream_error(self.index, kind);
+                }
+                if let Some((room, _)) = session {
+                    room.upstream_answered(started.elapsed(), true);
                 }
                 render::error(e.error, accepts)
             }

@@ -108,6 +108,28 @@ fn a_hold_shorter_than_waiter_ttl_or_past_a_day_is_named() {
 }
 
 #[test]
+fn an_adaptive_room_names_each_bad_bound_and_refuses_redis_for_now() {
+    let dir = TempDir::new("config");
+    let room = "[[room]]\nname = \"citizens\"\n[room.adaptive]\n";
+    let good = "target_latency = \"800ms\"\nmin_per_minute = 100\nmax_per_minute = 5000\n";
+    let ok = file(&dir, "ok.toml", &format!("{room}{good}"));
+    assert_eq!(check_config(&ok).status.code(), Some(0), "{}", String::from_utf8_lossy(&check_config(&ok).stderr));
+    for (name, text, key) in [
+        ("no-target.toml", "min_per_minute = 1\nmax_per_minute = 2\n", "room[0].adaptive.target_latency"),
+        ("no-max.toml", "target_latency = \"1s\"\nmin_per_minute = 1\n", "room[0].adaptive.max_per_minute"),
+        ("inverted.toml", "target_latency = \"1s\"\nmin_per_minute = 9\nmax_per_minute = 2\n", "room[0].adaptive.min_per_minute"),
+        ("quantile.toml", &format!("{good}quantile = 1.5\n"), "room[0].adaptive.quantile"),
+        ("budget.toml", &format!("{good}error_budget = -0.1\n"), "room[0].adaptive.error_budget"),
+        ("period.toml", &format!("{good}period = \"100ms\"\n"), "room[0].adaptive.period"),
+        ("typo.toml", &format!("{good}target = \"1s\"\n"), "room[0].adaptive.target"),
+    ] {
+        assert_rejected_naming(&check_config(&file(&dir, name, &format!("{room}{text}"))), key);
+    }
+    let redis = format!("[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n{room}{good}");
+    assert_rejected_naming(&check_config(&file(&dir, "redis.toml", &redis)), "room[0].adaptive");
+}
+
+#[test]
 fn unknown_key_is_named_not_ignored() {
     let dir = TempDir::new("config");
     let path = file(&dir, "bad.toml", "[upstream]\naddresses = [\"127.0.0.1:8081\"]\nbogus = true\n");

@@ -42,6 +42,7 @@ fn usher(upstream: SocketAddr) -> Running {
         message: None,
         tick: Duration::from_millis(200),
         template: None,
+        adaptive: None,
     }];
     Server::start(config).expect("usher starts")
 }

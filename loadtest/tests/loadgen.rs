@@ -36,6 +36,7 @@ fn room(name: &str, admit_per_minute: u64, mode: RoomMode) -> RoomConfig {
         message: None,
         tick: Duration::from_millis(200),
         template: None,
+        adaptive: None,
     }
 }
 

@@ -252,6 +252,23 @@ pub struct RoomConfig {
     /// The operator's queue page template (compiled and test-rendered at load), or `None`
     /// for the built-in page.
     pub template: Option<std::sync::Arc<crate::pages::PageTemplate>>,
+    /// `[room.adaptive]`: the outflow follows the mailbox's health within these bounds.
+    pub adaptive: Option<AdaptiveConfig>,
+}
+
+/// `[room.adaptive]`: what the adaptive outflow may do (see `room::adaptive`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdaptiveConfig {
+    /// The upstream latency the watched quantile must stay under.
+    pub target: Duration,
+    /// The quantile watched, 0.5 to 0.999 (0.9: p90).
+    pub quantile: f64,
+    /// Share of forwarded requests that may fail (5xx, timeouts, connect failures).
+    pub error_budget: f64,
+    pub min_per_minute: u64,
+    pub max_per_minute: u64,
+    /// How often the controller decides.
+    pub period: Duration,
 }
 
 /// One problem in a configuration file: the key it is about and why it is wrong.

@@ -1,8 +1,9 @@
 //! The file as serde reads it, and the checks that turn it into a [`Config`].
 
 use super::{
-    AdminConfig, ClientConfig, Config, ConfigError, ConfigErrors, LimitsConfig, ListenConfig, RealIpFrom, RedisTarget,
-    RoomConfig, RoomMode, RouteLimit, SecretConfig, StoreConfig, TlsFiles, UpstreamAddress, UpstreamConfig, duration,
+    AdaptiveConfig, AdminConfig, ClientConfig, Config, ConfigError, ConfigErrors, LimitsConfig, ListenConfig,
+    RealIpFrom, RedisTarget, RoomConfig, RoomMode, RouteLimit, SecretConfig, StoreConfig, TlsFiles, UpstreamAddress,
+    UpstreamConfig, duration,
 };
 use crate::pages::PageTemplate;
 use ipnet::IpNet;
@@ -174,6 +175,20 @@ struct RawRoom {
     message: Option<String>,
     tick: Option<String>,
     template: Option<String>,
+    adaptive: Option<RawAdaptive>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawAdaptive {
+    target_latency: Option<String>,
+    quantile: Option<f64>,
+    error_budget: Option<f64>,
+    min_per_minute: Option<i64>,
+    max_per_minute: Option<i64>,
+    period: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -650,6 +665,10 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 None
             }
         });
+        let adaptive = r
+            .adaptive
+            .as_ref()
+            .map(|a| adaptive(&mut c, &format!("{key}.adaptive"), a, matches!(store, StoreConfig::Redis(_))));
         rooms.push(RoomConfig {
             name,
             hosts,
@@ -668,6 +687,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             message: r.message.clone(),
             tick: c.duration(&format!("{key}.tick"), r.tick.as_deref(), Duration::from_millis(200)),
             template,
+            adaptive,
         });
     }
 
@@ -676,6 +696,51 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     } else {
         Err(ConfigErrors(c.errors))
     }
+}
+
+/// `[room.adaptive]` under `key`, checked.
+fn adaptive(c: &mut Checker, key: &str, a: &RawAdaptive, redis: bool) -> AdaptiveConfig {
+    c.unknown(key, &a.unknown);
+    if redis {
+        c.error(
+            key,
+            "needs store.kind = \"memory\" for now: on several nodes one controller per room must \
+             decide from every node's figures, which is not built yet",
+        );
+    }
+    let target = match a.target_latency.as_deref() {
+        None => {
+            c.error(format!("{key}.target_latency"), "is required (e.g. \"800ms\")");
+            Duration::from_millis(800)
+        }
+        text => c.duration(&format!("{key}.target_latency"), text, Duration::from_millis(800)),
+    };
+    let mut share = |field: &str, value: Option<f64>, default: f64, range: std::ops::RangeInclusive<f64>| {
+        let v = value.unwrap_or(default);
+        if !range.contains(&v) {
+            c.error(format!("{key}.{field}"), format!("must be from {} to {}, not {v}", range.start(), range.end()));
+        }
+        v
+    };
+    let quantile = share("quantile", a.quantile, 0.9, 0.5..=0.999);
+    let error_budget = share("error_budget", a.error_budget, 0.01, 0.0..=0.5);
+    let mut bound = |field: &str, value: Option<i64>| match value {
+        None => {
+            c.error(format!("{key}.{field}"), "is required: the outflow the controller may not leave");
+            1
+        }
+        v => c.int(&format!("{key}.{field}"), v, 1, 1, 100_000_000) as u64,
+    };
+    let min_per_minute = bound("min_per_minute", a.min_per_minute);
+    let max_per_minute = bound("max_per_minute", a.max_per_minute);
+    if min_per_minute > max_per_minute {
+        c.error(format!("{key}.min_per_minute"), format!("must not be above max_per_minute ({max_per_minute})"));
+    }
+    let period = c.duration(&format!("{key}.period"), a.period.as_deref(), Duration::from_secs(10));
+    if period < Duration::from_secs(1) {
+        c.error(format!("{key}.period"), "must be at least 1s (a period needs answers to judge)");
+    }
+    AdaptiveConfig { target, quantile, error_budget, min_per_minute, max_per_minute, period }
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 time such as `2027-03-14T09:00:00+01:00`.

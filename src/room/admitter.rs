@@ -64,6 +64,33 @@ pub async fn tick(room: &Room, now_ms: u64) {
     let tail = expected_ahead(figures.waiting, figures.held, share);
     m.eta_seconds.set(to_i64(tail.saturating_mul(60).div_ceil(rate.max(1))));
     room.set_cached(limits, rate);
+    if let Some(adaptive) = &room.adaptive {
+        adapt(room, adaptive, now_ms).await;
+    }
+}
+
+/// Once a period, the adaptive outflow's decision: the new `admit_per_minute` is applied as
+/// an operator's change would be (the store, this node's copy, a `change applied` line).
+async fn adapt(room: &Room, adaptive: &super::adaptive::Adaptive, now_ms: u64) {
+    let old = room.limits();
+    let Some((new, reason)) = adaptive.decide(&old, now_ms) else { return };
+    room.metrics.adaptive_decision(reason.label());
+    if new.admit_per_minute == old.admit_per_minute {
+        return;
+    }
+    match room.apply(&old, &new).await {
+        Ok(_) => tracing::info!(
+            who = "adaptive",
+            source = "adaptive",
+            target = %format!("room:{}", room.name),
+            field = "admit_per_minute",
+            old = old.admit_per_minute,
+            new = new.admit_per_minute,
+            reason = reason.label(),
+            "change applied"
+        ),
+        Err(e) => room.store_failed(&e),
+    }
 }
 
 /// The share of away waiters that come back within `hold`, in per mille, as measured over

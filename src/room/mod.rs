@@ -2,6 +2,7 @@
 //! whether it is forwarded (with a valid pass, or admitted now) or answered with its place
 //! in line. The state lives in the [`store`](crate::store); this module decides.
 
+pub mod adaptive;
 pub mod admitter;
 pub mod tokens;
 
@@ -77,6 +78,8 @@ pub struct Room {
     /// Whether the last store call worked; `/readyz` reports it.
     store_up: AtomicBool,
     store_errors: IntCounter,
+    /// `[room.adaptive]`: the outflow set from the mailbox's answers (DESIGN §3).
+    pub adaptive: Option<adaptive::Adaptive>,
 }
 
 /// What to do with a request that belongs to a room; each carries the `Set-Cookie` values
@@ -141,6 +144,18 @@ impl Room {
             page: config.template.clone().map(pages::RoomPage::custom).unwrap_or_default(),
             store_up: AtomicBool::new(true),
             store_errors,
+            adaptive: config
+                .adaptive
+                .clone()
+                .map(|bounds| adaptive::Adaptive::new(bounds, config.admit_per_minute, crate::clock::now_ms())),
+        }
+    }
+
+    /// One answer of the upstream to a request of this room's admitted visitors (or its
+    /// failure), for the adaptive outflow. Nothing when the room is not adaptive.
+    pub fn upstream_answered(&self, latency: Duration, failed: bool) {
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.recorder.record(latency, failed);
         }
     }
 

@@ -37,6 +37,7 @@ pub fn room(name: &str) -> RoomConfig {
         message: None,
         tick: Duration::from_millis(50),
         template: None,
+        adaptive: None,
     }
 }
 

@@ -1,0 +1,369 @@
+//! Adaptive outflow (DESIGN §3, issue 17): the controller that sets a room's effective
+//! `admit_per_minute` from what the mailbox's answers show, within the operator's bounds.
+//!
+//! The law is AIMD with a gradient on latency, as in TCP congestion control and Envoy's
+//! adaptive concurrency filter (whose gradient is `target / sampled`):
+//! - errors over the budget: cut at once to [`ERROR_CUT`] of the rate (back off fast);
+//! - the latency quantile over its target: scale by `target / sampled`, at most halving;
+//! - the quantile under [`HEADROOM`] of its target: grow by [`GROWTH`] of the rate, at
+//!   least one admission a minute (grow slowly);
+//! - between the two, or too few answers to judge: hold.
+//!
+//! The band between [`HEADROOM`] × target and the target is what keeps a steady mailbox from
+//! oscillating: once its latency settles inside, nothing moves. A decrease is never followed
+//! by growth in the next period ([`COOL_DOWN`]): the answers of that period were still
+//! served at the old rate.
+
+pub use crate::config::AdaptiveConfig as Bounds;
+use crate::store::RoomLimits;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Share of the rate kept when errors pass the budget.
+pub const ERROR_CUT: f64 = 0.7;
+/// Latency under this share of the target leaves room to grow.
+pub const HEADROOM: f64 = 0.8;
+/// Growth per period, as a share of the rate.
+pub const GROWTH: f64 = 0.05;
+/// The most a latency decrease cuts in one period (to half).
+pub const MOST_CUT: f64 = 0.5;
+/// Periods after a decrease before growth may resume.
+pub const COOL_DOWN: u32 = 2;
+/// Fewer forwarded answers than this in a period say nothing: hold.
+pub const FEWEST_ANSWERS: u64 = 20;
+
+/// What a room's forwarded requests met over one period.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Period {
+    pub answers: u64,
+    pub errors: u64,
+    /// The watched quantile of the upstream's latency (`None` with no answers).
+    pub latency: Option<Duration>,
+}
+
+/// Why the controller moved, or did not move, the rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Errors,
+    Latency,
+    Headroom,
+    Steady,
+    FewAnswers,
+    CoolingDown,
+}
+
+impl Reason {
+    /// The `reason` label of its metric.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Errors => "errors",
+            Reason::Latency => "latency",
+            Reason::Headroom => "headroom",
+            Reason::Steady => "steady",
+            Reason::FewAnswers => "few_answers",
+            Reason::CoolingDown => "cooling_down",
+        }
+    }
+}
+
+/// One room's controller: the effective rate and what it remembers between periods.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    bounds: Bounds,
+    /// Admissions per minute, fractional so that small steps accumulate.
+    rate: f64,
+    cooling: u32,
+}
+
+impl Controller {
+    /// Starts at `start` (the configured `admit_per_minute`), within the bounds.
+    pub fn new(bounds: Bounds, start: u64) -> Self {
+        let rate = (start as f64).clamp(bounds.min_per_minute as f64, bounds.max_per_minute as f64);
+        Self { bounds, rate, cooling: 0 }
+    }
+
+    /// The effective admissions per minute.
+    pub fn rate(&self) -> u64 {
+        self.rate.round() as u64
+    }
+
+    /// Decides from one period: the new effective rate and why.
+    pub fn step(&mut self, period: &Period) -> (u64, Reason) {
+        let b = &self.bounds;
+        let (lo, hi) = (b.min_per_minute as f64, b.max_per_minute as f64);
+        let reason = match period.latency {
+            _ if period.answers < FEWEST_ANSWERS => Reason::FewAnswers,
+            _ if period.errors as f64 > b.error_budget * period.answers as f64 => {
+                self.rate *= ERROR_CUT;
+                Reason::Errors
+            }
+            Some(latency) if latency > b.target => {
+                let gradient = b.target.as_secs_f64() / latency.as_secs_f64();
+                self.rate *= gradient.max(MOST_CUT);
+                Reason::Latency
+            }
+            Some(latency) if latency.as_secs_f64() < HEADROOM * b.target.as_secs_f64() => {
+                if self.cooling > 0 {
+                    Reason::CoolingDown
+                } else {
+                    self.rate += (self.rate * GROWTH).max(1.0);
+                    Reason::Headroom
+                }
+            }
+            _ => Reason::Steady,
+        };
+        if matches!(reason, Reason::Errors | Reason::Latency) {
+            self.cooling = COOL_DOWN;
+        } else {
+            self.cooling = self.cooling.saturating_sub(1);
+        }
+        self.rate = self.rate.clamp(lo, hi);
+        (self.rate(), reason)
+    }
+}
+
+/// Latency buckets: each 20 % wider than the last, from 1 ms to about 50 s, so that a
+/// quantile read from them is within 20 % of the truth (and never below it).
+const BUCKETS: usize = 60;
+const GROWTH_PER_BUCKET: f64 = 1.2;
+
+/// What a room's forwarded requests met since the last period: counts and a latency
+/// histogram, written by every request without a lock.
+#[derive(Debug)]
+pub struct Recorder {
+    buckets: [AtomicU64; BUCKETS],
+    errors: AtomicU64,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self { buckets: std::array::from_fn(|_| AtomicU64::new(0)), errors: AtomicU64::new(0) }
+    }
+}
+
+impl Recorder {
+    /// One upstream answer (or failure) after `latency`.
+    pub fn record(&self, latency: Duration, failed: bool) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        let index = if ms <= 1.0 { 0 } else { (ms.ln() / GROWTH_PER_BUCKET.ln()).ceil() as usize };
+        self.buckets[index.min(BUCKETS - 1)].fetch_add(1, Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The period since the last call, the `quantile` of its latency (the upper edge of its
+    /// bucket), and a fresh start.
+    pub fn take(&self, quantile: f64) -> Period {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.swap(0, Relaxed)).collect();
+        let errors = self.errors.swap(0, Relaxed);
+        let answers: u64 = counts.iter().sum();
+        let rank = (quantile * answers as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        let latency = counts.iter().position(|&n| {
+            seen += n;
+            seen >= rank
+        });
+        let latency =
+            latency.filter(|_| answers > 0).map(|i| Duration::from_secs_f64(GROWTH_PER_BUCKET.powi(i as i32) / 1000.0));
+        Period { answers, errors, latency }
+    }
+}
+
+/// A room's adaptive outflow: the recorder its requests write, the controller its admitter
+/// runs once a period, and whether an operator has pinned the rate.
+#[derive(Debug)]
+pub struct Adaptive {
+    pub bounds: Bounds,
+    pub recorder: Recorder,
+    controller: Mutex<Controller>,
+    pinned: AtomicBool,
+    last_ms: AtomicU64,
+}
+
+impl Adaptive {
+    pub fn new(bounds: Bounds, start: u64, now_ms: u64) -> Self {
+        let controller = Mutex::new(Controller::new(bounds.clone(), start));
+        Self {
+            bounds,
+            recorder: Recorder::default(),
+            controller,
+            pinned: AtomicBool::new(false),
+            last_ms: AtomicU64::new(now_ms),
+        }
+    }
+
+    /// Whether an operator has taken the rate over (the controller rests until unpinned).
+    pub fn pinned(&self) -> bool {
+        self.pinned.load(Relaxed)
+    }
+
+    /// Pins (the operator's rate stands) or unpins (the controller starts again from `rate`).
+    pub fn pin(&self, pinned: bool, rate: u64) {
+        if !pinned {
+            *self.controller.lock().unwrap_or_else(|p| p.into_inner()) = Controller::new(self.bounds.clone(), rate);
+        }
+        self.pinned.store(pinned, Relaxed);
+    }
+
+    /// Once a period (and not while pinned): the limits with the new rate and why, from what
+    /// the room's requests met since the last decision. `None` between periods.
+    pub fn decide(&self, limits: &RoomLimits, now_ms: u64) -> Option<(RoomLimits, Reason)> {
+        let last = self.last_ms.load(Relaxed);
+        let period_ms = u64::try_from(self.bounds.period.as_millis()).unwrap_or(u64::MAX);
+        if now_ms < last.saturating_add(period_ms) {
+            return None;
+        }
+        self.last_ms.store(now_ms, Relaxed);
+        let period = self.recorder.take(self.bounds.quantile);
+        if self.pinned() {
+            return None;
+        }
+        let (rate, reason) = self.controller.lock().unwrap_or_else(|p| p.into_inner()).step(&period);
+        Some((RoomLimits { admit_per_minute: rate, ..limits.clone() }, reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounds() -> Bounds {
+        Bounds {
+            target: Duration::from_millis(800),
+            quantile: 0.9,
+            error_budget: 0.01,
+            min_per_minute: 100,
+            max_per_minute: 10_000,
+            period: Duration::from_secs(10),
+        }
+    }
+
+    fn ok(ms: u64) -> Period {
+        Period { answers: 1000, errors: 0, latency: Some(Duration::from_millis(ms)) }
+    }
+
+    fn run(c: &mut Controller, periods: impl IntoIterator<Item = Period>) -> Vec<(u64, Reason)> {
+        periods.into_iter().map(|p| c.step(&p)).collect()
+    }
+
+    #[test]
+    fn a_steady_mailbox_inside_the_band_never_moves_the_rate() {
+        let mut c = Controller::new(bounds(), 1200);
+        let steps = run(&mut c, (0..500).map(|i| ok(700 + (i % 7) * 10)));
+        assert!(steps.iter().all(|&(rate, reason)| rate == 1200 && reason == Reason::Steady), "{steps:?}");
+    }
+
+    #[test]
+    fn headroom_grows_the_rate_slowly_up_to_the_bound_and_never_past_it() {
+        let mut c = Controller::new(bounds(), 1000);
+        let steps = run(&mut c, (0..200).map(|_| ok(200)));
+        assert_eq!(steps[0], (1050, Reason::Headroom), "5 % a period");
+        assert!(steps.windows(2).all(|w| w[1].0 >= w[0].0 && w[1].0 <= 10_000), "monotone, bounded");
+        assert_eq!(steps.last().map(|s| s.0), Some(10_000));
+        // A tiny rate still grows by at least one a minute.
+        let mut small = Controller::new(Bounds { min_per_minute: 1, ..bounds() }, 1);
+        assert_eq!(small.step(&ok(100)).0, 2);
+    }
+
+    #[test]
+    fn an_error_burst_cuts_at_once_and_growth_waits_out_the_cool_down() {
+        let mut c = Controller::new(bounds(), 5000);
+        let burst = Period { answers: 1000, errors: 50, latency: Some(Duration::from_millis(300)) };
+        assert_eq!(c.step(&burst), (3500, Reason::Errors), "back off in the period the errors are seen");
+        assert_eq!(c.step(&ok(200)), (3500, Reason::CoolingDown));
+        assert_eq!(c.step(&ok(200)), (3500, Reason::CoolingDown));
+        assert_eq!(c.step(&ok(200)), (3675, Reason::Headroom));
+        // Errors within the budget are not a reason.
+        let mut d = Controller::new(bounds(), 5000);
+        assert_eq!(
+            d.step(&Period { answers: 1000, errors: 10, latency: Some(Duration::from_millis(700)) }).1,
+            Reason::Steady
+        );
+    }
+
+    #[test]
+    fn latency_over_the_target_scales_the_rate_by_the_gradient_at_most_halving_it() {
+        let mut c = Controller::new(bounds(), 4000);
+        assert_eq!(c.step(&ok(1000)), (3200, Reason::Latency), "800/1000 of the rate");
+        assert_eq!(c.step(&ok(8000)), (1600, Reason::Latency), "a tenth would be too much: half");
+        // Down to the floor and no further, however bad.
+        let steps = run(&mut c, (0..20).map(|_| ok(30_000)));
+        assert_eq!(steps.last(), Some(&(100, Reason::Latency)));
+    }
+
+    #[test]
+    fn flapping_errors_keep_the_rate_down_and_bounds_always_hold() {
+        let mut c = Controller::new(bounds(), 8000);
+        let bad = Period { answers: 500, errors: 100, latency: Some(Duration::from_millis(2000)) };
+        let steps = run(&mut c, (0..300).map(|i| if i % 4 == 0 { bad } else { ok(100) }));
+        assert!(steps.iter().all(|&(r, _)| (100..=10_000).contains(&r)), "{steps:?}");
+        // One bad period in four: each cut (×0.7) outweighs the one growth step the cool-down
+        // leaves (×1.05), so the rate sinks to the floor and stays within a step of it.
+        assert!(steps[60..].iter().all(|&(r, _)| r <= 105), "{:?}", &steps[60..]);
+    }
+
+    #[test]
+    fn too_few_answers_say_nothing() {
+        let mut c = Controller::new(bounds(), 3000);
+        let quiet = Period { answers: 5, errors: 5, latency: Some(Duration::from_secs(10)) };
+        assert_eq!(c.step(&quiet), (3000, Reason::FewAnswers));
+        assert_eq!(c.step(&Period { answers: 0, errors: 0, latency: None }), (3000, Reason::FewAnswers));
+    }
+
+    #[test]
+    fn the_recorder_reads_the_quantile_within_a_bucket_and_never_below_it() {
+        let r = Recorder::default();
+        for ms in 1..=100u64 {
+            r.record(Duration::from_millis(ms * 10), ms > 98);
+        }
+        let p = r.take(0.9);
+        assert_eq!((p.answers, p.errors), (100, 2));
+        let p90 = p.latency.expect("answers").as_secs_f64() * 1000.0;
+        assert!((900.0..=900.0 * 1.2).contains(&p90), "p90 of 10..1000 ms read as {p90} ms");
+        assert_eq!(r.take(0.9), Period { answers: 0, errors: 0, latency: None }, "taken: a fresh period");
+        r.record(Duration::from_secs(3600), false);
+        assert!(r.take(0.99).latency.expect("one") >= Duration::from_secs(40), "past the last bucket: the last");
+    }
+
+    #[test]
+    fn a_pinned_room_is_not_decided_and_unpinning_starts_from_the_rate_in_force() {
+        let limits = RoomLimits {
+            max_active: 10,
+            admit_per_minute: 1000,
+            session_idle: Duration::from_secs(60),
+            session_max: Duration::from_secs(3600),
+            waiter_ttl: Duration::from_secs(30),
+            claim_window: Duration::from_secs(30),
+            hold: Duration::from_secs(600),
+            mode: crate::config::RoomMode::Auto,
+            opens_at_ms: None,
+            message: None,
+            tickets_per_client: 3,
+        };
+        let a = Adaptive::new(bounds(), 1000, 0);
+        for _ in 0..100 {
+            a.recorder.record(Duration::from_millis(100), false);
+        }
+        assert_eq!(a.decide(&limits, 5_000), None, "within the first period");
+        let (grown, reason) = a.decide(&limits, 10_000).expect("a period passed");
+        assert_eq!((grown.admit_per_minute, reason), (1050, Reason::Headroom));
+        a.pin(true, 1050);
+        for _ in 0..100 {
+            a.recorder.record(Duration::from_millis(100), false);
+        }
+        assert_eq!(a.decide(&grown, 20_000), None, "pinned: the operator's rate stands");
+        a.pin(false, 400);
+        for _ in 0..100 {
+            a.recorder.record(Duration::from_millis(100), false);
+        }
+        assert_eq!(a.decide(&grown, 30_000).map(|(l, _)| l.admit_per_minute), Some(420), "from 400, not 1050");
+    }
+
+    #[test]
+    fn the_start_is_clamped_into_the_bounds() {
+        assert_eq!(Controller::new(bounds(), 50).rate(), 100);
+        assert_eq!(Controller::new(bounds(), 50_000).rate(), 10_000);
+    }
+}
