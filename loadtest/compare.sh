@@ -125,7 +125,7 @@ start() { # name command... ; output goes to $WORK/name.log
 head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/page.html"
 # One certificate for both TLS rows: the same key type and handshake cost on each side.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-  -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>"$WORK/openssl.log" ||
+  -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>"$WORK/openssl.log" ||
   { cat "$WORK/openssl.log" >&2; exit 1; }
 chmod 644 "$WORK/key.pem"
 nginx_conf() { # name port workers server-block-body [http-block-extra]
@@ -180,6 +180,9 @@ addresses = ["127.0.0.1:$P_DIRECT"]
 requests_per_second = 1000000
 burst = 1000000
 join_burst = 1000000
+# The status row polls with one ticket from one address: the poll budget must not bind either.
+polls_per_second = 1000000
+poll_burst = 1000000
 
 # The rate-limited path: after the first request each minute, every answer is a 429.
 [[limits.route]]

@@ -191,7 +191,7 @@ for stage in ${STAGES//,/ }; do
       echo "== opening: $N waiters pre-queued within ${OVER}s, opens_at $opens_at, then 60 s of the line"
       start_node opening 0 memory "$opens_at"
       run_visitors opening "$N" $((OVER + 90)) --admin "127.0.0.1:${NODE_ADMIN[0]}" --profile opening --opens-at "$opens_at"
-      { grep -o 'event opened.*' "$OUT/opening-node0.log" | sed 's/^/  /' || echo "  (no opening logged)"
+      { sed 's/\x1b\[[0-9;]*m//g' "$OUT/opening-node0.log" | grep -o 'event opened.*' | sed 's/^/  /' || echo "  (no opening logged)"
         grep -E "^(visitors|errors|route|join|status|fairness)" "$OUT/opening.txt" | sed 's/^/  /'
         slowest_tick; } | tee "$OUT/opening-figures.txt"
       stop_nodes

@@ -53,7 +53,7 @@ TLS=""
 if command -v openssl >/dev/null 2>&1; then
   mkdir -p "$OUT/tls" && chmod 755 "$OUT/tls"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-    -addext subjectAltName=IP:127.0.0.1 -keyout "$OUT/tls/key.pem" -out "$OUT/tls/cert.pem" 2>"$OUT/tls/openssl.log"
+    -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE -keyout "$OUT/tls/key.pem" -out "$OUT/tls/cert.pem" 2>"$OUT/tls/openssl.log"
   chmod 644 "$OUT/tls/key.pem"
   TLS=$OUT/tls
 fi

@@ -65,11 +65,12 @@ pub async fn apply(running: &Running, old: &Config, new: &Config) -> Reloaded {
             done.needs_restart.push(format!("room {} (added)", room_config.name));
             continue;
         };
-        let fixed =
-            |r: &RoomConfig| format!("{:?}", (&r.hosts, &r.paths, &r.bypass, &r.logout_path, r.tick, &r.template));
+        let fixed = |r: &RoomConfig| {
+            format!("{:?}", (&r.hosts, &r.paths, &r.bypass, &r.logout_path, r.tick, &r.template, &r.adaptive))
+        };
         if fixed(old_config) != fixed(room_config) {
             done.needs_restart
-                .push(format!("room {} (hosts, paths, bypass, logout_path, tick or template)", room.name));
+                .push(format!("room {} (hosts, paths, bypass, logout_path, tick, template or adaptive)", room.name));
         }
         // Only what the file changed is applied, over the live limits: a reload for another
         // reason must not undo what an operator set through the admin API (a pause, say).

@@ -117,7 +117,11 @@ fn an_adaptive_room_names_each_bad_bound_and_refuses_redis_for_now() {
     for (name, text, key) in [
         ("no-target.toml", "min_per_minute = 1\nmax_per_minute = 2\n", "room[0].adaptive.target_latency"),
         ("no-max.toml", "target_latency = \"1s\"\nmin_per_minute = 1\n", "room[0].adaptive.max_per_minute"),
-        ("inverted.toml", "target_latency = \"1s\"\nmin_per_minute = 9\nmax_per_minute = 2\n", "room[0].adaptive.min_per_minute"),
+        (
+            "inverted.toml",
+            "target_latency = \"1s\"\nmin_per_minute = 9\nmax_per_minute = 2\n",
+            "room[0].adaptive.min_per_minute",
+        ),
         ("quantile.toml", &format!("{good}quantile = 1.5\n"), "room[0].adaptive.quantile"),
         ("budget.toml", &format!("{good}error_budget = -0.1\n"), "room[0].adaptive.error_budget"),
         ("period.toml", &format!("{good}period = \"100ms\"\n"), "room[0].adaptive.period"),
