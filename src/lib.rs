@@ -36,6 +36,7 @@ pub mod secrets;
 pub mod shutdown;
 pub mod store;
 pub mod tls;
+pub mod upstream_tls;
 
 use crate::admin::AdminState;
 use crate::config::{Config, StoreConfig};
@@ -67,6 +68,8 @@ pub enum StartError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("upstream TLS: {0}")]
+    UpstreamTls(#[from] upstream_tls::UpstreamTlsError),
     #[error("cannot start a worker thread: {0}")]
     Thread(std::io::Error),
     #[error(transparent)]
@@ -240,6 +243,7 @@ impl Server {
         };
         let connections = Arc::new(Semaphore::new(config.listen.max_connections));
         let addresses = Addresses::new(&config.upstream);
+        let connector = forward::Connector::new(&config.upstream)?;
         let settings = Arc::new(ConnectionSettings::new(
             &config.listen,
             config.client.trusted_proxies.clone(),
@@ -253,7 +257,7 @@ impl Server {
             let https = https.pop().map(|listener| BoundSocket { listener, tls: acceptor.clone() });
             let worker = Arc::new(Worker {
                 index,
-                upstream: Upstream::new(&config.upstream, addresses.clone(), metrics.clone()),
+                upstream: Upstream::new(&config.upstream, addresses.clone(), connector.clone(), metrics.clone()),
                 // Each worker derives keys with its own cache of the epoch key, so the cache's
                 // lock is never contended across cores.
                 identity: Identity::new(secrets.primary(), &config.client),

@@ -100,6 +100,10 @@ pub struct UpstreamConfig {
     /// Upstream connections one worker may have open at once (busy and idle); beyond it a
     /// request that finds no idle connection is answered 503.
     pub max_connections_per_worker: usize,
+    /// `upstream.tls = true`: every connection is TLS, verified; `None`: plain TCP.
+    pub tls: Option<crate::upstream_tls::UpstreamTls>,
+    /// `upstream.protocol`: the HTTP version spoken to the upstream.
+    pub protocol: crate::upstream_tls::UpstreamProtocol,
 }
 
 /// An upstream `host:port`; an IP literal is used as is, a name is resolved on connect.
