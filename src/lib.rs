@@ -146,8 +146,19 @@ impl Server {
             Some(socket) => {
                 let (state, shutdown) = (admin_state.clone(), admin_trigger.subscribe());
                 let header_read_timeout = config.admin.header_read_timeout;
+                let admin_tls = match &config.admin.tls {
+                    Some(files) => Some(TlsAcceptor::from(tls::load_admin_config(files)?)),
+                    None => None,
+                };
+                if admin_tls.is_none() && !admin_addr.ip().is_loopback() {
+                    // Tokens and operator actions would cross the network in clear.
+                    tracing::warn!(
+                        addr = %admin_addr,
+                        "admin listener is reachable beyond loopback without TLS: set admin.tls_cert and admin.tls_key"
+                    );
+                }
                 Some(spawn_runtime_thread("usher-admin".into(), move || async move {
-                    if let Err(e) = admin::serve(socket, state, header_read_timeout, shutdown).await {
+                    if let Err(e) = admin::serve(socket, state, header_read_timeout, admin_tls, shutdown).await {
                         tracing::error!(error = %e, "admin listener failed");
                     }
                 })?)

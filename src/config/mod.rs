@@ -69,6 +69,9 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// `admin.token_file`: a file holding the token. `USHER_ADMIN_TOKEN` wins over both.
     pub token_file: Option<PathBuf>,
+    /// `admin.tls_cert`/`admin.tls_key`: the admin API over TLS, so tokens never cross a
+    /// network in clear.
+    pub tls: Option<TlsFiles>,
 }
 
 #[derive(Debug, Clone)]

@@ -71,6 +71,8 @@ struct RawAdmin {
     listen: Option<String>,
     header_read_timeout: Option<String>,
     token_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -301,6 +303,29 @@ impl Checker {
     }
 }
 
+/// `admin.tls_cert` and `admin.tls_key`, both or neither, loaded once to check them.
+fn admin_tls(c: &mut Checker, a: &RawAdmin) -> Option<TlsFiles> {
+    let files = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => TlsFiles { cert: cert.clone(), key: key.clone() },
+        (None, None) => return None,
+        (Some(_), None) => {
+            c.error("admin.tls_key", "is required with admin.tls_cert");
+            return None;
+        }
+        (None, Some(_)) => {
+            c.error("admin.tls_cert", "is required with admin.tls_key");
+            return None;
+        }
+    };
+    match crate::tls::load_admin_config(&files) {
+        Ok(_) => Some(files),
+        Err(e) => {
+            c.error(e.key_in("admin"), e.to_string());
+            None
+        }
+    }
+}
+
 fn upstream_protocol(c: &mut Checker, text: Option<&str>) -> UpstreamProtocol {
     match text {
         None | Some("auto") => UpstreamProtocol::Auto,
@@ -465,6 +490,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         ),
         token: None,
         token_file: raw.admin.token_file.clone(),
+        tls: admin_tls(&mut c, &raw.admin),
     };
 
     // [secret]
