@@ -147,7 +147,9 @@ async fn a_certificate_from_another_ca_is_a_502_with_the_reason_logged() {
     let other = Pki::new();
     let mailbox = tls_mailbox(&pki, false).await;
     let usher = usher_to(mailbox, &tls_lines(&other, ""));
-    let reply = http1(usher.http_addr, get("/inbox")).await;
+    // From an address of its own, so that any trace of it in the logs can be told apart.
+    let client: std::net::IpAddr = "127.9.8.7".parse().expect("client address");
+    let reply = http1_from(client, usher.http_addr, get("/inbox")).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
     let logs = usher.logs();
     assert!(
