@@ -28,12 +28,14 @@ pub struct AdminState {
     pub ready: AtomicBool,
 }
 
-/// Serves the admin listener until shutdown. `header_read_timeout` bounds how long a
-/// connection may take to send a request head, and how long it may sit idle between requests.
+/// Serves the admin listener until shutdown, over TLS when `tls` is given. `header_read_timeout`
+/// bounds how long a connection may take to send a request head (and, with TLS, to finish
+/// its handshake), and how long it may sit idle between requests.
 pub async fn serve(
     listener: std::net::TcpListener,
     state: Arc<AdminState>,
     header_read_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -53,26 +55,41 @@ pub async fn serve(
             },
             () = shutdown.wait() => return Ok(()),
         };
-        let (state, builder) = (state.clone(), builder.clone());
-        let metrics = state.metrics.clone();
+        let (state, builder, tls) = (state.clone(), builder.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                async move {
-                    if req.uri().path().starts_with("/admin/") {
-                        return Ok::<_, Infallible>(state.api.handle(req, peer.ip()).await);
-                    }
-                    Ok::<_, Infallible>(handle(&state, &req))
-                }
-            });
-            let served = builder.serve_connection(TokioIo::new(stream), service).await;
-            if let Err(e) = served {
-                if e.is_timeout() {
-                    metrics.defences.closed_admin_header_timeout.inc();
-                }
-                tracing::debug!(error = %e, "admin connection ended with an error");
+            match tls {
+                None => serve_connection(stream, peer, state, builder).await,
+                Some(tls) => match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, peer, state, builder).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "admin TLS handshake failed"),
+                    Err(_) => state.metrics.defences.closed_admin_header_timeout.inc(),
+                },
             }
         });
+    }
+}
+
+/// One admin connection, plain or TLS.
+async fn serve_connection<I>(io: I, peer: std::net::SocketAddr, state: Arc<AdminState>, builder: Arc<http1::Builder>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let metrics = state.metrics.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        async move {
+            if req.uri().path().starts_with("/admin/") {
+                return Ok::<_, Infallible>(state.api.handle(req, peer.ip()).await);
+            }
+            Ok::<_, Infallible>(handle(&state, &req))
+        }
+    });
+    let served = builder.serve_connection(TokioIo::new(io), service).await;
+    if let Err(e) = served {
+        if e.is_timeout() {
+            metrics.defences.closed_admin_header_timeout.inc();
+        }
+        tracing::debug!(error = %e, "admin connection ended with an error");
     }
 }
 

@@ -21,11 +21,13 @@ use crate::error::ProxyError;
 use crate::idle::{IdleBody, Stalled};
 use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::pool::{Checkin, Pool, Sender, UploadBody};
+use crate::upstream_tls::{UpstreamProtocol, UpstreamTlsError};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -140,6 +142,7 @@ impl Addresses {
 /// workers), over the shared address list.
 pub struct Upstream {
     pool: Arc<Pool>,
+    connector: Arc<Connector>,
     addresses: Arc<Addresses>,
     metrics: Arc<Metrics>,
     response_timeout: Duration,
@@ -161,11 +164,17 @@ pub struct ForwardError {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig, addresses: Arc<Addresses>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &UpstreamConfig,
+        addresses: Arc<Addresses>,
+        connector: Arc<Connector>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let pool = Pool::new(config.pool_per_worker, config.idle_timeout, config.max_connections_per_worker);
         let default_host = config.addresses.first().and_then(|a| HeaderValue::from_str(&a.to_string()).ok());
         Self {
             pool,
+            connector,
             addresses,
             metrics,
             response_timeout: config.response_timeout,
@@ -184,13 +193,21 @@ impl Upstream {
         let place = self.pool.reserve().ok_or(Failure::Saturated)?;
         let stream = self.addresses.clone().connect().await.map_err(Failure::Connect)?;
         let socket = UpstreamSocket::new(stream, place, self.metrics.defences.upstream_connections.clone());
-        let (sender, connection) =
-            http1::Builder::new().handshake(TokioIo::new(socket)).await.map_err(Failure::Exchange)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+        let sender = match &self.connector.tls {
+            None => handshake(socket, self.connector.protocol == UpstreamProtocol::Http2).await?,
+            Some((tls, name)) => {
+                let stream = tls.connect(name.clone(), socket).await.map_err(Failure::Tls)?;
+                let h2 = match self.connector.protocol {
+                    UpstreamProtocol::Http1 => false,
+                    UpstreamProtocol::Http2 => true,
+                    UpstreamProtocol::Auto => stream.get_ref().1.alpn_protocol() == Some(b"h2"),
+                };
+                handshake(stream, h2).await?
             }
-        });
+        };
+        if let Sender::Http2(shared) = &sender {
+            self.pool.checkin(Sender::Http2(shared.clone()));
+        }
         Ok(sender)
     }
 
@@ -202,17 +219,37 @@ impl Upstream {
             Some(sender) => (sender, true),
             None => (self.connect().await?, false),
         };
+        let req = self.for_sender(req, &sender);
         match sender.try_send_request(req).await {
             Ok(response) => Ok((response, sender)),
             Err(mut e) => match e.take_message() {
                 Some(req) if reused => {
                     let mut fresh = self.connect().await?;
-                    let response = fresh.send_request(req).await.map_err(Failure::Exchange)?;
+                    let req = self.for_sender(req, &fresh);
+                    let response = fresh.try_send_request(req).await.map_err(|e| Failure::Exchange(e.into_error()))?;
                     Ok((response, fresh))
                 }
                 _ => Err(Failure::Exchange(e.into_error())),
             },
         }
+    }
+
+    /// An HTTP/2 request names its target in pseudo-headers: the scheme of the upstream hop
+    /// and the authority the client asked for (the `Host` already set).
+    fn for_sender(&self, mut req: Request<UploadBody>, sender: &Sender) -> Request<UploadBody> {
+        if !sender.is_http2() || req.uri().scheme().is_some() {
+            return req;
+        }
+        *req.version_mut() = Version::HTTP_2;
+        let scheme = if self.connector.tls.is_some() { "https" } else { "http" };
+        let authority = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+        if let Some(authority) = authority {
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            if let Ok(uri) = http::Uri::builder().scheme(scheme).authority(authority).path_and_query(path).build() {
+                *req.uri_mut() = uri;
+            }
+        }
+        req
     }
 
     /// Sends `req` upstream and returns the response head; bodies stream in both directions.
@@ -247,6 +284,15 @@ impl Upstream {
             Ok(Ok(exchanged)) => exchanged,
             Ok(Err(Failure::Connect(e))) => {
                 tracing::debug!(error = %e, "upstream connect failed");
+                return Err(ForwardError {
+                    kind: Some(UpstreamErrorKind::Connect),
+                    error: ProxyError::UpstreamUnreachable,
+                });
+            }
+            Ok(Err(Failure::Tls(e))) => {
+                // The reason (say, an unknown issuer or a name mismatch) is what the operator
+                // needs; the request is refused, never retried in plain text.
+                tracing::warn!(reason = %e, "upstream TLS handshake failed");
                 return Err(ForwardError {
                     kind: Some(UpstreamErrorKind::Connect),
                     error: ProxyError::UpstreamUnreachable,
@@ -370,7 +416,54 @@ enum Failure {
     /// The worker has `upstream.max_connections_per_worker` open and none idle.
     Saturated,
     Connect(io::Error),
+    /// The TLS handshake failed: the certificate did not verify, or the upstream refused ours.
+    Tls(io::Error),
     Exchange(hyper::Error),
+}
+
+/// How connections to the upstream are made, shared by all workers: plain TCP, or TLS with
+/// the name to verify, and the HTTP version to speak.
+pub struct Connector {
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    protocol: UpstreamProtocol,
+}
+
+impl Connector {
+    /// Loads the CA bundle and client certificate once, at start-up.
+    pub fn new(config: &UpstreamConfig) -> Result<Arc<Self>, UpstreamTlsError> {
+        let tls = match &config.tls {
+            None => None,
+            Some(tls) => {
+                let client = crate::upstream_tls::client_config(tls, config.protocol)?;
+                Some((tokio_rustls::TlsConnector::from(client), tls.server_name.clone()))
+            }
+        };
+        Ok(Arc::new(Self { tls, protocol: config.protocol }))
+    }
+}
+
+/// The HTTP handshake on an open connection; its driver task runs on this worker.
+async fn handshake<I>(io: I, h2: bool) -> Result<Sender, Failure>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if h2 {
+        let (sender, connection) =
+            http2::Builder::new(TokioExecutor::new()).handshake(TokioIo::new(io)).await.map_err(Failure::Exchange)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        return Ok(Sender::Http2(sender));
+    }
+    let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(io)).await.map_err(Failure::Exchange)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(Sender::Http1(sender))
 }
 
 /// An upgraded connection (WebSocket) between a client and the upstream.

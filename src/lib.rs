@@ -36,6 +36,7 @@ pub mod secrets;
 pub mod shutdown;
 pub mod store;
 pub mod tls;
+pub mod upstream_tls;
 
 use crate::admin::AdminState;
 use crate::config::{Config, StoreConfig};
@@ -67,6 +68,8 @@ pub enum StartError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("upstream TLS: {0}")]
+    UpstreamTls(#[from] upstream_tls::UpstreamTlsError),
     #[error("cannot start a worker thread: {0}")]
     Thread(std::io::Error),
     #[error(transparent)]
@@ -143,8 +146,19 @@ impl Server {
             Some(socket) => {
                 let (state, shutdown) = (admin_state.clone(), admin_trigger.subscribe());
                 let header_read_timeout = config.admin.header_read_timeout;
+                let admin_tls = match &config.admin.tls {
+                    Some(files) => Some(TlsAcceptor::from(tls::load_admin_config(files)?)),
+                    None => None,
+                };
+                if admin_tls.is_none() && !admin_addr.ip().is_loopback() {
+                    // Tokens and operator actions would cross the network in clear.
+                    tracing::warn!(
+                        addr = %admin_addr,
+                        "admin listener is reachable beyond loopback without TLS: set admin.tls_cert and admin.tls_key"
+                    );
+                }
                 Some(spawn_runtime_thread("usher-admin".into(), move || async move {
-                    if let Err(e) = admin::serve(socket, state, header_read_timeout, shutdown).await {
+                    if let Err(e) = admin::serve(socket, state, header_read_timeout, admin_tls, shutdown).await {
                         tracing::error!(error = %e, "admin listener failed");
                     }
                 })?)
@@ -240,6 +254,7 @@ impl Server {
         };
         let connections = Arc::new(Semaphore::new(config.listen.max_connections));
         let addresses = Addresses::new(&config.upstream);
+        let connector = forward::Connector::new(&config.upstream)?;
         let settings = Arc::new(ConnectionSettings::new(
             &config.listen,
             config.client.trusted_proxies.clone(),
@@ -253,7 +268,7 @@ impl Server {
             let https = https.pop().map(|listener| BoundSocket { listener, tls: acceptor.clone() });
             let worker = Arc::new(Worker {
                 index,
-                upstream: Upstream::new(&config.upstream, addresses.clone(), metrics.clone()),
+                upstream: Upstream::new(&config.upstream, addresses.clone(), connector.clone(), metrics.clone()),
                 // Each worker derives keys with its own cache of the epoch key, so the cache's
                 // lock is never contended across cores.
                 identity: Identity::new(secrets.primary(), &config.client),

@@ -7,13 +7,17 @@
 //! back on the stack only once the response it carried has been read to the end; one whose
 //! response was cut short is closed.
 //!
+//! An HTTP/2 upstream connection (over TLS when ALPN picks `h2`) carries many requests at
+//! once, so it is not lent to one response: the pool keeps one shared HTTP/2 connection per
+//! worker and hands out clones of its sender while it is open.
+//!
 //! The pool also caps the connections a worker has open at all, busy or idle
 //! (`upstream.max_connections_per_worker`): a slow upstream must not turn a burst of requests
 //! into an unbounded pile of connects and sockets.
 
 use crate::idle::IdleBody;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -23,10 +27,46 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub type UploadBody = IdleBody<Incoming>;
 
 /// Sends requests on one upstream connection.
-pub type Sender = http1::SendRequest<UploadBody>;
+pub enum Sender {
+    Http1(http1::SendRequest<UploadBody>),
+    Http2(http2::SendRequest<UploadBody>),
+}
+
+impl Sender {
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Self::Http1(s) => s.is_closed(),
+            Self::Http2(s) => s.is_closed(),
+        }
+    }
+
+    async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Self::Http1(s) => s.ready().await,
+            Self::Http2(s) => s.ready().await,
+        }
+    }
+
+    /// Sends `req`; on a connection that closed before sending, the error gives it back.
+    pub async fn try_send_request(
+        &mut self,
+        req: http::Request<UploadBody>,
+    ) -> Result<http::Response<Incoming>, hyper::client::conn::TrySendError<http::Request<UploadBody>>> {
+        match self {
+            Self::Http1(s) => s.try_send_request(req).await,
+            Self::Http2(s) => s.try_send_request(req).await,
+        }
+    }
+
+    pub fn is_http2(&self) -> bool {
+        matches!(self, Self::Http2(_))
+    }
+}
 
 pub struct Pool {
-    idle: Mutex<VecDeque<(Sender, Instant)>>,
+    idle: Mutex<VecDeque<(http1::SendRequest<UploadBody>, Instant)>>,
+    /// This worker's HTTP/2 connection, shared by all its requests while open.
+    shared: Mutex<Option<http2::SendRequest<UploadBody>>>,
     max_idle: usize,
     idle_timeout: Duration,
     /// One permit per open connection of this worker; a connection's driver holds it.
@@ -37,6 +77,7 @@ impl Pool {
     pub fn new(max_idle: usize, idle_timeout: Duration, max_open: usize) -> Arc<Self> {
         Arc::new(Self {
             idle: Mutex::new(VecDeque::new()),
+            shared: Mutex::new(None),
             max_idle,
             idle_timeout,
             open: Arc::new(Semaphore::new(max_open)),
@@ -50,17 +91,35 @@ impl Pool {
     }
 
     /// Only this worker's thread takes the lock, so it is never contended.
-    fn lock(&self) -> MutexGuard<'_, VecDeque<(Sender, Instant)>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<(http1::SendRequest<UploadBody>, Instant)>> {
         self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The most recently used idle connection that is still open, ready for a request.
+    fn lock_shared(&self) -> MutexGuard<'_, Option<http2::SendRequest<UploadBody>>> {
+        self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The shared HTTP/2 connection if one is open, else the most recently used idle
+    /// HTTP/1.1 connection that is still open, ready for a request.
     pub async fn checkout(&self) -> Option<Sender> {
+        let shared = {
+            let mut shared = self.lock_shared();
+            if shared.as_ref().is_some_and(|s| s.is_closed()) {
+                *shared = None;
+            }
+            shared.clone()
+        };
+        if let Some(mut sender) = shared.map(Sender::Http2) {
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
         loop {
-            let (mut sender, since) = self.lock().pop_back()?;
+            let (sender, since) = self.lock().pop_back()?;
             if since.elapsed() > self.idle_timeout || sender.is_closed() {
                 continue;
             }
+            let mut sender = Sender::Http1(sender);
             // Ready at once unless hyper has not yet seen the last response end.
             if sender.ready().await.is_ok() {
                 return Some(sender);
@@ -73,6 +132,16 @@ impl Pool {
         if sender.is_closed() {
             return;
         }
+        let sender = match sender {
+            Sender::Http1(sender) => sender,
+            Sender::Http2(sender) => {
+                let mut shared = self.lock_shared();
+                if shared.as_ref().is_none_or(|s| s.is_closed()) {
+                    *shared = Some(sender);
+                }
+                return;
+            }
+        };
         let now = Instant::now();
         let mut idle = self.lock();
         while idle.front().is_some_and(|(_, since)| now.duration_since(*since) > self.idle_timeout) {

@@ -34,6 +34,24 @@ impl TlsError {
     }
 }
 
+impl TlsError {
+    /// The key this error is about when the files are `{section}.tls_cert`/`tls_key`.
+    pub fn key_in(&self, section: &str) -> String {
+        match self {
+            Self::Cert { .. } | Self::Config(_) => format!("{section}.tls_cert"),
+            Self::Key { .. } => format!("{section}.tls_key"),
+        }
+    }
+}
+
+/// The admin listener's configuration: as the public one, but ALPN offers only
+/// `http/1.1`, since the admin API is served over HTTP/1.1 alone.
+pub fn load_admin_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = (*load_server_config(files)?).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 pub fn load_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|iter| iter.collect())

@@ -69,6 +69,9 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// `admin.token_file`: a file holding the token. `USHER_ADMIN_TOKEN` wins over both.
     pub token_file: Option<PathBuf>,
+    /// `admin.tls_cert`/`admin.tls_key`: the admin API over TLS, so tokens never cross a
+    /// network in clear.
+    pub tls: Option<TlsFiles>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +103,10 @@ pub struct UpstreamConfig {
     /// Upstream connections one worker may have open at once (busy and idle); beyond it a
     /// request that finds no idle connection is answered 503.
     pub max_connections_per_worker: usize,
+    /// `upstream.tls = true`: every connection is TLS, verified; `None`: plain TCP.
+    pub tls: Option<crate::upstream_tls::UpstreamTls>,
+    /// `upstream.protocol`: the HTTP version spoken to the upstream.
+    pub protocol: crate::upstream_tls::UpstreamProtocol,
 }
 
 /// An upstream `host:port`; an IP literal is used as is, a name is resolved on connect.

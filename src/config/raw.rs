@@ -6,7 +6,9 @@ use super::{
     UpstreamConfig, duration,
 };
 use crate::pages::PageTemplate;
+use crate::upstream_tls::{UpstreamProtocol, UpstreamTls};
 use ipnet::IpNet;
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -69,6 +71,8 @@ struct RawAdmin {
     listen: Option<String>,
     header_read_timeout: Option<String>,
     token_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -95,6 +99,12 @@ struct RawUpstream {
     tunnel_idle_timeout: Option<String>,
     upgrade_protocols: Option<Vec<String>>,
     max_connections_per_worker: Option<i64>,
+    tls: Option<bool>,
+    server_name: Option<String>,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    protocol: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -293,6 +303,96 @@ impl Checker {
     }
 }
 
+/// `admin.tls_cert` and `admin.tls_key`, both or neither, loaded once to check them.
+fn admin_tls(c: &mut Checker, a: &RawAdmin) -> Option<TlsFiles> {
+    let files = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => TlsFiles { cert: cert.clone(), key: key.clone() },
+        (None, None) => return None,
+        (Some(_), None) => {
+            c.error("admin.tls_key", "is required with admin.tls_cert");
+            return None;
+        }
+        (None, Some(_)) => {
+            c.error("admin.tls_cert", "is required with admin.tls_key");
+            return None;
+        }
+    };
+    match crate::tls::load_admin_config(&files) {
+        Ok(_) => Some(files),
+        Err(e) => {
+            c.error(e.key_in("admin"), e.to_string());
+            None
+        }
+    }
+}
+
+fn upstream_protocol(c: &mut Checker, text: Option<&str>) -> UpstreamProtocol {
+    match text {
+        None | Some("auto") => UpstreamProtocol::Auto,
+        Some("http1") => UpstreamProtocol::Http1,
+        Some("http2") => UpstreamProtocol::Http2,
+        Some(other) => {
+            c.error("upstream.protocol", format!("{other:?} is not one of \"auto\", \"http1\", \"http2\""));
+            UpstreamProtocol::Auto
+        }
+    }
+}
+
+/// `upstream.tls` and the keys that go with it; each file is loaded once here so that a bad
+/// bundle or key is a configuration error naming its key, not a failure at the first request.
+fn upstream_tls(
+    c: &mut Checker,
+    u: &RawUpstream,
+    first: Option<&UpstreamAddress>,
+    protocol: UpstreamProtocol,
+) -> Option<UpstreamTls> {
+    if u.tls != Some(true) {
+        for (key, set) in [
+            ("upstream.server_name", u.server_name.is_some()),
+            ("upstream.ca_file", u.ca_file.is_some()),
+            ("upstream.client_cert", u.client_cert.is_some()),
+            ("upstream.client_key", u.client_key.is_some()),
+        ] {
+            if set {
+                c.error(key, "needs upstream.tls = true");
+            }
+        }
+        return None;
+    }
+    let name = u.server_name.clone().or_else(|| first.map(|a| a.host.clone()));
+    let server_name = match name.map(|n| (ServerName::try_from(n.clone()), n)) {
+        Some((Ok(server_name), _)) => server_name,
+        Some((Err(_), n)) => {
+            c.error("upstream.server_name", format!("{n:?} is not a DNS name or IP address"));
+            return None;
+        }
+        None => {
+            c.error("upstream.server_name", "is required with upstream.tls when there is no upstream address");
+            return None;
+        }
+    };
+    let client = match (&u.client_cert, &u.client_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+        (None, None) => None,
+        (Some(_), None) => {
+            c.error("upstream.client_key", "is required with upstream.client_cert");
+            return None;
+        }
+        (None, Some(_)) => {
+            c.error("upstream.client_cert", "is required with upstream.client_key");
+            return None;
+        }
+    };
+    let tls = UpstreamTls { server_name, ca_file: u.ca_file.clone(), client };
+    match crate::upstream_tls::client_config(&tls, protocol) {
+        Ok(_) => Some(tls),
+        Err(e) => {
+            c.error(e.key(), e.to_string());
+            None
+        }
+    }
+}
+
 fn upstream_address(text: &str) -> Option<UpstreamAddress> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Some(UpstreamAddress { host: addr.ip().to_string(), port: addr.port() });
@@ -390,6 +490,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         ),
         token: None,
         token_file: raw.admin.token_file.clone(),
+        tls: admin_tls(&mut c, &raw.admin),
     };
 
     // [secret]
@@ -414,7 +515,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             ),
         }
     }
-    let upstream = UpstreamConfig {
+    let mut upstream = UpstreamConfig {
         addresses,
         connect_timeout: c.duration("upstream.connect_timeout", u.connect_timeout.as_deref(), Duration::from_secs(2)),
         response_timeout: c.duration(
@@ -444,7 +545,10 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             1,
             1_000_000,
         ) as usize,
+        protocol: upstream_protocol(&mut c, u.protocol.as_deref()),
+        tls: None,
     };
+    upstream.tls = upstream_tls(&mut c, u, upstream.addresses.first(), upstream.protocol);
     if upstream.max_connections_per_worker < upstream.pool_per_worker {
         c.error(
             "upstream.max_connections_per_worker",
