@@ -21,7 +21,7 @@ use crate::pages;
 use crate::render::{self, Answer};
 use crate::request::RequestView;
 use crate::room::{Decision, Room, Rooms, Visitor};
-use http::header::{HeaderValue, SET_COOKIE};
+use http::header::{HeaderName, HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -35,7 +35,8 @@ pub const STATUS_PATH: &str = "/.usher/status";
 
 /// The mailbox's origin signal: a response header `Usher-Session: end` ends the visitor's
 /// session (after the login step, or at logout), freeing its place at once.
-pub const ORIGIN_SIGNAL: &str = "usher-session";
+/// A parsed name, so that looking for it in every upstream answer costs no parsing.
+pub const ORIGIN_SIGNAL: HeaderName = HeaderName::from_static("usher-session");
 
 /// One worker thread's request handler: its upstream pool and the shared state.
 pub struct Worker {
@@ -215,7 +216,7 @@ impl Worker {
         for cookie in set_cookies {
             response.headers_mut().append(SET_COOKIE, cookie);
         }
-        let signal = response.headers_mut().remove(ORIGIN_SIGNAL);
+        let signal = response.headers_mut().remove(&ORIGIN_SIGNAL);
         if let (Some(signal), Some((room, id))) = (signal, session)
             && signal.as_bytes().eq_ignore_ascii_case(b"end")
         {
