@@ -60,6 +60,8 @@ ensure_rust
 ensure_browser_packages
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# A clean CI build needs no incremental cache; it would add 3 GB to the target directory.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
