@@ -109,6 +109,12 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
         }
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {
+            let access = state.api.access.load();
+            let allowed = !access.metrics_need_token || matches!(access.caller(req), Ok(Some(_)));
+            if !allowed {
+                // Prometheus: `authorization: { credentials_file: ... }` in the scrape job.
+                return text(StatusCode::UNAUTHORIZED, "/metrics needs a bearer token (admin.metrics = \"viewer\")\n");
+            }
             let mut response = Response::new(Body::from(state.metrics.render()));
             response
                 .headers_mut()

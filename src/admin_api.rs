@@ -1,18 +1,19 @@
 //! The admin API (DESIGN §9): rooms with their live figures, and the operator's levers:
 //! pause, resume, limits, event start, message, drain. JSON in and out.
 //!
-//! Reads are open to loopback peers, and to others with the token. Writes need
-//! `Authorization: Bearer <USHER_ADMIN_TOKEN>` (compared in constant time); with no token
-//! configured, writes are refused. Every change is one log line naming the token by its id
-//! (a hash prefix), never the token itself.
+//! Who may do what is [`crate::operators`]: reads need the viewer role (or a loopback peer,
+//! so an SRE on the host and the health checks need no token), changes the operator role, and
+//! the list of operators the admin role. A token that is no operator's is a 401, a role too
+//! small a 403. Every change is one log line naming the operator, never a token.
 
 use crate::body::Body;
 use crate::changes::{self, Source};
 use crate::clock::now_ms;
 use crate::config::{RoomMode, parse_rfc3339};
 use crate::metrics::Metrics;
-use crate::room::tokens::constant_time_eq;
+use crate::operators::{Operator, Operators, Role};
 use crate::room::{Room, Rooms};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -20,15 +21,78 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;
 
-/// The admin API's state: the rooms, and the write token if one is configured.
+/// Who may use the admin listener, swapped whole by a reload.
+#[derive(Debug, Default)]
+pub struct Access {
+    pub operators: Operators,
+    /// `admin.metrics = "viewer"`.
+    pub metrics_need_token: bool,
+}
+
+/// Why a request is refused before it is routed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// No token where one is needed, or a token that is no operator's (perhaps revoked).
+    Unauthorised(&'static str),
+    /// A known operator whose role is too small, or writes with nobody configured to make them.
+    Forbidden(String),
+}
+
+impl Refused {
+    fn answer(self) -> Answer {
+        match self {
+            Refused::Unauthorised(why) => error(StatusCode::UNAUTHORIZED, why, None),
+            Refused::Forbidden(why) => error(StatusCode::FORBIDDEN, &why, None),
+        }
+    }
+}
+
+impl Access {
+    /// The operator behind the request's bearer token, if it carries one; a token that
+    /// identifies nobody is refused, so a revoked token never falls back to anonymous reads.
+    pub fn caller<B>(&self, req: &Request<B>) -> Result<Option<Operator>, Refused> {
+        let Some(value) = req.headers().get(AUTHORIZATION) else { return Ok(None) };
+        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).unwrap_or_default();
+        match self.operators.identify(token) {
+            Some(operator) => Ok(Some(operator.clone())),
+            None => Err(Refused::Unauthorised("unknown or revoked bearer token")),
+        }
+    }
+
+    /// Checks that the request may do what needs `needed`; returns the operator, or `None`
+    /// for an anonymous read from loopback.
+    pub fn authorise<B>(&self, req: &Request<B>, peer: IpAddr, needed: Role) -> Result<Option<Operator>, Refused> {
+        if needed > Role::Viewer && self.operators.is_empty() {
+            // Said plainly even to a caller with a token: nothing it could send would work.
+            return Err(Refused::Forbidden(
+                "admin changes are disabled: add an [[admin.operator]] or set USHER_ADMIN_TOKEN".into(),
+            ));
+        }
+        match self.caller(req)? {
+            Some(operator) if operator.role >= needed => Ok(Some(operator)),
+            Some(operator) => Err(Refused::Forbidden(format!(
+                "{} has the {} role; this needs {}",
+                operator.name, operator.role, needed
+            ))),
+            None if needed == Role::Viewer && peer.to_canonical().is_loopback() => Ok(None),
+            None if needed > Role::Viewer => Err(Refused::Unauthorised("this needs a bearer token")),
+            None => Err(Refused::Unauthorised("reads from other hosts need a bearer token")),
+        }
+    }
+}
+
+/// The admin API's state: the rooms, and who may use them.
 pub struct AdminApi {
-    pub rooms: std::sync::Arc<Rooms>,
-    pub token: Option<String>,
-    pub metrics: std::sync::Arc<Metrics>,
+    pub rooms: Arc<Rooms>,
+    pub access: ArcSwap<Access>,
+    /// `USHER_ADMIN_TOKEN`'s operator, kept across reloads (the environment does not change).
+    pub shortcut: Option<Operator>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// An answer: status and JSON body.
@@ -43,20 +107,44 @@ fn error(status: StatusCode, message: &str, field: Option<&str>) -> Answer {
 }
 
 impl AdminApi {
-    /// The token's id for logs: the first 8 hex digits of its SHA-256.
-    fn token_id(&self) -> String {
-        let token = self.token.as_deref().unwrap_or_default();
-        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-        digest.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect()
+    pub fn new(
+        rooms: Arc<Rooms>,
+        admin: &crate::config::AdminConfig,
+        shortcut_token: Option<&str>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let shortcut = shortcut_token.map(Operator::shortcut);
+        let access = ArcSwap::from_pointee(Access {
+            operators: Operators::new(&admin.operators, shortcut.as_ref()),
+            metrics_need_token: admin.metrics_need_token,
+        });
+        Self { rooms, access, shortcut, metrics }
     }
 
-    fn presented_valid_token<B>(&self, req: &Request<B>) -> bool {
-        let Some(token) = &self.token else { return false };
-        req.headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+    /// Applies a reloaded `[admin]`: additions, role changes and revocations take effect on
+    /// the next request. Returns how many operators changed, each logged as a change.
+    pub fn reload(&self, old: &crate::config::AdminConfig, new: &crate::config::AdminConfig) -> usize {
+        let mut changed = 0;
+        let describe =
+            |o: Option<&Operator>| o.map_or("-".to_string(), |o| format!("{} (token {})", o.role, o.token_id()));
+        let names = old.operators.iter().chain(&new.operators).map(|o| o.name.as_str());
+        let mut seen = std::collections::BTreeSet::new();
+        for name in names.filter(|n| seen.insert(*n)) {
+            let before = old.operators.iter().find(|o| o.name == name);
+            let after = new.operators.iter().find(|o| o.name == name);
+            if before != after {
+                let target = format!("operator:{name}");
+                changes::record(&self.metrics, Source::Reload, &target, "access", &describe(before), &describe(after));
+                changed += 1;
+            }
+        }
+        if changed > 0 || old.metrics_need_token != new.metrics_need_token {
+            self.access.store(Arc::new(Access {
+                operators: Operators::new(&new.operators, self.shortcut.as_ref()),
+                metrics_need_token: new.metrics_need_token,
+            }));
+        }
+        changed
     }
 
     /// Answers a request under `/admin/`.
@@ -73,18 +161,17 @@ impl AdminApi {
         let path = req.uri().path().trim_end_matches('/').to_string();
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let method = req.method().clone();
-        let authorised = self.presented_valid_token(&req);
-        let write = !matches!(method, Method::GET | Method::HEAD);
-        if write {
-            if self.token.is_none() {
-                return error(StatusCode::FORBIDDEN, "admin writes are disabled: set USHER_ADMIN_TOKEN", None);
-            }
-            if !authorised {
-                return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token", None);
-            }
-        } else if !peer.to_canonical().is_loopback() && !authorised {
-            return error(StatusCode::UNAUTHORIZED, "reads from other hosts need the bearer token", None);
-        }
+        let needed = match (&method, parts.as_slice()) {
+            (&Method::GET | &Method::HEAD, ["admin", "operators"]) => Role::Admin,
+            (&Method::GET | &Method::HEAD, _) => Role::Viewer,
+            _ => Role::Operator,
+        };
+        let caller = match self.access.load().authorise(&req, peer, needed) {
+            Ok(caller) => caller,
+            Err(refused) => return refused.answer(),
+        };
+        // Only reads go unnamed; every change has an operator behind it.
+        let who = caller.as_ref().map_or("-", |o| o.name.as_str()).to_string();
         let room = |name: &str| self.rooms.get(name).cloned();
         match (method, parts.as_slice()) {
             (Method::GET, ["admin", "rooms"]) => {
@@ -93,6 +180,16 @@ impl AdminApi {
                     list.push(room_json(r).await);
                 }
                 (StatusCode::OK, json!({ "rooms": list }))
+            }
+            (Method::GET, ["admin", "operators"]) => {
+                let access = self.access.load();
+                let list: Vec<Value> = access
+                    .operators
+                    .all()
+                    .iter()
+                    .map(|o| json!({ "name": o.name, "role": o.role.as_str(), "token_id": o.token_id() }))
+                    .collect();
+                (StatusCode::OK, json!({ "operators": list }))
             }
             (Method::GET, ["admin", "rooms", name]) => match room(name) {
                 Some(r) => (StatusCode::OK, room_json(&r).await),
@@ -105,19 +202,19 @@ impl AdminApi {
                     Err(answer) => return answer,
                 };
                 match (method, rest) {
-                    (Method::PATCH, []) => self.patch(&r, &body).await,
+                    (Method::PATCH, []) => self.patch(&r, &body, &who).await,
                     (Method::POST, ["pause"]) => {
                         let mut patch = json!({ "mode": "paused" });
                         if let Some(message) = body.get("message") {
                             patch["message"] = message.clone();
                         }
-                        self.patch(&r, &patch).await
+                        self.patch(&r, &patch, &who).await
                     }
                     (Method::POST, ["resume"]) => {
                         let mode = r.resume_mode.as_str();
-                        self.patch(&r, &json!({ "mode": mode, "message": null })).await
+                        self.patch(&r, &json!({ "mode": mode, "message": null }), &who).await
                     }
-                    (Method::POST, ["drain"]) => self.drain(&r, &body).await,
+                    (Method::POST, ["drain"]) => self.drain(&r, &body, &who).await,
                     _ => error(StatusCode::NOT_FOUND, "no such admin route", None),
                 }
             }
@@ -127,7 +224,7 @@ impl AdminApi {
 
     /// Applies any of `max_active`, `admit_per_minute`, `mode`, `opens_at`, `message`,
     /// `hold_seconds` (lengthened live when, say, a mobile network drops out at peak).
-    async fn patch(&self, room: &Room, body: &Value) -> Answer {
+    async fn patch(&self, room: &Room, body: &Value, who: &str) -> Answer {
         let Some(fields) = body.as_object() else {
             return error(StatusCode::BAD_REQUEST, "the body must be a JSON object", None);
         };
@@ -188,12 +285,12 @@ impl AdminApi {
             Ok(applied) => applied,
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None),
         };
-        changes::room_limits(&self.metrics, Source::Api { token_id: &self.token_id() }, &room.name, &old, &new);
+        changes::room_limits(&self.metrics, Source::Api { operator: who }, &room.name, &old, &new);
         if let (Some(adaptive), Some(pinned)) = (&room.adaptive, pin) {
             let was = adaptive_state(room);
             adaptive.pin(pinned, applied.admit_per_minute);
             let target = format!("room:{}", room.name);
-            let source = Source::Api { token_id: &self.token_id() };
+            let source = Source::Api { operator: who };
             if was != adaptive_state(room) {
                 changes::record(
                     &self.metrics,
@@ -208,7 +305,7 @@ impl AdminApi {
         (StatusCode::OK, room_json(room).await)
     }
 
-    async fn drain(&self, room: &Room, body: &Value) -> Answer {
+    async fn drain(&self, room: &Room, body: &Value, who: &str) -> Answer {
         let oldest = match body.get("oldest") {
             None | Some(Value::Null) => None,
             Some(v) => match v.as_u64() {
@@ -221,14 +318,7 @@ impl AdminApi {
                 let asked = oldest.map_or("all sessions".into(), |n| format!("oldest {n} sessions"));
                 let done = format!("{drained} ended");
                 let target = format!("room:{}", room.name);
-                changes::record(
-                    &self.metrics,
-                    Source::Api { token_id: &self.token_id() },
-                    &target,
-                    "drain",
-                    &asked,
-                    &done,
-                );
+                changes::record(&self.metrics, Source::Api { operator: who }, &target, "drain", &asked, &done);
                 (StatusCode::OK, json!({ "room": room.name, "drained": drained }))
             }
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None),
@@ -277,4 +367,56 @@ async fn room_json(room: &Room) -> Value {
         "measured_per_minute": figures.and_then(|f| f.measured_per_minute),
         "eta_tail_seconds": room.metrics.eta_seconds.get(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operators::token_sha256;
+
+    fn access(operators: &[(&str, Role, &str)]) -> Access {
+        let list: Vec<Operator> = operators
+            .iter()
+            .map(|(name, role, token)| Operator {
+                name: name.to_string(),
+                role: *role,
+                token_sha256: token_sha256(token),
+            })
+            .collect();
+        Access { operators: Operators::new(&list, None), metrics_need_token: false }
+    }
+
+    fn request(token: Option<&str>) -> Request<()> {
+        let mut req = Request::builder().uri("/admin/rooms");
+        if let Some(token) = token {
+            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        req.body(()).expect("request")
+    }
+
+    #[test]
+    fn another_host_needs_a_token_even_to_read() {
+        let access = access(&[("vera", Role::Viewer, "v-token")]);
+        let remote: IpAddr = "192.0.2.10".parse().expect("address");
+        let loopback_v6: IpAddr = "::ffff:127.0.0.1".parse().expect("address");
+        assert!(matches!(access.authorise(&request(None), remote, Role::Viewer), Err(Refused::Unauthorised(_))));
+        assert!(matches!(access.authorise(&request(None), loopback_v6, Role::Viewer), Ok(None)));
+        let named = access.authorise(&request(Some("v-token")), remote, Role::Viewer).expect("viewer reads");
+        assert_eq!(named.map(|o| o.name), Some("vera".to_string()));
+        assert!(matches!(
+            access.authorise(&request(Some("v-token")), remote, Role::Operator),
+            Err(Refused::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn with_nobody_configured_changes_are_forbidden_not_unauthorised() {
+        let nobody = access(&[]);
+        let loopback: IpAddr = "127.0.0.1".parse().expect("address");
+        assert!(matches!(nobody.authorise(&request(None), loopback, Role::Operator), Err(Refused::Forbidden(_))));
+        let some_token = request(Some("anything"));
+        assert!(matches!(nobody.authorise(&some_token, loopback, Role::Operator), Err(Refused::Forbidden(_))));
+        let malformed = Request::builder().uri("/").header(AUTHORIZATION, "Basic abc").body(()).expect("request");
+        assert!(matches!(nobody.authorise(&malformed, loopback, Role::Viewer), Err(Refused::Unauthorised(_))));
+    }
 }

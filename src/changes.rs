@@ -1,7 +1,7 @@
 //! Every change to a running usher, from the admin API or a reload (DESIGN §9), is one
 //! structured log line per field (who, what, old → new) and one count in
 //! `usher_changes_total`, so an SRE can line a graph's bend up with what an operator did.
-//! Who is the admin token's id (a hash prefix), never the token; or `reload`.
+//! Who is the operator's name (never a token), or `reload`.
 
 use crate::config::{ClientConfig, LimitsConfig};
 use crate::metrics::Metrics;
@@ -11,8 +11,8 @@ use std::fmt::Debug;
 /// Where a change came from.
 #[derive(Debug, Clone, Copy)]
 pub enum Source<'a> {
-    /// The admin API, with the id of the token that authorised it.
-    Api { token_id: &'a str },
+    /// The admin API, with the name of the operator whose token authorised it.
+    Api { operator: &'a str },
     /// `SIGHUP` re-read the configuration file.
     Reload,
 }
@@ -27,7 +27,7 @@ impl Source<'_> {
 
     fn who(&self) -> &str {
         match self {
-            Source::Api { token_id } => token_id,
+            Source::Api { operator } => operator,
             Source::Reload => "reload",
         }
     }

@@ -24,6 +24,7 @@ pub mod idle;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod operators;
 pub mod pages;
 pub mod pool;
 pub mod proxy;
@@ -139,7 +140,7 @@ impl Server {
         let Sockets { http_addr, https_addr, admin_addr, http, https, admin } = sockets;
         let mut handles = Self::workers(&config, &secrets, http, https, &rooms, &gate, &metrics, &trigger)?;
         handles.push(Self::background(&rooms, &gate, trigger.subscribe())?);
-        let api = admin_api::AdminApi { rooms: rooms.clone(), token: admin_token, metrics: metrics.clone() };
+        let api = admin_api::AdminApi::new(rooms.clone(), &config.admin, admin_token.as_deref(), metrics.clone());
         let admin_state = Arc::new(AdminState { metrics: metrics.clone(), api, ready: true.into() });
         let admin = match admin {
             None => None,

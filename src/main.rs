@@ -38,7 +38,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
     },
-    /// A client of the admin API (token from USHER_ADMIN_TOKEN).
+    /// A client of the admin API (your token from USHER_ADMIN_TOKEN), and operators' tokens.
     Admin {
         /// The admin listener.
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -84,6 +84,23 @@ enum AdminCommand {
         name: String,
         #[arg(long)]
         oldest: Option<u64>,
+    },
+    /// Operators' tokens (made here; nothing is sent to usher).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a fresh token for NAME and the [[admin.operator]] lines to paste.
+    New {
+        /// The operator's name, as it will appear in every log line of their changes.
+        name: String,
+        /// viewer (figures), operator (pause, resume, drain, limits) or admin (everything).
+        #[arg(long, default_value = "operator")]
+        role: String,
     },
 }
 
@@ -142,6 +159,7 @@ fn admin(addr: SocketAddr, command: AdminCommand) -> ExitCode {
         AdminCommand::Pause { name, message } => Call::pause(&name, message),
         AdminCommand::Resume { name } => Call::resume(&name),
         AdminCommand::Drain { name, oldest } => Call::drain(&name, oldest),
+        AdminCommand::Token { command: TokenCommand::New { name, role } } => return new_token(&name, &role),
     };
     let token = std::env::var("USHER_ADMIN_TOKEN").ok();
     let result = tokio::runtime::Builder::new_current_thread()
@@ -275,6 +293,32 @@ impl Signals {
         running.wait();
         tracing::info!("stopped");
         ExitCode::SUCCESS
+    }
+}
+
+/// `usher admin token new NAME`: the token is printed once and never stored; the lines to
+/// paste hold only its SHA-256.
+fn new_token(name: &str, role: &str) -> ExitCode {
+    use usher::operators::{Role, new_operator_text, new_token, valid_name};
+    if !valid_name(name) || name == usher::operators::SHORTCUT_NAME {
+        eprintln!(
+            "usher admin token new: NAME must be 1 to 64 letters, digits, '.', '_', '-' or '@' (not admin-token)"
+        );
+        return ExitCode::from(2);
+    }
+    let Some(role) = Role::parse(role) else {
+        eprintln!("usher admin token new: --role must be viewer, operator or admin");
+        return ExitCode::from(2);
+    };
+    match new_token() {
+        Ok(token) => {
+            print!("{}", new_operator_text(name, role, &token));
+            ExitCode::SUCCESS
+        }
+        Err(_) => {
+            eprintln!("usher admin token new: the system's random source failed");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -2,10 +2,10 @@
 //!
 //! Room limits change live, in the store, so every node and every waiter sees them; the access
 //! lists and rate limits change by swapping the gate (limiters whose quota is unchanged keep
-//! their state). Tickets, sessions and connections are untouched. Changes that need a restart
-//! (listeners, store, upstreams, secrets, how clients are identified, added or removed rooms)
-//! are reported, not half-applied. A broken file is rejected and the running configuration
-//! stays.
+//! their state); operators are added, changed and revoked from the next admin request on.
+//! Tickets, sessions and connections are untouched. Changes that need a restart (listeners,
+//! store, upstreams, secrets, how clients are identified, added or removed rooms) are
+//! reported, not half-applied. A broken file is rejected and the running configuration stays.
 
 use crate::Running;
 use crate::changes::{self, Source};
@@ -50,6 +50,9 @@ pub async fn apply(running: &Running, old: &Config, new: &Config) -> Reloaded {
             done.needs_restart.push(section.to_string());
         }
     }
+
+    // Operators added, changed or revoked take effect on the next admin request.
+    running.admin_state.api.reload(&old.admin, &new.admin);
 
     let metrics = &running.metrics;
     if changes::gate(metrics, (&old.client, &old.limits), (&new.client, &new.limits)) > 0 {
@@ -128,6 +131,8 @@ pub fn in_force(old: &Config, new: &Config) -> Config {
     config.client.allow.clone_from(&new.client.allow);
     config.client.deny.clone_from(&new.client.deny);
     config.limits = new.limits.clone();
+    config.admin.operators.clone_from(&new.admin.operators);
+    config.admin.metrics_need_token = new.admin.metrics_need_token;
     for room in &mut config.rooms {
         if let Some(n) = new.rooms.iter().find(|r| r.name == room.name) {
             room.max_active = n.max_active;

@@ -322,3 +322,87 @@ fn check_config_says_which_redis_shape_is_used() {
         assert!(stdout(&output).contains(summary), "{text}: {}", stdout(&output));
     }
 }
+
+#[test]
+fn operators_are_checked_and_each_error_names_its_key() {
+    let dir = TempDir::new("config");
+    let hash = "a".repeat(64);
+    let entry = |body: &str| format!("[[admin.operator]]\n{body}\n");
+    let ok = file(&dir, "ok.toml", &entry(&format!("name = \"anne\"\nrole = \"viewer\"\ntoken_sha256 = \"{hash}\"")));
+    assert_eq!(check_config(&ok).status.code(), Some(0), "{}", stderr(&check_config(&ok)));
+    let short = file(&dir, "short.token", "too-short\n");
+    let good = format!("token_sha256 = \"{hash}\"");
+    for (name, text, key) in [
+        ("no-name.toml", entry(&format!("role = \"viewer\"\n{good}")), "admin.operator[0].name"),
+        ("bad-name.toml", entry(&format!("name = \"an ne\"\nrole = \"viewer\"\n{good}")), "admin.operator[0].name"),
+        (
+            "shortcut-name.toml",
+            entry(&format!("name = \"admin-token\"\nrole = \"viewer\"\n{good}")),
+            "admin.operator[0].name",
+        ),
+        ("bad-role.toml", entry(&format!("name = \"anne\"\nrole = \"root\"\n{good}")), "admin.operator[0].role"),
+        (
+            "bad-hash.toml",
+            entry("name = \"anne\"\nrole = \"viewer\"\ntoken_sha256 = \"abc\""),
+            "admin.operator[0].token_sha256",
+        ),
+        ("no-token.toml", entry("name = \"anne\"\nrole = \"viewer\""), "admin.operator[0].token_sha256"),
+        (
+            "short-file.toml",
+            entry(&format!("name = \"anne\"\nrole = \"viewer\"\ntoken_file = {short:?}")),
+            "admin.operator[0].token_file",
+        ),
+        (
+            "missing-file.toml",
+            entry("name = \"anne\"\nrole = \"viewer\"\ntoken_file = \"/nonexistent/token\""),
+            "admin.operator[0].token_file",
+        ),
+        (
+            "same-name.toml",
+            format!(
+                "{}{}",
+                entry(&format!("name = \"anne\"\nrole = \"viewer\"\n{good}")),
+                entry(&format!("name = \"anne\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"", "b".repeat(64)))
+            ),
+            "admin.operator[1].name",
+        ),
+        (
+            "same-token.toml",
+            format!(
+                "{}{}",
+                entry(&format!("name = \"anne\"\nrole = \"viewer\"\n{good}")),
+                entry(&format!("name = \"bo\"\nrole = \"admin\"\n{good}"))
+            ),
+            "admin.operator[1].token_sha256",
+        ),
+        (
+            "typo.toml",
+            entry(&format!("name = \"anne\"\nrole = \"viewer\"\n{good}\nrights = 1")),
+            "admin.operator[0].rights",
+        ),
+        ("metrics.toml", "[admin]\nmetrics = \"closed\"\n".into(), "admin.metrics"),
+    ] {
+        assert_rejected_naming(&check_config(&file(&dir, name, &text)), key);
+    }
+    // The short token itself is never printed.
+    assert!(!stderr(&check_config(&dir.path().join("short-file.toml"))).contains("too-short"));
+}
+
+#[test]
+fn token_new_prints_a_token_once_and_lines_that_make_a_valid_config() {
+    let made = usher(&["admin", "token", "new", "anne", "--role", "viewer"]);
+    assert_eq!(made.status.code(), Some(0), "{}", stderr(&made));
+    let text = stdout(&made);
+    let token = text.lines().map(str::trim).find(|l| l.len() == 43).expect("a 43-character token line").to_string();
+    let block = &text[text.find("[[admin.operator]]").expect("the lines to paste")..];
+    assert!(!block.contains(&token), "the lines to paste hold only the hash:\n{block}");
+    let dir = TempDir::new("config");
+    let path = file(&dir, "usher.toml", block);
+    assert_eq!(check_config(&path).status.code(), Some(0), "{}", stderr(&check_config(&path)));
+    let config = usher::config::Config::load(&path).expect("config");
+    assert_eq!(config.admin.operators[0].token_sha256, usher::operators::token_sha256(&token));
+    let again = stdout(&usher(&["admin", "token", "new", "anne"]));
+    assert!(!again.contains(&token), "every token is new");
+    assert_eq!(usher(&["admin", "token", "new", "an ne"]).status.code(), Some(2));
+    assert_eq!(usher(&["admin", "token", "new", "anne", "--role", "root"]).status.code(), Some(2));
+}

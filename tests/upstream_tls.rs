@@ -146,21 +146,22 @@ async fn a_certificate_from_another_ca_is_a_502_with_the_reason_logged() {
     let pki = Pki::new();
     let other = Pki::new();
     let mailbox = tls_mailbox(&pki, false).await;
-    let usher = usher_to(mailbox, &tls_lines(&other, ""));
+    let mut usher = usher_to(mailbox, &tls_lines(&other, ""));
     // From an address of its own, so that any trace of it in the logs can be told apart.
-    let client: std::net::IpAddr = "127.9.8.7".parse().expect("client address");
+    const CLIENT: &str = "127.9.8.7";
+    let client: std::net::IpAddr = CLIENT.parse().expect("client address");
     let reply = http1_from(client, usher.http_addr, get("/inbox")).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    // The log line may still be on its way through the pipe: stop usher and read them all.
+    usher.signal("TERM");
+    assert_eq!(usher.exit_status().await.code(), Some(0));
     let logs = usher.logs();
     assert!(
         logs.iter().any(|line| line.contains("upstream TLS handshake failed") && line.contains("UnknownIssuer")),
         "no log line names the reason:\n{}",
         logs.join("\n")
     );
-    assert!(
-        !logs.iter().any(|line| line.contains("127.0.0.1 ") && line.contains("handshake")),
-        "a client address was logged"
-    );
+    assert!(!logs.iter().any(|line| line.contains(CLIENT)), "the client's address was logged:\n{}", logs.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

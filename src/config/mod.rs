@@ -11,6 +11,7 @@ pub mod redis;
 pub(crate) use raw::parse_rfc3339;
 
 pub use self::redis::{RedisTarget, SentinelTarget};
+use crate::operators::Operator;
 pub use crate::tls::TlsFiles;
 use ipnet::IpNet;
 use std::fmt;
@@ -72,6 +73,10 @@ pub struct AdminConfig {
     /// `admin.tls_cert`/`admin.tls_key`: the admin API over TLS, so tokens never cross a
     /// network in clear.
     pub tls: Option<TlsFiles>,
+    /// `[[admin.operator]]`: named people (or services) with roles; a reload applies changes.
+    pub operators: Vec<Operator>,
+    /// `admin.metrics = "viewer"`: `/metrics` needs a token of any role, not only reachability.
+    pub metrics_need_token: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@ use super::{
     RealIpFrom, RedisTarget, RoomConfig, RoomMode, RouteLimit, SecretConfig, StoreConfig, TlsFiles, UpstreamAddress,
     UpstreamConfig, duration,
 };
+use crate::operators::{Operator, Role};
 use crate::pages::PageTemplate;
 use crate::upstream_tls::{UpstreamProtocol, UpstreamTls};
 use ipnet::IpNet;
@@ -73,6 +74,19 @@ struct RawAdmin {
     token_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    metrics: Option<String>,
+    operator: Vec<RawOperator>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawOperator {
+    name: Option<String>,
+    role: Option<String>,
+    token_sha256: Option<String>,
+    token_file: Option<PathBuf>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -303,6 +317,83 @@ impl Checker {
     }
 }
 
+/// `[[admin.operator]]`: each with a printable name of its own, a role, and exactly one of
+/// `token_sha256` and `token_file` (read now, so a reload re-reads it). Two operators with one
+/// token would make the log's "who" a guess, so that is an error too.
+fn operators(c: &mut Checker, raw: &[RawOperator]) -> Vec<Operator> {
+    let mut out: Vec<Operator> = Vec::with_capacity(raw.len());
+    for (i, o) in raw.iter().enumerate() {
+        let key = format!("admin.operator[{i}]");
+        c.unknown(&key, &o.unknown);
+        let name = match o.name.as_deref() {
+            None => {
+                c.error(format!("{key}.name"), "is required");
+                continue;
+            }
+            Some(name) if !crate::operators::valid_name(name) => {
+                c.error(format!("{key}.name"), "must be 1 to 64 letters, digits, '.', '_', '-' or '@'");
+                continue;
+            }
+            Some(crate::operators::SHORTCUT_NAME) => {
+                let why = format!("{:?} is the name of USHER_ADMIN_TOKEN", crate::operators::SHORTCUT_NAME);
+                c.error(format!("{key}.name"), why);
+                continue;
+            }
+            Some(name) if out.iter().any(|other| other.name == name) => {
+                c.error(format!("{key}.name"), format!("{name:?} is already an operator"));
+                continue;
+            }
+            Some(name) => name.to_string(),
+        };
+        let Some(role) = o.role.as_deref().and_then(Role::parse) else {
+            c.error(format!("{key}.role"), "must be one of viewer, operator, admin");
+            continue;
+        };
+        let token_sha256 = match (&o.token_sha256, &o.token_file) {
+            (Some(hash), None) => match crate::operators::parse_sha256(hash) {
+                Some(hash) => hash,
+                None => {
+                    let why = "must be the 64 hex digits of the token's SHA-256 (usher admin token new prints it)";
+                    c.error(format!("{key}.token_sha256"), why);
+                    continue;
+                }
+            },
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(text) if text.trim().len() >= crate::secrets::MIN_SECRET_BYTES => {
+                    crate::operators::token_sha256(text.trim())
+                }
+                Ok(text) => {
+                    let why = format!(
+                        "{} holds a token of {} bytes; at least {} are required",
+                        path.display(),
+                        text.trim().len(),
+                        crate::secrets::MIN_SECRET_BYTES
+                    );
+                    c.error(format!("{key}.token_file"), why);
+                    continue;
+                }
+                Err(e) => {
+                    c.error(format!("{key}.token_file"), format!("cannot read {}: {e}", path.display()));
+                    continue;
+                }
+            },
+            _ => {
+                c.error(format!("{key}.token_sha256"), "exactly one of token_sha256 and token_file is required");
+                continue;
+            }
+        };
+        if let Some(other) = out.iter().find(|other| other.token_sha256 == token_sha256) {
+            c.error(
+                format!("{key}.token_sha256"),
+                format!("is the same token as {:?}'s: give each their own", other.name),
+            );
+            continue;
+        }
+        out.push(Operator { name, role, token_sha256 });
+    }
+    out
+}
+
 /// `admin.tls_cert` and `admin.tls_key`, both or neither, loaded once to check them.
 fn admin_tls(c: &mut Checker, a: &RawAdmin) -> Option<TlsFiles> {
     let files = match (&a.tls_cert, &a.tls_key) {
@@ -491,6 +582,15 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         token: None,
         token_file: raw.admin.token_file.clone(),
         tls: admin_tls(&mut c, &raw.admin),
+        operators: operators(&mut c, &raw.admin.operator),
+        metrics_need_token: match raw.admin.metrics.as_deref() {
+            None | Some("open") => false,
+            Some("viewer") => true,
+            Some(other) => {
+                c.error("admin.metrics", format!("{other:?} is not \"open\" or \"viewer\""));
+                false
+            }
+        },
     };
 
     // [secret]

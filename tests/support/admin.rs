@@ -7,8 +7,17 @@ use std::net::SocketAddr;
 
 /// `GET /metrics` from the admin listener.
 pub async fn metrics_text(admin: SocketAddr) -> String {
-    let reply = http1(admin, get("/metrics")).await;
-    assert_eq!(reply.status, StatusCode::OK);
+    metrics_reply_text(http1(admin, get("/metrics")).await)
+}
+
+/// `GET /metrics` with a bearer token (`admin.metrics = "viewer"`).
+pub async fn metrics_text_with(admin: SocketAddr, token: &str) -> String {
+    let req = Request::get("/metrics").header("authorization", format!("Bearer {token}")).body(full(""));
+    metrics_reply_text(http1(admin, req.expect("request")).await)
+}
+
+fn metrics_reply_text(reply: Reply) -> String {
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     String::from_utf8(reply.body.to_vec()).expect("metrics are text")
 }
 
