@@ -1,11 +1,39 @@
 //! `usher admin …`: a client of the admin API, so nobody has to hand-write curl at peak.
 
+use crate::upstream_tls::{UpstreamProtocol, UpstreamTls, client_config};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use serde_json::{Map, Value, json};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The admin listener: its address and, when it speaks TLS, how to verify it.
+pub struct Admin {
+    pub addr: SocketAddr,
+    pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+}
+
+impl Admin {
+    /// Over TLS, verified against `ca_file` (default: the system's roots) for `server_name`
+    /// (default: the address itself). A certificate that does not verify fails the call.
+    pub fn tls(
+        addr: SocketAddr,
+        ca_file: Option<PathBuf>,
+        server_name: Option<&str>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let server_name = match server_name {
+            Some(name) => ServerName::try_from(name.to_string())?,
+            None => ServerName::IpAddress(addr.ip().into()),
+        };
+        let tls = UpstreamTls { server_name: server_name.clone(), ca_file, client: None };
+        let config = client_config(&tls, UpstreamProtocol::Http1)?;
+        Ok(Self { addr, tls: Some((config, server_name)) })
+    }
+}
 
 /// One admin call: what to send where.
 #[derive(Debug)]
@@ -44,10 +72,23 @@ impl Call {
     }
 
     /// Sends the call; returns the status and the JSON body, pretty-printed.
-    pub async fn send(&self, admin: SocketAddr, token: Option<&str>) -> std::io::Result<(StatusCode, String)> {
-        let stream = tokio::net::TcpStream::connect(admin).await?;
+    pub async fn send(&self, admin: &Admin, token: Option<&str>) -> std::io::Result<(StatusCode, String)> {
+        let stream = tokio::net::TcpStream::connect(admin.addr).await?;
+        match &admin.tls {
+            None => self.exchange(stream, admin.addr, token).await,
+            Some((config, name)) => {
+                let stream = tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), stream).await?;
+                self.exchange(stream, admin.addr, token).await
+            }
+        }
+    }
+
+    async fn exchange<I>(&self, io: I, admin: SocketAddr, token: Option<&str>) -> std::io::Result<(StatusCode, String)>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+            hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(std::io::Error::other)?;
         tokio::spawn(connection);
         let body = self.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
         let mut req = Request::builder()

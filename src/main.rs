@@ -43,6 +43,15 @@ enum Command {
         /// The admin listener.
         #[arg(long, default_value = "127.0.0.1:9090")]
         addr: SocketAddr,
+        /// The admin listener speaks TLS (admin.tls_cert); implied by --ca-file and --server-name.
+        #[arg(long)]
+        tls: bool,
+        /// PEM bundle to verify the admin listener's certificate (default: the system's roots).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// The name to verify in its certificate (default: the address).
+        #[arg(long)]
+        server_name: Option<String>,
         #[command(subcommand)]
         command: AdminCommand,
     },
@@ -127,11 +136,24 @@ fn main() -> ExitCode {
         Command::Run => run(&cli.config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Demo { listen, admin } => demo(listen, admin),
-        Command::Admin { addr, command } => admin(addr, command),
+        Command::Admin { addr, tls, ca_file, server_name, command } => {
+            let target = if tls || ca_file.is_some() || server_name.is_some() {
+                match usher::admin_client::Admin::tls(addr, ca_file, server_name.as_deref()) {
+                    Ok(target) => target,
+                    Err(e) => {
+                        eprintln!("usher admin: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                usher::admin_client::Admin { addr, tls: None }
+            };
+            admin(&target, command)
+        }
     }
 }
 
-fn admin(addr: SocketAddr, command: AdminCommand) -> ExitCode {
+fn admin(target: &usher::admin_client::Admin, command: AdminCommand) -> ExitCode {
     use usher::admin_client::Call;
     let clearable = |v: String| if v == "none" { serde_json::Value::Null } else { serde_json::Value::String(v) };
     let call = match command {
@@ -165,7 +187,7 @@ fn admin(addr: SocketAddr, command: AdminCommand) -> ExitCode {
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .and_then(|runtime| runtime.block_on(call.send(addr, token.as_deref())));
+        .and_then(|runtime| runtime.block_on(call.send(target, token.as_deref())));
     match result {
         Ok((status, body)) => {
             println!("{body}");
@@ -177,7 +199,7 @@ fn admin(addr: SocketAddr, command: AdminCommand) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("usher admin: cannot reach the admin API at {addr}: {e}");
+            eprintln!("usher admin: cannot reach the admin API at {}: {e}", target.addr);
             ExitCode::FAILURE
         }
     }

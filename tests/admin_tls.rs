@@ -37,6 +37,40 @@ async fn admin_api_is_served_over_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_command_line_speaks_tls_and_verifies_the_certificate() {
+    let cert = test_cert();
+    let lines = format!("tls_cert = {:?}\ntls_key = {:?}", cert.files.cert, cert.files.key);
+    let usher = UsherProcess::spawn(&config_with_admin(&lines), Logs::Text, &[("USHER_ADMIN_TOKEN", TOKEN)]);
+    let run = |tls_args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
+            .arg("admin")
+            .arg("--addr")
+            .arg(usher.admin_addr.to_string())
+            .args(tls_args)
+            .args(["pause", "nonexistent-room"])
+            .env("USHER_ADMIN_TOKEN", TOKEN)
+            .output()
+            .expect("run usher admin")
+    };
+    let ca = cert.files.cert.to_str().expect("UTF-8 path");
+    // Verified against the given CA, by the address (the default name) or by a name.
+    for args in [vec!["--ca-file", ca], vec!["--ca-file", ca, "--server-name", "localhost"]] {
+        let answer = run(&args);
+        let text = String::from_utf8_lossy(&answer.stdout);
+        assert!(text.contains("no such room"), "{args:?}: the call reached the API: {text}");
+    }
+    // A name the certificate does not carry, or the system's roots (which do not know this
+    // certificate), fail the call before a token is sent.
+    for args in [vec!["--ca-file", ca, "--server-name", "mailbox.example"], vec!["--tls"]] {
+        let answer = run(&args);
+        assert!(!answer.status.success(), "{args:?} succeeded");
+        assert!(answer.stdout.is_empty(), "{args:?}: {}", String::from_utf8_lossy(&answer.stdout));
+        let error = String::from_utf8_lossy(&answer.stderr);
+        assert!(error.contains("certificate"), "{args:?}: the error says why: {error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_beyond_loopback_without_tls_is_warned_about() {
     let text = config_with_admin("").replace("[admin]\nlisten = \"127.0.0.1:0\"", "[admin]\nlisten = \"0.0.0.0:0\"");
     let usher = UsherProcess::spawn(&text, Logs::Text, &[]);
