@@ -9,7 +9,7 @@
 #   -d  seconds per measurement (default 10)      -c  open connections (default 64)
 #   -r  rounds, interleaved (default 3)           -t  wrk threads (default: cores)
 #   -w  usher listen.workers (default 0: one per core)
-#   -p  first loopback port (default 18080; 10 ports from it are used)
+#   -p  first loopback port (default 18080; 14 ports from it are used)
 #   -x  a command started in the background with the peers (e.g. another server that extra
 #       rows measure), stopped at the end
 #
@@ -23,6 +23,9 @@
 #   +6 usher         usher in front of +0, no rooms, a per-client limit never reached (admin +7)
 #   +8 nginx-proxy-https  nginx-proxy terminating TLS (TLS 1.3, a P-256 certificate made here)
 #   +9 usher-https   usher's TLS listener, same certificate, same routes as +6
+#  +10 direct-tls    the upstream again, over TLS 1.3 (same certificate): the mailbox's hop in TLS
+#  +11 nginx-proxy-ssl   nginx-proxy to +10 (proxy_ssl, verified, keep-alive pool, sessions reused)
+#  +12 usher-upstream-tls  a second usher, as +6 but to +10 over verified TLS, HTTP/1.1 (admin +13)
 # then measures every row, plus each NAME=URL[::HEADER] given, in rounds (the order rotates
 # each round) and prints the median round of each row and usher's ratios to its peers. In
 # extra rows "{usher}" stands for usher's base URL and "{admin}" for its admin listener's:
@@ -54,6 +57,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 P_DIRECT=$BASE P_NGINX=$((BASE + 1)) P_LIMIT=$((BASE + 2)) P_BARE=$((BASE + 3))
 P_STATIC=$((BASE + 4)) P_PERCORE=$((BASE + 5)) P_USHER=$((BASE + 6)) P_ADMIN=$((BASE + 7))
 P_NGINX_TLS=$((BASE + 8)) P_USHER_TLS=$((BASE + 9))
+P_DIRECT_TLS=$((BASE + 10)) P_NGINX_SSL=$((BASE + 11)) P_USHER_UP_TLS=$((BASE + 12)) P_ADMIN_UP_TLS=$((BASE + 13))
 
 # --- tools -----------------------------------------------------------------------------
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
@@ -76,7 +80,7 @@ have cargo || { echo "compare.sh needs cargo (Rust)" >&2; exit 2; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $(seq "$BASE" "$P_USHER_TLS"); do
+for p in $(seq "$BASE" "$P_ADMIN_UP_TLS"); do
   if port_busy "$p"; then echo "compare.sh: port $p is in use; pick another base with -p" >&2; exit 1; fi
 done
 
@@ -123,9 +127,10 @@ start() { # name command... ; output goes to $WORK/name.log
 }
 
 head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/page.html"
-# One certificate for both TLS rows: the same key type and handshake cost on each side.
+# One certificate for every TLS row: the same key type and handshake cost on each side. Its
+# DNS name is what both proxies verify on the upstream hop.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-  -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>"$WORK/openssl.log" ||
+  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>"$WORK/openssl.log" ||
   { cat "$WORK/openssl.log" >&2; exit 1; }
 chmod 644 "$WORK/key.pem"
 nginx_conf() { # name port workers server-block-body [http-block-extra]
@@ -158,6 +163,14 @@ nginx_conf static-1k "$P_STATIC" auto "$PAGE"
 # `listen ... ssl` needs the certificate lines in the same server block as the location.
 nginx_conf nginx-proxy-https "$P_NGINX_TLS ssl" auto \
   "ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; ssl_protocols TLSv1.3; $PROXY" "$POOL"
+# The upstream over TLS, and nginx verifying it as usher does (SNI, the name, the CA).
+nginx_conf direct-tls "$P_DIRECT_TLS ssl" 1 \
+  "ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; ssl_protocols TLSv1.3; $PAGE"
+nginx_conf nginx-proxy-ssl "$P_NGINX_SSL" auto \
+  "location / { proxy_pass https://uptls; proxy_http_version 1.1; proxy_set_header Connection \"\";
+     proxy_ssl_verify on; proxy_ssl_trusted_certificate $WORK/cert.pem; proxy_ssl_name localhost;
+     proxy_ssl_server_name on; proxy_ssl_protocols TLSv1.3; proxy_ssl_session_reuse on; }" \
+  "upstream uptls { server 127.0.0.1:$P_DIRECT_TLS; keepalive 256; }"
 start bare-proxy "$BARE" "127.0.0.1:$P_BARE" "127.0.0.1:$P_DIRECT"
 start bare-percore "$BARE" "127.0.0.1:$P_PERCORE" "127.0.0.1:$P_DIRECT" --per-core 0
 
@@ -203,10 +216,33 @@ paths = ["/queue/"]
 mode = "paused"
 waiter_ttl = "1h"
 TOML
-"$USHER" check-config "$WORK/usher.toml" >"$WORK/usher-check.log" 2>&1 ||
-  { cat "$WORK/usher-check.log" >&2; exit 1; }
-USHER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') USHER_LOG=${USHER_LOG:-warn} \
-  start usher "$USHER" --config "$WORK/usher.toml"
+# The second usher: the same limits, no rooms, its upstream hop in TLS.
+sed -n '/^\[limits\]/,/^poll_burst/p' "$WORK/usher.toml" >"$WORK/limits.toml"
+cat >"$WORK/usher-upstream-tls.toml" <<TOML
+[listen]
+http = "127.0.0.1:$P_USHER_UP_TLS"
+workers = $WORKERS
+
+[admin]
+listen = "127.0.0.1:$P_ADMIN_UP_TLS"
+
+[upstream]
+addresses = ["127.0.0.1:$P_DIRECT_TLS"]
+tls = true
+server_name = "localhost"
+ca_file = "$WORK/cert.pem"
+protocol = "http1"
+
+$(cat "$WORK/limits.toml")
+TOML
+for conf in usher usher-upstream-tls; do
+  "$USHER" check-config "$WORK/$conf.toml" >"$WORK/$conf-check.log" 2>&1 ||
+    { cat "$WORK/$conf-check.log" >&2; exit 1; }
+done
+SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+USHER_SECRET=$SECRET USHER_LOG=${USHER_LOG:-warn} start usher "$USHER" --config "$WORK/usher.toml"
+USHER_SECRET=$SECRET USHER_LOG=${USHER_LOG:-warn} \
+  start usher-upstream-tls "$USHER" --config "$WORK/usher-upstream-tls.toml"
 
 # --- rows --------------------------------------------------------------------------------
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$P_USHER/room/" && break; sleep 0.1; done
@@ -224,7 +260,9 @@ TARGETS=("direct=http://127.0.0.1:$P_DIRECT/" "nginx-proxy=http://127.0.0.1:$P_N
   "nginx-proxy-https=https://127.0.0.1:$P_NGINX_TLS/" "usher-https=https://127.0.0.1:$P_USHER_TLS/"
   "usher-admitted=http://127.0.0.1:$P_USHER/room/::Cookie: $PASS"
   "usher-status=http://127.0.0.1:$P_USHER/.usher/status::Cookie: $TICKET"
-  "usher-limited=http://127.0.0.1:$P_USHER/limited/")
+  "usher-limited=http://127.0.0.1:$P_USHER/limited/"
+  "direct-tls=https://127.0.0.1:$P_DIRECT_TLS/" "nginx-proxy-ssl=http://127.0.0.1:$P_NGINX_SSL/"
+  "usher-upstream-tls=http://127.0.0.1:$P_USHER_UP_TLS/")
 for t in "$@"; do
   t=${t//\{usher\}/http://127.0.0.1:$P_USHER}
   t=${t//\{admin\}/http://127.0.0.1:$P_ADMIN}
@@ -272,7 +310,9 @@ HZ=$(getconf CLK_TCK)
 declare -A PORT_PID=([$P_DIRECT]=${PID_OF[direct]} [$P_NGINX]=${PID_OF[nginx-proxy]}
   [$P_NGINX_TLS]=${PID_OF[nginx-proxy-https]} [$P_USHER_TLS]=${PID_OF[usher]}
   [$P_LIMIT]=${PID_OF[nginx-limit]} [$P_BARE]=${PID_OF[bare-proxy]} [$P_STATIC]=${PID_OF[static-1k]}
-  [$P_PERCORE]=${PID_OF[bare-percore]} [$P_USHER]=${PID_OF[usher]})
+  [$P_PERCORE]=${PID_OF[bare-percore]} [$P_USHER]=${PID_OF[usher]}
+  [$P_DIRECT_TLS]=${PID_OF[direct-tls]} [$P_NGINX_SSL]=${PID_OF[nginx-proxy-ssl]}
+  [$P_USHER_UP_TLS]=${PID_OF[usher-upstream-tls]})
 listener_pid() { # port -> the process listening on it (of several holders, the lowest pid)
   awk -v p="$(printf ':%04X' "$1")" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' \
     /proc/net/tcp /proc/net/tcp6 | while read -r inode; do
@@ -354,7 +394,7 @@ summary() { # name -> the median round by req/s, the spread of req/s over rounds
           for (i = 1; i <= NR; i++) for (j = i + 1; j <= NR; j++) if (c[j] < c[i]) { x = c[i]; c[i] = c[j]; c[j] = x }
           print f[1], f[2], f[3], f[4], f[5], s, c[int((NR + 1) / 2)], o + 0 }'
 }
-printf "%-16s %9s %8s %8s %7s %7s %7s %8s %7s %8s\n" \
+printf "%-19s %9s %8s %8s %7s %7s %7s %8s %7s %8s\n" \
   row req/s p50_ms p99_ms non2xx errors spread% cpu_us/req other% ×direct
 for t in "${TARGETS[@]}"; do
   name=$(row_name "$t")
@@ -362,21 +402,20 @@ for t in "${TARGETS[@]}"; do
   RPS[$name]=$rps P50[$name]=$p50 P99[$name]=$p99 CPU[$name]=$cpu
   ratio=$(awk -v a="$rps" -v b="${RPS[direct]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
   cpu=$(awk -v c="$cpu" 'BEGIN { if (c < 0) print "-"; else printf "%.1f", c }')
-  printf "%-16s %9d %8.3f %8.3f %7d %7d %7.1f %10s %7.0f %8s\n" \
+  printf "%-19s %9d %8.3f %8.3f %7d %7d %7.1f %10s %7.0f %8s\n" \
     "$name" "$rps" "$p50" "$p99" "$bad" "$err" "$spread" "$cpu" "$other" "$ratio"
 done
 echo
-printf "%-28s %8s %8s %8s %10s\n" "usher / peer" req/s p50 p99 cpu/req
-for peer in nginx-proxy nginx-limit bare-proxy bare-percore direct; do
-  awk -v n="usher / $peer" -v a="${RPS[usher]}" -v b="${RPS[$peer]}" -v c="${P50[usher]}" -v d="${P50[$peer]}" \
-    -v e="${P99[usher]}" -v f="${P99[$peer]}" -v g="${CPU[usher]}" -v h="${CPU[$peer]}" \
+pair() { # row peer: the row's ratios to the peer's
+  awk -v n="$1 / $2" -v a="${RPS[$1]}" -v b="${RPS[$2]}" -v c="${P50[$1]}" -v d="${P50[$2]}" \
+    -v e="${P99[$1]}" -v f="${P99[$2]}" -v g="${CPU[$1]}" -v h="${CPU[$2]}" \
     'function q(x, y) { return (x >= 0 && y > 0) ? sprintf("%.2f×", x / y) : "-" }
-     BEGIN { printf "%-28s %8s %8s %8s %10s\n", n, q(a, b), q(c, d), q(e, f), q(g, h) }'
-done
-awk -v a="${RPS[usher-https]}" -v b="${RPS[nginx-proxy-https]}" -v c="${P50[usher-https]}" -v d="${P50[nginx-proxy-https]}" \
-  -v e="${P99[usher-https]}" -v f="${P99[nginx-proxy-https]}" -v g="${CPU[usher-https]}" -v h="${CPU[nginx-proxy-https]}" \
-  'function q(x, y) { return (x >= 0 && y > 0) ? sprintf("%.2f×", x / y) : "-" }
-   BEGIN { printf "%-28s %8s %8s %8s %10s\n", "usher-https / nginx-proxy-https", q(a, b), q(c, d), q(e, f), q(g, h) }'
+     BEGIN { printf "%-36s %8s %8s %8s %10s\n", n, q(a, b), q(c, d), q(e, f), q(g, h) }'
+}
+printf "%-36s %8s %8s %8s %10s\n" "usher / peer" req/s p50 p99 cpu/req
+for peer in nginx-proxy nginx-limit bare-proxy bare-percore direct; do pair usher "$peer"; done
+pair usher-https nginx-proxy-https
+pair usher-upstream-tls nginx-proxy-ssl
 awk -v a="${RPS[usher]}" -v b="${RPS[nginx-proxy]}" -v c="${P99[usher]}" -v d="${P99[nginx-proxy]}" 'BEGIN {
   printf "\ntarget (usher req/s >= nginx-proxy, p99 no worse): %s\n", (a >= b && c <= d) ? "met" : "missed" }'
 echo "($ROUNDS rounds × ${DUR}s, $CONNS connections, wrk -t$THREADS, usher workers=$WORKERS (0 = per core)," \
