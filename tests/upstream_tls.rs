@@ -204,3 +204,38 @@ fn config_errors_name_the_key() {
         assert!(errors.contains(key), "{lines}\n→ {errors}");
     }
 }
+
+/// A plain-text mailbox speaking HTTP/2 only (prior knowledge, no TLS, no upgrade).
+async fn h2c_mailbox() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the mailbox");
+    let addr = listener.local_addr().expect("mailbox address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let service = service_fn(|req: http::Request<Incoming>| async move {
+                    let body = format!("{:?} {}", req.version(), req.uri().path());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_without_tls_is_h2c_with_prior_knowledge() {
+    let usher = usher_to(h2c_mailbox().await, "protocol = \"http2\"");
+    let replies =
+        futures_util::future::join_all((0..4).map(|i| http1(usher.http_addr, get(&format!("/letter/{i}"))))).await;
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.text(), format!("HTTP/2.0 /letter/{i}"));
+    }
+    // The same mailbox is no HTTP/1.1 server: with the default protocol usher cannot use it.
+    let http1_only = usher_to(h2c_mailbox().await, "");
+    assert_eq!(http1(http1_only.http_addr, get("/inbox")).await.status, StatusCode::BAD_GATEWAY);
+}
