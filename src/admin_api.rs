@@ -7,10 +7,9 @@
 //! small a 403. Every change is one log line naming the operator, never a token.
 
 use crate::body::Body;
-use crate::changes::{self, Source};
+use crate::changes::{Changes, Source};
 use crate::clock::now_ms;
 use crate::config::{RoomMode, parse_rfc3339};
-use crate::metrics::Metrics;
 use crate::operators::{Operator, Operators, Role};
 use crate::room::{Room, Rooms};
 use arc_swap::ArcSwap;
@@ -92,7 +91,7 @@ pub struct AdminApi {
     pub access: ArcSwap<Access>,
     /// `USHER_ADMIN_TOKEN`'s operator, kept across reloads (the environment does not change).
     pub shortcut: Option<Operator>,
-    pub metrics: Arc<Metrics>,
+    pub changes: Arc<Changes>,
 }
 
 /// An answer: status and JSON body.
@@ -111,14 +110,14 @@ impl AdminApi {
         rooms: Arc<Rooms>,
         admin: &crate::config::AdminConfig,
         shortcut_token: Option<&str>,
-        metrics: Arc<Metrics>,
+        changes: Arc<Changes>,
     ) -> Self {
         let shortcut = shortcut_token.map(Operator::shortcut);
         let access = ArcSwap::from_pointee(Access {
             operators: Operators::new(&admin.operators, shortcut.as_ref()),
             metrics_need_token: admin.metrics_need_token,
         });
-        Self { rooms, access, shortcut, metrics }
+        Self { rooms, access, shortcut, changes }
     }
 
     /// Applies a reloaded `[admin]`: additions, role changes and revocations take effect on
@@ -134,7 +133,7 @@ impl AdminApi {
             let after = new.operators.iter().find(|o| o.name == name);
             if before != after {
                 let target = format!("operator:{name}");
-                changes::record(&self.metrics, Source::Reload, &target, "access", &describe(before), &describe(after));
+                self.changes.record(Source::Reload, &target, "access", &describe(before), &describe(after));
                 changed += 1;
             }
         }
@@ -149,7 +148,23 @@ impl AdminApi {
 
     /// Answers a request under `/admin/`.
     pub async fn handle(&self, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let who = match self.access.load().caller(&req) {
+            Ok(Some(operator)) => operator.name,
+            Ok(None) => "-".to_string(),
+            Err(_) => "unknown".to_string(),
+        };
         let (status, body) = self.route(req, peer).await;
+        // Attempts that changed nothing go to the audit trail too: a change refused, failed or
+        // malformed, and any request refused for its token or role.
+        let write = !matches!(method, Method::GET | Method::HEAD);
+        let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+        if refused || (write && !status.is_success()) {
+            let verb = if status.is_server_error() { "failed" } else { "refused" };
+            let outcome = format!("{verb} ({})", status.as_u16());
+            let target: String = path.chars().take(200).collect();
+            self.changes.refused(&who, &target, method.as_str(), &outcome);
+        }
         let mut response = Response::new(Body::from(format!("{body}\n")));
         *response.status_mut() = status;
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -285,15 +300,14 @@ impl AdminApi {
             Ok(applied) => applied,
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None),
         };
-        changes::room_limits(&self.metrics, Source::Api { operator: who }, &room.name, &old, &new);
+        self.changes.room_limits(Source::Api { operator: who }, &room.name, &old, &new);
         if let (Some(adaptive), Some(pinned)) = (&room.adaptive, pin) {
             let was = adaptive_state(room);
             adaptive.pin(pinned, applied.admit_per_minute);
             let target = format!("room:{}", room.name);
             let source = Source::Api { operator: who };
             if was != adaptive_state(room) {
-                changes::record(
-                    &self.metrics,
+                self.changes.record(
                     source,
                     &target,
                     "adaptive",
@@ -318,7 +332,7 @@ impl AdminApi {
                 let asked = oldest.map_or("all sessions".into(), |n| format!("oldest {n} sessions"));
                 let done = format!("{drained} ended");
                 let target = format!("room:{}", room.name);
-                changes::record(&self.metrics, Source::Api { operator: who }, &target, "drain", &asked, &done);
+                self.changes.record(Source::Api { operator: who }, &target, "drain", &asked, &done);
                 (StatusCode::OK, json!({ "room": room.name, "drained": drained }))
             }
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None),

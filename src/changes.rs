@@ -1,12 +1,16 @@
 //! Every change to a running usher, from the admin API or a reload (DESIGN §9), is one
-//! structured log line per field (who, what, old → new) and one count in
-//! `usher_changes_total`, so an SRE can line a graph's bend up with what an operator did.
-//! Who is the operator's name (never a token), or `reload`.
+//! structured log line per field (who, what, old → new), one count in `usher_changes_total`
+//! and, with `admin.audit_file`, one line in the audit trail, so an SRE can line a graph's
+//! bend up with what an operator did and the data protection officer can see who did it.
+//! Who is the operator's name (never a token), or `reload`. Refused admin requests are written
+//! to the audit trail too.
 
+use crate::audit::{AuditFile, Entry};
 use crate::config::{ClientConfig, LimitsConfig};
 use crate::metrics::Metrics;
 use crate::store::RoomLimits;
 use std::fmt::Debug;
+use std::sync::Arc;
 
 /// Where a change came from.
 #[derive(Debug, Clone, Copy)]
@@ -33,69 +37,98 @@ impl Source<'_> {
     }
 }
 
-/// Records one changed field of `target` (`room:NAME`, `client` or `limits`).
-pub fn record(metrics: &Metrics, source: Source, target: &str, field: &str, old: &str, new: &str) {
-    tracing::info!(who = source.who(), source = source.label(), target, field, old, new, "change applied");
-    metrics.changes.with_label_values(&[source.label(), target, field]).inc();
+/// Where changes are recorded: the log, the metrics, the audit trail.
+pub struct Changes {
+    metrics: Arc<Metrics>,
+    pub audit: AuditFile,
 }
 
-/// Records each field that differs; returns how many did.
-fn record_fields(metrics: &Metrics, source: Source, target: &str, fields: &[(&str, String, String)]) -> usize {
-    let mut changed = 0;
-    for (field, old, new) in fields {
-        if old != new {
-            record(metrics, source, target, field, old, new);
-            changed += 1;
-        }
+impl Changes {
+    pub fn new(metrics: Arc<Metrics>, audit: AuditFile) -> Self {
+        Self { metrics, audit }
     }
-    changed
+
+    /// Records one changed field of `target` (`room:NAME`, `client`, `limits` or `operator:NAME`).
+    pub fn record(&self, source: Source, target: &str, field: &str, old: &str, new: &str) {
+        tracing::info!(who = source.who(), source = source.label(), target, field, old, new, "change applied");
+        self.metrics.changes.with_label_values(&[source.label(), target, field]).inc();
+        self.audit.write(&Entry {
+            who: source.who(),
+            source: source.label(),
+            target,
+            field,
+            old: Some(old),
+            new: Some(new),
+            outcome: "applied",
+        });
+    }
+
+    /// An admin request that changed nothing because it was refused (401, 403, 400, 404) or
+    /// failed (503): the audit trail keeps attempts as well as changes. `who` is the
+    /// operator's name when the token was known, else `unknown` or `-` (no token).
+    pub fn refused(&self, who: &str, target: &str, action: &str, outcome: &str) {
+        self.audit.write(&Entry { who, source: "api", target, field: action, old: None, new: None, outcome });
+    }
+
+    /// Records each field that differs; returns how many did.
+    fn record_fields(&self, source: Source, target: &str, fields: &[(&str, String, String)]) -> usize {
+        let mut changed = 0;
+        for (field, old, new) in fields {
+            if old != new {
+                self.record(source, target, field, old, new);
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    /// A room's limits, field by field.
+    pub fn room_limits(&self, source: Source, room: &str, old: &RoomLimits, new: &RoomLimits) -> usize {
+        let fields = [
+            pair("max_active", old.max_active, new.max_active),
+            pair("admit_per_minute", old.admit_per_minute, new.admit_per_minute),
+            ("mode", old.mode.as_str().to_string(), new.mode.as_str().to_string()),
+            pair("opens_at_ms", old.opens_at_ms, new.opens_at_ms),
+            pair("message", &old.message, &new.message),
+            pair("session_idle", old.session_idle, new.session_idle),
+            pair("session_max", old.session_max, new.session_max),
+            pair("waiter_ttl", old.waiter_ttl, new.waiter_ttl),
+            pair("claim_window", old.claim_window, new.claim_window),
+            pair("hold", old.hold, new.hold),
+            pair("tickets_per_client", old.tickets_per_client, new.tickets_per_client),
+        ];
+        self.record_fields(source, &format!("room:{room}"), &fields)
+    }
+
+    /// The access lists and rate limits that a reload can change live; returns how many changed.
+    pub fn gate(&self, old: (&ClientConfig, &LimitsConfig), new: (&ClientConfig, &LimitsConfig)) -> usize {
+        let nets = |c: &ClientConfig, deny: bool| {
+            let list = if deny { &c.deny } else { &c.allow };
+            list.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        let client =
+            [pair("allow", nets(old.0, false), nets(new.0, false)), pair("deny", nets(old.0, true), nets(new.0, true))];
+        let routes = |l: &LimitsConfig| {
+            l.routes
+                .iter()
+                .map(|r| {
+                    format!("{} {} {}/min", r.method.as_ref().map_or("*", http::Method::as_str), r.path, r.per_minute)
+                })
+                .collect::<Vec<_>>()
+        };
+        let (o, n) = (old.1, new.1);
+        let limits = [
+            pair("requests_per_second", o.requests_per_second, n.requests_per_second),
+            pair("burst", o.burst, n.burst),
+            pair("joins_per_minute", o.joins_per_minute, n.joins_per_minute),
+            pair("join_burst", o.join_burst, n.join_burst),
+            pair("max_tracked_clients", o.max_tracked_clients, n.max_tracked_clients),
+            pair("route", routes(o), routes(n)),
+        ];
+        self.record_fields(Source::Reload, "client", &client) + self.record_fields(Source::Reload, "limits", &limits)
+    }
 }
 
 fn pair<T: Debug>(field: &'static str, old: T, new: T) -> (&'static str, String, String) {
     (field, format!("{old:?}"), format!("{new:?}"))
-}
-
-/// A room's limits, field by field.
-pub fn room_limits(metrics: &Metrics, source: Source, room: &str, old: &RoomLimits, new: &RoomLimits) -> usize {
-    let fields = [
-        pair("max_active", old.max_active, new.max_active),
-        pair("admit_per_minute", old.admit_per_minute, new.admit_per_minute),
-        ("mode", old.mode.as_str().to_string(), new.mode.as_str().to_string()),
-        pair("opens_at_ms", old.opens_at_ms, new.opens_at_ms),
-        pair("message", &old.message, &new.message),
-        pair("session_idle", old.session_idle, new.session_idle),
-        pair("session_max", old.session_max, new.session_max),
-        pair("waiter_ttl", old.waiter_ttl, new.waiter_ttl),
-        pair("claim_window", old.claim_window, new.claim_window),
-        pair("hold", old.hold, new.hold),
-        pair("tickets_per_client", old.tickets_per_client, new.tickets_per_client),
-    ];
-    record_fields(metrics, source, &format!("room:{room}"), &fields)
-}
-
-/// The access lists and rate limits that a reload can change live; returns how many changed.
-pub fn gate(metrics: &Metrics, old: (&ClientConfig, &LimitsConfig), new: (&ClientConfig, &LimitsConfig)) -> usize {
-    let nets = |c: &ClientConfig, deny: bool| {
-        let list = if deny { &c.deny } else { &c.allow };
-        list.iter().map(ToString::to_string).collect::<Vec<_>>()
-    };
-    let client =
-        [pair("allow", nets(old.0, false), nets(new.0, false)), pair("deny", nets(old.0, true), nets(new.0, true))];
-    let routes = |l: &LimitsConfig| {
-        l.routes
-            .iter()
-            .map(|r| format!("{} {} {}/min", r.method.as_ref().map_or("*", http::Method::as_str), r.path, r.per_minute))
-            .collect::<Vec<_>>()
-    };
-    let (o, n) = (old.1, new.1);
-    let limits = [
-        pair("requests_per_second", o.requests_per_second, n.requests_per_second),
-        pair("burst", o.burst, n.burst),
-        pair("joins_per_minute", o.joins_per_minute, n.joins_per_minute),
-        pair("join_burst", o.join_burst, n.join_burst),
-        pair("max_tracked_clients", o.max_tracked_clients, n.max_tracked_clients),
-        pair("route", routes(o), routes(n)),
-    ];
-    record_fields(metrics, Source::Reload, "client", &client)
-        + record_fields(metrics, Source::Reload, "limits", &limits)
 }

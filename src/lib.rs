@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod admin_api;
 pub mod admin_client;
+pub mod audit;
 pub mod body;
 pub mod canonical;
 pub mod changes;
@@ -77,6 +78,8 @@ pub enum StartError {
     Secret(#[from] secrets::SecretError),
     #[error(transparent)]
     Store(#[from] store::redis::ConnectError),
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
 }
 
 /// Builds and starts usher from a validated [`Config`].
@@ -88,6 +91,8 @@ pub struct Running {
     pub https_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    /// Where changes are logged, counted and written to the audit trail.
+    pub changes: Arc<changes::Changes>,
     pub rooms: Arc<Rooms>,
     /// Access lists and rate limits in force; a reload swaps them.
     pub gate: Arc<LiveGate>,
@@ -126,6 +131,8 @@ impl Server {
         let workers = config.listen.workers.max(1);
         let metrics = Arc::new(Metrics::new(workers));
         let admin_token = secrets::admin_token(&config.admin)?;
+        let audit = audit::AuditFile::open(config.admin.audit_file.as_deref())?;
+        let changes = Arc::new(changes::Changes::new(metrics.clone(), audit));
         let sockets = Self::bind(&config, workers)?;
         let (redis, rooms) = Self::rooms(&config, &secrets, &metrics)?;
         let gate = Arc::new(LiveGate::from_pointee(Gate::new(
@@ -140,7 +147,7 @@ impl Server {
         let Sockets { http_addr, https_addr, admin_addr, http, https, admin } = sockets;
         let mut handles = Self::workers(&config, &secrets, http, https, &rooms, &gate, &metrics, &trigger)?;
         handles.push(Self::background(&rooms, &gate, trigger.subscribe())?);
-        let api = admin_api::AdminApi::new(rooms.clone(), &config.admin, admin_token.as_deref(), metrics.clone());
+        let api = admin_api::AdminApi::new(rooms.clone(), &config.admin, admin_token.as_deref(), changes.clone());
         let admin_state = Arc::new(AdminState { metrics: metrics.clone(), api, ready: true.into() });
         let admin = match admin {
             None => None,
@@ -176,6 +183,7 @@ impl Server {
             https_addr,
             admin_addr,
             metrics,
+            changes,
             rooms,
             gate,
             trigger,

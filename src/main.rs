@@ -250,6 +250,8 @@ struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    /// `SIGUSR1`: reopen the audit file (after logrotate), nothing else.
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -264,11 +266,16 @@ impl Signals {
         };
         let installed = {
             let _context = runtime.enter();
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+            (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+                signal(SignalKind::user_defined1()),
+            )
         };
         match installed {
-            (Ok(term), Ok(int), Ok(hup)) => Some(Self { runtime, term, int, hup }),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            (Ok(term), Ok(int), Ok(hup), Ok(usr1)) => Some(Self { runtime, term, int, hup, usr1 }),
+            (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
                 tracing::error!(error = %e, "cannot listen for signals");
                 None
             }
@@ -276,16 +283,19 @@ impl Signals {
     }
 
     /// Blocks until SIGTERM or SIGINT, then shuts down gracefully and exits 0. With a
-    /// configuration file, `SIGHUP` reloads it meanwhile.
+    /// configuration file, `SIGHUP` reloads it meanwhile; `SIGHUP` and `SIGUSR1` reopen the
+    /// audit file.
     fn wait(self, running: Running, reloadable: Option<(&std::path::Path, Config)>) -> ExitCode {
-        let Self { runtime, mut term, mut int, mut hup } = self;
+        let Self { runtime, mut term, mut int, mut hup, mut usr1 } = self;
         runtime.block_on(async {
             let mut current = reloadable;
             loop {
                 tokio::select! {
                     _ = term.recv() => return tracing::info!("SIGTERM: shutting down"),
                     _ = int.recv() => return tracing::info!("SIGINT: shutting down"),
+                    _ = usr1.recv() => running.changes.audit.reopen(),
                     _ = hup.recv() => {
+                        running.changes.audit.reopen();
                         let Some((path, old)) = current.as_mut() else {
                             tracing::info!("SIGHUP ignored: no configuration file");
                             continue;

@@ -8,7 +8,7 @@
 //! reported, not half-applied. A broken file is rejected and the running configuration stays.
 
 use crate::Running;
-use crate::changes::{self, Source};
+use crate::changes::Source;
 use crate::config::{ClientConfig, Config, RoomConfig};
 use crate::store::RoomLimits;
 use std::sync::Arc;
@@ -34,8 +34,8 @@ pub async fn apply(running: &Running, old: &Config, new: &Config) -> Reloaded {
         (
             "admin",
             !same(
-                &(old.admin.listen, old.admin.header_read_timeout),
-                &(new.admin.listen, new.admin.header_read_timeout),
+                &(old.admin.listen, old.admin.header_read_timeout, &old.admin.audit_file),
+                &(new.admin.listen, new.admin.header_read_timeout, &new.admin.audit_file),
             ),
         ),
         ("store", old.store != new.store),
@@ -55,7 +55,7 @@ pub async fn apply(running: &Running, old: &Config, new: &Config) -> Reloaded {
     running.admin_state.api.reload(&old.admin, &new.admin);
 
     let metrics = &running.metrics;
-    if changes::gate(metrics, (&old.client, &old.limits), (&new.client, &new.limits)) > 0 {
+    if running.changes.gate((&old.client, &old.limits), (&new.client, &new.limits)) > 0 {
         let gate = running.gate.load().reconfigured(&new.client, &new.limits, |rule| metrics.limiter(rule));
         running.gate.store(Arc::new(gate));
         done.gate_changed = true;
@@ -88,7 +88,7 @@ pub async fn apply(running: &Running, old: &Config, new: &Config) -> Reloaded {
         }
         match room.apply(&live, &limits).await {
             Ok(_) => {
-                changes::room_limits(metrics, Source::Reload, &room.name, &live, &limits);
+                running.changes.room_limits(Source::Reload, &room.name, &live, &limits);
                 done.rooms_changed.push(room.name.clone());
             }
             Err(e) => tracing::warn!(room = %room.name, error = %e, "reload could not change the room"),

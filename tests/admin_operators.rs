@@ -177,3 +177,84 @@ async fn a_change_is_logged_with_the_operators_name_and_never_the_token() {
     }
     assert!(!logs.iter().any(|l| l.contains(OPERATOR_ADDRESS)), "the operator's address was logged");
 }
+
+/// Every line of a JSON-lines file.
+fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_file_holds_each_change_and_attempt_with_no_token_and_follows_a_rotation() {
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new("audit");
+    let audit = dir.path().join("audit.jsonl");
+    let operators = [operator("otto", "operator", OPERATOR), operator("vera", "viewer", VIEWER)];
+    let with_audit = |max_active: u32| {
+        config(&upstream, &operators)
+            .replace("metrics = \"viewer\"\n", &format!("metrics = \"viewer\"\naudit_file = {audit:?}\n"))
+            .replace("max_active = 5", &format!("max_active = {max_active}"))
+    };
+    let usher = UsherProcess::spawn(&with_audit(5), Logs::Text, &[]);
+    let room = "/admin/rooms/citizens";
+    let two_fields = r#"{"max_active": 9, "message": "Tax day"}"#;
+    assert_eq!(call(&usher, Method::PATCH, room, Some(OPERATOR), two_fields).await.status, 200);
+    assert_eq!(call(&usher, Method::POST, &format!("{room}/pause"), Some(VIEWER), "").await.status, 403);
+    assert_eq!(call(&usher, Method::POST, &format!("{room}/pause"), Some(UNKNOWN), "").await.status, 401);
+    assert_eq!(call(&usher, Method::PATCH, room, Some(OPERATOR), r#"{"max_active": 0}"#).await.status, 400);
+    // A reload's change is in the trail too.
+    std::fs::write(usher.config_path(), with_audit(6)).expect("rewrite the config");
+    usher.signal("HUP");
+    let mut lines = Vec::new();
+    for _ in 0..200 {
+        lines = json_lines(&audit);
+        if lines.iter().any(|l| l["source"] == "reload") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let summary: Vec<(String, String, String, String)> = lines
+        .iter()
+        .map(|l| {
+            let text = |k: &str| l[k].as_str().unwrap_or("").to_string();
+            (text("who"), text("target"), text("field"), text("outcome"))
+        })
+        .collect();
+    let expected = [
+        ("otto", "room:citizens", "max_active", "applied"),
+        ("otto", "room:citizens", "message", "applied"),
+        ("vera", "/admin/rooms/citizens/pause", "POST", "refused (403)"),
+        ("unknown", "/admin/rooms/citizens/pause", "POST", "refused (401)"),
+        ("otto", "/admin/rooms/citizens", "PATCH", "refused (400)"),
+        ("reload", "room:citizens", "max_active", "applied"),
+    ]
+    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()));
+    assert_eq!(summary, expected, "{lines:#?}");
+    assert_eq!((lines[0]["old"].as_str(), lines[0]["new"].as_str()), (Some("5"), Some("9")));
+    assert!(lines.iter().all(|l| l["time"].as_str().is_some_and(|t| t.len() == 24 && t.ends_with('Z'))));
+
+    // logrotate moves the file and sends USR1: the next line starts a new file.
+    std::fs::rename(&audit, dir.path().join("audit.jsonl.1")).expect("rotate");
+    usher.signal("USR1");
+    let mut rotated = false;
+    for _ in 0..200 {
+        // Each try is one more change; once the reopen has happened it lands in the new file.
+        call(&usher, Method::PATCH, room, Some(OPERATOR), r#"{"message": null}"#).await;
+        call(&usher, Method::PATCH, room, Some(OPERATOR), r#"{"message": "again"}"#).await;
+        if json_lines(&audit).iter().any(|l| l["who"] == "otto") {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rotated, "USR1 did not reopen the audit file");
+
+    for path in [audit.clone(), dir.path().join("audit.jsonl.1")] {
+        let text = std::fs::read_to_string(&path).expect("audit file");
+        for secret in [OPERATOR, VIEWER, UNKNOWN] {
+            assert!(!text.contains(secret), "a token in {}", path.display());
+            assert!(!text.contains(&hex(&token_sha256(secret))), "a token's hash in {}", path.display());
+        }
+        assert!(!text.contains(OPERATOR_ADDRESS), "the caller's address in {}", path.display());
+    }
+}

@@ -77,6 +77,8 @@ pub struct AdminConfig {
     pub operators: Vec<Operator>,
     /// `admin.metrics = "viewer"`: `/metrics` needs a token of any role, not only reachability.
     pub metrics_need_token: bool,
+    /// `admin.audit_file`: the append-only JSON-lines audit trail of admin actions and reloads.
+    pub audit_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

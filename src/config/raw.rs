@@ -75,6 +75,7 @@ struct RawAdmin {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     metrics: Option<String>,
+    audit_file: Option<PathBuf>,
     operator: Vec<RawOperator>,
     #[serde(flatten)]
     unknown: Unknown,
@@ -583,6 +584,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         token_file: raw.admin.token_file.clone(),
         tls: admin_tls(&mut c, &raw.admin),
         operators: operators(&mut c, &raw.admin.operator),
+        audit_file: raw.admin.audit_file.clone(),
         metrics_need_token: match raw.admin.metrics.as_deref() {
             None | Some("open") => false,
             Some("viewer") => true,
