@@ -23,6 +23,8 @@ use std::time::Duration;
 /// What the admin endpoints read.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
+    /// Ends the event streams when usher stops.
+    pub stop: crate::shutdown::Shutdown,
     pub api: crate::admin_api::AdminApi,
     /// False until every listener is bound, and again once shutdown has begun.
     pub ready: AtomicBool,
@@ -78,6 +80,9 @@ where
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         async move {
+            if req.uri().path() == "/admin/events" {
+                return Ok::<_, Infallible>(events(&state, &req));
+            }
             if req.uri().path().starts_with("/admin/") {
                 return Ok::<_, Infallible>(state.api.handle(req, peer.ip()).await);
             }
@@ -123,6 +128,24 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `GET /admin/events`: Server-Sent Events for any operator's token (never anonymous, not
+/// even from loopback: changes carry operators' names). `Last-Event-ID` resumes.
+fn events(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match state.api.access.load().caller(req) {
+        Ok(Some(_)) => {}
+        Ok(None) | Err(_) => return text(StatusCode::UNAUTHORIZED, "the event stream needs a bearer token\n"),
+    }
+    let last_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let mut response = Response::new(Body::Events(state.metrics.events.stream(last_id, state.stop.clone())));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

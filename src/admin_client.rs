@@ -41,34 +41,45 @@ pub struct Call {
     pub method: Method,
     pub path: String,
     pub body: Option<Value>,
+    /// `Last-Event-ID` for the event stream.
+    pub last_event_id: Option<u64>,
 }
 
 impl Call {
+    fn new(method: Method, path: String, body: Option<Value>) -> Self {
+        Self { method, path, body, last_event_id: None }
+    }
+
     pub fn rooms() -> Self {
-        Self { method: Method::GET, path: "/admin/rooms".into(), body: None }
+        Self::new(Method::GET, "/admin/rooms".into(), None)
     }
 
     pub fn room(name: &str) -> Self {
-        Self { method: Method::GET, path: format!("/admin/rooms/{name}"), body: None }
+        Self::new(Method::GET, format!("/admin/rooms/{name}"), None)
     }
 
     /// `PATCH` with only the fields given.
     pub fn set(name: &str, fields: Map<String, Value>) -> Self {
-        Self { method: Method::PATCH, path: format!("/admin/rooms/{name}"), body: Some(Value::Object(fields)) }
+        Self::new(Method::PATCH, format!("/admin/rooms/{name}"), Some(Value::Object(fields)))
     }
 
     pub fn pause(name: &str, message: Option<String>) -> Self {
         let body = message.map(|m| json!({ "message": m }));
-        Self { method: Method::POST, path: format!("/admin/rooms/{name}/pause"), body }
+        Self::new(Method::POST, format!("/admin/rooms/{name}/pause"), body)
     }
 
     pub fn resume(name: &str) -> Self {
-        Self { method: Method::POST, path: format!("/admin/rooms/{name}/resume"), body: None }
+        Self::new(Method::POST, format!("/admin/rooms/{name}/resume"), None)
     }
 
     pub fn drain(name: &str, oldest: Option<u64>) -> Self {
         let body = oldest.map(|n| json!({ "oldest": n }));
-        Self { method: Method::POST, path: format!("/admin/rooms/{name}/drain"), body }
+        Self::new(Method::POST, format!("/admin/rooms/{name}/drain"), body)
+    }
+
+    /// `GET /admin/events` (Server-Sent Events), resumed after `last_id` if given.
+    pub fn watch(last_id: Option<u64>) -> Self {
+        Self { last_event_id: last_id, ..Self::new(Method::GET, "/admin/events".into(), None) }
     }
 
     /// Sends the call; returns the status and the JSON body, pretty-printed.
@@ -99,9 +110,17 @@ impl Call {
         if let Some(token) = token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
+        if let Some(id) = self.last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
         let req = req.body(Full::new(Bytes::from(body))).map_err(std::io::Error::other)?;
         let response = sender.send_request(req).await.map_err(std::io::Error::other)?;
         let status = response.status();
+        let streamed = response.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v == "text/event-stream");
+        if status.is_success() && streamed {
+            follow(response.into_body()).await?;
+            return Ok((status, String::new()));
+        }
         let bytes = response.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes();
         let text = match serde_json::from_slice::<Value>(&bytes) {
             Ok(value) => serde_json::to_string_pretty(&value).unwrap_or_default(),
@@ -109,4 +128,34 @@ impl Call {
         };
         Ok((status, text))
     }
+}
+
+/// Prints each Server-Sent Event as one line (`ID KIND DATA`) as it arrives, until the stream
+/// ends; comments (heartbeats) and `retry` are skipped.
+async fn follow(mut body: hyper::body::Incoming) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut pending = String::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(std::io::Error::other)?;
+        let Some(data) = frame.data_ref() else { continue };
+        pending.push_str(&String::from_utf8_lossy(data));
+        while let Some(end) = pending.find("\n\n") {
+            let block: String = pending.drain(..end + 2).collect();
+            let (mut id, mut kind, mut data) = ("-", "message", String::new());
+            for line in block.lines() {
+                match line.split_once(": ") {
+                    Some(("id", v)) => id = v,
+                    Some(("event", v)) => kind = v,
+                    Some(("data", v)) => data.push_str(v),
+                    _ => {}
+                }
+            }
+            if !data.is_empty() {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{id:>6} {kind:<8} {data}")?;
+                out.flush()?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -17,6 +17,8 @@ pub enum Body {
     Upstream(IdleBody<Incoming>, Option<Checkin>),
     /// A complete body held in memory (`None` once sent).
     Full(Option<Bytes>),
+    /// The admin event stream, until the client goes or usher stops.
+    Events(crate::events::EventBody),
 }
 
 impl Body {
@@ -60,6 +62,7 @@ impl http_body::Body for Body {
                 polled
             }
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Events(events) => events.poll_next(cx).map(|next| next.map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -67,6 +70,7 @@ impl http_body::Body for Body {
         match self {
             Body::Upstream(incoming, _) => incoming.is_end_stream(),
             Body::Full(bytes) => bytes.is_none(),
+            Body::Events(_) => false,
         }
     }
 
@@ -74,6 +78,7 @@ impl http_body::Body for Body {
         match self {
             Body::Upstream(incoming, _) => incoming.size_hint(),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Events(_) => SizeHint::default(),
         }
     }
 }

@@ -52,6 +52,8 @@ impl Changes {
     pub fn record(&self, source: Source, target: &str, field: &str, old: &str, new: &str) {
         tracing::info!(who = source.who(), source = source.label(), target, field, old, new, "change applied");
         self.metrics.changes.with_label_values(&[source.label(), target, field]).inc();
+        let event = serde_json::json!({ "who": source.who(), "source": source.label(), "target": target, "field": field, "old": old, "new": new });
+        self.metrics.events.publish("change", &event);
         self.audit.write(&Entry {
             who: source.who(),
             source: source.label(),

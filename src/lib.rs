@@ -18,6 +18,7 @@ pub mod connection;
 pub mod cookies;
 pub mod demo;
 pub mod error;
+pub mod events;
 pub mod forward;
 pub mod frame_guard;
 pub mod identity;
@@ -148,7 +149,8 @@ impl Server {
         let mut handles = Self::workers(&config, &secrets, http, https, &rooms, &gate, &metrics, &trigger)?;
         handles.push(Self::background(&rooms, &gate, trigger.subscribe())?);
         let api = admin_api::AdminApi::new(rooms.clone(), &config.admin, admin_token.as_deref(), changes.clone());
-        let admin_state = Arc::new(AdminState { metrics: metrics.clone(), api, ready: true.into() });
+        let admin_state =
+            Arc::new(AdminState { metrics: metrics.clone(), stop: admin_trigger.subscribe(), api, ready: true.into() });
         let admin = match admin {
             None => None,
             Some(socket) => {

@@ -94,6 +94,12 @@ enum AdminCommand {
         #[arg(long)]
         oldest: Option<u64>,
     },
+    /// Follow the event stream: figures each tick, changes, outages, lease hand-overs.
+    Watch {
+        /// Resume after this event id (what the last line printed).
+        #[arg(long)]
+        after: Option<u64>,
+    },
     /// Operators' tokens (made here; nothing is sent to usher).
     Token {
         #[command(subcommand)]
@@ -181,6 +187,7 @@ fn admin(target: &usher::admin_client::Admin, command: AdminCommand) -> ExitCode
         AdminCommand::Pause { name, message } => Call::pause(&name, message),
         AdminCommand::Resume { name } => Call::resume(&name),
         AdminCommand::Drain { name, oldest } => Call::drain(&name, oldest),
+        AdminCommand::Watch { after } => Call::watch(after),
         AdminCommand::Token { command: TokenCommand::New { name, role } } => return new_token(&name, &role),
     };
     let token = std::env::var("USHER_ADMIN_TOKEN").ok();

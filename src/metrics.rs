@@ -11,6 +11,7 @@ use prometheus::{
     TextEncoder,
 };
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -96,6 +97,8 @@ impl Shard {
 /// The process's metrics; shared by all workers and the admin listener.
 pub struct Metrics {
     registry: Registry,
+    /// The admin event stream: the same figures and changes, pushed as they happen.
+    pub events: Arc<crate::events::Events>,
     shards: Box<[Shard]>,
     /// Client connections open now, across workers.
     pub connections: IntGauge,
@@ -236,6 +239,7 @@ struct RoomFamilies {
 /// One room's metrics, resolved once so the request path does no label lookup.
 #[derive(Clone)]
 pub struct RoomMetrics {
+    pub events: Arc<crate::events::Events>,
     pub waiting: IntGauge,
     pub active: IntGauge,
     pub pending: IntGauge,
@@ -475,6 +479,7 @@ impl Metrics {
             changes,
             defences,
             rooms,
+            events: Arc::default(),
         }
     }
 
@@ -491,6 +496,7 @@ impl Metrics {
     pub fn room(&self, name: &str) -> RoomMetrics {
         let f = &self.rooms;
         RoomMetrics {
+            events: self.events.clone(),
             waiting: f.waiting.with_label_values(&[name]),
             active: f.active.with_label_values(&[name]),
             pending: f.pending.with_label_values(&[name]),

@@ -44,6 +44,9 @@ pub async fn tick(room: &Room, now_ms: u64) {
     for wait in &report.waits_ms {
         m.wait_seconds.observe(*wait as f64 / 1000.0);
     }
+    if let Some(holder) = report.lease {
+        m.events.publish("lease", &serde_json::json!({ "room": room.name, "this_node": holder }));
+    }
     if report.opened {
         let tick_ms = took.as_millis();
         tracing::info!(room = %room.name, tick_ms, "event opened: pre-queue drawn into a random order");
@@ -62,7 +65,24 @@ pub async fn tick(room: &Room, now_ms: u64) {
     let share = return_share_per_mille(figures.returned_total, figures.abandoned_total);
     room.return_share_pm.store(share, std::sync::atomic::Ordering::Relaxed);
     let tail = expected_ahead(figures.waiting, figures.held, share);
-    m.eta_seconds.set(to_i64(tail.saturating_mul(60).div_ceil(rate.max(1))));
+    let eta = tail.saturating_mul(60).div_ceil(rate.max(1));
+    m.eta_seconds.set(to_i64(eta));
+    m.events.publish(
+        "figures",
+        &serde_json::json!({
+            "room": room.name,
+            "mode": limits.mode.as_str(),
+            "waiting": figures.waiting,
+            "held": figures.held,
+            "active": figures.active,
+            "pending_grants": figures.pending,
+            "max_active": limits.max_active,
+            "configured_per_minute": room.configured_per_minute,
+            "effective_per_minute": limits.admit_per_minute,
+            "measured_per_minute": figures.measured_per_minute,
+            "eta_tail_seconds": eta,
+        }),
+    );
     room.set_cached(limits, rate);
     if let Some(adaptive) = &room.adaptive {
         adapt(room, adaptive, now_ms).await;
@@ -79,7 +99,14 @@ async fn adapt(room: &Room, adaptive: &super::adaptive::Adaptive, now_ms: u64) {
         return;
     }
     match room.apply(&old, &new).await {
-        Ok(_) => tracing::info!(
+        Ok(_) => {
+            let event = serde_json::json!({
+                "who": "adaptive", "source": "adaptive", "target": format!("room:{}", room.name),
+                "field": "admit_per_minute", "old": old.admit_per_minute.to_string(),
+                "new": new.admit_per_minute.to_string(), "reason": reason.label(),
+            });
+            room.metrics.events.publish("change", &event);
+            tracing::info!(
             who = "adaptive",
             source = "adaptive",
             target = %format!("room:{}", room.name),
@@ -88,7 +115,8 @@ async fn adapt(room: &Room, adaptive: &super::adaptive::Adaptive, now_ms: u64) {
             new = new.admit_per_minute,
             reason = reason.label(),
             "change applied"
-        ),
+            )
+        }
         Err(e) => room.store_failed(&e),
     }
 }

@@ -67,6 +67,9 @@ pub struct Room {
     pub tick: Duration,
     /// The mode `resume` returns to: the configured one, or `auto` if that was `paused`.
     pub resume_mode: RoomMode,
+    /// `admit_per_minute` from the configuration file at start, beside the effective one in `limits`
+    /// (which an operator or the adaptive controller may have changed).
+    pub configured_per_minute: u64,
     /// Limits as of the last tick, so a request reads them without asking the store.
     limits: RwLock<RoomLimits>,
     /// The queue page: the operator's template or the built-in one.
@@ -138,6 +141,7 @@ impl Room {
             metrics,
             tick: config.tick,
             resume_mode: if config.mode == RoomMode::Paused { RoomMode::Auto } else { config.mode },
+            configured_per_minute: config.admit_per_minute,
             rate_per_minute: AtomicU64::new(limits.admit_per_minute),
             return_share_pm: AtomicU64::new(admitter::return_share_per_mille(0, 0)),
             limits: RwLock::new(limits),
@@ -170,6 +174,8 @@ impl Room {
         self.metrics.store_up.set(0);
         if self.store_up.swap(false, Relaxed) {
             tracing::warn!(room = %self.name, error = %e, "store unreachable");
+            let event = serde_json::json!({ "room": self.name, "up": false, "error": e.to_string() });
+            self.metrics.events.publish("store", &event);
         }
     }
 
@@ -178,6 +184,7 @@ impl Room {
         self.metrics.store_up.set(1);
         if !self.store_up.swap(true, Relaxed) {
             tracing::info!(room = %self.name, "store reachable again");
+            self.metrics.events.publish("store", &serde_json::json!({ "room": self.name, "up": true }));
         }
     }
 

@@ -206,6 +206,9 @@ pub struct TickReport {
     pub waits_ms: Vec<u64>,
     /// The pre-queue was drawn into a random order in this tick.
     pub opened: bool,
+    /// With several nodes: this node took the room's admitter lease (`Some(true)`) or lost
+    /// it to another node (`Some(false)`) in this tick.
+    pub lease: Option<bool>,
 }
 
 /// A room's live figures.

@@ -599,7 +599,7 @@ impl RedisRoom {
         self.saw_generation(generation);
         self.waiters.set_view(parse_view(view, to_u64(generation), now_ms)?);
         let new_token = string(new_token).ok_or_else(|| malformed("tick token"))?;
-        self.lease_changed(&token, &new_token);
+        let lease = self.lease_changed(&token, &new_token);
         let holder = !new_token.is_empty();
         *lock(&self.token) = new_token;
 
@@ -640,6 +640,7 @@ impl RedisRoom {
             away: counted.away,
             returned: counted.returned,
             away_ms: ints(away_ms, "tick away")?.into_iter().map(to_u64).collect(),
+            lease,
         })
     }
 
@@ -660,14 +661,21 @@ impl RedisRoom {
         counted
     }
 
-    fn lease_changed(&self, old: &str, new: &str) {
+    /// Logs a hand-over of the admitter lease; returns whether this node now holds it.
+    fn lease_changed(&self, old: &str, new: &str) -> Option<bool> {
         if old == new {
-            return;
+            return None;
         }
         match (old.is_empty(), new.is_empty()) {
-            (_, false) => tracing::info!(node = %self.node, lease = %new, "this node runs the admitter"),
-            (false, true) => tracing::info!(node = %self.node, "another node runs the admitter now"),
-            (true, true) => {}
+            (_, false) => {
+                tracing::info!(node = %self.node, lease = %new, "this node runs the admitter");
+                Some(true)
+            }
+            (false, true) => {
+                tracing::info!(node = %self.node, "another node runs the admitter now");
+                Some(false)
+            }
+            (true, true) => None,
         }
     }
 
