@@ -28,6 +28,7 @@ fn limits(mode: RoomMode) -> RoomLimits {
         opens_at_ms: None,
         message: None,
         tickets_per_client: 50,
+        break_glass: None,
     }
 }
 

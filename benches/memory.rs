@@ -56,6 +56,7 @@ fn main() {
             opens_at_ms: None,
             message: None,
             tickets_per_client: 50,
+            break_glass: None,
         };
         let before = LIVE.load(Relaxed);
         let room = MemoryRoom::new(limits, T0);

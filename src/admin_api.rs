@@ -12,6 +12,7 @@ use crate::clock::now_ms;
 use crate::config::{RoomMode, parse_rfc3339};
 use crate::operators::{Operator, Operators, Role};
 use crate::room::{Room, Rooms};
+use crate::store::BreakGlass;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
@@ -179,6 +180,8 @@ impl AdminApi {
         let needed = match (&method, parts.as_slice()) {
             (&Method::GET | &Method::HEAD, ["admin", "operators"]) => Role::Admin,
             (&Method::GET | &Method::HEAD, _) => Role::Viewer,
+            // The break-glass lets everyone past the queue.
+            (_, ["admin", "rooms", _, "off"]) => Role::Admin,
             _ => Role::Operator,
         };
         let caller = match self.access.load().authorise(&req, peer, needed) {
@@ -187,6 +190,7 @@ impl AdminApi {
         };
         // Only reads go unnamed; every change has an operator behind it.
         let who = caller.as_ref().map_or("-", |o| o.name.as_str()).to_string();
+        let role = caller.as_ref().map_or(Role::Viewer, |o| o.role);
         let room = |name: &str| self.rooms.get(name).cloned();
         match (method, parts.as_slice()) {
             (Method::GET, ["admin", "rooms"]) => {
@@ -217,17 +221,29 @@ impl AdminApi {
                     Err(answer) => return answer,
                 };
                 match (method, rest) {
-                    (Method::PATCH, []) => self.patch(&r, &body, &who).await,
+                    (Method::PATCH, []) => self.patch(&r, &body, &who, role).await,
                     (Method::POST, ["pause"]) => {
                         let mut patch = json!({ "mode": "paused" });
                         if let Some(message) = body.get("message") {
                             patch["message"] = message.clone();
                         }
-                        self.patch(&r, &patch, &who).await
+                        self.patch(&r, &patch, &who, role).await
                     }
                     (Method::POST, ["resume"]) => {
                         let mode = r.resume_mode.as_str();
-                        self.patch(&r, &json!({ "mode": mode, "message": null }), &who).await
+                        self.patch(&r, &json!({ "mode": mode, "message": null }), &who, role).await
+                    }
+                    (Method::POST, ["off"]) => {
+                        let seconds =
+                            body.get("for_seconds").and_then(Value::as_u64).filter(|n| (60..=86_400).contains(n));
+                        match seconds {
+                            Some(seconds) => self.off_for(&r, seconds, &who).await,
+                            None => error(
+                                StatusCode::BAD_REQUEST,
+                                "must be a whole number of seconds from 60 to 86400",
+                                Some("for_seconds"),
+                            ),
+                        }
                     }
                     (Method::POST, ["drain"]) => self.drain(&r, &body, &who).await,
                     _ => error(StatusCode::NOT_FOUND, "no such admin route", None),
@@ -239,7 +255,7 @@ impl AdminApi {
 
     /// Applies any of `max_active`, `admit_per_minute`, `mode`, `opens_at`, `message`,
     /// `hold_seconds` (lengthened live when, say, a mobile network drops out at peak).
-    async fn patch(&self, room: &Room, body: &Value, who: &str) -> Answer {
+    async fn patch(&self, room: &Room, body: &Value, who: &str, role: Role) -> Answer {
         let Some(fields) = body.as_object() else {
             return error(StatusCode::BAD_REQUEST, "the body must be a JSON object", None);
         };
@@ -277,8 +293,16 @@ impl AdminApi {
                     new.hold = std::time::Duration::from_secs(n);
                 }
                 "mode" => match value.as_str().and_then(RoomMode::parse) {
-                    Some(mode) => new.mode = mode,
-                    None => return bad("must be one of auto, queue_all, paused, closed"),
+                    Some(RoomMode::Off) if role < Role::Admin => {
+                        let why = "off lets everyone past the queue: it needs the admin role";
+                        return error(StatusCode::FORBIDDEN, why, Some(field));
+                    }
+                    Some(mode) => {
+                        // A mode set by hand ends a break-glass deadline: it is the operator's now.
+                        new.mode = mode;
+                        new.break_glass = None;
+                    }
+                    None => return bad("must be one of auto, queue_all, paused, closed, off"),
                 },
                 "opens_at" => match value {
                     Value::Null => new.opens_at_ms = None,
@@ -316,6 +340,27 @@ impl AdminApi {
                 );
             }
         }
+        (StatusCode::OK, room_json(room).await)
+    }
+
+    /// The break-glass: `off` for `seconds`, then back to the mode the room had, by itself
+    /// (the admitter's tick watches the deadline). Repeated, it moves the deadline and keeps
+    /// the mode to return to.
+    async fn off_for(&self, room: &Room, seconds: u64, who: &str) -> Answer {
+        let old = room.limits();
+        let then = match (old.mode, old.break_glass) {
+            (RoomMode::Off, Some(glass)) => glass.then,
+            (RoomMode::Off, None) => room.resume_mode,
+            (mode, _) => mode,
+        };
+        let mut new = old.clone();
+        new.mode = RoomMode::Off;
+        new.break_glass = Some(BreakGlass { until_ms: now_ms() + seconds * 1000, then });
+        if let Err(e) = room.apply(&old, &new).await {
+            return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None);
+        }
+        tracing::warn!(room = %room.name, who, seconds, then = then.as_str(), "break-glass: the room lets everyone in");
+        self.changes.room_limits(Source::Api { operator: who }, &room.name, &old, &new);
         (StatusCode::OK, room_json(room).await)
     }
 
@@ -374,6 +419,8 @@ async fn room_json(room: &Room) -> Value {
         "hold_seconds": limits.hold.as_secs(),
         "opens_at": limits.opens_at_ms.map(|ms| ms / 1000),
         "message": limits.message,
+        "off_until": limits.break_glass.map(|g| g.until_ms / 1000),
+        "off_then": limits.break_glass.map(|g| g.then.as_str()),
         "waiting": figures.map(|f| f.waiting),
         "held": figures.map(|f| f.held),
         "active": figures.map(|f| f.active),

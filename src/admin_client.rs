@@ -77,6 +77,11 @@ impl Call {
         Self::new(Method::POST, format!("/admin/rooms/{name}/drain"), body)
     }
 
+    /// The break-glass: everyone in for `seconds`, then back by itself.
+    pub fn off(name: &str, seconds: u64) -> Self {
+        Self::new(Method::POST, format!("/admin/rooms/{name}/off"), Some(json!({ "for_seconds": seconds })))
+    }
+
     /// `GET /admin/events` (Server-Sent Events), resumed after `last_id` if given.
     pub fn watch(last_id: Option<u64>) -> Self {
         Self { last_event_id: last_id, ..Self::new(Method::GET, "/admin/events".into(), None) }

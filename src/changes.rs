@@ -98,6 +98,7 @@ impl Changes {
             pair("claim_window", old.claim_window, new.claim_window),
             pair("hold", old.hold, new.hold),
             pair("tickets_per_client", old.tickets_per_client, new.tickets_per_client),
+            pair("break_glass", old.break_glass, new.break_glass),
         ];
         self.record_fields(source, &format!("room:{room}"), &fields)
     }

@@ -94,6 +94,13 @@ enum AdminCommand {
         #[arg(long)]
         oldest: Option<u64>,
     },
+    /// Break-glass (admin role): let everyone in for a while; the room returns by itself.
+    Off {
+        name: String,
+        /// How long, e.g. 15m (1m to 24h).
+        #[arg(long = "for", value_parser = parse_for)]
+        duration: std::time::Duration,
+    },
     /// Follow the event stream: figures each tick, changes, outages, lease hand-overs.
     Watch {
         /// Resume after this event id (what the last line printed).
@@ -188,6 +195,7 @@ fn admin(target: &usher::admin_client::Admin, command: AdminCommand) -> ExitCode
         AdminCommand::Resume { name } => Call::resume(&name),
         AdminCommand::Drain { name, oldest } => Call::drain(&name, oldest),
         AdminCommand::Watch { after } => Call::watch(after),
+        AdminCommand::Off { name, duration } => Call::off(&name, duration.as_secs()),
         AdminCommand::Token { command: TokenCommand::New { name, role } } => return new_token(&name, &role),
     };
     let token = std::env::var("USHER_ADMIN_TOKEN").ok();
@@ -333,6 +341,12 @@ impl Signals {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     }
+}
+
+/// `--for 15m`: a duration as in the configuration file, from a minute to a day.
+fn parse_for(text: &str) -> Result<std::time::Duration, String> {
+    let duration = usher::config::duration::parse(text)?;
+    if (60..=86_400).contains(&duration.as_secs()) { Ok(duration) } else { Err("must be from 1m to 24h".into()) }
 }
 
 /// `usher admin token new NAME`: the token is printed once and never stored; the lines to

@@ -27,6 +27,7 @@ fn limits() -> RoomLimits {
         opens_at_ms: None,
         message: None,
         tickets_per_client: 3,
+        break_glass: None,
     }
 }
 

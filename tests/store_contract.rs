@@ -28,6 +28,7 @@ fn limits() -> RoomLimits {
         opens_at_ms: None,
         message: None,
         tickets_per_client: 3,
+        break_glass: None,
     }
 }
 
@@ -841,5 +842,49 @@ async fn a_heartbeat_of_a_refused_poll_keeps_a_waiter_present_but_never_brings_b
         assert_eq!(store.figures(T0 + 90_000).await.expect("figures").held, 2, "{name}: both held");
         let back = place(&store, silent, T0 + 90_500).await;
         assert_eq!((back.ahead, back.away_ahead), (1, 1), "{name}: its place was kept, behind `heard`'s");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_lets_everyone_in_past_every_limit_and_a_queueing_mode_after_it_starts_with_an_empty_line() {
+    let mut l = limits();
+    l.max_active = 1;
+    l.mode = RoomMode::QueueAll;
+    l.session_idle = Duration::from_secs(3600);
+    for (name, store) in &stores(l.clone()).await {
+        let line = futures_collect(&store, 0..3, T0).await;
+        let seen = store.limits().await.expect("limits");
+        let glass = usher::store::BreakGlass { until_ms: T0 + 900_000, then: RoomMode::QueueAll };
+        let off = RoomLimits { mode: RoomMode::Off, break_glass: Some(glass), ..seen.clone() };
+        let stored = store.update_limits(&off, &off.changed_from(&seen)).await.expect("off");
+        assert_eq!((stored.mode, stored.break_glass), (RoomMode::Off, Some(glass)), "{name}: kept whole");
+
+        // Newcomers go in at once, well past max_active, and are counted.
+        let now = T0 + 1000;
+        let inside = [session(&store, 10, now).await, session(&store, 11, now).await];
+        assert_ne!(inside[0], inside[1], "{name}");
+        // Those already in line are let in at the next tick, in their order.
+        let report = store.tick(now + 200).await.expect("tick");
+        assert_eq!(report.granted, 3, "{name}: the whole line is let in");
+        for t in &line {
+            assert!(
+                matches!(store.poll(*t, now + 300).await.expect("poll"), PollOutcome::Admitted { .. }),
+                "{name}: a waiter from before is let in"
+            );
+        }
+        let figures = store.figures(now + 300).await.expect("figures");
+        assert_eq!((figures.waiting, figures.active), (0, 5), "{name}: everyone inside is counted");
+
+        // Back to queueing: nobody inside is dropped, and the line starts empty.
+        let back = RoomLimits { mode: RoomMode::QueueAll, break_glass: None, ..stored.clone() };
+        store.update_limits(&back, &back.changed_from(&stored)).await.expect("back");
+        let newcomer = ticket(&store, 20, now + 400).await;
+        assert_eq!(ahead(&store, newcomer, now + 400).await, 0, "{name}: first in a new, empty line");
+        store.tick(now + 600).await.expect("tick");
+        assert_eq!(store.figures(now + 600).await.expect("figures").active, 5, "{name}: all five sessions stand");
+        assert!(
+            matches!(store.poll(newcomer, now + 700).await.expect("poll"), PollOutcome::Waiting(_)),
+            "{name}: max_active binds again"
+        );
     }
 }

@@ -219,6 +219,9 @@ pub enum RoomMode {
     QueueAll,
     Paused,
     Closed,
+    /// Passthrough: everyone goes in at once, no ticket, no limit; sessions are still made
+    /// and counted, and those already in line are let in, so nothing is lost either way.
+    Off,
 }
 
 impl RoomMode {
@@ -228,6 +231,7 @@ impl RoomMode {
             "queue_all" => Some(Self::QueueAll),
             "paused" => Some(Self::Paused),
             "closed" => Some(Self::Closed),
+            "off" => Some(Self::Off),
             _ => None,
         }
     }
@@ -238,6 +242,7 @@ impl RoomMode {
             Self::QueueAll => "queue_all",
             Self::Paused => "paused",
             Self::Closed => "closed",
+            Self::Off => "off",
         }
     }
 }

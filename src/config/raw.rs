@@ -826,7 +826,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         let mode = match r.mode.as_deref() {
             None => RoomMode::Auto,
             Some(m) => RoomMode::parse(m).unwrap_or_else(|| {
-                c.error(format!("{key}.mode"), format!("{m:?} is not a mode (auto, queue_all, paused, closed)"));
+                c.error(format!("{key}.mode"), format!("{m:?} is not a mode (auto, queue_all, paused, closed, off)"));
                 RoomMode::Auto
             }),
         };

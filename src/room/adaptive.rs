@@ -341,6 +341,7 @@ mod tests {
             opens_at_ms: None,
             message: None,
             tickets_per_client: 3,
+            break_glass: None,
         };
         let a = Adaptive::new(bounds(), 1000, 0);
         for _ in 0..100 {

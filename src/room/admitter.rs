@@ -51,9 +51,12 @@ pub async fn tick(room: &Room, now_ms: u64) {
         let tick_ms = took.as_millis();
         tracing::info!(room = %room.name, tick_ms, "event opened: pre-queue drawn into a random order");
     }
-    let (Ok(figures), Ok(limits)) = (room.store.figures(now_ms).await, room.store.limits().await) else {
+    let (Ok(figures), Ok(mut limits)) = (room.store.figures(now_ms).await, room.store.limits().await) else {
         return;
     };
+    if let Some(back) = break_glass_over(room, &limits, now_ms).await {
+        limits = back;
+    }
     // Estimates use the measured outflow once there is enough of it, else the configured one.
     let rate = figures.measured_per_minute.filter(|r| *r > 0).unwrap_or(limits.admit_per_minute);
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -86,6 +89,46 @@ pub async fn tick(room: &Room, now_ms: u64) {
     room.set_cached(limits, rate);
     if let Some(adaptive) = &room.adaptive {
         adapt(room, adaptive, now_ms).await;
+    }
+}
+
+/// A break-glass `off` whose deadline has passed: the room returns to the mode it had, by
+/// itself, so a forgotten break-glass cannot leave the mailbox unprotected. Every node may
+/// see it; the write is the same from each. Returns the limits now in force.
+async fn break_glass_over(
+    room: &Room,
+    limits: &crate::store::RoomLimits,
+    now_ms: u64,
+) -> Option<crate::store::RoomLimits> {
+    let glass = limits.break_glass.filter(|g| now_ms >= g.until_ms)?;
+    let mut back = limits.clone();
+    back.break_glass = None;
+    if back.mode == crate::config::RoomMode::Off {
+        back.mode = glass.then;
+    }
+    match room.apply(limits, &back).await {
+        Ok(now) => {
+            let target = format!("room:{}", room.name);
+            let (old, new) = (limits.mode.as_str(), now.mode.as_str());
+            tracing::info!(
+                who = "deadline",
+                source = "break-glass",
+                target,
+                field = "mode",
+                old,
+                new,
+                "change applied"
+            );
+            let event = serde_json::json!({
+                "who": "deadline", "source": "break-glass", "target": target, "field": "mode", "old": old, "new": new,
+            });
+            room.metrics.events.publish("change", &event);
+            Some(now)
+        }
+        Err(e) => {
+            room.store_failed(&e);
+            None
+        }
     }
 }
 

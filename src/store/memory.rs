@@ -449,6 +449,11 @@ impl MemoryRoom {
         // present is let in, and a returner is served first at the next tick all the same.
         let restoring = matches!(line.window, RestoreWindow::Open { .. });
         let nobody_present = line.waiting == line.away && line.restored_in_line == line.restored_away;
+        if line.limits.mode == RoomMode::Off && !restoring {
+            // Passthrough: a session at once, past any limit, still counted.
+            line.meter.record(now_ms, 1);
+            return JoinOutcome::Admitted(self.new_session(&line.limits, now_ms));
+        }
         if line.limits.mode == RoomMode::Auto && !prequeue && !restoring && nobody_present {
             let active = self.active.load(Relaxed);
             let per_minute = line.limits.admit_per_minute;
@@ -897,13 +902,16 @@ impl MemoryRoom {
         // Grant within the budget: first those who came back after their turn passed, then
         // onwards from the cursor. Away waiters are skipped: no turn is spent on someone
         // who is not there.
-        let closed = matches!(line.limits.mode, RoomMode::Paused | RoomMode::Closed)
-            || line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens)
-            || matches!(line.window, RestoreWindow::Open { .. });
+        // Off lets everyone in: the line drains at up to SKIP_BOUND a tick, past any limit.
+        let off = line.limits.mode == RoomMode::Off;
+        let closed = matches!(line.window, RestoreWindow::Open { .. })
+            || (!off
+                && (matches!(line.limits.mode, RoomMode::Paused | RoomMode::Closed)
+                    || line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens)));
         if !closed {
             line.bucket.refill(line.limits.admit_per_minute, now_ms);
             let free = line.limits.max_active.saturating_sub(self.active.load(Relaxed) + line.pending);
-            let mut budget = free.min(line.bucket.tokens as u64);
+            let mut budget = if off { SKIP_BOUND } else { free.min(line.bucket.tokens as u64) };
             // In a grace, nobody is taken for away: none of them could poll.
             let present_ttl = if in_grace { Ds::MAX } else { ttl };
             // Waiters looked at without a grant (away, gone): bounded per tick.
@@ -927,6 +935,8 @@ impl MemoryRoom {
                     skipped += 1;
                 }
             }
+            // Off spends no tokens: a room switched back starts with what it had, not a debt.
+            line.bucket.tokens = line.bucket.tokens.max(0.0);
             line.meter.record(now_ms, report.granted);
         }
 
@@ -1235,6 +1245,7 @@ mod tests {
             opens_at_ms: None,
             message: None,
             tickets_per_client: 50,
+            break_glass: None,
         }
     }
 

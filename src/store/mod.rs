@@ -35,6 +35,16 @@ pub struct RoomLimits {
     pub message: Option<String>,
     /// Live tickets one client key may hold; above it the newest is reused.
     pub tickets_per_client: u32,
+    /// A break-glass `off` with a deadline: when it passes, the room returns to the mode
+    /// it had (kept in the store, so every node and a restart honour it).
+    pub break_glass: Option<BreakGlass>,
+}
+
+/// `mode = off` until `until_ms`, then `then`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakGlass {
+    pub until_ms: u64,
+    pub then: RoomMode,
 }
 
 impl RoomLimits {
@@ -51,6 +61,7 @@ impl RoomLimits {
             opens_at_ms: room.opens_at.and_then(|s| u64::try_from(s).ok()).map(|s| s * 1000),
             message: room.message.clone(),
             tickets_per_client,
+            break_glass: None,
         }
     }
 }
@@ -76,6 +87,10 @@ impl RoomLimits {
         check("tickets_per_client", self.tickets_per_client != old.tickets_per_client);
         check("message", self.message != old.message);
         check("hold", self.hold != old.hold);
+        // One field here, two in Redis: written together, so never half a break-glass.
+        if self.break_glass != old.break_glass {
+            changed.extend(["off_until", "off_then"]);
+        }
         changed
     }
 
@@ -94,6 +109,7 @@ impl RoomLimits {
                 "tickets_per_client" => self.tickets_per_client = new.tickets_per_client,
                 "message" => self.message = new.message.clone(),
                 "hold" => self.hold = new.hold,
+                "off_until" | "off_then" => self.break_glass = new.break_glass,
                 _ => {}
             }
         }

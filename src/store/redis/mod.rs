@@ -38,8 +38,8 @@ pub use runtime::{RedisRuntime, RoomSpec};
 pub use sentinel::SentinelConnection;
 
 use super::{
-    Admitted, JoinOutcome, Pace, Place, PollOutcome, Returning, RoomFigures, RoomLimits, Session, StoreError,
-    TickReport, TicketRef,
+    Admitted, BreakGlass, JoinOutcome, Pace, Place, PollOutcome, Returning, RoomFigures, RoomLimits, Session,
+    StoreError, TickReport, TicketRef,
 };
 use crate::config::RoomMode;
 use crate::identity::ClientKey;
@@ -738,7 +738,7 @@ impl RedisRoom {
     }
 }
 
-const LIMIT_FIELDS: [&str; 11] = [
+const LIMIT_FIELDS: [&str; 13] = [
     "max_active",
     "admit_per_minute",
     "session_idle",
@@ -750,9 +750,11 @@ const LIMIT_FIELDS: [&str; 11] = [
     "tickets_per_client",
     "message",
     "hold",
+    "off_until",
+    "off_then",
 ];
 
-fn limit_fields(l: &RoomLimits) -> [(&'static str, String); 11] {
+fn limit_fields(l: &RoomLimits) -> [(&'static str, String); 13] {
     [
         ("max_active", l.max_active.to_string()),
         ("admit_per_minute", l.admit_per_minute.to_string()),
@@ -765,13 +767,17 @@ fn limit_fields(l: &RoomLimits) -> [(&'static str, String); 11] {
         ("tickets_per_client", l.tickets_per_client.to_string()),
         ("message", l.message.clone().unwrap_or_default()),
         ("hold", millis(l.hold).to_string()),
+        ("off_until", l.break_glass.map(|b| b.until_ms.to_string()).unwrap_or_default()),
+        ("off_then", l.break_glass.map(|b| b.then.as_str().to_string()).unwrap_or_default()),
     ]
 }
 
 fn parse_limits(v: &Value) -> Result<RoomLimits, StoreError> {
     let Value::Array(fields) = v else { return Err(malformed("limits")) };
     let text: Vec<Option<String>> = fields.iter().map(string).collect();
-    let [max_active, per_minute, idle, max, ttl, claim, mode, opens, cap, message, hold] = text.as_slice() else {
+    let [max_active, per_minute, idle, max, ttl, claim, mode, opens, cap, message, hold, off_until, off_then] =
+        text.as_slice()
+    else {
         return Err(malformed("limits"));
     };
     let num = |f: &Option<String>| f.as_deref().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| malformed("limits"));
@@ -788,6 +794,14 @@ fn parse_limits(v: &Value) -> Result<RoomLimits, StoreError> {
         opens_at_ms: opens.as_deref().and_then(|s| s.parse().ok()),
         tickets_per_client: u32::try_from(num(cap)?).unwrap_or(u32::MAX),
         message: message.clone().filter(|m| !m.is_empty()),
+        // Rooms written before break-glass existed have neither field.
+        break_glass: match (
+            off_until.as_deref().and_then(|s| s.parse().ok()),
+            off_then.as_deref().and_then(RoomMode::parse),
+        ) {
+            (Some(until_ms), Some(then)) => Some(BreakGlass { until_ms, then }),
+            _ => None,
+        },
     })
 }
 

@@ -15,6 +15,12 @@ if not prequeue then
 end
 -- Those away hold their places but are not in the way (see the memory store's join).
 local nobody_present = redis.call('ZCARD', Q) == redis.call('ZCARD', W)
+if lim.mode == 'off' and not restoring(now) then
+  -- Passthrough: a session at once, past any limit, still counted.
+  meter_record(now, 1)
+  keep(lim, S, M)
+  return {1, new_session(lim, id, now), gen}
+end
 if lim.mode == 'auto' and not prequeue and not restoring(now) and nobody_present then
   local tokens, updated = refill(lim, now)
   if redis.call('ZCARD', SS) + redis.call('ZCARD', G) < lim.max_active and tokens >= 1 then

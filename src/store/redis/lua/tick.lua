@@ -162,12 +162,17 @@ if token ~= '' then
     end
   end
 
-  local closed = lim.mode == 'paused' or lim.mode == 'closed' or (lim.opens ~= nil and now < lim.opens)
-    or restoring(now)
+  -- Off lets everyone in: the line drains at up to `bound` a tick, past any limit.
+  local off = lim.mode == 'off'
+  local closed = restoring(now)
+    or (not off and (lim.mode == 'paused' or lim.mode == 'closed' or (lim.opens ~= nil and now < lim.opens)))
   if not closed then
     local tokens, updated = refill(lim, now)
     local free = lim.max_active - redis.call('ZCARD', SS) - redis.call('ZCARD', G)
     local budget = math.min(math.max(free, 0), math.floor(tokens))
+    if off then
+      budget = bound
+    end
 
     -- Grants the waiter if present; one unseen for waiter_ttl goes away instead.
     local function try_grant(t, slot)
@@ -235,14 +240,16 @@ if token ~= '' then
     if cursor then
       redis.call('HSET', S, 'cursor', cursor)
     end
-    save_bucket(tokens, updated)
+    -- Off spends no tokens: a room switched back starts with what it had, not a debt.
+    save_bucket(math.max(tokens, 0), updated)
     meter_record(now, granted)
   end
   keep(lim, L, S, Q, H, G, T, K, N, SS, SX, SC, M, CL, CT, W, D, R, RS)
 end
 
 local limits_now = redis.call('HMGET', L, 'max_active', 'admit_per_minute', 'session_idle', 'session_max',
-  'waiter_ttl', 'claim_window', 'mode', 'opens_at', 'tickets_per_client', 'message', 'hold')
+  'waiter_ttl', 'claim_window', 'mode', 'opens_at', 'tickets_per_client', 'message', 'hold', 'off_until',
+  'off_then')
 -- What this tick counted, added to the running totals (abandoned_total is kept by abandon()
 -- and the expired-grant branch, returned_total by poll.lua as each return happens).
 if away > 0 then
