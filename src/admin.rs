@@ -80,6 +80,11 @@ where
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         async move {
+            if req.method() == Method::GET
+                && let Some(file) = crate::console::file(req.uri().path())
+            {
+                return Ok::<_, Infallible>(file);
+            }
             if req.uri().path() == "/admin/events" {
                 return Ok::<_, Infallible>(events(&state, &req));
             }

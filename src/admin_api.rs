@@ -200,6 +200,10 @@ impl AdminApi {
                 }
                 (StatusCode::OK, json!({ "rooms": list }))
             }
+            (Method::GET, ["admin", "me"]) => match &caller {
+                Some(me) => (StatusCode::OK, json!({ "name": me.name, "role": me.role.as_str() })),
+                None => error(StatusCode::UNAUTHORIZED, "this needs a bearer token", None),
+            },
             (Method::GET, ["admin", "operators"]) => {
                 let access = self.access.load();
                 let list: Vec<Value> = access

@@ -15,6 +15,7 @@ pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod cookies;
 pub mod demo;
 pub mod error;

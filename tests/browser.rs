@@ -32,9 +32,20 @@ fn small_room() -> RoomConfig {
     RoomConfig { max_active: 2, admit_per_minute: 6000, tick: Duration::from_millis(50), ..room("citizens") }
 }
 
-/// Starts usher (admin token set) in front of a recording backend and runs `scenario`;
-/// returns the backend so the test can check what reached the mailbox.
+/// Starts usher (admin token set) in front of a recording backend and runs `scenario` of the
+/// queue page's script; returns the backend so the test can check what reached the mailbox.
 async fn run(scenario: &str, room: RoomConfig, tweak: impl FnOnce(&mut Config)) -> Upstream {
+    run_script("queue.test.mjs", scenario, room, tweak, &[]).await
+}
+
+/// [`run`] with any script of `tests/browser/` and more environment for it.
+async fn run_script(
+    script: &str,
+    scenario: &str,
+    room: RoomConfig,
+    tweak: impl FnOnce(&mut Config),
+    env: &[(&str, &str)],
+) -> Upstream {
     let _one = BROWSER.lock().await;
     let modules = browser_dir().join("node_modules");
     assert!(
@@ -53,8 +64,9 @@ async fn run(scenario: &str, room: RoomConfig, tweak: impl FnOnce(&mut Config)) 
     std::fs::create_dir_all(&shots).expect("create target/screenshots");
 
     let child = tokio::process::Command::new("node")
-        .arg(browser_dir().join("queue.test.mjs"))
+        .arg(browser_dir().join(script))
         .arg(scenario)
+        .envs(env.iter().copied())
         .env("USHER_URL", format!("http://{}", usher.http_addr.expect("http listener")))
         .env("ADMIN_URL", format!("http://{}", usher.admin_addr))
         .env("ADMIN_TOKEN", TOKEN)
@@ -133,5 +145,25 @@ async fn closed_and_rate_limited_pages_are_accessible() {
         config.limits.joins_per_minute = 1;
         config.limits.join_burst = 2;
     })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_the_room_live_and_pauses_and_resumes_it_after_confirmation() {
+    use usher::operators::{Operator, Role, token_sha256};
+    const OPERATOR: &str = "console-operator-token-0123456789abcdef";
+    const VIEWER: &str = "console-viewer-token-0123456789abcdefgh";
+    let room = RoomConfig { max_active: 1, tick: Duration::from_millis(200), ..small_room() };
+    let operator = |name: &str, role, token| Operator { name: name.into(), role, token_sha256: token_sha256(token) };
+    run_script(
+        "console.test.mjs",
+        "console",
+        room,
+        |config| {
+            config.admin.operators =
+                vec![operator("otto", Role::Operator, OPERATOR), operator("vera", Role::Viewer, VIEWER)]
+        },
+        &[("OPERATOR_TOKEN", OPERATOR), ("VIEWER_TOKEN", VIEWER)],
+    )
     .await;
 }

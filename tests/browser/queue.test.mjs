@@ -5,33 +5,16 @@
 // The other visitors are plain HTTP clients with their own cookie jars; the operator is the
 // admin API. Waits are for events (a text, a URL), with generous limits, never fixed sleeps
 // that a result depends on. Exit code 0 = every check passed.
-import { chromium } from "playwright-core";
 import { createRequire } from "node:module";
 import fs from "node:fs";
 import path from "node:path";
 import os from "node:os";
 import { spawn } from "node:child_process";
+import { AXE, WAIT, audit, check, launch, main, until } from "./lib.mjs";
 
 const require = createRequire(import.meta.url);
-const AXE = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 const { USHER_URL, ADMIN_URL, ADMIN_TOKEN, ROOM, CHROMIUM, SCREENSHOTS } = process.env;
 const ORIGIN = new URL(USHER_URL).origin;
-const WAIT = 30000;
-
-function check(ok, what) {
-  if (!ok) throw new Error("check failed: " + what);
-  console.log("ok  " + what);
-}
-
-async function until(what, fn, timeout = WAIT) {
-  const end = Date.now() + timeout;
-  let last;
-  while (Date.now() < end) {
-    try { last = await fn(); if (last === true || (last && typeof last !== "string")) { console.log("ok  " + what); return last; } } catch (e) { last = e; }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error("timed out waiting for: " + what + " (last: " + last + ")");
-}
 
 // ---- the operator and the other visitors --------------------------------------------------
 
@@ -86,12 +69,7 @@ async function crowd(places, waiters) {
 
 // ---- the browser ---------------------------------------------------------------------------
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch(CHROMIUM);
 
 /** A browser context that records every request, CSP violation and page error. */
 async function visitor({ locale = "en-GB", javaScriptEnabled = true, width = 1280 } = {}) {
@@ -112,18 +90,6 @@ async function visitor({ locale = "en-GB", javaScriptEnabled = true, width = 128
 
 async function ticketOf(context) {
   return (await context.cookies()).find((c) => c.name.startsWith("usher_ticket_"))?.value;
-}
-
-/** axe-core in the page (or the part `include` selects): no serious or critical violation
- *  (WCAG 2.1 A/AA rules). */
-async function audit(page, state, include) {
-  await page.evaluate(AXE);
-  const result = await page.evaluate((sel) =>
-    window.axe.run(sel ? { include: [sel] } : document,
-      { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } }), include);
-  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
-  for (const v of bad) console.log("axe " + state + ": " + v.id + " " + v.impact + " " + v.nodes.map((n) => n.target).join(" "));
-  check(bad.length === 0, "axe: no serious or critical violation in the " + state + " state (" + result.passes.length + " rules pass)");
 }
 
 /** Screenshots at phone and desktop widths, and the page reflows at 320 px (WCAG 1.4.10). */
@@ -525,16 +491,4 @@ const scenarios = {
   },
 };
 
-const name = process.argv[2];
-let failed = false;
-try {
-  if (!scenarios[name]) throw new Error("unknown scenario " + name);
-  await scenarios[name]();
-  console.log("scenario " + name + ": passed");
-} catch (e) {
-  failed = true;
-  console.error("scenario " + name + ": " + (e.stack || e));
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+await main(scenarios, browser);
