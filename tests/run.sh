@@ -14,9 +14,10 @@ cd "$(dirname "$0")/.."
 # they do not skip. promtool checks the alert rules and the live /metrics; chromium, node and
 # npm run the queue page's browser tests (tests/browser.rs); redis-server (its package brings
 # redis-cli) backs the Redis store's tests, redis-sentinel its failover test
-# (tests/redis_sentinel.rs).
+# (tests/redis_sentinel.rs); lintian and systemd-analyze check the Debian package
+# (tests/debian.rs).
 NEEDED=(promtool:prometheus chromium:chromium node:nodejs npm:npm redis-server:redis-server redis-cli:redis-tools
-  redis-sentinel:redis-sentinel)
+  redis-sentinel:redis-sentinel lintian:lintian systemd-analyze:systemd)
 
 # Installs the Debian package of every missing command; without root, names them and exits 2.
 ensure_commands() {
@@ -55,9 +56,18 @@ ensure_browser_packages() {
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 }
 
+# cargo-deb builds the Debian package (debian/build.sh); pinned, so its output is what the
+# test knows.
+ensure_cargo_deb() {
+  cargo deb --version 2>/dev/null | grep -q "^cargo-deb 3.8.0" && return 0
+  echo "== cargo install cargo-deb 3.8.0"
+  cargo install --locked --quiet cargo-deb --version 3.8.0
+}
+
 ensure_commands ${NEEDED[@]+"${NEEDED[@]}"}
 ensure_rust
 ensure_browser_packages
+ensure_cargo_deb
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # A clean CI build needs no incremental cache; it would add 3 GB to the target directory.
