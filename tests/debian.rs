@@ -31,13 +31,12 @@ fn package() -> PathBuf {
     assert!(built.status.success(), "debian/build.sh --dev failed:\n{}", text(&built));
     let dir = root().join("target/debian");
     let version = env!("CARGO_PKG_VERSION");
-    let deb = std::fs::read_dir(&dir)
+    std::fs::read_dir(&dir)
         .expect("target/debian")
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("usher_{version}-"))))
-        .unwrap_or_else(|| panic!("no usher_{version}-*.deb in {}", dir.display()));
-    deb
+        .unwrap_or_else(|| panic!("no usher_{version}-*.deb in {}", dir.display()))
 }
 
 #[test]
