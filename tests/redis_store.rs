@@ -252,3 +252,26 @@ async fn a_node_whose_lost_answer_took_the_lease_again_goes_on_admitting() {
     a.end_session(first.id).await.expect("end");
     assert_eq!(a.tick(T0 + 2100).await.expect("tick").granted, 1, "node a goes on admitting under its own lease");
 }
+
+/// Deletion by time (PRIVACY.md): every key a room writes to Redis carries an expiry no longer
+/// than its longest lifetime (the longest of session_max, session_idle, hold and the claim
+/// window) plus an hour, so a room's state, the client keys in it included, is gone from
+/// Redis by itself once nothing renews it.
+#[tokio::test]
+async fn every_key_a_room_writes_expires_by_itself() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a").await;
+    a.seed().await.expect("seed");
+    for n in 1..6 {
+        a.join(client(n), T0).await.expect("join");
+    }
+    a.tick(T0 + 200).await.expect("tick");
+    let keys = redis.cli(&["--scan"]);
+    let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+    assert!(keys.len() >= 5, "the room wrote its line, sessions and tickets: {keys:?}");
+    let longest_ms = 2 * 3_600_000; // session_max (the longest here) plus an hour
+    for key in keys {
+        let ttl: i64 = redis.cli(&["PTTL", key]).trim().parse().expect("a PTTL");
+        assert!(ttl > 0 && ttl <= longest_ms, "{key} expires in {ttl} ms");
+    }
+}
