@@ -110,12 +110,14 @@ impl Operators {
     }
 
     /// The operator whose token this is. Every entry is compared, in constant time, so the
-    /// answer's timing says nothing about which entry (if any) came close.
+    /// answer's timing says nothing about which entry (if any) came close. The first match
+    /// wins: were `USHER_ADMIN_TOKEN` set to a named operator's token (the configuration check
+    /// cannot see the environment), that operator keeps their own role, not the admin's.
     pub fn identify(&self, token: &str) -> Option<&Operator> {
         let presented = token_sha256(token);
         let mut found = None;
         for operator in &self.list {
-            if crate::room::tokens::constant_time_eq(&presented, &operator.token_sha256) {
+            if crate::room::tokens::constant_time_eq(&presented, &operator.token_sha256) && found.is_none() {
                 found = Some(operator);
             }
         }
@@ -187,6 +189,9 @@ mod tests {
             operators.identify("shortcut").map(|o| (o.name.as_str(), o.role)),
             Some((SHORTCUT_NAME, Role::Admin))
         );
+        // The shortcut set to a named operator's token grants that operator's role only.
+        let same = Operators::new(&[operator("bo", Role::Viewer, "bo-token")], Some(&Operator::shortcut("bo-token")));
+        assert_eq!(same.identify("bo-token").map(|o| o.role), Some(Role::Viewer));
         for wrong in ["", "anne-token ", "bo-toke", "ANNE-TOKEN"] {
             assert!(operators.identify(wrong).is_none(), "{wrong:?} identified someone");
         }

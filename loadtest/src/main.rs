@@ -49,10 +49,17 @@ enum Command {
     /// The Markdown table of attack reports (JSON files; the first is the baseline).
     AttackTable { reports: Vec<PathBuf> },
     /// Serves a fixed 1 KiB page on ADDR (the upstream of a load run); WebSocket upgrades
-    /// are accepted and held.
+    /// are accepted and held. `GET /.upstream/stats` says what it served.
     Upstream {
         #[arg(long, value_parser = loopback)]
         listen: SocketAddr,
+        /// Saturate like an application: quick up to N requests in flight, then slower the
+        /// more it is overloaded (×16 at 2N), and 503 past 2N.
+        #[arg(long)]
+        capacity: Option<u64>,
+        /// Service time up to the capacity, in milliseconds (with --capacity).
+        #[arg(long, default_value_t = 20)]
+        base_ms: u64,
     },
 }
 
@@ -252,7 +259,10 @@ fn main() -> ExitCode {
         Command::Connections(args) => connections(args),
         Command::Attack(args) => run_attack(*args),
         Command::AttackTable { reports } => attack_table(&reports),
-        Command::Upstream { listen } => serve_upstream(listen),
+        Command::Upstream { listen, capacity, base_ms } => {
+            let knee = capacity.map(|capacity| upstream::Knee { capacity, base: Duration::from_millis(base_ms) });
+            serve_upstream(listen, knee)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -433,7 +443,7 @@ fn attack_table(paths: &[PathBuf]) -> Result<(), String> {
     Ok(())
 }
 
-fn serve_upstream(listen: SocketAddr) -> Result<(), String> {
+fn serve_upstream(listen: SocketAddr, knee: Option<upstream::Knee>) -> Result<(), String> {
     runtime(None).map_err(|e| e.to_string())?.block_on(async move {
         // A deep backlog: under a spike usher opens upstream connections in bursts.
         let bind = || -> std::io::Result<tokio::net::TcpListener> {
@@ -445,7 +455,7 @@ fn serve_upstream(listen: SocketAddr) -> Result<(), String> {
         };
         let listener = bind().map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         println!("upstream listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
-        upstream::serve(listener).await;
+        upstream::serve_with(listener, knee).await;
         Ok(())
     })
 }

@@ -2,6 +2,11 @@
 //! cost is what is measured, not the mailbox's. A WebSocket upgrade is accepted (101) and
 //! the tunnel echoes what it gets until the client leaves, so the attack runs can hold
 //! tunnels through usher.
+//!
+//! With a [`Knee`] it behaves like an application that saturates (issue 17's "mailbox with a
+//! knee"): quick up to its capacity in requests in flight, then slower the more it is
+//! overloaded, and refusing with 503 well past it. `GET /.upstream/stats` (asked directly,
+//! not through usher) says what it served.
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
@@ -11,6 +16,92 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// An application's saturation, as a model: `base` per request while at most `capacity`
+/// requests are in flight; beyond, `base × (in_flight / capacity)^4` (contention grows
+/// faster than the load, as a database's lock and queue waits do: ×5 at 1.5× capacity,
+/// ×16 at 2×); past `2 × capacity` in flight, an immediate 503, as a server whose worker
+/// pool and queue are full.
+#[derive(Debug, Clone, Copy)]
+pub struct Knee {
+    pub capacity: u64,
+    pub base: Duration,
+}
+
+impl Knee {
+    /// How long a request takes with `in_flight` requests in flight (itself included), or
+    /// `None` for a 503.
+    pub fn latency(&self, in_flight: u64) -> Option<Duration> {
+        let capacity = self.capacity.max(1);
+        if in_flight > 2 * capacity {
+            return None;
+        }
+        let load = (in_flight as f64 / capacity as f64).max(1.0);
+        Some(self.base.mul_f64(load.powi(4)))
+    }
+}
+
+/// What the upstream served: answers and refusals, and its own service times in whole
+/// milliseconds (one counter per millisecond up to 10 s, the rest in the last).
+pub struct Stats {
+    started: Instant,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    refused: AtomicU64,
+    millis: Vec<AtomicU64>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            millis: (0..=10_000).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl Stats {
+    fn served(&self, took: Duration) {
+        let ms = usize::try_from(took.as_millis()).unwrap_or(usize::MAX).min(self.millis.len() - 1);
+        self.millis[ms].fetch_add(1, Relaxed);
+    }
+
+    /// The service time below which `q` of the answers fell, in milliseconds.
+    fn quantile(&self, counts: &[u64], q: f64) -> u64 {
+        let total: u64 = counts.iter().sum();
+        let want = (total as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (ms, n) in counts.iter().enumerate() {
+            seen += n;
+            if seen >= want.max(1) {
+                return ms as u64;
+            }
+        }
+        0
+    }
+
+    /// `{answered, refused, error_ratio, p50_ms, p90_ms, p99_ms, max_in_flight, seconds}`.
+    pub fn json(&self) -> serde_json::Value {
+        let counts: Vec<u64> = self.millis.iter().map(|c| c.load(Relaxed)).collect();
+        let answered: u64 = counts.iter().sum();
+        let refused = self.refused.load(Relaxed);
+        serde_json::json!({
+            "answered": answered,
+            "refused": refused,
+            "error_ratio": refused as f64 / (answered + refused).max(1) as f64,
+            "p50_ms": self.quantile(&counts, 0.50),
+            "p90_ms": self.quantile(&counts, 0.90),
+            "p99_ms": self.quantile(&counts, 0.99),
+            "max_in_flight": self.max_in_flight.load(Relaxed),
+            "seconds": self.started.elapsed().as_secs_f64(),
+        })
+    }
+}
 
 /// The page: 1 KiB of HTML.
 pub fn page() -> Bytes {
@@ -24,12 +115,18 @@ pub fn page() -> Bytes {
 
 /// Serves the page on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener) {
+    serve_with(listener, None).await;
+}
+
+/// [`serve`], saturating as `knee` says when one is given.
+pub async fn serve_with(listener: tokio::net::TcpListener, knee: Option<Knee>) {
+    let stats = Arc::new(Stats::default());
     let page = page();
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
-        let (builder, page) = (builder.clone(), page.clone());
+        let (builder, page, stats) = (builder.clone(), page.clone(), stats.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 if req.headers().contains_key(UPGRADE) {
@@ -44,14 +141,83 @@ pub async fn serve(listener: tokio::net::TcpListener) {
                     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
                     response.headers_mut().insert(UPGRADE, HeaderValue::from_static("websocket"));
                     response.headers_mut().insert(CONNECTION, HeaderValue::from_static("upgrade"));
-                    return std::future::ready(Ok::<_, Infallible>(response));
+                    return Box::pin(std::future::ready(Ok::<_, Infallible>(response)))
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = Result<_, Infallible>> + Send>>;
                 }
-                let mut response = Response::new(Full::new(page.clone()));
-                *response.status_mut() = StatusCode::OK;
-                response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-                std::future::ready(Ok::<_, Infallible>(response))
+                let (page, stats) = (page.clone(), stats.clone());
+                Box::pin(async move {
+                    if req.uri().path() == "/.upstream/stats" {
+                        let mut response = Response::new(Full::new(Bytes::from(stats.json().to_string())));
+                        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                        return Ok::<_, Infallible>(response);
+                    }
+                    let started = Instant::now();
+                    let in_flight = stats.in_flight.fetch_add(1, Relaxed) + 1;
+                    stats.max_in_flight.fetch_max(in_flight, Relaxed);
+                    let wait = knee.map(|k| k.latency(in_flight));
+                    let response = match wait {
+                        Some(None) => {
+                            stats.refused.fetch_add(1, Relaxed);
+                            let mut response = Response::new(Full::new(Bytes::from_static(b"overloaded\n")));
+                            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                            response
+                        }
+                        Some(Some(wait)) => {
+                            tokio::time::sleep(wait).await;
+                            stats.served(started.elapsed());
+                            ok(page)
+                        }
+                        None => {
+                            stats.served(started.elapsed());
+                            ok(page)
+                        }
+                    };
+                    stats.in_flight.fetch_sub(1, Relaxed);
+                    Ok::<_, Infallible>(response)
+                })
             });
             let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
         });
+    }
+}
+
+fn ok(page: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(page));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_knee_is_flat_to_capacity_then_steep_then_a_refusal() {
+        let knee = Knee { capacity: 100, base: Duration::from_millis(20) };
+        assert_eq!(knee.latency(1), Some(Duration::from_millis(20)));
+        assert_eq!(knee.latency(100), Some(Duration::from_millis(20)));
+        let at = |n| knee.latency(n).map(|d| d.as_millis());
+        assert_eq!(at(150), Some(101), "×5 at 1.5× capacity");
+        assert_eq!(at(200), Some(320), "×16 at 2×");
+        assert_eq!(at(201), None, "past 2× a 503");
+        let mut last = Duration::ZERO;
+        for n in 1..=200 {
+            let d = knee.latency(n).expect("answered");
+            assert!(d >= last, "never faster with more load");
+            last = d;
+        }
+    }
+
+    #[test]
+    fn stats_give_quantiles_of_the_service_times() {
+        let stats = Stats::default();
+        for ms in 1..=100 {
+            stats.served(Duration::from_millis(ms));
+        }
+        stats.refused.fetch_add(1, Relaxed);
+        let json = stats.json();
+        assert_eq!((json["answered"].as_u64(), json["refused"].as_u64()), (Some(100), Some(1)));
+        assert_eq!((json["p50_ms"].as_u64(), json["p99_ms"].as_u64()), (Some(50), Some(99)));
+        assert!((json["error_ratio"].as_f64().unwrap_or(0.0) - 1.0 / 101.0).abs() < 1e-9);
     }
 }

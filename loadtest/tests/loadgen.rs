@@ -373,3 +373,40 @@ async fn idle_tls_connections_are_verified_held_and_measured_and_a_wrong_ca_open
     assert!(usher_loadtest::idle::tls_connector(&scratch.file("missing.pem")).is_err());
     stop(usher).await;
 }
+
+/// One request on its own connection; the status code and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: upstream\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_with_a_knee_slows_past_its_capacity_and_refuses_past_twice_it() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the upstream");
+    let addr = listener.local_addr().expect("upstream address");
+    let knee = usher_loadtest::upstream::Knee { capacity: 2, base: Duration::from_millis(300) };
+    tokio::spawn(usher_loadtest::upstream::serve_with(listener, Some(knee)));
+    // Six at once: two at the base time, the third and fourth slower, the rest refused.
+    let requests: Vec<_> = (0..6).map(|_| tokio::spawn(get(addr, "/"))).collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.expect("a request").0);
+    }
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count() + refused, 6, "{statuses:?}");
+    assert!(refused >= 1, "past twice the capacity it refuses: {statuses:?}");
+    let (status, stats) = get(addr, "/.upstream/stats").await;
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&stats).expect("stats are JSON");
+    assert_eq!(stats["refused"].as_u64(), Some(refused as u64), "{stats}");
+    assert_eq!(stats["answered"].as_u64(), Some(6 - refused as u64), "{stats}");
+    assert!(stats["max_in_flight"].as_u64().unwrap_or(0) > 4, "{stats}");
+    assert!(stats["p99_ms"].as_u64().unwrap_or(0) > 300, "overloaded answers were slower: {stats}");
+}
