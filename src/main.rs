@@ -393,13 +393,19 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     let Ok(mailbox_addr) = mailbox.local_addr() else {
         return ExitCode::FAILURE;
     };
-    let config = match usher::demo::config(mailbox_addr, listen, admin) {
+    let mut config = match usher::demo::config(mailbox_addr, listen, admin) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("the demo configuration is invalid: {errors}");
             return ExitCode::FAILURE;
         }
     };
+    // A token for the console, made for this demo unless USHER_ADMIN_TOKEN gives one.
+    let demo_token = match std::env::var("USHER_ADMIN_TOKEN") {
+        Ok(_) => None,
+        Err(_) => usher::operators::new_token().ok(),
+    };
+    config.admin.token.clone_from(&demo_token);
     let Some(signals) = Signals::install() else { return ExitCode::FAILURE };
     // One node: a random secret is right here, so no warning about it.
     let started = usher::secrets::Secrets::new(Vec::new())
@@ -426,6 +432,12 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     println!();
     println!("  Open  http://{usher_addr}/login  in your browser: you will see your place in the queue");
     println!("  and be let in automatically.");
+    match &demo_token {
+        Some(token) => {
+            println!("  Operators' console: http://{}/admin/  (token for this run: {token})", running.admin_addr)
+        }
+        None => println!("  Operators' console: http://{}/admin/  (your USHER_ADMIN_TOKEN)", running.admin_addr),
+    }
     println!("  Metrics: http://{}/metrics    Stop: Ctrl+C", running.admin_addr);
     println!();
     signals.wait(running, None)
