@@ -90,22 +90,11 @@ fn open_append(path: &Path) -> Result<File, AuditError> {
         .map_err(|source| AuditError { path: path.display().to_string(), source })
 }
 
-/// `2026-12-03T09:00:00.123Z` from Unix milliseconds (the civil calendar from days, as in
-/// Howard Hinnant's `civil_from_days`).
+/// `2026-12-03T09:00:00.123Z` from Unix milliseconds: the page's ISO 8601 time with the
+/// milliseconds, since an audit line may follow another within the same second.
 pub fn rfc3339_utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+    let seconds = crate::pages::template::iso8601(ms / 1000);
+    format!("{}.{:03}Z", seconds.trim_end_matches('Z'), ms % 1000)
 }
 
 #[cfg(test)]
