@@ -19,6 +19,9 @@ async fn the_break_glass_lets_everyone_in_until_its_deadline_then_the_room_queue
     let mut r = room("citizens");
     r.paths = vec!["/inbox".into()];
     r.max_active = 1;
+    // Longer than the break-glass: the deadline's tick, run 10 minutes ahead, must find the
+    // sessions alive for what it does, not for how long they sat idle.
+    r.session_idle = Duration::from_secs(7200);
     // The test runs the ticks itself, at the times it needs (the deadline among them).
     r.tick = Duration::from_secs(3600);
     let usher = usher_with_rooms_and(&backend, vec![r], |c| {
