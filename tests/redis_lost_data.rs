@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::{
-    BalancedClient, Logs, Record, RedisServer, SpikeRoom, Upstream, UsherProcess, all_within, ip, kendall_tau, metric,
-    metrics_text, spike_config,
+    BalancedClient, Logs, Record, RedisServer, SpikeRoom, TICKET, Upstream, UsherProcess, all_within, ip, is_kind,
+    kendall_tau, metric, metrics_text, spike_config,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-lost-data-shared";
@@ -115,8 +115,16 @@ async fn join(
     let mut tasks = Vec::new();
     for i in 0..n {
         let mut c = BalancedClient::new(ip(21, first_ip + i as u32), http.to_vec(), i % http.len());
-        let joined = c.get("/inbox").await;
-        assert_eq!(joined.status, StatusCode::SERVICE_UNAVAILABLE, "{}", joined.text());
+        // Right after Redis came back, a node may not have reconnected yet: it says so with a
+        // 503 and no ticket, and the visitor tries again, as the page does.
+        for _ in 0..100 {
+            let joined = c.get("/inbox").await;
+            assert_eq!(joined.status, StatusCode::SERVICE_UNAVAILABLE, "{}", joined.text());
+            if c.jar.keys().any(|name| is_kind(name, TICKET)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         tokio::time::sleep(Duration::from_millis(3)).await;
         tasks.push(waiter(c, released.clone()));
     }
