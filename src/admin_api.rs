@@ -67,13 +67,24 @@ impl Access {
     /// Checks that the request may do what needs `needed`; returns the operator, or `None`
     /// for an anonymous read from loopback.
     pub fn authorise<B>(&self, req: &Request<B>, peer: IpAddr, needed: Role) -> Result<Option<Operator>, Refused> {
+        self.permit(self.caller(req), peer, needed)
+    }
+
+    /// [`Access::authorise`] for a caller already identified (the token is hashed once per
+    /// request).
+    fn permit(
+        &self,
+        caller: Result<Option<Operator>, Refused>,
+        peer: IpAddr,
+        needed: Role,
+    ) -> Result<Option<Operator>, Refused> {
         if needed > Role::Viewer && self.operators.is_empty() {
             // Said plainly even to a caller with a token: nothing it could send would work.
             return Err(Refused::Forbidden(
                 "admin changes are disabled: add an [[admin.operator]] or set USHER_ADMIN_TOKEN".into(),
             ));
         }
-        match self.caller(req)? {
+        match caller? {
             Some(operator) if operator.role >= needed => Ok(Some(operator)),
             Some(operator) => Err(Refused::Forbidden(format!(
                 "{} has the {} role; this needs {}",
@@ -150,12 +161,13 @@ impl AdminApi {
     /// Answers a request under `/admin/`.
     pub async fn handle(&self, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
-        let who = match self.access.load().caller(&req) {
-            Ok(Some(operator)) => operator.name,
+        let caller = self.access.load().caller(&req);
+        let who = match &caller {
+            Ok(Some(operator)) => operator.name.clone(),
             Ok(None) => "-".to_string(),
             Err(_) => "unknown".to_string(),
         };
-        let (status, body) = self.route(req, peer).await;
+        let (status, body) = self.route(req, peer, caller).await;
         // Attempts that changed nothing go to the audit trail too: a change refused, failed or
         // malformed, and any request refused for its token or role.
         let write = !matches!(method, Method::GET | Method::HEAD);
@@ -173,7 +185,7 @@ impl AdminApi {
         response
     }
 
-    async fn route(&self, req: Request<Incoming>, peer: IpAddr) -> Answer {
+    async fn route(&self, req: Request<Incoming>, peer: IpAddr, caller: Result<Option<Operator>, Refused>) -> Answer {
         let path = req.uri().path().trim_end_matches('/').to_string();
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let method = req.method().clone();
@@ -184,7 +196,7 @@ impl AdminApi {
             (_, ["admin", "rooms", _, "off"]) => Role::Admin,
             _ => Role::Operator,
         };
-        let caller = match self.access.load().authorise(&req, peer, needed) {
+        let caller = match self.access.load().permit(caller, peer, needed) {
             Ok(caller) => caller,
             Err(refused) => return refused.answer(),
         };

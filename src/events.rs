@@ -19,11 +19,10 @@ pub const BUFFER: usize = 4096;
 /// A comment line this often keeps idle connections (and the proxies between) open.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
-/// One event, already in its wire form.
+/// One event, already in its wire form, and its id for resuming.
 #[derive(Debug)]
-pub struct Event {
-    pub id: u64,
-    pub kind: &'static str,
+struct Event {
+    id: u64,
     wire: Bytes,
 }
 
@@ -49,7 +48,7 @@ impl Events {
         let id = state.1;
         state.1 += 1;
         let wire = Bytes::from(format!("id: {id}\nevent: {kind}\ndata: {data}\n\n"));
-        let event = Arc::new(Event { id, kind, wire });
+        let event = Arc::new(Event { id, wire });
         if state.0.len() == BUFFER {
             state.0.pop_front();
         }

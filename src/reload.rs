@@ -68,6 +68,7 @@ pub async fn apply(running: &Running, old: &Config, new: &Config) -> Reloaded {
             done.needs_restart.push(format!("room {} (added)", room_config.name));
             continue;
         };
+        room.configured_per_minute.store(room_config.admit_per_minute, std::sync::atomic::Ordering::Relaxed);
         let fixed = |r: &RoomConfig| {
             format!("{:?}", (&r.hosts, &r.paths, &r.bypass, &r.logout_path, r.tick, &r.template, &r.adaptive))
         };

@@ -212,3 +212,21 @@ async fn a_hundred_subscribers_each_get_the_change_while_the_queue_keeps_answeri
     .await;
     assert!(received.iter().all(|new| new == "11"), "every subscriber got the change");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_the_configured_outflow_the_figures_report() {
+    let upstream = Upstream::start().await;
+    let usher = UsherProcess::spawn(&config(&upstream), Logs::Text, &[]);
+    let mut events = Subscriber::open(&usher, Some(VIEWER), None).await.expect("subscribed");
+    let (before, _) = events.until(50, |e| e.kind == "figures").await;
+    let configured = before.data["configured_per_minute"].as_u64().expect("a configured outflow");
+    let text = config(&upstream)
+        .replace("max_active = 5\n", &format!("max_active = 5\nadmit_per_minute = {}\n", configured + 7));
+    std::fs::write(usher.config_path(), text).expect("rewrite the config");
+    usher.signal("HUP");
+    let (after, _) = events
+        .until(200, |e| e.kind == "figures" && e.data["configured_per_minute"] != before.data["configured_per_minute"])
+        .await;
+    assert_eq!(after.data["configured_per_minute"].as_u64(), Some(configured + 7));
+    assert_eq!(after.data["effective_per_minute"].as_u64(), Some(configured + 7), "the reload applied it too");
+}

@@ -80,7 +80,7 @@ pub async fn tick(room: &Room, now_ms: u64) {
             "active": figures.active,
             "pending_grants": figures.pending,
             "max_active": limits.max_active,
-            "configured_per_minute": room.configured_per_minute,
+            "configured_per_minute": room.configured_per_minute.load(std::sync::atomic::Ordering::Relaxed),
             "effective_per_minute": limits.admit_per_minute,
             "measured_per_minute": figures.measured_per_minute,
             "eta_tail_seconds": eta,

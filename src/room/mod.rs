@@ -67,9 +67,10 @@ pub struct Room {
     pub tick: Duration,
     /// The mode `resume` returns to: the configured one, or `auto` if that was `paused`.
     pub resume_mode: RoomMode,
-    /// `admit_per_minute` from the configuration file at start, beside the effective one in `limits`
-    /// (which an operator or the adaptive controller may have changed).
-    pub configured_per_minute: u64,
+    /// `admit_per_minute` as the configuration file sets it (at start, then at each reload),
+    /// beside the effective one in `limits`, which an operator or the adaptive controller may
+    /// have changed.
+    pub configured_per_minute: AtomicU64,
     /// Limits as of the last tick, so a request reads them without asking the store.
     limits: RwLock<RoomLimits>,
     /// The queue page: the operator's template or the built-in one.
@@ -141,7 +142,7 @@ impl Room {
             metrics,
             tick: config.tick,
             resume_mode: if config.mode == RoomMode::Paused { RoomMode::Auto } else { config.mode },
-            configured_per_minute: config.admit_per_minute,
+            configured_per_minute: AtomicU64::new(config.admit_per_minute),
             rate_per_minute: AtomicU64::new(limits.admit_per_minute),
             return_share_pm: AtomicU64::new(admitter::return_share_per_mille(0, 0)),
             limits: RwLock::new(limits),
