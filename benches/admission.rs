@@ -29,6 +29,7 @@ fn limits(mode: RoomMode) -> RoomLimits {
         message: None,
         tickets_per_client: 50,
         break_glass: None,
+        adaptive_pinned: false,
     }
 }
 

@@ -57,6 +57,7 @@ fn main() {
             message: None,
             tickets_per_client: 50,
             break_glass: None,
+            adaptive_pinned: false,
         };
         let before = LIVE.load(Relaxed);
         let room = MemoryRoom::new(limits, T0);

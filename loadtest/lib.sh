@@ -5,7 +5,7 @@
 #   . "$(dirname "$0")/lib.sh"
 #   lib_build usher-loadtest [bare-proxy]   # sets USHER, LOADGEN, BARE (release builds)
 #   lib_on_exit_stop_started                 # traps: stop everything in PIDS on exit
-#   lib_start_upstream PORT LOG              # usher-loadtest's 1 KiB upstream; sets UP_PID
+#   lib_start_upstream PORT LOG [ARGS]       # usher-loadtest's 1 KiB upstream; sets UP_PID
 #   lib_start_usher CONFIG LOG ADMIN_PORT    # sets USHER_PID once /readyz answers
 
 LIB_NAME=$(basename "$0")
@@ -78,9 +78,10 @@ lib_secret() {
 }
 
 # usher-loadtest's fixed upstream on 127.0.0.1:PORT. Ours must be the one answering: a port
-# taken by something else fails here, not silently later.
-lib_start_upstream() { # port log
-  "$LOADGEN" upstream --listen "127.0.0.1:$1" >"$2" 2>&1 &
+# taken by something else fails here, not silently later. More arguments go to `upstream`
+# (e.g. `--capacity 4 --base-ms 50`, the mailbox with a knee).
+lib_start_upstream() { # port log [upstream args]
+  "$LOADGEN" upstream --listen "127.0.0.1:$1" "${@:3}" >"$2" 2>&1 &
   UP_PID=$!
   PIDS+=("$UP_PID")
   local _

@@ -12,7 +12,7 @@ use crate::clock::now_ms;
 use crate::config::{RoomMode, parse_rfc3339};
 use crate::operators::{Operator, Operators, Role};
 use crate::room::{Room, Rooms};
-use crate::store::BreakGlass;
+use crate::store::{BreakGlass, RoomLimits};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
@@ -336,25 +336,19 @@ impl AdminApi {
                 _ => return bad("is not a field that can be changed"),
             }
         }
+        // In the store with the rest, so whichever node runs the controller obeys it.
+        if let Some(pinned) = pin {
+            new.adaptive_pinned = pinned;
+        }
         let applied = match room.apply(&old, &new).await {
             Ok(applied) => applied,
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None),
         };
         self.changes.room_limits(Source::Api { operator: who }, &room.name, &old, &new);
-        if let (Some(adaptive), Some(pinned)) = (&room.adaptive, pin) {
-            let was = adaptive_state(room);
-            adaptive.pin(pinned, applied.admit_per_minute);
+        if room.adaptive.is_some() && applied.adaptive_pinned != old.adaptive_pinned {
             let target = format!("room:{}", room.name);
-            let source = Source::Api { operator: who };
-            if was != adaptive_state(room) {
-                self.changes.record(
-                    source,
-                    &target,
-                    "adaptive",
-                    was.unwrap_or("-"),
-                    adaptive_state(room).unwrap_or("-"),
-                );
-            }
+            let state = |l: &RoomLimits| adaptive_state(room, l).unwrap_or("-");
+            self.changes.record(Source::Api { operator: who }, &target, "adaptive", state(&old), state(&applied));
         }
         (StatusCode::OK, room_json(room).await)
     }
@@ -414,8 +408,8 @@ async fn read_json(body: Incoming) -> Result<Value, Answer> {
 
 /// `on` while the controller sets the room's outflow, `pinned` while an operator does; `None`
 /// without `[room.adaptive]`.
-fn adaptive_state(room: &Room) -> Option<&'static str> {
-    room.adaptive.as_ref().map(|a| if a.pinned() { "pinned" } else { "on" })
+fn adaptive_state(room: &Room, limits: &RoomLimits) -> Option<&'static str> {
+    room.adaptive.as_ref().map(|_| if limits.adaptive_pinned { "pinned" } else { "on" })
 }
 
 /// A room's configuration and live figures.
@@ -427,7 +421,7 @@ async fn room_json(room: &Room) -> Value {
         "mode": limits.mode.as_str(),
         "max_active": limits.max_active,
         "admit_per_minute": limits.admit_per_minute,
-        "adaptive": adaptive_state(room),
+        "adaptive": adaptive_state(room, &limits),
         "session_idle_seconds": limits.session_idle.as_secs(),
         "session_max_seconds": limits.session_max.as_secs(),
         "waiter_ttl_seconds": limits.waiter_ttl.as_secs(),

@@ -231,6 +231,8 @@ struct RoomFamilies {
     returned: IntCounterVec,
     away_seconds: HistogramVec,
     tick_seconds: HistogramVec,
+    no_show_share: prometheus::GaugeVec,
+    eta_accuracy: HistogramVec,
     origin_ended: IntCounterVec,
     adaptive: IntCounterVec,
     restored: IntCounterVec,
@@ -244,8 +246,17 @@ pub struct RoomMetrics {
     pub active: IntGauge,
     pub pending: IntGauge,
     pub eta_seconds: IntGauge,
+    /// `admit_per_minute` as the configuration file sets it.
     pub outflow_configured: IntGauge,
+    /// `admit_per_minute` in force: the file's, an operator's, or the adaptive controller's.
+    pub outflow_effective: IntGauge,
+    /// What the admitter releases: the effective outflow with no-shows made up for.
+    pub outflow_release: IntGauge,
     pub outflow_measured: IntGauge,
+    /// Grants left unclaimed over the last five minutes, per mille.
+    pub no_show_share: prometheus::Gauge,
+    /// The wait lived over the wait shown at join, one per admission from the line.
+    pub eta_accuracy: Histogram,
     /// 1 while the room's store answers, 0 from its first failed call until it answers again.
     pub store_up: IntGauge,
     pub joined: IntCounter,
@@ -379,6 +390,26 @@ impl Metrics {
         )
         .expect("static metric definition");
         r.register(Box::new(tick_seconds.clone())).expect("each metric is registered once");
+        let no_show_share = prometheus::GaugeVec::new(
+            prometheus::Opts::new(
+                "usher_no_show_share",
+                "Share of grants left unclaimed over the last five minutes (0 to 1), which the release makes up for.",
+            ),
+            &["room"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(no_show_share.clone())).expect("each metric is registered once");
+        // 1 is an exact estimate; under 1 the wait was shorter than shown, over 1 longer.
+        let eta_accuracy = HistogramVec::new(
+            HistogramOpts::new(
+                "usher_eta_accuracy_ratio",
+                "The wait lived divided by the estimate shown at join, per admission from the line.",
+            )
+            .buckets(vec![0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0]),
+            &["room"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(eta_accuracy.clone())).expect("each metric is registered once");
         let rooms = RoomFamilies {
             waiting: gauge_vec(
                 r,
@@ -397,7 +428,8 @@ impl Metrics {
             outflow: gauge_vec(
                 r,
                 "usher_outflow_per_minute",
-                "Admissions per minute: configured and measured.",
+                "Admissions per minute, by kind: configured (the file), effective (in force, set by an \
+                 operator or the adaptive controller), release (effective with no-shows made up for), measured.",
                 &["room", "kind"],
             ),
             store_up: gauge_vec(
@@ -446,6 +478,8 @@ impl Metrics {
             ),
             away_seconds,
             tick_seconds,
+            no_show_share,
+            eta_accuracy,
             adaptive: counter_vec(
                 r,
                 "usher_adaptive_decisions_total",
@@ -502,7 +536,11 @@ impl Metrics {
             pending: f.pending.with_label_values(&[name]),
             eta_seconds: f.eta.with_label_values(&[name]),
             outflow_configured: f.outflow.with_label_values(&[name, "configured"]),
+            outflow_effective: f.outflow.with_label_values(&[name, "effective"]),
+            outflow_release: f.outflow.with_label_values(&[name, "release"]),
             outflow_measured: f.outflow.with_label_values(&[name, "measured"]),
+            no_show_share: f.no_show_share.with_label_values(&[name]),
+            eta_accuracy: f.eta_accuracy.with_label_values(&[name]),
             store_up: {
                 let up = f.store_up.with_label_values(&[name]);
                 up.set(1);

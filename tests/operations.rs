@@ -100,7 +100,7 @@ async fn changing_admit_per_minute_mid_spike_changes_the_outflow_within_a_few_ti
         (window_start - changed).as_secs_f64()
     );
     assert!(metric(&text, "usher_waiting", &[("room", "spike")]) > 0.0, "the line never ran dry");
-    assert_eq!(metric(&text, "usher_outflow_per_minute", &[("room", "spike"), ("kind", "configured")]), FAST as f64);
+    assert_eq!(metric(&text, "usher_outflow_per_minute", &[("room", "spike"), ("kind", "effective")]), FAST as f64);
     assert_eq!(
         metric(
             &text,

@@ -28,6 +28,7 @@ fn limits() -> RoomLimits {
         message: None,
         tickets_per_client: 3,
         break_glass: None,
+        adaptive_pinned: false,
     }
 }
 

@@ -10,7 +10,7 @@ use support::{RedisCluster, RedisServer};
 use usher::config::{RedisTarget, RoomMode};
 use usher::identity::ClientKey;
 use usher::store::{
-    Admitted, JoinOutcome, Pace, Place, PollOutcome, Returning, RoomLimits, RoomStore, TicketRef, redis,
+    Admitted, JoinOutcome, Pace, Place, PollOutcome, Returning, RoomLimits, RoomStore, TickInput, TicketRef, redis,
 };
 
 const T0: u64 = 1_800_000_000_000;
@@ -29,6 +29,7 @@ fn limits() -> RoomLimits {
         message: None,
         tickets_per_client: 3,
         break_glass: None,
+        adaptive_pinned: false,
     }
 }
 
@@ -549,6 +550,60 @@ async fn admissions_follow_the_configured_outflow() {
         }
         // 20 s at 10/s plus the reserve of 20.
         assert!((195..=221).contains(&granted), "{name}: granted {granted}");
+    }
+}
+
+/// No-show compensation (issue 17): the admitter asks for a release above the outflow, and
+/// the store's budget refills that much faster, within the same reserve rule.
+#[tokio::test]
+async fn a_release_above_the_outflow_grants_that_much_more() {
+    let mut l = limits();
+    l.max_active = 100_000;
+    l.admit_per_minute = 600; // 10 per second; released at 1.5×, 15 per second
+    l.mode = RoomMode::QueueAll;
+    for (name, store) in &stores(l.clone()).await {
+        let tickets = futures_collect(&store, 0..800, T0).await;
+        let mut granted = 0;
+        let mut now = T0;
+        for _ in 0..100 {
+            now += 200;
+            for t in tickets.iter().skip(granted as usize).take(200) {
+                let _ = store.poll(*t, now).await.expect("poll");
+            }
+            let input = TickInput { release_pm: 1500, ..TickInput::PLAIN };
+            granted += store.tick_with(now, &input).await.expect("tick").granted;
+        }
+        // 20 s at 15/s plus the reserve of 30 (the reserve is two seconds of the release).
+        assert!((295..=331).contains(&granted), "{name}: granted {granted}");
+        // Released, not configured: the limits are unchanged.
+        assert_eq!(store.limits().await.expect("limits").admit_per_minute, 600, "{name}");
+    }
+}
+
+/// The adaptive outflow's answers (issue 17): what each tick brings is summed until the
+/// admitting node takes the sums, which starts the next period from nothing.
+#[tokio::test]
+async fn answers_brought_by_ticks_are_summed_until_taken_then_start_again() {
+    let slots = |pairs: &[(usize, u64)]| {
+        let mut v = vec![0u64; 61];
+        for &(i, n) in pairs {
+            v[i] = n;
+        }
+        v
+    };
+    for (name, store) in &stores(limits()).await {
+        fn bring(answers: &[u64], take: bool) -> TickInput<'_> {
+            TickInput { release_pm: 1000, answers, take_answers: take }
+        }
+        let (first, second) = (slots(&[(0, 1), (3, 10)]), slots(&[(3, 5), (60, 2)]));
+        assert_eq!(store.tick_with(T0, &bring(&first, false)).await.expect("tick").answers, None, "{name}: not asked");
+        let taken = store.tick_with(T0 + 200, &bring(&second, true)).await.expect("tick").answers;
+        assert_eq!(taken, Some(slots(&[(0, 1), (3, 15), (60, 2)])), "{name}: both ticks' answers, summed");
+        let next = store.tick_with(T0 + 400, &bring(&[], true)).await.expect("tick").answers;
+        assert!(
+            next.as_ref().is_none_or(|v| v.iter().all(|n| *n == 0)),
+            "{name}: a new period starts from nothing: {next:?}"
+        );
     }
 }
 

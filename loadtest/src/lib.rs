@@ -7,6 +7,7 @@
 //!
 //! Read it from [`run::run`] (the visitors) to [`report::Report::build`] (the figures).
 
+pub mod adaptive;
 pub mod attack;
 pub mod browser;
 pub mod fairness;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use usher_loadtest::adaptive;
 use usher_loadtest::attack::{self, Kind};
 use usher_loadtest::browser::Gateway;
 use usher_loadtest::profile::Profile;
@@ -48,13 +49,26 @@ enum Command {
     Attack(Box<AttackArgs>),
     /// The Markdown table of attack reports (JSON files; the first is the baseline).
     AttackTable { reports: Vec<PathBuf> },
+    /// The three-run comparison of `loadtest/adaptive.sh`: a Markdown table and one SVG from
+    /// runs given as NAME=DIR (each DIR holds `visitors.json` and `upstream.json`).
+    AdaptiveReport {
+        /// The mailbox's true capacity, in admissions per minute.
+        #[arg(long)]
+        capacity_per_minute: f64,
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        #[arg(long, default_value = "Adaptive outflow against fixed ones")]
+        title: String,
+        #[arg(required = true)]
+        runs: Vec<String>,
+    },
     /// Serves a fixed 1 KiB page on ADDR (the upstream of a load run); WebSocket upgrades
     /// are accepted and held. `GET /.upstream/stats` says what it served.
     Upstream {
         #[arg(long, value_parser = loopback)]
         listen: SocketAddr,
         /// Saturate like an application: quick up to N requests in flight, then slower the
-        /// more it is overloaded (×16 at 2N), and 503 past 2N.
+        /// more it is overloaded (N workers share the requests: ×2 at 2N), and 503 past 4N.
         #[arg(long)]
         capacity: Option<u64>,
         /// Service time up to the capacity, in milliseconds (with --capacity).
@@ -259,6 +273,9 @@ fn main() -> ExitCode {
         Command::Connections(args) => connections(args),
         Command::Attack(args) => run_attack(*args),
         Command::AttackTable { reports } => attack_table(&reports),
+        Command::AdaptiveReport { capacity_per_minute, svg, title, runs } => {
+            adaptive_report(capacity_per_minute, svg.as_ref(), &title, &runs)
+        }
         Command::Upstream { listen, capacity, base_ms } => {
             let knee = capacity.map(|capacity| upstream::Knee { capacity, base: Duration::from_millis(base_ms) });
             serve_upstream(listen, knee)
@@ -426,6 +443,29 @@ fn run_attack(args: AttackArgs) -> Result<(), String> {
     print!("{}", report.summary());
     if let Some(path) = &args.json {
         write(path, &serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)?;
+    }
+    Ok(())
+}
+
+fn adaptive_report(
+    capacity_per_minute: f64,
+    svg: Option<&PathBuf>,
+    title: &str,
+    runs: &[String],
+) -> Result<(), String> {
+    if !(capacity_per_minute.is_finite() && capacity_per_minute > 0.0) {
+        return Err(format!("--capacity-per-minute must be a positive number, not {capacity_per_minute}"));
+    }
+    let runs = runs
+        .iter()
+        .map(|arg| {
+            let (name, dir) = arg.split_once('=').ok_or_else(|| format!("a run is NAME=DIR, not `{arg}`"))?;
+            adaptive::Run::read(name, std::path::Path::new(dir))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    print!("{}", adaptive::table(&runs, capacity_per_minute));
+    if let Some(path) = svg {
+        write(path, &adaptive::svg(&runs, capacity_per_minute, title))?;
     }
     Ok(())
 }

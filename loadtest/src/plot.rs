@@ -20,18 +20,39 @@ enum Mark {
     Dots,
 }
 
-struct Series {
+/// One series of a panel.
+pub struct Series {
     name: String,
     color: &'static str,
     mark: Mark,
     points: Vec<(f64, f64)>,
 }
 
-struct Panel {
+impl Series {
+    pub fn line(name: &str, color: &'static str, points: Vec<(f64, f64)>) -> Self {
+        Series { name: name.to_string(), color, mark: Mark::Line, points }
+    }
+
+    pub fn dashed(name: &str, color: &'static str, points: Vec<(f64, f64)>) -> Self {
+        Series { name: name.to_string(), color, mark: Mark::Dashed, points }
+    }
+}
+
+/// Colours told apart in print and by most colour-blind readers (Tableau's first four).
+pub const PALETTE: [&str; 4] = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e"];
+
+/// One panel: a titled chart with a shared x axis from 0.
+pub struct Panel {
     title: String,
     x_label: &'static str,
     y_label: &'static str,
     series: Vec<Series>,
+}
+
+impl Panel {
+    pub fn new(title: &str, x_label: &'static str, y_label: &'static str, series: Vec<Series>) -> Self {
+        Panel { title: title.to_string(), x_label, y_label, series }
+    }
 }
 
 /// A step of 1, 2 or 5 × 10^k giving about five ticks up to `max`.
@@ -278,6 +299,11 @@ pub fn svg(report: &Report) -> String {
         ],
     });
 
+    document(&report.description, panels)
+}
+
+/// Panels stacked under a title line, as one SVG document.
+pub fn document(title: &str, panels: Vec<Panel>) -> String {
     let height = PANEL_HEIGHT * panels.len() as f64 + 30.0;
     let mut out = String::with_capacity(64 * 1024);
     let _ = writeln!(
@@ -285,7 +311,7 @@ pub fn svg(report: &Report) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif">"#
     );
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(out, r#"<text x="10" y="20" font-size="14">{}</text>"#, escape(&report.description));
+    let _ = writeln!(out, r#"<text x="10" y="20" font-size="14">{}</text>"#, escape(title));
     for (i, panel) in panels.iter().enumerate() {
         panel.draw(&mut out, 30.0 + PANEL_HEIGHT * i as f64);
     }

@@ -8,7 +8,7 @@ use http::Request;
 use http::header::HOST;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 /// usher's figures at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServerSample {
     /// Seconds since the start of the run.
     pub t: f64,
@@ -30,6 +30,8 @@ pub struct ServerSample {
     pub granted: f64,
     pub admitted_direct: f64,
     pub waiting: f64,
+    /// The `admit_per_minute` in force (`usher_outflow_per_minute{kind="effective"}`): the
+    /// file's, an operator's, or the adaptive controller's.
     pub configured_per_minute: f64,
 }
 
@@ -47,7 +49,7 @@ pub fn parse(text: &str, room: Option<&str>) -> ServerSample {
         match name {
             "usher_wait_seconds_count" => s.granted += value,
             "usher_waiting" => s.waiting += value,
-            "usher_outflow_per_minute" if labels.contains("kind=\"configured\"") => s.configured_per_minute += value,
+            "usher_outflow_per_minute" if labels.contains("kind=\"effective\"") => s.configured_per_minute += value,
             "usher_admitted_total" if labels.contains("via=\"direct\"") => s.admitted_direct += value,
             _ => {}
         }
@@ -112,7 +114,8 @@ mod tests {
                     usher_waiting{room=\"b\"} 5\n\
                     usher_wait_seconds_count{room=\"a\"} 300\n\
                     usher_wait_seconds_sum{room=\"a\"} 9.5\n\
-                    usher_outflow_per_minute{room=\"a\",kind=\"configured\"} 60000\n\
+                    usher_outflow_per_minute{room=\"a\",kind=\"configured\"} 600\n\
+                    usher_outflow_per_minute{room=\"a\",kind=\"effective\"} 60000\n\
                     usher_outflow_per_minute{room=\"a\",kind=\"measured\"} 59000\n\
                     usher_admitted_total{room=\"a\",via=\"direct\"} 7\n\
                     usher_admitted_total{room=\"a\",via=\"queue\"} 290\n";

@@ -19,11 +19,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-/// An application's saturation, as a model: `base` per request while at most `capacity`
-/// requests are in flight; beyond, `base × (in_flight / capacity)^4` (contention grows
-/// faster than the load, as a database's lock and queue waits do: ×5 at 1.5× capacity,
-/// ×16 at 2×); past `2 × capacity` in flight, an immediate 503, as a server whose worker
-/// pool and queue are full.
+/// An application's saturation, as a model: `capacity` workers share the requests in flight
+/// (processor sharing), each request needing `base` of one worker's time. Up to `capacity`
+/// in flight a request takes `base`; beyond, `base × in_flight / capacity` (×2 at twice the
+/// capacity), so the mailbox answers at most `capacity / base` requests a second however
+/// loaded, and the latency says how overloaded it is. Past [`REFUSE_AT`] × `capacity` in
+/// flight, an immediate 503, as a server whose worker pool and queue are full.
+///
+/// The latency is fixed when a request starts. A steeper law (the fourth power was tried
+/// first) has a second, collapsed steady state: one burst made every later request slow
+/// enough to keep the server full, and a third of the capacity then met 503s for minutes.
+/// Requests in flight, in capacities, past which the mailbox refuses.
+pub const REFUSE_AT: u64 = 4;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Knee {
     pub capacity: u64,
@@ -35,11 +43,11 @@ impl Knee {
     /// `None` for a 503.
     pub fn latency(&self, in_flight: u64) -> Option<Duration> {
         let capacity = self.capacity.max(1);
-        if in_flight > 2 * capacity {
+        if in_flight > REFUSE_AT * capacity {
             return None;
         }
         let load = (in_flight as f64 / capacity as f64).max(1.0);
-        Some(self.base.mul_f64(load.powi(4)))
+        Some(self.base.mul_f64(load))
     }
 }
 
@@ -197,11 +205,11 @@ mod tests {
         assert_eq!(knee.latency(1), Some(Duration::from_millis(20)));
         assert_eq!(knee.latency(100), Some(Duration::from_millis(20)));
         let at = |n| knee.latency(n).map(|d| d.as_millis());
-        assert_eq!(at(150), Some(101), "×5 at 1.5× capacity");
-        assert_eq!(at(200), Some(320), "×16 at 2×");
-        assert_eq!(at(201), None, "past 2× a 503");
+        assert_eq!(at(150), Some(30), "×1.5 at 1.5× capacity");
+        assert_eq!(at(400), Some(80), "×4 at 4×");
+        assert_eq!(at(401), None, "past 4× a 503");
         let mut last = Duration::ZERO;
-        for n in 1..=200 {
+        for n in 1..=400 {
             let d = knee.latency(n).expect("answered");
             assert!(d >= last, "never faster with more load");
             last = d;

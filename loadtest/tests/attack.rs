@@ -43,6 +43,7 @@ fn usher(upstream: SocketAddr) -> Running {
         tick: Duration::from_millis(200),
         template: None,
         adaptive: None,
+        no_show_bound: 0.3,
     }];
     Server::start(config).expect("usher starts")
 }

@@ -37,6 +37,7 @@ fn room(name: &str, admit_per_minute: u64, mode: RoomMode) -> RoomConfig {
         tick: Duration::from_millis(200),
         template: None,
         adaptive: None,
+        no_show_bound: 0.3,
     }
 }
 
@@ -160,6 +161,22 @@ async fn a_spike_of_300_visitors_is_admitted_in_order_at_the_configured_outflow_
     assert_eq!(u64_at(&report, "/routes/join/requests"), VISITORS);
     assert!(u64_at(&report, "/routes/status/requests") >= queued, "every waiter polled at least once");
     assert!(u64_at(&report, "/eta/compared") >= queued / 2, "{summary}");
+    // usher's own view of its estimates: one ratio per admission from the line, most of them
+    // within a factor of two (the visitors' report above judges them closely).
+    let metrics = usher_metrics(usher.admin_addr).await;
+    let series = |name: &str, le: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains("room=\"lg\"") && l.contains(le))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    let judged = series("usher_eta_accuracy_ratio_count", "");
+    assert!(judged >= queued as f64 / 2.0 && judged <= queued as f64, "{judged} of {queued} judged");
+    let bucket = "usher_eta_accuracy_ratio_bucket";
+    let within_two = series(bucket, "le=\"2\"") - series(bucket, "le=\"0.5\"");
+    assert!(within_two >= 0.5 * judged, "{within_two} of {judged} within a factor of two:\n{metrics}");
     assert!(!report["timeline"].as_array().expect("timeline").is_empty());
 
     let picture = std::fs::read_to_string(&svg).expect("the SVG is written");
@@ -388,25 +405,116 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_upstream_with_a_knee_slows_past_its_capacity_and_refuses_past_twice_it() {
+async fn the_upstream_with_a_knee_slows_past_its_capacity_and_refuses_past_four_times_it() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the upstream");
     let addr = listener.local_addr().expect("upstream address");
     let knee = usher_loadtest::upstream::Knee { capacity: 2, base: Duration::from_millis(300) };
     tokio::spawn(usher_loadtest::upstream::serve_with(listener, Some(knee)));
-    // Six at once: two at the base time, the third and fourth slower, the rest refused.
-    let requests: Vec<_> = (0..6).map(|_| tokio::spawn(get(addr, "/"))).collect();
+    // Twelve at once: two at the base time, the next six slower, the rest refused.
+    let requests: Vec<_> = (0..12).map(|_| tokio::spawn(get(addr, "/"))).collect();
     let mut statuses = Vec::new();
     for request in requests {
         statuses.push(request.await.expect("a request").0);
     }
     let refused = statuses.iter().filter(|s| **s == 503).count();
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count() + refused, 6, "{statuses:?}");
-    assert!(refused >= 1, "past twice the capacity it refuses: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count() + refused, 12, "{statuses:?}");
+    assert!(refused >= 1, "past four times the capacity it refuses: {statuses:?}");
     let (status, stats) = get(addr, "/.upstream/stats").await;
     assert_eq!(status, 200);
     let stats: Value = serde_json::from_str(&stats).expect("stats are JSON");
     assert_eq!(stats["refused"].as_u64(), Some(refused as u64), "{stats}");
-    assert_eq!(stats["answered"].as_u64(), Some(6 - refused as u64), "{stats}");
-    assert!(stats["max_in_flight"].as_u64().unwrap_or(0) > 4, "{stats}");
+    assert_eq!(stats["answered"].as_u64(), Some(12 - refused as u64), "{stats}");
+    assert!(stats["max_in_flight"].as_u64().unwrap_or(0) > 8, "{stats}");
     assert!(stats["p99_ms"].as_u64().unwrap_or(0) > 300, "overloaded answers were slower: {stats}");
+}
+
+/// Issue 17, end to end: a room whose outflow is set five times too high for the mailbox
+/// behind it, with `[room.adaptive]` on. The mailbox (4 workers, 100 ms a request) answers at
+/// most 40 requests a second; each visitor makes 2, so it can take 1,200 admissions a minute.
+/// The controller must bring the outflow down to about that while the line is still long,
+/// and keep it within its bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spike_against_a_mailbox_with_a_knee_brings_the_adaptive_outflow_down_to_its_capacity() {
+    const CAPACITY_PER_MINUTE: f64 = 1200.0;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the upstream");
+    let upstream = listener.local_addr().expect("upstream address");
+    let knee = usher_loadtest::upstream::Knee { capacity: 4, base: Duration::from_millis(100) };
+    tokio::spawn(usher_loadtest::upstream::serve_with(listener, Some(knee)));
+    let mut r = room("knee", 6000, RoomMode::Auto);
+    r.max_active = 1_000_000;
+    r.adaptive = Some(usher::config::AdaptiveConfig {
+        target: Duration::from_millis(250),
+        quantile: 0.9,
+        error_budget: 0.02,
+        min_per_minute: 60,
+        max_per_minute: 12_000,
+        period: Duration::from_secs(1),
+    });
+    let usher = usher(upstream, r);
+    let scratch = Scratch::new("knee");
+    let args: Vec<String> = [
+        "--target",
+        &usher.http_addr.expect("http").to_string(),
+        "--path",
+        "/inbox",
+        "--visitors",
+        "1500",
+        "--profile",
+        "spike",
+        "--over",
+        "2",
+        "--mailbox-requests",
+        "2",
+        "--think",
+        "0.1",
+        "--time-limit",
+        "40",
+        "--admin",
+        &usher.admin_addr.to_string(),
+        "--room",
+        "knee",
+        "--source-from",
+        "127.3.64.1",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let (summary, report) = run_visitors(args, &scratch.file("report.json")).await;
+    let samples = report["server"].as_array().expect("usher's metrics were sampled");
+    let at = |s: &Value, key: &str| s[key].as_f64().unwrap_or_else(|| panic!("no {key} in {s}"));
+    let end = samples.last().map_or(0.0, |s| at(s, "t"));
+    // The second half of the run, while the line is still long.
+    let late: Vec<f64> = samples
+        .iter()
+        .filter(|s| at(s, "t") >= end / 2.0 && at(s, "waiting") > 0.0)
+        .map(|s| at(s, "configured_per_minute"))
+        .collect();
+    assert!(late.len() >= 5, "the line ran dry too early for the test to judge: {summary}");
+    let mean = late.iter().sum::<f64>() / late.len() as f64;
+    assert!(
+        (0.25 * CAPACITY_PER_MINUTE..=2.5 * CAPACITY_PER_MINUTE).contains(&mean),
+        "the outflow settled at {mean:.0}/min against a capacity of {CAPACITY_PER_MINUTE}/min (it started at 6000): {late:?}"
+    );
+    assert!(late.iter().all(|r| (60.0..=12_000.0).contains(r)), "within the bounds: {late:?}");
+
+    let metrics = usher_metrics(usher.admin_addr).await;
+    let cuts: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("usher_adaptive_decisions_total{")
+                && (l.contains("reason=\"latency\"") || l.contains("reason=\"errors\""))
+        })
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum();
+    assert!(cuts >= 1.0, "the controller cut the outflow for the mailbox's sake:\n{metrics}");
+    let (_, stats) = get(upstream, "/.upstream/stats").await;
+    let stats: Value = serde_json::from_str(&stats).expect("stats are JSON");
+    assert!(stats["answered"].as_u64().unwrap_or(0) > 500, "the mailbox was used: {stats}");
+    stop(usher).await;
+}
+
+async fn usher_metrics(admin: SocketAddr) -> String {
+    let (status, body) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    body
 }

@@ -273,6 +273,9 @@ pub struct RoomConfig {
     pub template: Option<std::sync::Arc<crate::pages::PageTemplate>>,
     /// `[room.adaptive]`: the outflow follows the mailbox's health within these bounds.
     pub adaptive: Option<AdaptiveConfig>,
+    /// The largest share of unclaimed grants made up for by releasing more (0 to 0.9; 0
+    /// turns no-show compensation off). See `room::no_show`.
+    pub no_show_bound: f64,
 }
 
 /// `[room.adaptive]`: what the adaptive outflow may do (see `room::adaptive`).

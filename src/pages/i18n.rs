@@ -103,6 +103,18 @@ impl Lang {
         }
     }
 
+    /// "between 10 and 15 minutes", while the outflow moves; `None` when the range rounds to
+    /// one figure (the single estimate is shown then).
+    pub fn eta_range_text(self, low: u64, high: u64) -> Option<String> {
+        let s = self.strings();
+        let (a, b, template) = if high < 5400 {
+            (low.div_ceil(60).max(1), high.div_ceil(60), s.eta_range_minutes)
+        } else {
+            (((low + 1800) / 3600).max(1), (high + 1800) / 3600, s.eta_range_hours)
+        };
+        (a < b).then(|| template.replace("{a}", &a.to_string()).replace("{b}", &b.to_string()))
+    }
+
     /// How long ago the visitor joined, in whole minutes.
     pub fn ago_text(self, seconds: u64) -> String {
         let s = self.strings();
@@ -185,6 +197,8 @@ pub struct Strings {
     pub eta_minute: &'static str,
     pub eta_minutes: &'static str,
     pub eta_hours: &'static str,
+    pub eta_range_minutes: &'static str,
+    pub eta_range_hours: &'static str,
     pub progress_label: &'static str,
     pub joined_label: &'static str,
     pub joined_at: &'static str,
@@ -239,6 +253,8 @@ pub static EN: Strings = Strings {
     eta_minute: "about a minute",
     eta_minutes: "about {n} minutes",
     eta_hours: "about {n} hours",
+    eta_range_minutes: "between {a} and {b} minutes",
+    eta_range_hours: "between {a} and {b} hours",
     progress_label: "Progress in the queue",
     joined_label: "You joined",
     joined_at: "at {t}",
@@ -292,6 +308,8 @@ pub static DA: Strings = Strings {
     eta_minute: "omkring et minut",
     eta_minutes: "omkring {n} minutter",
     eta_hours: "omkring {n} timer",
+    eta_range_minutes: "mellem {a} og {b} minutter",
+    eta_range_hours: "mellem {a} og {b} timer",
     progress_label: "Fremgang i køen",
     joined_label: "Du stillede dig i kø",
     joined_at: "kl. {t}",
@@ -355,6 +373,11 @@ mod tests {
         assert_eq!(Lang::En.eta_text(720), "about 12 minutes");
         assert_eq!(Lang::Da.eta_text(720), "omkring 12 minutter");
         assert_eq!(Lang::En.eta_text(4 * 3600), "about 4 hours");
+        assert_eq!(Lang::En.eta_range_text(600, 900).as_deref(), Some("between 10 and 15 minutes"));
+        assert_eq!(Lang::Da.eta_range_text(600, 900).as_deref(), Some("mellem 10 og 15 minutter"));
+        assert_eq!(Lang::En.eta_range_text(3 * 3600, 5 * 3600).as_deref(), Some("between 3 and 5 hours"));
+        assert_eq!(Lang::En.eta_range_text(20, 50), None, "both under a minute: one figure");
+        assert_eq!(Lang::En.eta_range_text(601, 610), None, "rounds to one figure");
     }
 
     #[test]

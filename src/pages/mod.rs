@@ -48,6 +48,9 @@ pub struct View {
     /// Live waiters ahead of this one.
     pub ahead: Option<u64>,
     pub eta_seconds: Option<u64>,
+    /// The estimate at the fastest and the slowest outflow of the last minutes, when those
+    /// differ enough to show a range (`[low, high]` seconds in the JSON).
+    pub eta_range_seconds: Option<(u64, u64)>,
     pub poll_after_seconds: u64,
     /// How long the place is held after the page last checked in (the room's `hold`).
     pub hold_seconds: u64,
@@ -71,6 +74,7 @@ impl View {
             room: String::new(),
             ahead: None,
             eta_seconds: None,
+            eta_range_seconds: None,
             poll_after_seconds: 10,
             hold_seconds: 600,
             joined_at: None,
@@ -90,7 +94,10 @@ impl View {
         let t = lang.strings();
         match (self.status, self.eta_seconds) {
             (Status::Paused, _) => t.eta_paused.into(),
-            (_, Some(s)) => lang.eta_text(s),
+            (_, Some(s)) => self
+                .eta_range_seconds
+                .and_then(|(low, high)| lang.eta_range_text(low, high))
+                .unwrap_or_else(|| lang.eta_text(s)),
             (_, None) => t.eta_unknown.into(),
         }
     }
@@ -113,6 +120,7 @@ impl View {
             room: "citizens".into(),
             ahead: Some(42),
             eta_seconds: Some(700),
+            eta_range_seconds: None,
             poll_after_seconds: 5,
             hold_seconds: 600,
             joined_at: Some(now - 300),

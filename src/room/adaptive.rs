@@ -4,7 +4,9 @@
 //! The law is AIMD with a gradient on latency, as in TCP congestion control and Envoy's
 //! adaptive concurrency filter (whose gradient is `target / sampled`):
 //! - errors over the budget: cut at once to [`ERROR_CUT`] of the rate (back off fast);
-//! - the latency quantile over its target: scale by `target / sampled`, at most halving;
+//! - the latency quantile over its target: scale by the gradient `target / sampled`,
+//!   smoothed by half as Netflix's concurrency-limits smooths its own (`(1 + gradient) / 2`):
+//!   a queue just begun (the quantile a little over) is trimmed, a collapse is about halved;
 //! - the quantile under [`HEADROOM`] of its target: grow by [`GROWTH`] of the rate, at
 //!   least one admission a minute (grow slowly);
 //! - between the two, or too few answers to judge: hold.
@@ -17,7 +19,7 @@
 pub use crate::config::AdaptiveConfig as Bounds;
 use crate::store::RoomLimits;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Share of the rate kept when errors pass the budget.
@@ -28,6 +30,10 @@ pub const HEADROOM: f64 = 0.8;
 pub const GROWTH: f64 = 0.05;
 /// The most a latency decrease cuts in one period (to half).
 pub const MOST_CUT: f64 = 0.5;
+/// How much of the latency gradient a period applies. The rest keeps the rate: the first
+/// measured run cut by the whole gradient, and a 5 % overshoot (which builds a queue, so
+/// the quantile reads 1.5–2× the target) cost a third of the rate each time.
+pub const SMOOTHING: f64 = 0.5;
 /// Periods after a decrease before growth may resume.
 pub const COOL_DOWN: u32 = 2;
 /// Fewer forwarded answers than this in a period say nothing: hold.
@@ -100,7 +106,7 @@ impl Controller {
             }
             Some(latency) if latency > b.target => {
                 let gradient = b.target.as_secs_f64() / latency.as_secs_f64();
-                self.rate *= gradient.max(MOST_CUT);
+                self.rate *= (1.0 - SMOOTHING + SMOOTHING * gradient).max(MOST_CUT);
                 Reason::Latency
             }
             Some(latency) if latency.as_secs_f64() < HEADROOM * b.target.as_secs_f64() => {
@@ -125,39 +131,34 @@ impl Controller {
 
 /// Latency buckets: each 20 % wider than the last, from 1 ms to about 50 s, so that a
 /// quantile read from them is within 20 % of the truth (and never below it).
-const BUCKETS: usize = 60;
+pub const BUCKETS: usize = 60;
 const GROWTH_PER_BUCKET: f64 = 1.2;
 
-/// What a room's forwarded requests met since the last period: counts and a latency
-/// histogram, written by every request without a lock.
-#[derive(Debug)]
-pub struct Recorder {
-    buckets: [AtomicU64; BUCKETS],
-    errors: AtomicU64,
-}
+/// Forwarded answers as counts: the failures and the latency histogram. What a node sends
+/// with its tick, and what the store sums over every node for the controller (DESIGN §8).
+/// As a slice: `[errors, bucket 0, bucket 1, ...]`, [`SLOTS`] long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answers(pub [u64; SLOTS]);
 
-impl Default for Recorder {
+/// Slots of [`Answers`]: the errors and each bucket (the Redis tick script has the same).
+pub const SLOTS: usize = 1 + BUCKETS;
+
+impl Default for Answers {
     fn default() -> Self {
-        Self { buckets: std::array::from_fn(|_| AtomicU64::new(0)), errors: AtomicU64::new(0) }
+        Answers([0; SLOTS])
     }
 }
 
-impl Recorder {
-    /// One upstream answer (or failure) after `latency`.
-    pub fn record(&self, latency: Duration, failed: bool) {
-        let ms = latency.as_secs_f64() * 1000.0;
-        let index = if ms <= 1.0 { 0 } else { (ms.ln() / GROWTH_PER_BUCKET.ln()).ceil() as usize };
-        self.buckets[index.min(BUCKETS - 1)].fetch_add(1, Relaxed);
-        if failed {
-            self.errors.fetch_add(1, Relaxed);
-        }
+impl Answers {
+    /// From the store's sums; `None` unless exactly [`SLOTS`] long.
+    pub fn from_slice(counts: &[u64]) -> Option<Self> {
+        counts.try_into().ok().map(Answers)
     }
 
-    /// The period since the last call, the `quantile` of its latency (the upper edge of its
-    /// bucket), and a fresh start.
-    pub fn take(&self, quantile: f64) -> Period {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.swap(0, Relaxed)).collect();
-        let errors = self.errors.swap(0, Relaxed);
+    /// The period these answers make, with the `quantile` of their latency (the upper edge
+    /// of its bucket).
+    pub fn period(&self, quantile: f64) -> Period {
+        let (errors, counts) = (self.0[0], &self.0[1..]);
         let answers: u64 = counts.iter().sum();
         let rank = (quantile * answers as f64).ceil().max(1.0) as u64;
         let mut seen = 0;
@@ -171,56 +172,89 @@ impl Recorder {
     }
 }
 
-/// A room's adaptive outflow: the recorder its requests write, the controller its admitter
-/// runs once a period, and whether an operator has pinned the rate.
+/// What a room's forwarded requests met since the last drain: counts and a latency
+/// histogram, written by every request without a lock.
+#[derive(Debug)]
+pub struct Recorder {
+    slots: [AtomicU64; SLOTS],
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self { slots: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+}
+
+impl Recorder {
+    /// One upstream answer (or failure) after `latency`.
+    pub fn record(&self, latency: Duration, failed: bool) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        let index = if ms <= 1.0 { 0 } else { (ms.ln() / GROWTH_PER_BUCKET.ln()).ceil() as usize };
+        self.slots[1 + index.min(BUCKETS - 1)].fetch_add(1, Relaxed);
+        if failed {
+            self.slots[0].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Everything recorded since the last drain, and a fresh start.
+    pub fn drain(&self) -> Answers {
+        Answers(std::array::from_fn(|i| self.slots[i].swap(0, Relaxed)))
+    }
+
+    /// Puts drained answers back (their tick failed: they go with the next one).
+    pub fn restore(&self, answers: &Answers) {
+        for (slot, n) in self.slots.iter().zip(answers.0) {
+            slot.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// The period since the last call, and a fresh start.
+    pub fn take(&self, quantile: f64) -> Period {
+        self.drain().period(quantile)
+    }
+}
+
+/// A room's adaptive outflow: the recorder its requests write, and the controller its
+/// admitter runs once a period on the answers of every node (the lease holder's, with Redis).
+/// Whether an operator has pinned the rate is part of the room's limits, so every node obeys.
 #[derive(Debug)]
 pub struct Adaptive {
     pub bounds: Bounds,
     pub recorder: Recorder,
     controller: Mutex<Controller>,
-    pinned: AtomicBool,
     last_ms: AtomicU64,
 }
 
 impl Adaptive {
     pub fn new(bounds: Bounds, start: u64, now_ms: u64) -> Self {
         let controller = Mutex::new(Controller::new(bounds.clone(), start));
-        Self {
-            bounds,
-            recorder: Recorder::default(),
-            controller,
-            pinned: AtomicBool::new(false),
-            last_ms: AtomicU64::new(now_ms),
-        }
+        Self { bounds, recorder: Recorder::default(), controller, last_ms: AtomicU64::new(now_ms) }
     }
 
-    /// Whether an operator has taken the rate over (the controller rests until unpinned).
-    pub fn pinned(&self) -> bool {
-        self.pinned.load(Relaxed)
-    }
-
-    /// Pins (the operator's rate stands) or unpins (the controller starts again from `rate`).
-    pub fn pin(&self, pinned: bool, rate: u64) {
-        if !pinned {
-            *self.controller.lock().unwrap_or_else(|p| p.into_inner()) = Controller::new(self.bounds.clone(), rate);
-        }
-        self.pinned.store(pinned, Relaxed);
-    }
-
-    /// Once a period (and not while pinned): the limits with the new rate and why, from what
-    /// the room's requests met since the last decision. `None` between periods.
-    pub fn decide(&self, limits: &RoomLimits, now_ms: u64) -> Option<(RoomLimits, Reason)> {
+    /// Whether a period has passed since the last: the caller then takes the period's answers
+    /// and [`Self::decide`]s.
+    pub fn due(&self, now_ms: u64) -> bool {
         let last = self.last_ms.load(Relaxed);
         let period_ms = u64::try_from(self.bounds.period.as_millis()).unwrap_or(u64::MAX);
         if now_ms < last.saturating_add(period_ms) {
-            return None;
+            return false;
         }
         self.last_ms.store(now_ms, Relaxed);
-        let period = self.recorder.take(self.bounds.quantile);
-        if self.pinned() {
+        true
+    }
+
+    /// The limits with the new rate and why, from one period's answers; `None` while pinned.
+    /// A rate in force other than the controller's (an operator's, another node's controller
+    /// before the lease moved) is where it goes on from.
+    pub fn decide(&self, limits: &RoomLimits, answers: &Answers) -> Option<(RoomLimits, Reason)> {
+        if limits.adaptive_pinned {
             return None;
         }
-        let (rate, reason) = self.controller.lock().unwrap_or_else(|p| p.into_inner()).step(&period);
+        let mut controller = self.controller.lock().unwrap_or_else(|p| p.into_inner());
+        if controller.rate() != limits.admit_per_minute {
+            *controller = Controller::new(self.bounds.clone(), limits.admit_per_minute);
+        }
+        let (rate, reason) = controller.step(&answers.period(self.bounds.quantile));
         Some((RoomLimits { admit_per_minute: rate, ..limits.clone() }, reason))
     }
 }
@@ -284,10 +318,11 @@ mod tests {
     }
 
     #[test]
-    fn latency_over_the_target_scales_the_rate_by_the_gradient_at_most_halving_it() {
+    fn latency_over_the_target_scales_the_rate_by_the_smoothed_gradient_at_most_halving_it() {
         let mut c = Controller::new(bounds(), 4000);
-        assert_eq!(c.step(&ok(1000)), (3200, Reason::Latency), "800/1000 of the rate");
-        assert_eq!(c.step(&ok(8000)), (1600, Reason::Latency), "a tenth would be too much: half");
+        assert_eq!(c.step(&ok(1000)), (3600, Reason::Latency), "half of 800/1000, half kept: 0.9");
+        assert_eq!(c.step(&ok(8000)), (1980, Reason::Latency), "a tenth is far over: 0.55");
+        assert_eq!(c.step(&ok(80_000)), (1000, Reason::Latency), "never more than half at once");
         // Down to the floor and no further, however bad.
         let steps = run(&mut c, (0..20).map(|_| ok(30_000)));
         assert_eq!(steps.last(), Some(&(100, Reason::Latency)));
@@ -342,24 +377,44 @@ mod tests {
             message: None,
             tickets_per_client: 3,
             break_glass: None,
+            adaptive_pinned: false,
         };
         let a = Adaptive::new(bounds(), 1000, 0);
-        for _ in 0..100 {
-            a.recorder.record(Duration::from_millis(100), false);
-        }
-        assert_eq!(a.decide(&limits, 5_000), None, "within the first period");
-        let (grown, reason) = a.decide(&limits, 10_000).expect("a period passed");
+        let fast = || {
+            for _ in 0..100 {
+                a.recorder.record(Duration::from_millis(100), false);
+            }
+            a.recorder.drain()
+        };
+        assert!(!a.due(5_000), "within the first period");
+        assert!(a.due(10_000) && !a.due(12_000), "a period passed, then not again at once");
+        let (grown, reason) = a.decide(&limits, &fast()).expect("not pinned");
         assert_eq!((grown.admit_per_minute, reason), (1050, Reason::Headroom));
-        a.pin(true, 1050);
-        for _ in 0..100 {
-            a.recorder.record(Duration::from_millis(100), false);
-        }
-        assert_eq!(a.decide(&grown, 20_000), None, "pinned: the operator's rate stands");
-        a.pin(false, 400);
-        for _ in 0..100 {
-            a.recorder.record(Duration::from_millis(100), false);
-        }
-        assert_eq!(a.decide(&grown, 30_000).map(|(l, _)| l.admit_per_minute), Some(420), "from 400, not 1050");
+        let pinned = RoomLimits { adaptive_pinned: true, ..grown.clone() };
+        assert_eq!(a.decide(&pinned, &fast()), None, "pinned: the operator's rate stands");
+        let unpinned = RoomLimits { admit_per_minute: 400, ..grown };
+        assert_eq!(a.decide(&unpinned, &fast()).map(|(l, _)| l.admit_per_minute), Some(420), "from 400, not 1050");
+    }
+
+    #[test]
+    fn answers_drained_and_restored_are_summed_as_one_period() {
+        let r = Recorder::default();
+        r.record(Duration::from_millis(50), false);
+        r.record(Duration::from_millis(900), true);
+        let drained = r.drain();
+        assert_eq!(r.drain(), Answers::default(), "drained: a fresh start");
+        r.record(Duration::from_millis(50), false);
+        r.restore(&drained);
+        let p = r.take(0.5);
+        assert_eq!((p.answers, p.errors), (3, 1));
+        assert_eq!(Answers::from_slice(&drained.0), Some(drained.clone()));
+        assert_eq!(Answers::from_slice(&drained.0[1..]), None, "one slot short");
+    }
+
+    #[test]
+    fn the_redis_tick_script_sums_as_many_slots_as_answers_have() {
+        let script = include_str!("../store/redis/lua/tick.lua");
+        assert!(script.contains(&format!("local ANSWER_SLOTS = {SLOTS}\n")), "tick.lua's ANSWER_SLOTS is {SLOTS}");
     }
 
     #[test]

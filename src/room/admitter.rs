@@ -3,8 +3,10 @@
 //! refreshed from the result, so requests never ask the store for them.
 
 use super::Room;
+use super::adaptive::Answers;
 use crate::clock::now_ms;
 use crate::shutdown::Shutdown;
+use crate::store::TickInput;
 use std::sync::Arc;
 
 /// Runs one room's admitter until shutdown.
@@ -21,13 +23,26 @@ pub async fn run(room: Arc<Room>, mut shutdown: Shutdown) {
 
 /// One admitter step for `room` at `now_ms`.
 pub async fn tick(room: &Room, now_ms: u64) {
+    let bound_pm = room.no_show_bound_pm.load(std::sync::atomic::Ordering::Relaxed);
+    let release_pm = super::no_show::release_pm(room.no_shows.share_pm(), bound_pm);
+    // The adaptive outflow's answers ride in the tick: every node's are summed in the store,
+    // and the one that admits takes the sums once a period (DESIGN §8).
+    let answers = room.adaptive.as_ref().map(|a| (a.recorder.drain(), a.due(now_ms)));
+    let input = TickInput {
+        release_pm,
+        answers: answers.as_ref().map_or(&[][..], |(a, _)| &a.0[..]),
+        take_answers: answers.as_ref().is_some_and(|(_, due)| *due),
+    };
     let started = std::time::Instant::now();
-    let result = room.store.tick(now_ms).await;
+    let result = room.store.tick_with(now_ms, &input).await;
     let took = started.elapsed();
     room.metrics.tick_seconds.observe(took.as_secs_f64());
     let report = match result {
         Ok(report) => report,
         Err(e) => {
+            if let (Some(adaptive), Some((drained, _))) = (&room.adaptive, &answers) {
+                adaptive.recorder.restore(drained);
+            }
             room.store_failed(&e);
             return;
         }
@@ -41,9 +56,21 @@ pub async fn tick(room: &Room, now_ms: u64) {
     for away in &report.away_ms {
         m.away_seconds.observe(*away as f64 / 1000.0);
     }
+    let opens_at = room.limits().opens_at_ms;
     for wait in &report.waits_ms {
         m.wait_seconds.observe(*wait as f64 / 1000.0);
+        // Against what a newcomer was shown at join; a place drawn at an opening was shown
+        // none (its order was not known yet).
+        let joined = now_ms.saturating_sub(*wait);
+        if opens_at.is_some_and(|opens| joined < opens) {
+            continue;
+        }
+        if let Some(shown) = room.estimates.shown_at(joined).filter(|s| *s > 0) {
+            m.eta_accuracy.observe(*wait as f64 / 1000.0 / shown as f64);
+        }
     }
+    let no_shows = room.no_shows.record(now_ms, report.granted, report.expired_grants);
+    m.no_show_share.set(no_shows as f64 / 1000.0);
     if let Some(holder) = report.lease {
         m.events.publish("lease", &serde_json::json!({ "room": room.name, "this_node": holder }));
     }
@@ -70,6 +97,10 @@ pub async fn tick(room: &Room, now_ms: u64) {
     let tail = expected_ahead(figures.waiting, figures.held, share);
     let eta = tail.saturating_mul(60).div_ceil(rate.max(1));
     m.eta_seconds.set(to_i64(eta));
+    // What a newcomer joining now is shown (with the waiting ahead, as `Room::eta_secs`).
+    room.estimates.note(now_ms, rate, (tail + 1).saturating_mul(60).div_ceil(rate.max(1)));
+    let release = limits.admit_per_minute.saturating_mul(release_pm) / 1000;
+    m.outflow_release.set(to_i64(release));
     m.events.publish(
         "figures",
         &serde_json::json!({
@@ -82,13 +113,15 @@ pub async fn tick(room: &Room, now_ms: u64) {
             "max_active": limits.max_active,
             "configured_per_minute": room.configured_per_minute.load(std::sync::atomic::Ordering::Relaxed),
             "effective_per_minute": limits.admit_per_minute,
+            "release_per_minute": release,
+            "no_show_share": no_shows as f64 / 1000.0,
             "measured_per_minute": figures.measured_per_minute,
             "eta_tail_seconds": eta,
         }),
     );
     room.set_cached(limits, rate);
-    if let Some(adaptive) = &room.adaptive {
-        adapt(room, adaptive, now_ms).await;
+    if let (Some(adaptive), Some(period)) = (&room.adaptive, report.answers) {
+        adapt(room, adaptive, &Answers::from_slice(&period).unwrap_or_default()).await;
     }
 }
 
@@ -132,11 +165,12 @@ async fn break_glass_over(
     }
 }
 
-/// Once a period, the adaptive outflow's decision: the new `admit_per_minute` is applied as
-/// an operator's change would be (the store, this node's copy, a `change applied` line).
-async fn adapt(room: &Room, adaptive: &super::adaptive::Adaptive, now_ms: u64) {
+/// Once a period, the adaptive outflow's decision from every node's answers: the new
+/// `admit_per_minute` is applied as an operator's change would be (the store, this node's
+/// copy, a `change applied` line).
+async fn adapt(room: &Room, adaptive: &super::adaptive::Adaptive, answers: &Answers) {
     let old = room.limits();
-    let Some((new, reason)) = adaptive.decide(&old, now_ms) else { return };
+    let Some((new, reason)) = adaptive.decide(&old, answers) else { return };
     room.metrics.adaptive_decision(reason.label());
     if new.admit_per_minute == old.admit_per_minute {
         return;

@@ -4,6 +4,8 @@
 
 pub mod adaptive;
 pub mod admitter;
+pub mod estimate;
+pub mod no_show;
 pub mod tokens;
 
 use crate::config::{Config, RoomConfig, RoomMode};
@@ -84,6 +86,12 @@ pub struct Room {
     store_errors: IntCounter,
     /// `[room.adaptive]`: the outflow set from the mailbox's answers (DESIGN §3).
     pub adaptive: Option<adaptive::Adaptive>,
+    /// Recent outflow and join-time estimates: the ETA's range and its accuracy.
+    pub estimates: estimate::Estimates,
+    /// Grants left unclaimed, made up for within `no_show_bound_pm`.
+    pub no_shows: no_show::NoShows,
+    /// `room.no_show_bound` in per mille (follows reloads).
+    pub no_show_bound_pm: AtomicU64,
 }
 
 /// What to do with a request that belongs to a room; each carries the `Set-Cookie` values
@@ -128,7 +136,8 @@ impl Room {
         metrics: RoomMetrics,
         store_errors: IntCounter,
     ) -> Self {
-        metrics.outflow_configured.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
+        metrics.outflow_configured.set(i64::try_from(config.admit_per_minute).unwrap_or(i64::MAX));
+        metrics.outflow_effective.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
         Self {
             name: config.name.clone(),
             id: tokens::room_id(&config.name),
@@ -153,6 +162,9 @@ impl Room {
                 .adaptive
                 .clone()
                 .map(|bounds| adaptive::Adaptive::new(bounds, config.admit_per_minute, crate::clock::now_ms())),
+            estimates: estimate::Estimates::default(),
+            no_shows: no_show::NoShows::default(),
+            no_show_bound_pm: AtomicU64::new(no_show::bound_pm(config.no_show_bound)),
         }
     }
 
@@ -214,7 +226,7 @@ impl Room {
     }
 
     fn set_cached(&self, limits: RoomLimits, rate_per_minute: u64) {
-        self.metrics.outflow_configured.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
+        self.metrics.outflow_effective.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
         self.rate_per_minute.store(rate_per_minute, Relaxed);
         *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
     }
@@ -562,12 +574,14 @@ impl Rooms {
         // position grow at opening, so none is shown.
         let ahead = place.filter(|p| !p.prequeue && !p.restoring).map(|p| p.ahead);
         let share = room.return_share_pm.load(Relaxed);
-        let eta_seconds = match (status, place) {
+        let expected = match (status, place) {
             (Status::Waiting, Some(p)) if !p.prequeue && !p.restoring => {
-                room.eta_secs(admitter::expected_ahead(p.ahead, p.away_ahead, share))
+                Some(admitter::expected_ahead(p.ahead, p.away_ahead, share))
             }
             _ => None,
         };
+        let eta_seconds = expected.and_then(|e| room.eta_secs(e));
+        let eta_range_seconds = expected.filter(|_| eta_seconds.is_some()).and_then(|e| room.estimates.range(e));
         // As the store paced this poll (its deadline follows it); without a place, as for a
         // waiter whose wait is not known.
         let poll_after_seconds = place.map_or(pace::UNKNOWN_SECS, |p| p.poll_secs);
@@ -576,6 +590,7 @@ impl Rooms {
             room: room.name.clone(),
             ahead,
             eta_seconds,
+            eta_range_seconds,
             poll_after_seconds: poll_after_seconds.max(1),
             hold_seconds: limits.hold.max(limits.waiter_ttl).as_secs(),
             joined_at: place.map(|p| p.joined_ms / 1000),

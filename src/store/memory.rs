@@ -255,6 +255,9 @@ enum RestoreWindow {
 #[derive(Debug)]
 struct Line {
     limits: RoomLimits,
+    /// The adaptive outflow's answers since the controller last took them (see
+    /// [`super::TickInput`]).
+    answers: Vec<u64>,
     next_ticket: u64,
     /// Slot of `waiters[0]`.
     base: u64,
@@ -369,6 +372,7 @@ impl MemoryRoom {
             gap_ms: 2000,
             line: Mutex::new(Line {
                 limits,
+                answers: Vec::new(),
                 next_ticket: 0,
                 base: 0,
                 waiters: VecDeque::new(),
@@ -820,6 +824,13 @@ impl MemoryRoom {
     }
 
     pub fn tick(&self, now_ms: u64) -> TickReport {
+        self.tick_with(now_ms, &super::TickInput::PLAIN)
+    }
+
+    /// [`Self::tick`] with what the admitter brings (see [`super::TickInput`]). One process
+    /// is the only node: the answers it brings are the room's, taken as they come.
+    pub fn tick_with(&self, now_ms: u64, input: &super::TickInput<'_>) -> TickReport {
+        let release_pm = input.release_pm;
         let mut report = TickReport {
             expired_sessions: self.expire_sessions(now_ms),
             opened: self.open_prequeue(now_ms),
@@ -909,7 +920,7 @@ impl MemoryRoom {
                 && (matches!(line.limits.mode, RoomMode::Paused | RoomMode::Closed)
                     || line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens)));
         if !closed {
-            line.bucket.refill(line.limits.admit_per_minute, now_ms);
+            line.bucket.refill(line.limits.admit_per_minute.saturating_mul(release_pm) / 1000, now_ms);
             let free = line.limits.max_active.saturating_sub(self.active.load(Relaxed) + line.pending);
             let mut budget = if off { SKIP_BOUND } else { free.min(line.bucket.tokens as u64) };
             // In a grace, nobody is taken for away: none of them could poll.
@@ -938,6 +949,16 @@ impl MemoryRoom {
             // Off spends no tokens: a room switched back starts with what it had, not a debt.
             line.bucket.tokens = line.bucket.tokens.max(0.0);
             line.meter.record(now_ms, report.granted);
+        }
+
+        if line.answers.len() < input.answers.len() {
+            line.answers.resize(input.answers.len(), 0);
+        }
+        for (sum, n) in line.answers.iter_mut().zip(input.answers) {
+            *sum += n;
+        }
+        if input.take_answers {
+            report.answers = Some(std::mem::take(&mut line.answers));
         }
 
         // Forget finished places at the front.
@@ -1246,6 +1267,7 @@ mod tests {
             message: None,
             tickets_per_client: 50,
             break_glass: None,
+            adaptive_pinned: false,
         }
     }
 

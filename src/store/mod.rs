@@ -38,6 +38,9 @@ pub struct RoomLimits {
     /// A break-glass `off` with a deadline: when it passes, the room returns to the mode
     /// it had (kept in the store, so every node and a restart honour it).
     pub break_glass: Option<BreakGlass>,
+    /// An operator has pinned `admit_per_minute`: the adaptive controller rests until
+    /// unpinned (kept in the store, so whichever node runs the controller obeys it).
+    pub adaptive_pinned: bool,
 }
 
 /// `mode = off` until `until_ms`, then `then`.
@@ -62,6 +65,7 @@ impl RoomLimits {
             message: room.message.clone(),
             tickets_per_client,
             break_glass: None,
+            adaptive_pinned: false,
         }
     }
 }
@@ -87,6 +91,7 @@ impl RoomLimits {
         check("tickets_per_client", self.tickets_per_client != old.tickets_per_client);
         check("message", self.message != old.message);
         check("hold", self.hold != old.hold);
+        check("adaptive_pinned", self.adaptive_pinned != old.adaptive_pinned);
         // One field here, two in Redis: written together, so never half a break-glass.
         if self.break_glass != old.break_glass {
             changed.extend(["off_until", "off_then"]);
@@ -109,6 +114,7 @@ impl RoomLimits {
                 "tickets_per_client" => self.tickets_per_client = new.tickets_per_client,
                 "message" => self.message = new.message.clone(),
                 "hold" => self.hold = new.hold,
+                "adaptive_pinned" => self.adaptive_pinned = new.adaptive_pinned,
                 "off_until" | "off_then" => self.break_glass = new.break_glass,
                 _ => {}
             }
@@ -225,6 +231,27 @@ pub struct TickReport {
     /// With several nodes: this node took the room's admitter lease (`Some(true)`) or lost
     /// it to another node (`Some(false)`) in this tick.
     pub lease: Option<bool>,
+    /// The forwarded answers of every node since the last take, when [`TickInput`] asked to
+    /// take them and this node admits (holds the lease): `[errors, latency buckets...]`.
+    pub answers: Option<Vec<u64>>,
+}
+
+/// What a node brings to its tick besides the time.
+#[derive(Debug, Clone, Copy)]
+pub struct TickInput<'a> {
+    /// The budget refills at this per mille of `admit_per_minute` (no-show compensation,
+    /// see `room::no_show`); 1000 for the rate as set.
+    pub release_pm: u64,
+    /// This node's forwarded answers since its last tick, as `room::adaptive::Answers`
+    /// (empty without an adaptive outflow): added to the room's sums.
+    pub answers: &'a [u64],
+    /// Take the sums (the adaptive controller's period is due).
+    pub take_answers: bool,
+}
+
+impl TickInput<'_> {
+    /// A plain tick: the rate as set, no answers.
+    pub const PLAIN: TickInput<'static> = TickInput { release_pm: 1000, answers: &[], take_answers: false };
 }
 
 /// A room's live figures.
@@ -368,9 +395,15 @@ impl RoomStore {
 
     /// One admitter step: expire what is due, then grant the next waiters within budget.
     pub async fn tick(&self, now_ms: u64) -> Result<TickReport, StoreError> {
+        self.tick_with(now_ms, &TickInput::PLAIN).await
+    }
+
+    /// [`Self::tick`] with what the admitter brings: the release and the adaptive outflow's
+    /// answers (see [`TickInput`]).
+    pub async fn tick_with(&self, now_ms: u64, input: &TickInput<'_>) -> Result<TickReport, StoreError> {
         match self {
-            Self::Memory(room) => Ok(room.tick(now_ms)),
-            Self::Redis(room) => room.tick(now_ms).await,
+            Self::Memory(room) => Ok(room.tick_with(now_ms, input)),
+            Self::Redis(room) => room.tick_with(now_ms, input).await,
         }
     }
 

@@ -38,6 +38,7 @@ pub fn room(name: &str) -> RoomConfig {
         tick: Duration::from_millis(50),
         template: None,
         adaptive: None,
+        no_show_bound: 0.3,
     }
 }
 

@@ -567,6 +567,11 @@ impl RedisRoom {
     /// Every node calls this every tick: it writes the node's session uses, and, on the
     /// node holding the admitter lease, admits. One Redis call.
     pub async fn tick(&self, now_ms: u64) -> Result<TickReport, StoreError> {
+        self.tick_with(now_ms, &super::TickInput::PLAIN).await
+    }
+
+    /// [`Self::tick`] with what the admitter brings (see [`super::TickInput`]).
+    pub async fn tick_with(&self, now_ms: u64, input: &super::TickInput<'_>) -> Result<TickReport, StoreError> {
         let uses = self.sessions.take_dirty();
         let heard = self.waiters.take_heard();
         let token = lock(&self.token).clone();
@@ -580,6 +585,7 @@ impl RedisRoom {
         for (id, seen) in &uses {
             call.arg(format!("{id:032x}")).arg(self.at(*seen));
         }
+        call.arg(input.release_pm).arg(u8::from(input.take_answers)).arg(encode_answers(input.answers));
         let answer = match self.run(&call).await {
             Ok(answer) => answer,
             Err(e) => {
@@ -591,7 +597,8 @@ impl RedisRoom {
             }
         };
         let Value::Array(parts) = answer else { return Err(malformed("tick")) };
-        let [new_token, counts, figures, ended, waits, limits, away_ms, generation, totals, view] = parts.as_slice()
+        let [new_token, counts, figures, ended, waits, limits, away_ms, generation, totals, view, answers] =
+            parts.as_slice()
         else {
             return Err(malformed("tick"));
         };
@@ -641,6 +648,9 @@ impl RedisRoom {
             returned: counted.returned,
             away_ms: ints(away_ms, "tick away")?.into_iter().map(to_u64).collect(),
             lease,
+            // Empty unless this node took them (it holds the lease and asked).
+            answers: Some(ints(answers, "tick answers")?.into_iter().map(to_u64).collect::<Vec<_>>())
+                .filter(|a| !a.is_empty()),
         })
     }
 
@@ -738,7 +748,7 @@ impl RedisRoom {
     }
 }
 
-const LIMIT_FIELDS: [&str; 13] = [
+const LIMIT_FIELDS: [&str; 14] = [
     "max_active",
     "admit_per_minute",
     "session_idle",
@@ -752,9 +762,10 @@ const LIMIT_FIELDS: [&str; 13] = [
     "hold",
     "off_until",
     "off_then",
+    "adaptive_pinned",
 ];
 
-fn limit_fields(l: &RoomLimits) -> [(&'static str, String); 13] {
+fn limit_fields(l: &RoomLimits) -> [(&'static str, String); 14] {
     [
         ("max_active", l.max_active.to_string()),
         ("admit_per_minute", l.admit_per_minute.to_string()),
@@ -769,13 +780,14 @@ fn limit_fields(l: &RoomLimits) -> [(&'static str, String); 13] {
         ("hold", millis(l.hold).to_string()),
         ("off_until", l.break_glass.map(|b| b.until_ms.to_string()).unwrap_or_default()),
         ("off_then", l.break_glass.map(|b| b.then.as_str().to_string()).unwrap_or_default()),
+        ("adaptive_pinned", if l.adaptive_pinned { "1" } else { "" }.to_string()),
     ]
 }
 
 fn parse_limits(v: &Value) -> Result<RoomLimits, StoreError> {
     let Value::Array(fields) = v else { return Err(malformed("limits")) };
     let text: Vec<Option<String>> = fields.iter().map(string).collect();
-    let [max_active, per_minute, idle, max, ttl, claim, mode, opens, cap, message, hold, off_until, off_then] =
+    let [max_active, per_minute, idle, max, ttl, claim, mode, opens, cap, message, hold, off_until, off_then, pinned] =
         text.as_slice()
     else {
         return Err(malformed("limits"));
@@ -802,7 +814,22 @@ fn parse_limits(v: &Value) -> Result<RoomLimits, StoreError> {
             (Some(until_ms), Some(then)) => Some(BreakGlass { until_ms, then }),
             _ => None,
         },
+        // Rooms written before pinning was shared have no field: not pinned.
+        adaptive_pinned: pinned.as_deref() == Some("1"),
     })
+}
+
+/// A node's answers for `tick.lua`: `slot:count` for each slot that is not 0, so a node with
+/// nothing forwarded sends an empty string.
+fn encode_answers(answers: &[u64]) -> String {
+    let mut out = String::new();
+    for (i, n) in answers.iter().enumerate().filter(|(_, n)| **n > 0) {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&format!("{i}:{n}"));
+    }
+    out
 }
 
 fn parse_figures(v: &Value) -> Result<RoomFigures, StoreError> {

@@ -1,5 +1,5 @@
 -- tick(now, node, token, lease_ms, bound, generation, heard_generation, n, [ticket, credit] * n,
---      [session_id, seen]...): one node's call per tick. `generation` is the node's candidate
+--      [session_id, seen]..., release_pm, take_answers, answers): one node's call per tick. `generation` is the node's candidate
 -- should the room's state be new.
 --  1. Writes the session touches this node saw since its last tick (touches stay local
 --     between ticks, so a proxied request makes no Redis call); reports sessions now ended.
@@ -10,14 +10,21 @@
 --     does step 3, checked here, in the same atomic script, so two nodes never admit at once.
 --  3. Expires sessions and grants; marks waiters away (no poll for waiter_ttl; skipped,
 --     place held) and abandons those away past hold; grants those who came back after
---     their turn, then onwards from the cursor, within the budget.
---  4. Returns the room's figures and limits, which the node caches for one tick, and the
+--     their turn, then onwards from the cursor, within the budget. The budget refills at
+--     admit_per_minute × release_pm / 1000: the holder's make-up for grants left unclaimed.
+--  4. Adds the node's forwarded answers since its last tick (`answers`: "i:count,..." over
+--     [errors, latency bucket 0, 1, ...], for the adaptive outflow) to the room's sums in S;
+--     the lease holder, when `take_answers` is 1, takes the sums (every node's) and resets
+--     them: one controller per room decides from every node's figures.
+--  5. Returns the room's figures and limits, which the node caches for one tick, and the
 --     room's running totals of what step 3 counts: a node whose answer was lost (Redis
 --     stalled past the node's timeout, then ran the queued tick) counts it with the next
 --     answer, by the difference from the totals it last saw (see `RedisRoom::tick`).
 -- After a gap longer than a lease in which no node ticked (Redis was down, stopped or cut
 -- off), nobody could poll: waiters get one waiter_ttl of grace from the first tick after it,
 -- in which nobody is found away, abandoned, or loses an unclaimed turn.
+-- Errors, then the latency buckets of `room::adaptive::Answers` (checked by its tests).
+local ANSWER_SLOTS = 61
 local lim = limits()
 if not lim then
   return no_limits()
@@ -53,8 +60,13 @@ if ARGV[7] == tostring(gen) then
   end
 end
 
+local release_pm = tonumber(ARGV[#ARGV - 2]) or 1000
+local take_answers = ARGV[#ARGV - 1] == '1'
+for i, n in string.gmatch(ARGV[#ARGV], '(%d+):(%d+)') do
+  redis.call('HINCRBY', S, 'answers:' .. i, n)
+end
 local ended = {}
-for i = 9 + 2 * heard, #ARGV - 1, 2 do
+for i = 9 + 2 * heard, #ARGV - 4, 2 do
   -- A use without a time (the node runs on Redis's clock) was seen in this tick.
   local id, seen = ARGV[i], math.min(tonumber(ARGV[i + 1]) or now, now)
   local last = tonumber(redis.call('ZSCORE', SS, id))
@@ -167,7 +179,7 @@ if token ~= '' then
   local closed = restoring(now)
     or (not off and (lim.mode == 'paused' or lim.mode == 'closed' or (lim.opens ~= nil and now < lim.opens)))
   if not closed then
-    local tokens, updated = refill(lim, now)
+    local tokens, updated = refill({ rate = lim.rate * release_pm / 1000.0 }, now)
     local free = lim.max_active - redis.call('ZCARD', SS) - redis.call('ZCARD', G)
     local budget = math.min(math.max(free, 0), math.floor(tokens))
     if off then
@@ -249,7 +261,7 @@ end
 
 local limits_now = redis.call('HMGET', L, 'max_active', 'admit_per_minute', 'session_idle', 'session_max',
   'waiter_ttl', 'claim_window', 'mode', 'opens_at', 'tickets_per_client', 'message', 'hold', 'off_until',
-  'off_then')
+  'off_then', 'adaptive_pinned')
 -- What this tick counted, added to the running totals (abandoned_total is kept by abandon()
 -- and the expired-grant branch, returned_total by poll.lua as each return happens).
 if away > 0 then
@@ -269,5 +281,16 @@ if restoring(now) then
   restoring_now = 1
 end
 local view = {line[1] or '', tonumber(line[2]) or 0, line[3] or '', restoring_now}
+local answers = {}
+if take_answers and token ~= '' then
+  local fields = {}
+  for i = 0, ANSWER_SLOTS - 1 do
+    fields[#fields + 1] = 'answers:' .. i
+  end
+  for i, n in ipairs(redis.call('HMGET', S, unpack(fields))) do
+    answers[i] = tonumber(n) or 0
+  end
+  redis.call('HDEL', S, unpack(fields))
+end
 return {token, {granted, abandoned, expired_grants, expired_sessions, opened, away, returned}, figures(now), ended, waits,
-  limits_now, away_ms, gen, totals, view}
+  limits_now, away_ms, gen, totals, view, answers}

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Adaptive outflow against fixed ones (issue 17): the same spike three times through one usher
+# node in front of a mailbox with a knee (`usher-loadtest upstream --capacity C --base-ms B`:
+# quick up to C requests in flight, slower past it, 503 past 2C). The outflow is fixed too
+# high (3× the mailbox's capacity), fixed too low (a third of it), and adaptive, starting from
+# the low guess. Reports, per run, the mailbox's p99 and error rate, usher's admissions per
+# minute against the mailbox's true capacity, and the citizens' median wait; one SVG shows all
+# three.
+#
+#   loadtest/adaptive.sh [-n VISITORS] [-o SECONDS] [-c CAPACITY] [-b BASE_MS] [-t TARGET_MS]
+#                        [-l SECONDS] [-p BASE_PORT] [-d OUT_DIR] [-- MORE visitors ARGS]
+#
+#   -n  visitors in the spike (default 6000)     -o  seconds they arrive within (default 10)
+#   -c  the mailbox's capacity in requests in flight (default 4)
+#   -b  its service time up to the capacity, ms (default 50)
+#   -t  the adaptive run's target p99 latency, ms (default 100: twice the service time)
+#   -l  each run's time limit, seconds (default 150)
+#   -p  first loopback port (default 18520; 3 ports from it are used, and must be free)
+#   -d  where the reports go (default: a new /tmp/usher-adaptive.* directory): one directory
+#       per run (usher.toml, visitors.json, upstream.json, logs, final /metrics), table.md
+#       and adaptive.svg
+#
+# Each admitted visitor makes 3 mailbox requests, 0.5 s apart. The mailbox answers at most
+# C / B requests a second, so its true capacity is 60 × C / B / 3 admissions a minute (1,600
+# with the defaults). max_active is high enough never to bind: the outflow alone admits.
+# Builds usher and usher-loadtest (release). Stops everything it started on exit.
+set -euo pipefail
+
+N=6000 OVER=10 CAP=4 BASE_MS=50 TARGET=100 LIMIT=150 BASE=18520 OUT=""
+while getopts "n:o:c:b:t:l:p:d:h" o; do
+  case $o in
+    n) N=$OPTARG ;; o) OVER=$OPTARG ;; c) CAP=$OPTARG ;; b) BASE_MS=$OPTARG ;;
+    t) TARGET=$OPTARG ;; l) LIMIT=$OPTARG ;; p) BASE=$OPTARG ;; d) OUT=$OPTARG ;;
+    h) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+. "$(dirname "$0")/lib.sh"
+lib_numbers "$N" "$OVER" "$CAP" "$BASE_MS" "$TARGET" "$LIMIT" "$BASE"
+lib_need curl
+[ "$CAP" -gt 0 ] && [ "$BASE_MS" -gt 0 ] || lib_die "-c and -b must be above 0"
+
+REQUESTS=3
+CAPACITY=$((60 * CAP * 1000 / BASE_MS / REQUESTS))
+HIGH=$((3 * CAPACITY)) LOW=$((CAPACITY / 3))
+[ "$LOW" -gt 0 ] || LOW=1
+
+[ -n "$OUT" ] || OUT=$(mktemp -d /tmp/usher-adaptive.XXXXXX)
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+P_UP=$BASE P_USHER=$((BASE + 1)) P_ADMIN=$((BASE + 2))
+
+lib_build usher-loadtest
+lib_raise_open_files
+lib_on_exit_stop_started
+
+# One run: NAME, admit_per_minute, and the [room.adaptive] table (or nothing).
+run() {
+  local name=$1 admit=$2 adaptive=$3 dir="$OUT/$1"
+  shift 3
+  mkdir -p "$dir"
+  cat >"$dir/usher.toml" <<TOML
+[listen]
+http = "127.0.0.1:$P_USHER"
+max_connections = 1000000
+
+[admin]
+listen = "127.0.0.1:$P_ADMIN"
+
+[upstream]
+addresses = ["127.0.0.1:$P_UP"]
+
+[[room]]
+name = "spike"
+paths = ["/"]
+max_active = 10000000
+admit_per_minute = $admit
+session_idle = "10m"
+$adaptive
+TOML
+  "$USHER" check-config "$dir/usher.toml" >/dev/null
+  lib_start_upstream "$P_UP" "$dir/upstream.log" --capacity "$CAP" --base-ms "$BASE_MS"
+  lib_start_usher "$dir/usher.toml" "$dir/usher.log" "$P_ADMIN"
+  echo "== $name: admit_per_minute $admit${adaptive:+ (adaptive)}; $N visitors within $OVER s" \
+    "($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+  "$LOADGEN" visitors --target "127.0.0.1:$P_USHER" --path /inbox --visitors "$N" --profile spike --over "$OVER" \
+    --mailbox-requests "$REQUESTS" --think 0.5 --time-limit "$LIMIT" \
+    --admin "127.0.0.1:$P_ADMIN" --room spike --json "$dir/visitors.json" "$@" | tail -n 12
+  curl -sf "http://127.0.0.1:$P_UP/.upstream/stats" >"$dir/upstream.json"
+  curl -sf "http://127.0.0.1:$P_ADMIN/metrics" >"$dir/metrics.txt"
+  grep -E '^usher_adaptive_decisions_total' "$dir/metrics.txt" || true
+  lib_stop_usher
+  kill -TERM "$UP_PID" 2>/dev/null || true
+  wait "$UP_PID" 2>/dev/null || true
+}
+
+echo "== the mailbox: $CAP in flight at $BASE_MS ms, so $CAPACITY admissions a minute" \
+  "($REQUESTS requests each)"
+run fixed-high "$HIGH" "" "$@"
+run fixed-low "$LOW" "" "$@"
+run adaptive "$LOW" "[room.adaptive]
+target_latency = \"${TARGET}ms\"
+quantile = 0.99
+error_budget = 0.01
+min_per_minute = $((CAPACITY / 10 > 0 ? CAPACITY / 10 : 1))
+max_per_minute = $((10 * CAPACITY))
+period = \"2s\"" "$@"
+
+"$LOADGEN" adaptive-report --capacity-per-minute "$CAPACITY" --svg "$OUT/adaptive.svg" \
+  --title "$N visitors within $OVER s; mailbox: $CAP in flight at $BASE_MS ms = $CAPACITY admissions/min" \
+  "fixed-high=$OUT/fixed-high" "fixed-low=$OUT/fixed-low" "adaptive=$OUT/adaptive" | tee "$OUT/table.md"
+echo "reports in $OUT"
