@@ -69,7 +69,10 @@ async fn patch_changes_limits_with_the_token_and_names_the_bad_field() {
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     let metrics = http1(admin, get("/metrics")).await.text();
     assert!(metrics.contains("usher_outflow_per_minute{kind=\"effective\",room=\"citizens\"} 3000"), "{metrics}");
-    assert!(metrics.contains("usher_outflow_per_minute{kind=\"configured\",room=\"citizens\"} 600"), "the file's: {metrics}");
+    assert!(
+        metrics.contains("usher_outflow_per_minute{kind=\"configured\",room=\"citizens\"} 600"),
+        "the file's: {metrics}"
+    );
     usher.stop();
 }
 

@@ -14,7 +14,14 @@
 //! The band between [`HEADROOM`] × target and the target is what keeps a steady mailbox from
 //! oscillating: once its latency settles inside, nothing moves. A decrease is never followed
 //! by growth in the next period ([`COOL_DOWN`]): the answers of that period were still
-//! served at the old rate.
+//! served at the old rate. Nor, in those periods, by a second decrease, unless the latency is
+//! past [`COLLAPSE`] × target: the queue the overshoot built is still draining, and the
+//! first measured run cut three times for one overshoot (to 0.55 of the capacity).
+//!
+//! Near the rate of the last decrease (from [`PROBE_FROM`] of it) growth slows to
+//! [`PROBE_GROWTH`], as TCP CUBIC flattens near its last loss: the capacity was found there,
+//! so it is probed gently, and each overshoot is small. Past it by a tenth, the mailbox has
+//! grown and the memory is dropped.
 
 pub use crate::config::AdaptiveConfig as Bounds;
 use crate::store::RoomLimits;
@@ -36,6 +43,12 @@ pub const MOST_CUT: f64 = 0.5;
 pub const SMOOTHING: f64 = 0.5;
 /// Periods after a decrease before growth may resume.
 pub const COOL_DOWN: u32 = 2;
+/// Latency past this multiple of the target is a collapse: cut even while cooling down.
+pub const COLLAPSE: f64 = 2.0;
+/// Growth slows from this share of the rate last cut from...
+pub const PROBE_FROM: f64 = 0.9;
+/// ...to this share a period.
+pub const PROBE_GROWTH: f64 = 0.01;
 /// Fewer forwarded answers than this in a period say nothing: hold.
 pub const FEWEST_ANSWERS: u64 = 20;
 
@@ -80,13 +93,15 @@ pub struct Controller {
     /// Admissions per minute, fractional so that small steps accumulate.
     rate: f64,
     cooling: u32,
+    /// The rate the last decrease cut from (0: none, or grown past).
+    ceiling: f64,
 }
 
 impl Controller {
     /// Starts at `start` (the configured `admit_per_minute`), within the bounds.
     pub fn new(bounds: Bounds, start: u64) -> Self {
         let rate = (start as f64).clamp(bounds.min_per_minute as f64, bounds.max_per_minute as f64);
-        Self { bounds, rate, cooling: 0 }
+        Self { bounds, rate, cooling: 0, ceiling: 0.0 }
     }
 
     /// The effective admissions per minute.
@@ -98,29 +113,36 @@ impl Controller {
     pub fn step(&mut self, period: &Period) -> (u64, Reason) {
         let b = &self.bounds;
         let (lo, hi) = (b.min_per_minute as f64, b.max_per_minute as f64);
-        let reason = match period.latency {
+        let target = b.target.as_secs_f64();
+        let errors = period.errors as f64 > b.error_budget * period.answers as f64;
+        let latency = period.latency.map_or(0.0, |l| l.as_secs_f64());
+        let (cooling, before) = (self.cooling > 0, self.rate);
+        let reason = match () {
             _ if period.answers < FEWEST_ANSWERS => Reason::FewAnswers,
-            _ if period.errors as f64 > b.error_budget * period.answers as f64 => {
+            _ if errors && !cooling => {
                 self.rate *= ERROR_CUT;
                 Reason::Errors
             }
-            Some(latency) if latency > b.target => {
-                let gradient = b.target.as_secs_f64() / latency.as_secs_f64();
+            _ if latency > target && (!cooling || latency >= COLLAPSE * target) => {
+                let gradient = target / latency;
                 self.rate *= (1.0 - SMOOTHING + SMOOTHING * gradient).max(MOST_CUT);
                 Reason::Latency
             }
-            Some(latency) if latency.as_secs_f64() < HEADROOM * b.target.as_secs_f64() => {
-                if self.cooling > 0 {
-                    Reason::CoolingDown
-                } else {
-                    self.rate += (self.rate * GROWTH).max(1.0);
-                    Reason::Headroom
+            _ if errors || latency > target || (cooling && latency < HEADROOM * target) => Reason::CoolingDown,
+            _ if latency < HEADROOM * target => {
+                let probing = self.ceiling > 0.0 && self.rate >= PROBE_FROM * self.ceiling;
+                let growth = if probing { PROBE_GROWTH } else { GROWTH };
+                self.rate += (self.rate * growth).max(1.0);
+                if self.rate > 1.1 * self.ceiling {
+                    self.ceiling = 0.0;
                 }
+                Reason::Headroom
             }
             _ => Reason::Steady,
         };
         if matches!(reason, Reason::Errors | Reason::Latency) {
             self.cooling = COOL_DOWN;
+            self.ceiling = before;
         } else {
             self.cooling = self.cooling.saturating_sub(1);
         }
@@ -337,6 +359,40 @@ mod tests {
         // One bad period in four: each cut (×0.7) outweighs the one growth step the cool-down
         // leaves (×1.05), so the rate sinks to the floor and stays within a step of it.
         assert!(steps[60..].iter().all(|&(r, _)| r <= 105), "{:?}", &steps[60..]);
+    }
+
+    #[test]
+    fn one_overshoot_is_cut_once_while_its_queue_drains_and_a_collapse_again() {
+        let mut c = Controller::new(bounds(), 5000);
+        assert_eq!(c.step(&ok(1200)), (4167, Reason::Latency), "(1 + 800/1200) / 2");
+        // The queue built before the cut drains: still over the target, but not cut again.
+        assert_eq!(c.step(&ok(1000)), (4167, Reason::CoolingDown));
+        let drain_errors = Period { answers: 1000, errors: 50, latency: Some(Duration::from_millis(900)) };
+        assert_eq!(c.step(&drain_errors), (4167, Reason::CoolingDown));
+        // Over again after the cool-down: cut again.
+        assert_eq!(c.step(&ok(1000)).1, Reason::Latency);
+        // A collapse is cut at once, cooling or not.
+        let mut d = Controller::new(bounds(), 5000);
+        d.step(&ok(1200));
+        assert_eq!(d.step(&ok(2000)), (2917, Reason::Latency), "2.5× the target while cooling: (1 + 0.4) / 2");
+    }
+
+    #[test]
+    fn growth_slows_near_the_rate_last_cut_from_and_resumes_past_it() {
+        let mut c = Controller::new(bounds(), 5000);
+        assert_eq!(c.step(&ok(2000)).0, 3500, "cut from 5000");
+        c.step(&ok(200));
+        c.step(&ok(200));
+        let steps = run(&mut c, (0..80).map(|_| ok(200)));
+        // 5 % a period below 4500 (0.9 of 5000), 1 % from there to 5500, 5 % past it.
+        for w in steps.windows(2) {
+            let (from, to) = (w[0].0 as f64, w[1].0 as f64);
+            let expected = if (4500.0..=5500.0).contains(&from) { 1.01 } else { 1.05 };
+            if to < 10_000.0 {
+                assert!((to / from - expected).abs() < 0.002, "{from} to {to}: {steps:?}");
+            }
+        }
+        assert!(steps.iter().any(|s| s.0 > 5500), "the old ceiling is passed: {steps:?}");
     }
 
     #[test]

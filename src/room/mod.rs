@@ -138,6 +138,7 @@ impl Room {
     ) -> Self {
         metrics.outflow_configured.set(i64::try_from(config.admit_per_minute).unwrap_or(i64::MAX));
         metrics.outflow_effective.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
+        metrics.outflow_release.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
         Self {
             name: config.name.clone(),
             id: tokens::room_id(&config.name),
