@@ -114,7 +114,12 @@ min_per_minute = $((CAPACITY / 10 > 0 ? CAPACITY / 10 : 1))
 max_per_minute = $((10 * CAPACITY))
 period = \"${PERIOD}s\"" "$@"
 
+# Every run this directory holds, made now or earlier (-r).
+REPORTED=()
+for r in fixed-high fixed-low adaptive; do
+  [ -f "$OUT/$r/visitors.json" ] && [ -f "$OUT/$r/upstream.json" ] && REPORTED+=("$r=$OUT/$r")
+done
 "$LOADGEN" adaptive-report --capacity-per-minute "$CAPACITY" --svg "$OUT/adaptive.svg" \
   --title "$N visitors within $OVER s; mailbox: $CAP in flight at $BASE_MS ms = $CAPACITY admissions/min" \
-  "fixed-high=$OUT/fixed-high" "fixed-low=$OUT/fixed-low" "adaptive=$OUT/adaptive" | tee "$OUT/table.md"
+  "${REPORTED[@]}" | tee "$OUT/table.md"
 echo "reports in $OUT"

@@ -1,6 +1,6 @@
 -- tick(now, node, token, lease_ms, bound, generation, heard_generation, n, [ticket, credit] * n,
---      [session_id, seen]..., release_pm, take_answers, answers): one node's call per tick. `generation` is the node's candidate
--- should the room's state be new.
+--      [session_id, seen]..., release_pm, take_answers, answers): one node's call per tick.
+-- `generation` is the node's candidate should the room's state be new.
 --  1. Writes the session touches this node saw since its last tick (touches stay local
 --     between ticks, so a proxied request makes no Redis call); reports sessions now ended.
 --     Writes the heartbeats of the n waiters this node heard (polls it answered itself, with
