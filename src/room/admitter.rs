@@ -78,6 +78,7 @@ pub async fn tick(room: &Room, now_ms: u64) {
         let tick_ms = took.as_millis();
         tracing::info!(room = %room.name, tick_ms, "event opened: pre-queue drawn into a random order");
     }
+    let seen = room.limits_changes();
     let (Ok(figures), Ok(mut limits)) = (room.store.figures(now_ms).await, room.store.limits().await) else {
         return;
     };
@@ -119,7 +120,7 @@ pub async fn tick(room: &Room, now_ms: u64) {
             "eta_tail_seconds": eta,
         }),
     );
-    room.set_cached(limits, rate);
+    room.set_cached_from_tick(limits, rate, seen);
     if let (Some(adaptive), Some(period)) = (&room.adaptive, report.answers) {
         adapt(room, adaptive, &Answers::from_slice(&period).unwrap_or_default()).await;
     }

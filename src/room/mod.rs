@@ -75,6 +75,8 @@ pub struct Room {
     pub configured_per_minute: AtomicU64,
     /// Limits as of the last tick, so a request reads them without asking the store.
     limits: RwLock<RoomLimits>,
+    /// Changes applied through [`Room::apply`], so a tick's older copy never replaces one.
+    limits_changes: AtomicU64,
     /// The queue page: the operator's template or the built-in one.
     page: pages::RoomPage,
     /// Admissions per minute used for estimates, refreshed every tick.
@@ -156,6 +158,7 @@ impl Room {
             rate_per_minute: AtomicU64::new(limits.admit_per_minute),
             return_share_pm: AtomicU64::new(admitter::return_share_per_mille(0, 0)),
             limits: RwLock::new(limits),
+            limits_changes: AtomicU64::new(0),
             page: config.template.clone().map(pages::RoomPage::custom).unwrap_or_default(),
             store_up: AtomicBool::new(true),
             store_errors,
@@ -221,14 +224,32 @@ impl Room {
     /// another node) is kept. Returns the limits in force.
     pub async fn apply(&self, old: &RoomLimits, new: &RoomLimits) -> Result<RoomLimits, StoreError> {
         let now = self.store.update_limits(new, &new.changed_from(old)).await?;
-        let rate = self.rate_per_minute.load(Relaxed);
-        self.set_cached(now.clone(), rate);
+        self.limits_changes.fetch_add(1, Relaxed);
+        self.set_cached(now.clone());
         Ok(now)
     }
 
-    fn set_cached(&self, limits: RoomLimits, rate_per_minute: u64) {
-        self.metrics.outflow_effective.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
+    /// How many changes [`Self::apply`] has made: the admitter reads it before it asks the
+    /// store for the limits, and [`Self::set_cached_from_tick`] keeps a change made since.
+    pub fn limits_changes(&self) -> u64 {
+        self.limits_changes.load(Relaxed)
+    }
+
+    /// The admitter's copy of the limits, read from the store when `limits_changes` was
+    /// `seen`, and the rate for estimates. A change applied since (an operator's answer
+    /// already shows it) is newer than this copy and is kept: a tick that read the store
+    /// just before a PATCH once put the old limits back after it (seen on a clean clone).
+    pub fn set_cached_from_tick(&self, limits: RoomLimits, rate_per_minute: u64, seen: u64) {
         self.rate_per_minute.store(rate_per_minute, Relaxed);
+        let mut cached = self.limits.write().unwrap_or_else(|p| p.into_inner());
+        if self.limits_changes.load(Relaxed) == seen {
+            self.metrics.outflow_effective.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
+            *cached = limits;
+        }
+    }
+
+    fn set_cached(&self, limits: RoomLimits) {
+        self.metrics.outflow_effective.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
         *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
