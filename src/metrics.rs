@@ -253,7 +253,7 @@ pub struct RoomMetrics {
     /// What the admitter releases: the effective outflow with no-shows made up for.
     pub outflow_release: IntGauge,
     pub outflow_measured: IntGauge,
-    /// Grants left unclaimed over the last five minutes, per mille.
+    /// The share of grants left unclaimed over the last five minutes, 0 to 1.
     pub no_show_share: prometheus::Gauge,
     /// The wait lived over the wait shown at join, one per admission from the line.
     pub eta_accuracy: Histogram,

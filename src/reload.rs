@@ -68,10 +68,7 @@ pub async fn apply(running: &Running, old: &Config, new: &Config) -> Reloaded {
             done.needs_restart.push(format!("room {} (added)", room_config.name));
             continue;
         };
-        room.configured_per_minute.store(room_config.admit_per_minute, std::sync::atomic::Ordering::Relaxed);
-        room.metrics.outflow_configured.set(i64::try_from(room_config.admit_per_minute).unwrap_or(i64::MAX));
-        let bound_pm = crate::room::no_show::bound_pm(room_config.no_show_bound);
-        room.no_show_bound_pm.store(bound_pm, std::sync::atomic::Ordering::Relaxed);
+        room.reconfigure(room_config);
         let fixed = |r: &RoomConfig| {
             format!("{:?}", (&r.hosts, &r.paths, &r.bypass, &r.logout_path, r.tick, &r.template, &r.adaptive))
         };

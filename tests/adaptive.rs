@@ -38,6 +38,18 @@ fn load(
         .collect()
 }
 
+/// A p90 target of 150 ms, judged every second, between 60 and 6000 a minute.
+fn bounds() -> AdaptiveConfig {
+    AdaptiveConfig {
+        target: Duration::from_millis(150),
+        quantile: 0.9,
+        error_budget: 0.05,
+        min_per_minute: 60,
+        max_per_minute: 6000,
+        period: Duration::from_secs(1),
+    }
+}
+
 fn outflow(text: &str) -> f64 {
     metric(text, "usher_outflow_per_minute", &[("room", "adapt"), ("kind", "effective")])
 }
@@ -48,14 +60,7 @@ async fn a_slow_mailbox_lowers_the_outflow_a_pin_holds_it_and_a_fast_mailbox_rai
     let mut r = room("adapt");
     r.max_active = 1000;
     r.admit_per_minute = 600;
-    r.adaptive = Some(AdaptiveConfig {
-        target: Duration::from_millis(150),
-        quantile: 0.9,
-        error_budget: 0.05,
-        min_per_minute: 60,
-        max_per_minute: 6000,
-        period: Duration::from_secs(1),
-    });
+    r.adaptive = Some(bounds());
     let usher = usher_with_rooms_and(&backend, vec![r], |c| c.admin.token = Some(TOKEN.into()));
     let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
     let mut first = Visitor::new(ip(18, 0), addr);
@@ -109,14 +114,7 @@ async fn two_nodes_on_redis_decide_once_from_both_nodes_answers_and_a_pin_on_eit
     let mut r = room("adapt");
     r.max_active = 1000;
     r.admit_per_minute = 600;
-    r.adaptive = Some(AdaptiveConfig {
-        target: Duration::from_millis(150),
-        quantile: 0.9,
-        error_budget: 0.05,
-        min_per_minute: 60,
-        max_per_minute: 6000,
-        period: Duration::from_secs(1),
-    });
+    r.adaptive = Some(bounds());
     let node = |r: &usher::config::RoomConfig| {
         let url = redis.url();
         usher_with_rooms_and(&backend, vec![r.clone()], move |c| {

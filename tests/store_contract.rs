@@ -531,6 +531,21 @@ async fn pause_admits_nobody_and_resume_continues_in_order() {
     }
 }
 
+/// `waiters` join at T0 and keep polling; the grants of 100 ticks, 200 ms apart.
+async fn granted_in_20_s(store: &RoomStore, waiters: u32, input: &TickInput<'_>) -> u64 {
+    let tickets = futures_collect(store, 0..waiters, T0).await;
+    let mut granted = 0;
+    let mut now = T0;
+    for _ in 0..100 {
+        now += 200;
+        for t in tickets.iter().skip(granted as usize).take(200) {
+            let _ = store.poll(*t, now).await.expect("poll");
+        }
+        granted += store.tick_with(now, input).await.expect("tick").granted;
+    }
+    granted
+}
+
 #[tokio::test]
 async fn admissions_follow_the_configured_outflow() {
     let mut l = limits();
@@ -538,16 +553,7 @@ async fn admissions_follow_the_configured_outflow() {
     l.admit_per_minute = 600; // 10 per second, a reserve of 20
     l.mode = RoomMode::QueueAll;
     for (name, store) in &stores(l.clone()).await {
-        let tickets = futures_collect(&store, 0..500, T0).await;
-        let mut granted = 0;
-        let mut now = T0;
-        for _ in 0..100 {
-            now += 200;
-            for t in tickets.iter().skip(granted as usize).take(200) {
-                let _ = store.poll(*t, now).await.expect("poll");
-            }
-            granted += store.tick(now).await.expect("tick").granted;
-        }
+        let granted = granted_in_20_s(&store, 500, &TickInput::PLAIN).await;
         // 20 s at 10/s plus the reserve of 20.
         assert!((195..=221).contains(&granted), "{name}: granted {granted}");
     }
@@ -562,17 +568,7 @@ async fn a_release_above_the_outflow_grants_that_much_more() {
     l.admit_per_minute = 600; // 10 per second; released at 1.5×, 15 per second
     l.mode = RoomMode::QueueAll;
     for (name, store) in &stores(l.clone()).await {
-        let tickets = futures_collect(&store, 0..800, T0).await;
-        let mut granted = 0;
-        let mut now = T0;
-        for _ in 0..100 {
-            now += 200;
-            for t in tickets.iter().skip(granted as usize).take(200) {
-                let _ = store.poll(*t, now).await.expect("poll");
-            }
-            let input = TickInput { release_pm: 1500, ..TickInput::PLAIN };
-            granted += store.tick_with(now, &input).await.expect("tick").granted;
-        }
+        let granted = granted_in_20_s(&store, 800, &TickInput { release_pm: 1500, ..TickInput::PLAIN }).await;
         // 20 s at 15/s plus the reserve of 30 (the reserve is two seconds of the release).
         assert!((295..=331).contains(&granted), "{name}: granted {granted}");
         // Released, not configured: the limits are unchanged.

@@ -229,11 +229,6 @@ impl Recorder {
             slot.fetch_add(n, Relaxed);
         }
     }
-
-    /// The period since the last call, and a fresh start.
-    pub fn take(&self, quantile: f64) -> Period {
-        self.drain().period(quantile)
-    }
 }
 
 /// A room's adaptive outflow: the recorder its requests write, and the controller its
@@ -409,13 +404,16 @@ mod tests {
         for ms in 1..=100u64 {
             r.record(Duration::from_millis(ms * 10), ms > 98);
         }
-        let p = r.take(0.9);
+        let p = r.drain().period(0.9);
         assert_eq!((p.answers, p.errors), (100, 2));
         let p90 = p.latency.expect("answers").as_secs_f64() * 1000.0;
         assert!((900.0..=900.0 * 1.2).contains(&p90), "p90 of 10..1000 ms read as {p90} ms");
-        assert_eq!(r.take(0.9), Period { answers: 0, errors: 0, latency: None }, "taken: a fresh period");
+        assert_eq!(r.drain().period(0.9), Period { answers: 0, errors: 0, latency: None }, "taken: a fresh period");
         r.record(Duration::from_secs(3600), false);
-        assert!(r.take(0.99).latency.expect("one") >= Duration::from_secs(40), "past the last bucket: the last");
+        assert!(
+            r.drain().period(0.99).latency.expect("one") >= Duration::from_secs(40),
+            "past the last bucket: the last"
+        );
     }
 
     #[test]
@@ -461,7 +459,7 @@ mod tests {
         assert_eq!(r.drain(), Answers::default(), "drained: a fresh start");
         r.record(Duration::from_millis(50), false);
         r.restore(&drained);
-        let p = r.take(0.5);
+        let p = r.drain().period(0.5);
         assert_eq!((p.answers, p.errors), (3, 1));
         assert_eq!(Answers::from_slice(&drained.0), Some(drained.clone()));
         assert_eq!(Answers::from_slice(&drained.0[1..]), None, "one slot short");

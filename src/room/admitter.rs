@@ -56,7 +56,8 @@ pub async fn tick(room: &Room, now_ms: u64) {
     for away in &report.away_ms {
         m.away_seconds.observe(*away as f64 / 1000.0);
     }
-    let opens_at = room.limits().opens_at_ms;
+    // Read only when someone was granted (a copy of the limits).
+    let opens_at = if report.waits_ms.is_empty() { None } else { room.limits().opens_at_ms };
     for wait in &report.waits_ms {
         m.wait_seconds.observe(*wait as f64 / 1000.0);
         // Against what a newcomer was shown at join; a place drawn at an opening was shown

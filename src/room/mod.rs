@@ -138,10 +138,9 @@ impl Room {
         metrics: RoomMetrics,
         store_errors: IntCounter,
     ) -> Self {
-        metrics.outflow_configured.set(i64::try_from(config.admit_per_minute).unwrap_or(i64::MAX));
         metrics.outflow_effective.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
         metrics.outflow_release.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
-        Self {
+        let room = Self {
             name: config.name.clone(),
             id: tokens::room_id(&config.name),
             pass_cookie: Kind::Pass.name(&config.name),
@@ -154,7 +153,7 @@ impl Room {
             metrics,
             tick: config.tick,
             resume_mode: if config.mode == RoomMode::Paused { RoomMode::Auto } else { config.mode },
-            configured_per_minute: AtomicU64::new(config.admit_per_minute),
+            configured_per_minute: AtomicU64::new(0),
             rate_per_minute: AtomicU64::new(limits.admit_per_minute),
             return_share_pm: AtomicU64::new(admitter::return_share_per_mille(0, 0)),
             limits: RwLock::new(limits),
@@ -168,8 +167,18 @@ impl Room {
                 .map(|bounds| adaptive::Adaptive::new(bounds, config.admit_per_minute, crate::clock::now_ms())),
             estimates: estimate::Estimates::default(),
             no_shows: no_show::NoShows::default(),
-            no_show_bound_pm: AtomicU64::new(no_show::bound_pm(config.no_show_bound)),
-        }
+            no_show_bound_pm: AtomicU64::new(0),
+        };
+        room.reconfigure(config);
+        room
+    }
+
+    /// What the configuration file sets that is not a stored limit, at start and at each
+    /// reload: the configured outflow (reported beside the effective one) and the no-show bound.
+    pub fn reconfigure(&self, config: &RoomConfig) {
+        self.configured_per_minute.store(config.admit_per_minute, Relaxed);
+        self.metrics.outflow_configured.set(i64::try_from(config.admit_per_minute).unwrap_or(i64::MAX));
+        self.no_show_bound_pm.store(no_show::bound_pm(config.no_show_bound), Relaxed);
     }
 
     /// One answer of the upstream to a request of this room's admitted visitors (or its
@@ -243,14 +252,17 @@ impl Room {
         self.rate_per_minute.store(rate_per_minute, Relaxed);
         let mut cached = self.limits.write().unwrap_or_else(|p| p.into_inner());
         if self.limits_changes.load(Relaxed) == seen {
-            self.metrics.outflow_effective.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
-            *cached = limits;
+            self.replace_cached(&mut cached, limits);
         }
     }
 
     fn set_cached(&self, limits: RoomLimits) {
+        self.replace_cached(&mut self.limits.write().unwrap_or_else(|p| p.into_inner()), limits);
+    }
+
+    fn replace_cached(&self, cached: &mut RoomLimits, limits: RoomLimits) {
         self.metrics.outflow_effective.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
-        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+        *cached = limits;
     }
 
     /// How this room's waiters are told to poll now: by the faster of the measured and the

@@ -827,7 +827,7 @@ fn encode_answers(answers: &[u64]) -> String {
         if !out.is_empty() {
             out.push(',');
         }
-        out.push_str(&format!("{i}:{n}"));
+        let _ = write!(out, "{i}:{n}");
     }
     out
 }
