@@ -30,19 +30,28 @@ pub enum ProxyError {
     ClientStalled,
     #[error("the request target is ambiguous: {0}")]
     BadTarget(TargetError),
+    /// The room's shared store did not answer (an answer about the room itself, such as
+    /// its draw; waiters get the room's own unavailable page).
+    #[error("the room's store is unavailable")]
+    StoreUnavailable,
+    /// A proof-of-work answer refused (see `room::challenge`).
+    #[error("{0}")]
+    ChallengeRefused(crate::room::challenge::Refusal),
 }
 
 impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
             Self::UpstreamUnreachable | Self::UpstreamProtocol => StatusCode::BAD_GATEWAY,
-            Self::UpstreamSaturated => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamSaturated | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::ClientStalled => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Denied => StatusCode::FORBIDDEN,
             Self::ClientAborted | Self::BadTarget(_) => StatusCode::BAD_REQUEST,
+            Self::ChallengeRefused(crate::room::challenge::Refusal::TooEarly) => StatusCode::TOO_EARLY,
+            Self::ChallengeRefused(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -59,12 +68,23 @@ impl ProxyError {
             Self::Denied => "denied",
             Self::ClientAborted => "client_aborted",
             Self::BadTarget(_) => "bad_request",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::ChallengeRefused(why) => match why {
+                crate::room::challenge::Refusal::Malformed => "challenge_malformed",
+                crate::room::challenge::Refusal::Forged => "challenge_forged",
+                crate::room::challenge::Refusal::WrongRoom => "challenge_wrong_room",
+                crate::room::challenge::Refusal::WrongClient => "challenge_wrong_client",
+                crate::room::challenge::Refusal::Expired => "challenge_expired",
+                crate::room::challenge::Refusal::TooEarly => "challenge_too_early",
+                crate::room::challenge::Refusal::WrongAnswer => "challenge_wrong_answer",
+                crate::room::challenge::Refusal::Replayed => "challenge_replayed",
+            },
         }
     }
 
     pub fn page(self) -> &'static str {
         match self {
-            Self::UpstreamUnreachable | Self::UpstreamProtocol => concat!(
+            Self::UpstreamUnreachable | Self::UpstreamProtocol | Self::StoreUnavailable => concat!(
                 "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">",
                 "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
                 "<title>Temporarily unavailable</title>",
@@ -116,6 +136,16 @@ impl ProxyError {
             Self::ClientAborted => concat!(
                 "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Bad request</title>",
                 "<body><h1>The request ended early</h1></body></html>\n"
+            ),
+            Self::ChallengeRefused(_) => concat!(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">",
+                "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+                "<title>Please try again</title>",
+                "<link rel=\"stylesheet\" href=\"/.usher/queue.css\"><body><main>",
+                "<h1>Please try again</h1>",
+                "<p>Your browser's check could not be used. Go back and load the page again.</p>",
+                "<p lang=\"da\">Din browsers kontrol kunne ikke bruges. Gå tilbage, og indlæs siden igen.</p>",
+                "</main></body></html>\n"
             ),
             Self::BadTarget(_) => concat!(
                 "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Bad request</title>",

@@ -1,4 +1,4 @@
-//! The `usher` command line: run, check-config, demo.
+//! The `usher` command line: run, check-config, demo, admin, verify-draw.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -54,6 +54,17 @@ enum Command {
         server_name: Option<String>,
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Check a room's draw as published at /.usher/draw/ROOM: the seed against its commitment,
+    /// and every place the admitter walked past against the order the seed draws. Exit 0 if
+    /// it holds, 1 if not, 2 if the file cannot be read.
+    VerifyDraw {
+        /// The publication saved as JSON (`-` for standard input), e.g.
+        /// `curl -s https://mailbox.example/.usher/draw/ROOM > draw.json`.
+        file: PathBuf,
+        /// Also tell where this ticket number was drawn.
+        #[arg(long)]
+        ticket: Option<u64>,
     },
 }
 
@@ -149,6 +160,7 @@ fn main() -> ExitCode {
         Command::Run => run(&cli.config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Demo { listen, admin } => demo(listen, admin),
+        Command::VerifyDraw { file, ticket } => verify_draw(&file, ticket),
         Command::Admin { addr, tls, ca_file, server_name, command } => {
             let target = if tls || ca_file.is_some() || server_name.is_some() {
                 match usher::admin_client::Admin::tls(addr, ca_file, server_name.as_deref()) {
@@ -216,6 +228,49 @@ fn admin(target: &usher::admin_client::Admin, command: AdminCommand) -> ExitCode
         Err(e) => {
             eprintln!("usher admin: cannot reach the admin API at {}: {e}", target.addr);
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify_draw(file: &std::path::Path, ticket: Option<u64>) -> ExitCode {
+    use usher::store::draw::{self, Publication};
+    let text = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+    } else {
+        std::fs::read_to_string(file)
+    };
+    let publication: Publication = match text
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("not a draw's publication: {e}")))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("usher verify-draw: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match draw::verify(&publication) {
+        Ok(verified) => {
+            println!(
+                "room {}: the draw holds. The seed matches its commitment, and the {} places walked past so far \
+                 ({} admitted) follow the order it draws for the {} pre-queued tickets.",
+                publication.room,
+                verified.walked,
+                verified.admitted,
+                verified.order.len()
+            );
+            if let Some(ticket) = ticket {
+                match verified.position(ticket) {
+                    Some(k) => println!("ticket {ticket} was drawn at place {} of {}.", k + 1, verified.order.len()),
+                    None => println!("ticket {ticket} was not in this pre-queue."),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("room {}: the draw does NOT hold: {e}", publication.room);
+            ExitCode::from(1)
         }
     }
 }

@@ -236,6 +236,24 @@ struct RoomFamilies {
     origin_ended: IntCounterVec,
     adaptive: IntCounterVec,
     restored: IntCounterVec,
+    challenges: IntCounterVec,
+    challenge_refusals: IntCounterVec,
+    challenge_solve: HistogramVec,
+    challenge_bits: HistogramVec,
+}
+
+/// One room's proof-of-work counts (see `room::challenge`), resolved once.
+#[derive(Clone)]
+pub struct ChallengeMetrics {
+    pub issued: IntCounter,
+    pub solved: IntCounter,
+    pub refused: IntCounter,
+    /// By [`crate::room::challenge::Refusal`], in its order.
+    pub refusals: Vec<IntCounter>,
+    /// From issue to a valid answer, as the server sees it.
+    pub solve_seconds: Histogram,
+    /// The difficulty each challenge was issued at.
+    pub bits: Histogram,
 }
 
 /// One room's metrics, resolved once so the request path does no label lookup.
@@ -292,6 +310,13 @@ impl RoomMetrics {
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let v = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry.register(Box::new(v.clone())).expect("each metric is registered once");
+    v
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
+    let v = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["room"])
+        .expect("static metric definition");
     registry.register(Box::new(v.clone())).expect("each metric is registered once");
     v
 }
@@ -361,35 +386,26 @@ impl Metrics {
         );
         let r = &registry;
         let defences = Defences::new(r);
-        let wait = HistogramVec::new(
-            HistogramOpts::new("usher_wait_seconds", "Time from joining the line to being admitted.")
-                .buckets(vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0]),
-            &["room"],
-        )
-        .expect("static metric definition");
-        r.register(Box::new(wait.clone())).expect("each metric is registered once");
+        let wait = histogram_vec(
+            r,
+            "usher_wait_seconds",
+            "Time from joining the line to being admitted.",
+            vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0],
+        );
         // From a tunnel's few seconds to past the default hold of ten minutes.
-        let away_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "usher_away_seconds",
-                "How long waiters who came back within hold had been away (since their last poll).",
-            )
-            .buckets(vec![5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0]),
-            &["room"],
-        )
-        .expect("static metric definition");
-        r.register(Box::new(away_seconds.clone())).expect("each metric is registered once");
+        let away_seconds = histogram_vec(
+            r,
+            "usher_away_seconds",
+            "How long waiters who came back within hold had been away (since their last poll).",
+            vec![5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0],
+        );
         // From an idle line's tens of microseconds to a million-waiter opening draw.
-        let tick_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "usher_tick_seconds",
-                "How long each admitter tick's store call took (expiry, grants, the opening draw).",
-            )
-            .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
-            &["room"],
-        )
-        .expect("static metric definition");
-        r.register(Box::new(tick_seconds.clone())).expect("each metric is registered once");
+        let tick_seconds = histogram_vec(
+            r,
+            "usher_tick_seconds",
+            "How long each admitter tick's store call took (expiry, grants, the opening draw).",
+            vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0],
+        );
         let no_show_share = prometheus::GaugeVec::new(
             prometheus::Opts::new(
                 "usher_no_show_share",
@@ -400,16 +416,12 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(no_show_share.clone())).expect("each metric is registered once");
         // 1 is an exact estimate; under 1 the wait was shorter than shown, over 1 longer.
-        let eta_accuracy = HistogramVec::new(
-            HistogramOpts::new(
-                "usher_eta_accuracy_ratio",
-                "The wait lived divided by the estimate shown at join, per admission from the line.",
-            )
-            .buckets(vec![0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0]),
-            &["room"],
-        )
-        .expect("static metric definition");
-        r.register(Box::new(eta_accuracy.clone())).expect("each metric is registered once");
+        let eta_accuracy = histogram_vec(
+            r,
+            "usher_eta_accuracy_ratio",
+            "The wait lived divided by the estimate shown at join, per admission from the line.",
+            vec![0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0],
+        );
         let rooms = RoomFamilies {
             waiting: gauge_vec(
                 r,
@@ -499,6 +511,32 @@ impl Metrics {
                  taken over after a restart or a loss of the store's data.",
                 &["room", "what"],
             ),
+            challenges: counter_vec(
+                r,
+                "usher_challenges_total",
+                "Proof-of-work challenges by outcome: issued to newcomers, solved (a ticket given), refused.",
+                &["room", "outcome"],
+            ),
+            challenge_refusals: counter_vec(
+                r,
+                "usher_challenge_refusals_total",
+                "Challenge answers refused, by reason (forged, replayed, expired, wrong_room, wrong_client, \
+                 wrong_answer, too_early, malformed).",
+                &["room", "reason"],
+            ),
+            // A fast laptop's fraction of a second to a slow phone's half minute.
+            challenge_solve: histogram_vec(
+                r,
+                "usher_challenge_solve_seconds",
+                "From a challenge's issue to its valid answer, as the server sees it.",
+                vec![0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0],
+            ),
+            challenge_bits: histogram_vec(
+                r,
+                "usher_challenge_difficulty",
+                "The difficulty (leading zero bits per puzzle) each challenge was issued at.",
+                (8..=28).map(f64::from).collect(),
+            ),
         };
         Self {
             registry,
@@ -562,6 +600,22 @@ impl Metrics {
             restored_places: f.restored.with_label_values(&[name, "place"]),
             restored_sessions: f.restored.with_label_values(&[name, "session"]),
             wait_seconds: f.wait.with_label_values(&[name]),
+        }
+    }
+
+    /// The proof-of-work counts of one room.
+    pub fn challenge(&self, name: &str) -> ChallengeMetrics {
+        let f = &self.rooms;
+        ChallengeMetrics {
+            issued: f.challenges.with_label_values(&[name, "issued"]),
+            solved: f.challenges.with_label_values(&[name, "solved"]),
+            refused: f.challenges.with_label_values(&[name, "refused"]),
+            refusals: crate::room::challenge::Refusal::ALL
+                .iter()
+                .map(|why| f.challenge_refusals.with_label_values(&[name, why.label()]))
+                .collect(),
+            solve_seconds: f.challenge_solve.with_label_values(&[name]),
+            bits: f.challenge_bits.with_label_values(&[name]),
         }
     }
 

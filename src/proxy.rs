@@ -20,7 +20,7 @@ use crate::metrics::{Metrics, Route};
 use crate::pages;
 use crate::render::{self, Answer};
 use crate::request::RequestView;
-use crate::room::{Decision, Room, Rooms, Visitor};
+use crate::room::{Decision, Room, Rooms, Visitor, challenge, published};
 use http::header::{HeaderName, HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -118,7 +118,7 @@ impl Worker {
 
         // 6. usher's own paths.
         if view.path().starts_with(USHER_PREFIX) {
-            return (Route::Usher, self.usher_path(&view, visitor, conn).await);
+            return (Route::Usher, self.usher_path(&view, body, visitor, conn).await);
         }
 
         // 7. The room decides: forward, or answer.
@@ -147,7 +147,13 @@ impl Worker {
     }
 
     /// usher's own pages and API under [`USHER_PREFIX`].
-    async fn usher_path(&self, view: &RequestView, visitor: Visitor<'_>, conn: ClientConn) -> Response<Body> {
+    async fn usher_path(
+        &self,
+        view: &RequestView,
+        body: Incoming,
+        visitor: Visitor<'_>,
+        conn: ClientConn,
+    ) -> Response<Body> {
         match view.path() {
             STATUS_PATH => {
                 let (status, cookies) = self.rooms.status(view, visitor).await;
@@ -156,8 +162,65 @@ impl Worker {
                 self.close_if_idle_until(response, Some(next_poll), view, conn)
             }
             pages::LANG_PATH => render::language_switch(view),
+            challenge::ANSWER_PATH => self.challenge_answer(view, body, visitor).await,
+            path if path.starts_with(published::PATH) => {
+                let Some(room) = self.rooms.get(&path[published::PATH.len()..]) else {
+                    return render::error(ProxyError::NotFound, view.accepts);
+                };
+                match room.published.json(&room.name, &room.store, visitor.now_ms).await {
+                    Ok(json) => render::draw(json),
+                    Err(e) => {
+                        room.store_failed(&e);
+                        render::error(ProxyError::StoreUnavailable, view.accepts)
+                    }
+                }
+            }
             _ => render::error(ProxyError::NotFound, view.accepts),
         }
+    }
+
+    /// `/.usher/challenge?room=NAME`: a proof-of-work answer (see [`challenge`]). The worker
+    /// `POST`s `{"token", "nonces"}` and is answered with the status JSON and the ticket
+    /// cookie; the page without JavaScript comes back by `GET ?token=…&to=/path` after its
+    /// wait and is sent on to `to` with the cookie. A refusal says why (`403`; `425` when
+    /// early).
+    async fn challenge_answer(&self, view: &RequestView, body: Incoming, visitor: Visitor<'_>) -> Response<Body> {
+        let query = view.query().unwrap_or_default();
+        let param = |name: &str| query.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('='));
+        let Some(room) = param("room").and_then(|name| self.rooms.get(name)) else {
+            return render::error(ProxyError::NotFound, view.accepts);
+        };
+        let by_page = view.method() == http::Method::GET;
+        let answer = if by_page {
+            param("token").map(|token| challenge::Answer { token: token.to_string(), nonces: Vec::new() })
+        } else if view.method() == http::Method::POST {
+            use http_body_util::BodyExt;
+            match http_body_util::Limited::new(body, challenge::ANSWER_MAX_BYTES).collect().await {
+                Ok(bytes) => serde_json::from_slice(&bytes.to_bytes()).ok(),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let decision = match self.rooms.answer_challenge(room, answer, visitor).await {
+            Ok(decision) => decision,
+            Err(why) => return render::error(ProxyError::ChallengeRefused(why), view.accepts),
+        };
+        let (answer, cookies) = match decision {
+            Decision::Forward(cookies, _) => {
+                let admitted =
+                    pages::View { status: pages::Status::Admitted, room: room.name.clone(), ..pages::View::none() };
+                (Answer::Status(admitted), cookies)
+            }
+            Decision::Answer(Answer::Wait(waiting), cookies) => (Answer::Status(waiting), cookies),
+            Decision::Answer(other, cookies) => (other, cookies),
+        };
+        if !by_page || !matches!(answer, Answer::Status(_)) {
+            return render::render(answer, view, cookies);
+        }
+        // Back to where the visitor was, now holding its ticket (or its pass).
+        let to = param("to").and_then(pages::percent_decode).filter(|p| pages::is_local_path(p));
+        render::see_other(to.as_deref().unwrap_or("/"), cookies)
     }
 
     /// A waiter told to poll again in `next_poll` seconds, later than the connection's idle

@@ -62,6 +62,14 @@ fn wait(waiting: &View, view: &RequestView) -> Response<Body> {
         Accepts::Json => {
             response(StatusCode::SERVICE_UNAVAILABLE, "application/json", Body::from(waiting.json(view.lang())))
         }
+        Accepts::Other if waiting.status == Status::Challenge => response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            Body::from_static(
+                "The service is busy and asks newcomers for a small proof of work before a place in the queue: \
+                 ask with Accept: application/json to be given it.\n",
+            ),
+        ),
         Accepts::Other => response(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain; charset=utf-8",
@@ -119,6 +127,21 @@ pub fn error(error: ProxyError, accepts: Accepts) -> Response<Body> {
         _ => {}
     }
     r
+}
+
+/// `303` to a local path, with the cookies a decision made.
+pub fn see_other(path: &str, set_cookies: Vec<HeaderValue>) -> Response<Body> {
+    let mut r = response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", Body::from_static(""));
+    r.headers_mut().insert(LOCATION, HeaderValue::from_str(path).unwrap_or(HeaderValue::from_static("/")));
+    for cookie in set_cookies {
+        r.headers_mut().append(SET_COOKIE, cookie);
+    }
+    r
+}
+
+/// `GET /.usher/draw/{room}`: the draw's publication, JSON made by the room.
+pub fn draw(json: Bytes) -> Response<Body> {
+    response(StatusCode::OK, "application/json", Body::Full(Some(json)))
 }
 
 /// An embedded asset under `/.usher/`, cacheable, or `None`.

@@ -131,6 +131,26 @@ async fn prequeue_counts_down_to_the_opening_and_lets_the_visitor_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_solves_a_real_challenge_calmly_and_without_javascript_waits_instead() {
+    // Every newcomer queues (so each is asked), with the default challenge.
+    let room = RoomConfig {
+        max_active: 100,
+        mode: usher::config::RoomMode::QueueAll,
+        challenge: Some(usher::config::ChallengeConfig {
+            bits: 13,
+            puzzles: 8,
+            max_bits: 13,
+            ttl: Duration::from_secs(120),
+            noscript_wait: Duration::from_secs(3),
+            busy_per_second: 50,
+        }),
+        ..small_room()
+    };
+    let backend = run("challenge", room, |_| {}).await;
+    assert!(!backend.seen_path("/letters/16").is_empty(), "the page without JavaScript never reached the mailbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_frozen_past_waiter_ttl_keeps_its_place_polls_at_once_on_resume_and_gets_in_in_its_turn() {
     let room = RoomConfig { waiter_ttl: Duration::from_secs(9), hold: Duration::from_secs(60), ..small_room() };
     let backend = run("stepaway", room, |_| {}).await;

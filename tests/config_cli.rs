@@ -135,6 +135,25 @@ fn an_adaptive_room_names_each_bad_bound_and_runs_on_redis_too() {
 }
 
 #[test]
+fn a_challenge_names_each_bad_setting() {
+    let dir = TempDir::new("config");
+    let room = "[[room]]\nname = \"citizens\"\n[room.challenge]\n";
+    let ok = file(&dir, "ok.toml", room);
+    assert_eq!(check_config(&ok).status.code(), Some(0), "every setting has a default");
+    for (name, text, key) in [
+        ("bits.toml", "bits = 0\n", "room[0].challenge.bits"),
+        ("max.toml", "bits = 16\nmax_bits = 12\n", "room[0].challenge.max_bits"),
+        ("puzzles.toml", "puzzles = 100\n", "room[0].challenge.puzzles"),
+        ("ttl.toml", "ttl = \"5s\"\n", "room[0].challenge.ttl"),
+        ("wait.toml", "noscript_wait = \"0s\"\n", "room[0].challenge.noscript_wait"),
+        ("late.toml", "ttl = \"30s\"\nnoscript_wait = \"40s\"\n", "room[0].challenge.noscript_wait"),
+        ("typo.toml", "bit = 14\n", "room[0].challenge.bit"),
+    ] {
+        assert_rejected_naming(&check_config(&file(&dir, name, &format!("{room}{text}"))), key);
+    }
+}
+
+#[test]
 fn unknown_key_is_named_not_ignored() {
     let dir = TempDir::new("config");
     let path = file(&dir, "bad.toml", "[upstream]\naddresses = [\"127.0.0.1:8081\"]\nbogus = true\n");

@@ -511,6 +511,60 @@ async fn pre_queued_visitors_are_drawn_in_random_order_all_before_later_arrivals
 }
 
 #[tokio::test]
+async fn the_draw_is_committed_before_the_first_ticket_and_the_line_is_served_in_its_order() {
+    use usher::store::draw::{self, Publication};
+    let mut l = limits();
+    l.opens_at_ms = Some(T0 + 60_000);
+    l.max_active = 1000;
+    for (name, store) in &stores(l.clone()).await {
+        // Announced: a commitment before anyone came, kept through the pre-queue.
+        let (before, walk) = store.draw(T0 - 1000, 0).await.expect("draw");
+        let before = before.expect("a commitment while the event is announced");
+        assert!(before.drawn.is_none() && walk.is_empty(), "{name}");
+        let early = futures_collect(&store, 0..30, T0).await;
+        let gone = early[7];
+        // Ticks each second (a longer gap would be an outage, with its grace); all but one
+        // poll, and that one is away long before the opening.
+        for at in (1..60).map(|s| s * 1000) {
+            if at % 10_000 == 0 {
+                for t in early.iter().filter(|t| **t != gone) {
+                    let _ = store.poll(*t, T0 + at).await.expect("poll");
+                }
+            }
+            store.tick(T0 + at).await.expect("tick");
+        }
+        let (committed, _) = store.draw(T0 + 59_000, 0).await.expect("draw");
+        assert_eq!(committed.as_ref(), Some(&before), "{name}: one seed for the whole pre-queue");
+
+        assert!(store.tick(T0 + 60_000).await.expect("tick").opened, "{name}");
+        let present: Vec<TicketRef> = early.iter().copied().filter(|t| *t != gone).collect();
+        let admitted = admit_all(&store, &present, T0 + 60_000).await;
+
+        let (drawn, walk) = store.draw(T0 + 70_000, 0).await.expect("draw");
+        let drawn = drawn.expect("drawn");
+        let range = drawn.drawn.expect("drawn");
+        assert_eq!((range.first, range.end), (early[0].number, early[29].number + 1), "{name}");
+        assert_eq!(drawn.seed, before.seed, "{name}");
+        let order = draw::order(&drawn.seed, range.first, range.end);
+        // The admitter's own record of its grants: the seed's order, every place once.
+        let walked: Vec<u64> = walk.iter().map(|s| s.ticket).collect();
+        assert_eq!(walked, order, "{name}: served in the seed's order");
+        assert!(walk.iter().enumerate().all(|(k, s)| s.position == k as u64), "{name}: {walk:?}");
+        let mut numbers: Vec<u64> = admitted.iter().map(|t| t.number).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, present.iter().map(|t| t.number).collect::<Vec<_>>(), "{name}");
+        assert_eq!(walk.iter().filter(|s| !s.admitted).map(|s| s.ticket).collect::<Vec<_>>(), [gone.number], "{name}");
+
+        let publication = Publication::new("r", Some(&drawn), walk);
+        assert_eq!(draw::verify(&publication).expect("verifies").admitted, 29, "{name}");
+        let mut tampered = publication.clone();
+        tampered.walk.swap(3, 4);
+        (tampered.walk[3].position, tampered.walk[4].position) = (3, 4);
+        assert!(draw::verify(&tampered).is_err(), "{name}: a tampered walk must fail");
+    }
+}
+
+#[tokio::test]
 async fn pause_admits_nobody_and_resume_continues_in_order() {
     let mut l = limits();
     l.max_active = 1000;

@@ -44,6 +44,7 @@ fn usher(upstream: SocketAddr) -> Running {
         template: None,
         adaptive: None,
         no_show_bound: 0.3,
+        challenge: None,
     }];
     Server::start(config).expect("usher starts")
 }

@@ -38,6 +38,7 @@ fn room(name: &str, admit_per_minute: u64, mode: RoomMode) -> RoomConfig {
         template: None,
         adaptive: None,
         no_show_bound: 0.3,
+        challenge: None,
     }
 }
 

@@ -276,6 +276,25 @@ pub struct RoomConfig {
     /// The largest share of unclaimed grants made up for by releasing more (0 to 0.9; 0
     /// turns no-show compensation off). See `room::no_show`.
     pub no_show_bound: f64,
+    /// `[room.challenge]`: newcomers to a line solve a proof of work first (`room::challenge`).
+    pub challenge: Option<ChallengeConfig>,
+}
+
+/// `[room.challenge]`: the proof of work asked of a newcomer before a ticket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChallengeConfig {
+    /// Leading zero bits each puzzle's hash needs: 2^bits hashes expected per puzzle.
+    pub bits: u8,
+    /// Puzzles per challenge: several small ones vary less in solving time than one big one.
+    pub puzzles: u8,
+    /// What load and suspicion may raise `bits` to.
+    pub max_bits: u8,
+    /// How long a challenge may be answered.
+    pub ttl: Duration,
+    /// Without JavaScript, the page waits this long instead (a slower lane, never a wall).
+    pub noscript_wait: Duration,
+    /// Challenges issued per second in the room above which each doubling adds a bit.
+    pub busy_per_second: u32,
 }
 
 /// `[room.adaptive]`: what the adaptive outflow may do (see `room::adaptive`).

@@ -1,9 +1,9 @@
 //! The file as serde reads it, and the checks that turn it into a [`Config`].
 
 use super::{
-    AdaptiveConfig, AdminConfig, ClientConfig, Config, ConfigError, ConfigErrors, LimitsConfig, ListenConfig,
-    RealIpFrom, RedisTarget, RoomConfig, RoomMode, RouteLimit, SecretConfig, StoreConfig, TlsFiles, UpstreamAddress,
-    UpstreamConfig, duration,
+    AdaptiveConfig, AdminConfig, ChallengeConfig, ClientConfig, Config, ConfigError, ConfigErrors, LimitsConfig,
+    ListenConfig, RealIpFrom, RedisTarget, RoomConfig, RoomMode, RouteLimit, SecretConfig, StoreConfig, TlsFiles,
+    UpstreamAddress, UpstreamConfig, duration,
 };
 use crate::operators::{Operator, Role};
 use crate::pages::PageTemplate;
@@ -206,6 +206,20 @@ struct RawRoom {
     template: Option<String>,
     adaptive: Option<RawAdaptive>,
     no_show_bound: Option<f64>,
+    challenge: Option<RawChallenge>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawChallenge {
+    bits: Option<i64>,
+    puzzles: Option<i64>,
+    max_bits: Option<i64>,
+    ttl: Option<String>,
+    noscript_wait: Option<String>,
+    busy_per_second: Option<i64>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -877,6 +891,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             }
         });
         let adaptive = r.adaptive.as_ref().map(|a| adaptive(&mut c, &format!("{key}.adaptive"), a));
+        let challenge = r.challenge.as_ref().map(|ch| challenge(&mut c, &format!("{key}.challenge"), ch));
         let no_show_bound = r.no_show_bound.unwrap_or(DEFAULT_NO_SHOW_BOUND);
         if !(0.0..=0.9).contains(&no_show_bound) {
             c.error(
@@ -904,6 +919,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             template,
             adaptive,
             no_show_bound,
+            challenge,
         });
     }
 
@@ -950,6 +966,33 @@ fn adaptive(c: &mut Checker, key: &str, a: &RawAdaptive) -> AdaptiveConfig {
         c.error(format!("{key}.period"), "must be at least 1s (a period needs answers to judge)");
     }
     AdaptiveConfig { target, quantile, error_budget, min_per_minute, max_per_minute, period }
+}
+
+/// `[room.challenge]` under `key`, checked. The defaults: 8 puzzles of 15 bits, about
+/// 262,000 hashes: about a second for a mid-range phone's browser (BENCHMARKS.md), and up
+/// to 3 bits (8×) more under load or suspicion.
+fn challenge(c: &mut Checker, key: &str, r: &RawChallenge) -> ChallengeConfig {
+    c.unknown(key, &r.unknown);
+    let bits = c.int(&format!("{key}.bits"), r.bits, 15, 1, 24) as u8;
+    let puzzles = c.int(&format!("{key}.puzzles"), r.puzzles, 8, 1, 64) as u8;
+    let max_bits = c.int(&format!("{key}.max_bits"), r.max_bits, i64::from(bits) + 3, 1, 28) as u8;
+    if max_bits < bits {
+        c.error(format!("{key}.max_bits"), format!("must not be below bits ({bits})"));
+    }
+    let ttl = c.duration(&format!("{key}.ttl"), r.ttl.as_deref(), Duration::from_secs(120));
+    if !(Duration::from_secs(10)..=Duration::from_secs(600)).contains(&ttl) {
+        c.error(format!("{key}.ttl"), "must be from 10s (a slow phone needs time) to 10m");
+    }
+    let noscript_wait =
+        c.duration(&format!("{key}.noscript_wait"), r.noscript_wait.as_deref(), Duration::from_secs(20));
+    if noscript_wait.is_zero() || noscript_wait >= ttl {
+        c.error(
+            format!("{key}.noscript_wait"),
+            "must be more than 0s and less than ttl (its challenge must still be valid)",
+        );
+    }
+    let busy_per_second = c.int(&format!("{key}.busy_per_second"), r.busy_per_second, 50, 1, 1_000_000) as u32;
+    ChallengeConfig { bits, puzzles, max_bits, ttl, noscript_wait, busy_per_second }
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 time such as `2027-03-14T09:00:00+01:00`.

@@ -11,6 +11,7 @@ use serde::Serialize;
 pub use template::{PageContext, PageTemplate, RoomPage, TemplateError};
 
 pub const QUEUE_JS: &str = include_str!("queue.js");
+pub const CHALLENGE_JS: &str = include_str!("challenge.js");
 pub const QUEUE_CSS: &str = include_str!("queue.css");
 
 /// The path of the language switch.
@@ -38,6 +39,8 @@ pub enum Status {
     RateLimited,
     /// No ticket was presented.
     None,
+    /// A newcomer's browser solves a proof of work before it gets a ticket (`[room.challenge]`).
+    Challenge,
 }
 
 /// Everything the page, the JSON and a custom template may show (the documented variables).
@@ -62,6 +65,16 @@ pub struct View {
     /// Unix seconds when this view was made, so that clients count down without trusting
     /// their own clock.
     pub server_time: u64,
+    /// The waiter's ticket number: with the room's draw ([`View::draw_url`]), anyone can
+    /// check where a pre-queued ticket was drawn (`usher verify-draw --ticket`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<u64>,
+    /// The room has an event, so a draw: a pre-queue, or a line drawn from one.
+    #[serde(skip)]
+    pub drawn: bool,
+    /// What to compute before a ticket (status `challenge`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<Box<crate::room::challenge::Issued>>,
     /// The room's page template (not part of the JSON).
     #[serde(skip)]
     pub page: RoomPage,
@@ -81,8 +94,22 @@ impl View {
             opens_at: None,
             message: None,
             server_time: crate::clock::unix_now(),
+            ticket: None,
+            drawn: false,
+            challenge: None,
             page: RoomPage::default(),
         }
+    }
+
+    /// Where the room's draw is published: `/.usher/draw/ROOM`.
+    pub fn draw_url(&self) -> Option<String> {
+        self.drawn.then(|| format!("{}{}", crate::room::published::PATH, self.room))
+    }
+
+    /// With the waiter's ticket number.
+    pub fn with_ticket(mut self, number: u64) -> Self {
+        self.ticket = Some(number);
+        self
     }
 
     /// 1 = next in line.
@@ -127,6 +154,9 @@ impl View {
             opens_at: None,
             message: None,
             server_time: now,
+            ticket: Some(1234),
+            drawn: false,
+            challenge: None,
             page: RoomPage::default(),
         };
         let with = |status, f: fn(&mut View)| {
@@ -140,10 +170,28 @@ impl View {
                 v.ahead = None;
                 v.eta_seconds = None;
                 v.opens_at = Some(v.server_time + 250);
+                v.drawn = true;
             }),
             with(Status::Paused, |v| {
                 v.eta_seconds = None;
                 v.message = Some("Back at 10:30.".into());
+            }),
+            with(Status::Challenge, |v| {
+                v.ahead = None;
+                v.eta_seconds = None;
+                v.joined_at = None;
+                v.ticket = None;
+                v.poll_after_seconds = 20;
+                v.challenge = Some(Box::new(crate::room::challenge::Issued {
+                    token: "AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+                    algorithm: "sha256-leading-zero-bits",
+                    bits: 13,
+                    puzzles: 8,
+                    answer_url: "/.usher/challenge?room=citizens".into(),
+                    expires_in_seconds: 120,
+                    noscript_wait_seconds: 20,
+                    noscript_url: "/.usher/challenge?room=citizens&token=AgAA&to=/inbox".into(),
+                }));
             }),
             with(Status::Admitted, |v| v.ahead = None),
             with(Status::Expired, |v| v.ahead = None),
@@ -177,9 +225,12 @@ impl View {
             eta_text: String,
             progress_percent: Option<u8>,
             lang: Lang,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            draw_url: Option<String>,
         }
         let body = Json {
             view: self,
+            draw_url: self.draw_url(),
             position: self.position(),
             eta_text: self.eta_text(lang),
             progress_percent: self.progress_percent(),
@@ -198,6 +249,7 @@ pub fn page(view: &View, lang: Lang) -> String {
 pub fn asset(path: &str) -> Option<(&'static str, &'static str)> {
     match path {
         "/.usher/queue.js" => Some(("text/javascript; charset=utf-8", QUEUE_JS)),
+        "/.usher/challenge.js" => Some(("text/javascript; charset=utf-8", CHALLENGE_JS)),
         "/.usher/queue.css" => Some(("text/css; charset=utf-8", QUEUE_CSS)),
         _ => None,
     }
@@ -227,7 +279,7 @@ pub fn switch_language(headers: &HeaderMap, query: Option<&str>, authority: Opti
 }
 
 /// A path on this site: starts with one `/`, printable ASCII only (no `//evil`, `/\\evil`).
-fn is_local_path(path: &str) -> bool {
+pub fn is_local_path(path: &str) -> bool {
     path.starts_with('/')
         && !path.starts_with("//")
         && !path.starts_with("/\\")
@@ -244,8 +296,21 @@ fn referer_path(headers: &HeaderMap, host: &str) -> Option<String> {
     (authority.eq_ignore_ascii_case(host)).then(|| path.split('#').next().unwrap_or(path).to_string())
 }
 
+/// `%XX` encoding of a query value: all but unreserved characters and `/`.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// `%XX` decoding of a query value; `None` for broken escapes or non-UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
+pub fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

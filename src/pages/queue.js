@@ -164,7 +164,34 @@
     tick();
   }
 
-  if (follows) {
+  // A newcomer's proof of work ([room.challenge]): solved in a worker (challenge.js) while
+  // the page stays calm, answered, then this page again, which now shows the place in line.
+  // Should the worker fail, the page takes the path of a browser without JavaScript.
+  function challenge() {
+    var box = $("challenge"), c = box.dataset, bar = $("work");
+    function retry() {
+      show("work-status", c.retry);
+      setTimeout(function () { go(false); }, 3000);
+    }
+    var solver;
+    try { solver = new Worker("/.usher/challenge.js"); } catch (e) { return location.replace(c.noscript); }
+    solver.onerror = function () { setTimeout(function () { location.replace(c.noscript); }, Number(c.wait) * 1000); };
+    solver.onmessage = function (e) {
+      if (e.data.done) { bar.value = e.data.done; bar.textContent = e.data.done + " / " + c.puzzles; return; }
+      show("work-status", c.done);
+      fetch(c.answer, {
+        method: "POST", credentials: "same-origin", cache: "no-store",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ token: c.token, nonces: e.data.nonces })
+      }).then(function (r) { if (!r.ok) throw new Error(r.status); go(false); }, retry)
+        .catch(retry);
+    };
+    solver.postMessage({ token: c.token, bits: Number(c.bits), puzzles: Number(c.puzzles) });
+  }
+
+  if (status === "challenge" && $("challenge")) {
+    challenge();
+  } else if (follows) {
     later(base);
   } else {
     // Over a rate limit (data-poll = Retry-After), or a state the script does not follow:

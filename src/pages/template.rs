@@ -175,6 +175,13 @@ pub struct PageContext<'a> {
     pub opens_in_text: Option<String>,
     pub retry_after_seconds: u64,
     pub server_time: u64,
+    pub ticket: Option<u64>,
+    pub draw_url: Option<String>,
+    /// Status `challenge`: what the page's worker computes, where the page without
+    /// JavaScript goes after `poll_after_seconds`, and the sentence that says so.
+    pub challenge: Option<&'a crate::room::challenge::Issued>,
+    pub noscript_url: Option<&'a str>,
+    pub challenge_noscript_text: Option<String>,
     pub switch: Switch,
     pub css_url: &'static str,
     pub js_url: &'static str,
@@ -194,6 +201,7 @@ impl<'a> PageContext<'a> {
             Status::Unavailable => (t.title_unavailable, t.lead_unavailable),
             Status::RateLimited => (t.title_rate_limited, t.lead_rate_limited),
             Status::Expired | Status::None => (t.title_moment, t.lead_moment),
+            Status::Challenge => (t.title_challenge, t.lead_challenge),
         };
         let now = view.server_time;
         let opens_in = view.opens_at.filter(|_| view.status == Status::Prequeue).map(|at| at.saturating_sub(now));
@@ -223,6 +231,14 @@ impl<'a> PageContext<'a> {
             opens_in_text: opens_in.map(|s| if s == 0 { t.opens_now.to_string() } else { lang.countdown_text(s) }),
             retry_after_seconds: view.poll_after_seconds.max(1),
             server_time: now,
+            ticket: view.ticket,
+            draw_url: view.draw_url(),
+            challenge: view.challenge.as_deref(),
+            noscript_url: view.challenge.as_deref().map(|c| c.noscript_url.as_str()),
+            challenge_noscript_text: view
+                .challenge
+                .as_ref()
+                .map(|c| t.challenge_noscript.replace("{n}", &c.noscript_wait_seconds.to_string())),
             switch: Switch {
                 lang: other.code(),
                 name: other.strings().language_name,

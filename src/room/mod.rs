@@ -4,8 +4,10 @@
 
 pub mod adaptive;
 pub mod admitter;
+pub mod challenge;
 pub mod estimate;
 pub mod no_show;
+pub mod published;
 pub mod tokens;
 
 use crate::config::{Config, RoomConfig, RoomMode};
@@ -94,6 +96,10 @@ pub struct Room {
     pub no_shows: no_show::NoShows,
     /// `room.no_show_bound` in per mille (follows reloads).
     pub no_show_bound_pm: AtomicU64,
+    /// The draw as published (`GET /.usher/draw/{room}`).
+    pub published: published::Published,
+    /// `[room.challenge]`: the proof of work asked of newcomers to a line.
+    pub challenger: challenge::Challenger,
 }
 
 /// What to do with a request that belongs to a room; each carries the `Set-Cookie` values
@@ -137,6 +143,7 @@ impl Room {
         store: RoomStore,
         metrics: RoomMetrics,
         store_errors: IntCounter,
+        challenge_metrics: crate::metrics::ChallengeMetrics,
     ) -> Self {
         metrics.outflow_effective.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
         metrics.outflow_release.set(i64::try_from(limits.admit_per_minute).unwrap_or(i64::MAX));
@@ -168,6 +175,8 @@ impl Room {
             estimates: estimate::Estimates::default(),
             no_shows: no_show::NoShows::default(),
             no_show_bound_pm: AtomicU64::new(0),
+            published: published::Published::default(),
+            challenger: challenge::Challenger::new(challenge_metrics),
         };
         room.reconfigure(config);
         room
@@ -179,6 +188,7 @@ impl Room {
         self.configured_per_minute.store(config.admit_per_minute, Relaxed);
         self.metrics.outflow_configured.set(i64::try_from(config.admit_per_minute).unwrap_or(i64::MAX));
         self.no_show_bound_pm.store(no_show::bound_pm(config.no_show_bound), Relaxed);
+        self.challenger.reconfigure(config.challenge.as_ref());
     }
 
     /// One answer of the upstream to a request of this room's admitted visitors (or its
@@ -303,7 +313,9 @@ impl Rooms {
             .zip(stores)
             .map(|(rc, store)| {
                 let limits = RoomLimits::from_config(rc, config.limits.tickets_per_client);
-                Arc::new(Room::new(rc, limits, store, metrics.room(&rc.name), metrics.store_errors.clone()))
+                let (room, errors, challenges) =
+                    (metrics.room(&rc.name), metrics.store_errors.clone(), metrics.challenge(&rc.name));
+                Arc::new(Room::new(rc, limits, store, room, errors, challenges))
             })
             .collect();
         let rejections = [Kind::Pass, Kind::Ticket].map(|cookie| {
@@ -394,7 +406,7 @@ impl Rooms {
         limits: &RoomLimits,
         ticket: Ticket,
         visitor: &Visitor<'_>,
-    ) -> Result<(PollOutcome, Option<HeaderValue>), StoreError> {
+    ) -> Result<(PollOutcome, Option<HeaderValue>, u64), StoreError> {
         let now_ms = visitor.now_ms;
         let now_secs = now_ms / 1000;
         let held = TicketRef { generation: ticket.generation, number: ticket.number };
@@ -408,7 +420,7 @@ impl Rooms {
                 // join time, so its whole lifetime counts.
                 let kept_for = if ticket.generation == 0 { TICKET_COOKIE_SECS } else { hold };
                 if ticket.renewed_secs.saturating_add(kept_for) <= now_secs {
-                    return Ok((PollOutcome::Gone, None));
+                    return Ok((PollOutcome::Gone, None, held.number));
                 }
                 // The join time as signed: in Redis mode the store's clock is Redis's, not this
                 // node's, so it is the store that caps it (by its generation's start).
@@ -418,7 +430,7 @@ impl Rooms {
                 tracing::debug!(room = %room.name, "a place of an earlier generation was restored");
                 let outcome = room.store.poll_as(new, None, pace, now_ms).await?;
                 let cookie = self.ticket_cookie(room, new, returning.joined_ms, now_secs, None, visitor.secure);
-                Ok((outcome, Some(cookie)))
+                Ok((outcome, Some(cookie), new.number))
             }
             PollOutcome::Waiting(mut place) => {
                 let every = TICKET_RENEW_SECS.min(limits.hold.as_secs() / 4).max(1);
@@ -436,9 +448,9 @@ impl Rooms {
                 let cookie = (due || moved).then(|| {
                     self.ticket_cookie(room, held, joined_ms, renewed, shown.or(ticket.shown), visitor.secure)
                 });
-                Ok((PollOutcome::Waiting(place), cookie))
+                Ok((PollOutcome::Waiting(place), cookie, held.number))
             }
-            other => Ok((other, None)),
+            other => Ok((other, None, held.number)),
         }
     }
 
@@ -517,20 +529,20 @@ impl Rooms {
         if let Some(raw) = ticket {
             match self.sealer.open_ticket(raw, room.id) {
                 Ok(ticket) => match self.poll_ticket(room, &limits, ticket, &visitor).await {
-                    Ok((PollOutcome::Admitted { session, waited_ms }, _)) => {
+                    Ok((PollOutcome::Admitted { session, waited_ms }, ..)) => {
                         self.admitted_from_line(room, waited_ms);
                         cookies::push(&mut set_cookies, self.pass_cookie(room, &session, secure));
                         cookies::push(&mut set_cookies, clear(&room.ticket_cookie));
                         return Decision::Forward(set_cookies, Some(session.id));
                     }
-                    Ok((PollOutcome::Waiting(place), renewed)) => {
+                    Ok((PollOutcome::Waiting(place), renewed, number)) => {
                         if let Some(cookie) = renewed {
                             cookies::push(&mut set_cookies, cookie);
                         }
-                        let view = self.view(room, &limits, Status::Waiting, Some(place));
+                        let view = self.view(room, &limits, Status::Waiting, Some(place)).with_ticket(number);
                         return Decision::Answer(Answer::Wait(view), set_cookies);
                     }
-                    Ok((PollOutcome::Gone | PollOutcome::OtherGeneration, _)) => {
+                    Ok((PollOutcome::Gone | PollOutcome::OtherGeneration, ..)) => {
                         self.rejected(Kind::Ticket, Rejection::Ended)
                     }
                     Err(e) => return self.unavailable(room, &limits, &e, set_cookies),
@@ -539,8 +551,65 @@ impl Rooms {
             }
         }
 
-        // 3. A newcomer: admitted at once if nobody waits and there is room, else a ticket,
-        //    within the join limit so that a flood cannot farm tickets.
+        // 3. A newcomer to a line in a room with [room.challenge]: a proof of work first,
+        //    answered at /.usher/challenge, which then joins (`answer_challenge`).
+        if room.challenger.applies(&limits, room.metrics.waiting.get(), now_ms) {
+            let back = req.query().map_or_else(|| path.to_string(), |q| format!("{path}?{q}"));
+            let to = (&visitor.key, visitor.site.as_ref(), back.as_str());
+            let issued = room.challenger.issue(&self.sealer, room.id, &room.name, to, now_ms);
+            let mut view = self.view(room, &limits, Status::Challenge, None);
+            view.poll_after_seconds = issued.noscript_wait_seconds;
+            view.challenge = Some(Box::new(issued));
+            return Decision::Answer(Answer::Wait(view), set_cookies);
+        }
+        self.join(room, &limits, &visitor, ticket.is_some(), set_cookies).await
+    }
+
+    /// `/.usher/challenge?room=NAME`: an answer to a challenge (see [`challenge`]). A valid one
+    /// joins the line as any newcomer would; each reason for refusing is counted.
+    pub async fn answer_challenge(
+        &self,
+        room: &Room,
+        answer: Option<challenge::Answer>,
+        visitor: Visitor<'_>,
+    ) -> Result<Decision, challenge::Refusal> {
+        let now_ms = visitor.now_ms;
+        let checked = answer
+            .ok_or(challenge::Refusal::Malformed)
+            .and_then(|a| room.challenger.check(&self.sealer, room.id, &visitor.key, &a, now_ms));
+        let spent = match checked {
+            Ok(c) => {
+                match room.store.spend(u128::from_be_bytes(c.salt), room.challenger.expires_ms(&c), now_ms).await {
+                    Ok(true) => Ok(c),
+                    Ok(false) => Err(challenge::Refusal::Replayed),
+                    Err(e) => {
+                        let limits = room.limits();
+                        return Ok(self.unavailable(room, &limits, &e, Vec::new()));
+                    }
+                }
+            }
+            Err(why) => Err(why),
+        };
+        let c = spent.inspect_err(|why| room.challenger.refused(*why))?;
+        room.challenger.solved(&c, now_ms);
+        let limits = room.limits();
+        Ok(self.join(room, &limits, &visitor, false, Vec::new()).await)
+    }
+
+    /// A newcomer joins: admitted at once if nobody waits and there is room, else a ticket,
+    /// within the join limit so that a flood cannot farm tickets. `had_ticket`: it brought a
+    /// ticket cookie that is no more (cleared if it gets a pass).
+    async fn join(
+        &self,
+        room: &Room,
+        limits: &RoomLimits,
+        visitor: &Visitor<'_>,
+        had_ticket: bool,
+        mut set_cookies: Vec<HeaderValue>,
+    ) -> Decision {
+        let (now_ms, secure) = (visitor.now_ms, visitor.secure);
+        let clear = |name: &str| cookies::set_cookie(name, None, 0, secure);
+        let ticket = had_ticket.then_some(());
         if let Err(limited) = visitor.gate.load().check_join(&visitor.key, visitor.site.as_ref()) {
             return Decision::Answer(Answer::Limited { retry_after_secs: limited.retry_after_secs }, set_cookies);
         }
@@ -557,7 +626,7 @@ impl Rooms {
                 if !reused {
                     room.metrics.joined.inc();
                 }
-                match room.store.poll_as(held, None, room.pace(&limits), now_ms).await {
+                match room.store.poll_as(held, None, room.pace(limits), now_ms).await {
                     // A reused ticket whose turn has come (or a grant between join and poll):
                     // the session exists now, so hand out its pass rather than lose it.
                     Ok(PollOutcome::Admitted { session, waited_ms }) => {
@@ -572,18 +641,18 @@ impl Rooms {
                         let shown = shown_at_most(&mut place, None);
                         let cookie = self.ticket_cookie(room, held, place.joined_ms, now_ms / 1000, shown, secure);
                         cookies::push(&mut set_cookies, cookie);
-                        let view = self.view(room, &limits, Status::Waiting, Some(place));
+                        let view = self.view(room, limits, Status::Waiting, Some(place)).with_ticket(held.number);
                         Decision::Answer(Answer::Wait(view), set_cookies)
                     }
                     Ok(PollOutcome::Gone | PollOutcome::OtherGeneration) => {
                         let cookie = self.ticket_cookie(room, held, now_ms, now_ms / 1000, None, secure);
                         cookies::push(&mut set_cookies, cookie);
-                        Decision::Answer(Answer::Wait(self.view(room, &limits, Status::Waiting, None)), set_cookies)
+                        Decision::Answer(Answer::Wait(self.view(room, limits, Status::Waiting, None)), set_cookies)
                     }
-                    Err(e) => self.unavailable(room, &limits, &e, set_cookies),
+                    Err(e) => self.unavailable(room, limits, &e, set_cookies),
                 }
             }
-            Err(e) => self.unavailable(room, &limits, &e, set_cookies),
+            Err(e) => self.unavailable(room, limits, &e, set_cookies),
         }
     }
 
@@ -631,6 +700,9 @@ impl Rooms {
             opens_at: limits.opens_at_ms.map(|ms| ms / 1000),
             message: limits.message.clone(),
             server_time: crate::clock::unix_now(),
+            ticket: None,
+            drawn: limits.opens_at_ms.is_some(),
+            challenge: None,
             page: room.page.clone(),
         }
     }
@@ -683,19 +755,19 @@ impl Rooms {
         }
         let clear = cookies::set_cookie(&room.ticket_cookie, None, 0, visitor.secure);
         let view = match self.poll_ticket(room, &limits, ticket, &visitor).await {
-            Ok((PollOutcome::Admitted { session, waited_ms }, _)) => {
+            Ok((PollOutcome::Admitted { session, waited_ms }, ..)) => {
                 self.admitted_from_line(room, waited_ms);
                 cookies::push(&mut set_cookies, self.pass_cookie(room, &session, visitor.secure));
                 cookies::push(&mut set_cookies, clear);
                 self.view(room, &limits, Status::Admitted, None)
             }
-            Ok((PollOutcome::Waiting(place), renewed)) => {
+            Ok((PollOutcome::Waiting(place), renewed, number)) => {
                 if let Some(cookie) = renewed {
                     cookies::push(&mut set_cookies, cookie);
                 }
-                self.view(room, &limits, Status::Waiting, Some(place))
+                self.view(room, &limits, Status::Waiting, Some(place)).with_ticket(number)
             }
-            Ok((PollOutcome::Gone | PollOutcome::OtherGeneration, _)) => {
+            Ok((PollOutcome::Gone | PollOutcome::OtherGeneration, ..)) => {
                 self.rejected(Kind::Ticket, Rejection::Ended);
                 cookies::push(&mut set_cookies, clear);
                 self.view(room, &limits, Status::Expired, None)

@@ -18,6 +18,7 @@ const VERSION: u8 = 2;
 const VERSION_1: u8 = 1;
 const KIND_TICKET: u8 = b'T';
 const KIND_PASS: u8 = b'P';
+const KIND_CHALLENGE: u8 = b'C';
 const TAG_LEN: usize = 16;
 /// version, kind, room, generation, ticket number, joined-at (ms), renewed-at (s).
 const TICKET_LEN: usize = 1 + 1 + 8 + 8 + 8 + 8 + 8;
@@ -25,6 +26,8 @@ const TICKET_LEN: usize = 1 + 1 + 8 + 8 + 8 + 8 + 8;
 const TICKET_SHOWN_LEN: usize = TICKET_LEN + 8 + 8;
 /// version, kind, room, generation, session id, issued-at, expires-at.
 const PASS_LEN: usize = 1 + 1 + 8 + 8 + 16 + 8 + 8;
+/// version, kind, room, client tag, issued-at (ms), bits, puzzles, salt (see `challenge.rs`).
+const CHALLENGE_LEN: usize = 1 + 1 + 8 + 8 + 8 + 1 + 1 + 16;
 /// Version 1: version, kind, room, ticket number, issued-at.
 const TICKET_1_LEN: usize = 1 + 1 + 8 + 8 + 8;
 /// Version 1: version, kind, room, session id, issued-at, expires-at.
@@ -207,6 +210,37 @@ impl Sealer {
             joined_ms: be_u64(&p[26..34]),
             renewed_secs: be_u64(&p[34..42]),
             shown,
+        })
+    }
+
+    /// A proof-of-work challenge's token: signed, so the server keeps no state until it is
+    /// answered (see `challenge.rs`).
+    pub fn seal_challenge(&self, c: &super::challenge::Challenge) -> String {
+        let mut p = [0u8; CHALLENGE_LEN];
+        p[0] = VERSION;
+        p[1] = KIND_CHALLENGE;
+        p[2..10].copy_from_slice(&c.room.to_be_bytes());
+        p[10..18].copy_from_slice(&c.client);
+        p[18..26].copy_from_slice(&c.issued_ms.to_be_bytes());
+        p[26] = c.bits;
+        p[27] = c.puzzles;
+        p[28..44].copy_from_slice(&c.salt);
+        self.seal(p)
+    }
+
+    pub fn open_challenge(&self, token: &str) -> Result<super::challenge::Challenge, Rejection> {
+        let p: [u8; CHALLENGE_LEN] = self.open(token, VERSION, KIND_CHALLENGE)?;
+        let mut client = [0u8; 8];
+        client.copy_from_slice(&p[10..18]);
+        let mut salt = [0u8; 16];
+        salt.copy_from_slice(&p[28..44]);
+        Ok(super::challenge::Challenge {
+            room: be_u64(&p[2..10]),
+            client,
+            issued_ms: be_u64(&p[18..26]),
+            bits: p[26],
+            puzzles: p[27],
+            salt,
         })
     }
 

@@ -17,7 +17,8 @@
 //!
 //! Positions are exact: a Fenwick tree over line slots counts the waiters in line (present
 //! or away) ahead of a slot in O(log n), a second one those away. Tickets are slots, except
-//! inside a pre-queue, whose slots are a random permutation of its tickets drawn at opening.
+//! inside a pre-queue, whose slots are its tickets in the order of its seed, drawn at the
+//! opening (see `super::draw`).
 //!
 //! The room's state is one *generation* (a random id of this process's room). A waiter whose
 //! ticket is from an earlier generation (usher restarted) is *restored*: it takes a slot at
@@ -33,7 +34,7 @@
 //! A gap between ticks longer than `gap` (the process was stopped or starved) gives every
 //! waiter one `waiter_ttl` of grace from the tick after it: nobody could poll meanwhile.
 
-use super::draw::Shuffler;
+use super::draw::{self, Draw, Drawn, Seeds, Step};
 use super::{
     Admitted, JoinOutcome, Pace, Place, PollOutcome, Returning, RoomFigures, RoomLimits, Session, TickReport, TicketRef,
 };
@@ -290,6 +291,11 @@ struct Line {
     /// Its end, fixed once the event opened: later arrivals are never drawn in with it.
     prequeue_end: Option<u64>,
     shuffles: Vec<Shuffle>,
+    /// The current or last pre-queue's draw: committed before its first ticket, drawn at the
+    /// opening (see `draw.rs`).
+    draw: Option<Draw>,
+    /// The places of the last draw the admitter walked past, in its order.
+    walk: Vec<Step>,
     /// (deadline, ticket - fen_base) of waiter heartbeats and holds, soonest first.
     heartbeats: BinaryHeap<Reverse<(Ds, u32)>>,
     /// (deadline, slot - fen_base) of grants waiting to be claimed.
@@ -341,9 +347,15 @@ pub struct MemoryRoom {
     /// Mirrors `limits.session_idle` so a pass check takes no line lock.
     session_idle_ms: AtomicU64,
     random: SystemRandom,
-    /// The pre-queue's draws: one CSPRNG, seeded once.
-    shuffler: Shuffler,
+    /// The draws' seeds.
+    seeds: Seeds,
+    /// Challenge salts answered, and until when (see [`Self::spend`]).
+    spent: Mutex<HashMap<u128, u64>>,
 }
+
+/// The most challenge answers remembered at once: at 16 bytes and a deadline each, some
+/// 40 MB, enough for 8,000 joins a second over a two-minute challenge lifetime.
+const SPENT_MAX: usize = 1_000_000;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data; carry on rather than take the room down.
@@ -392,6 +404,8 @@ impl MemoryRoom {
                 prequeue_from: None,
                 prequeue_end: None,
                 shuffles: Vec::new(),
+                draw: None,
+                walk: Vec::new(),
                 heartbeats: BinaryHeap::new(),
                 grants: VecDeque::new(),
                 clients: HashMap::new(),
@@ -412,7 +426,33 @@ impl MemoryRoom {
             active: AtomicU64::new(0),
             session_idle_ms: AtomicU64::new(idle),
             random,
-            shuffler: Shuffler::new(),
+            seeds: Seeds::new(),
+            spent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Spends a challenge's salt until `until_ms`: true the first time. Expired ones are
+    /// forgotten when the set is full; should it still be full, the answer is refused (and
+    /// the page asks again) rather than the set grown without bound.
+    pub fn spend(&self, salt: u128, until_ms: u64, now_ms: u64) -> bool {
+        let mut spent = lock(&self.spent);
+        if spent.len() >= SPENT_MAX {
+            spent.retain(|_, until| *until > now_ms);
+            if spent.len() >= SPENT_MAX {
+                tracing::warn!("the challenge replay set is full: an answer is refused");
+                return false;
+            }
+        }
+        match spent.entry(salt) {
+            std::collections::hash_map::Entry::Occupied(mut e) if *e.get() <= now_ms => {
+                e.insert(until_ms);
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(until_ms);
+                true
+            }
         }
     }
 
@@ -540,6 +580,7 @@ impl MemoryRoom {
         }
         if prequeue && line.prequeue_from.is_none() {
             line.prequeue_from = Some(ticket);
+            self.commit(line, now_ms);
         }
         let now = self.ds(now_ms);
         let due = now.saturating_add(Self::ds_len(line.limits.waiter_ttl));
@@ -930,17 +971,23 @@ impl MemoryRoom {
             while budget > 0 && skipped < SKIP_BOUND {
                 // First those from an earlier generation, by join time; then those who came
                 // back after their turn passed, in slot order; then onwards from the cursor.
-                let slot = if let Some(Reverse((_, slot))) = line.restored.pop() {
-                    slot
+                let (slot, walking) = if let Some(Reverse((_, slot))) = line.restored.pop() {
+                    (slot, false)
                 } else if let Some(Reverse(slot)) = line.returns.pop() {
-                    slot
+                    (slot, false)
                 } else if line.cursor < line.base + line.waiters.len() as u64 {
                     line.cursor += 1;
-                    line.cursor - 1
+                    (line.cursor - 1, true)
                 } else {
                     break;
                 };
-                if self.grant_if_present(line, slot, now, present_ttl, hold, &mut report) {
+                // The draw's walk: as in Redis, a place counts once its holder is in line.
+                let in_line = walking && Self::waiter_mut(line, slot).is_some_and(|w| w.in_line());
+                let granted = self.grant_if_present(line, slot, now, present_ttl, hold, &mut report);
+                if in_line {
+                    Self::walked(line, slot, granted);
+                }
+                if granted {
                     budget -= 1;
                 } else {
                     skipped += 1;
@@ -1115,21 +1162,46 @@ impl MemoryRoom {
         }
     }
 
-    /// Draws the pre-queue into a uniformly random order once the event has opened, or at
-    /// once when its opening time was cleared: those who came before are never served in
-    /// arrival order. The order is drawn without the room's lock (a million places take tens
-    /// of milliseconds); only moving the waiters into it takes the lock. True if it drew.
+    /// Fixes a new seed for the pre-queue about to begin, unless one not drawn yet was
+    /// announced already: the commitment precedes the pre-queue's first ticket.
+    fn commit(&self, line: &mut Line, now_ms: u64) {
+        if line.draw.as_ref().is_none_or(|d| d.drawn.is_some()) {
+            line.draw = Some(Draw { seed: self.seeds.next(), committed_ms: now_ms, drawn: None });
+            line.walk.clear();
+        }
+    }
+
+    /// The room's draw as published (see `draw.rs`). While an event is announced (an
+    /// opening time ahead), a commitment exists even before the first visitor.
+    pub fn draw(&self, now_ms: u64, walk_from: usize) -> (Option<Draw>, Vec<Step>) {
+        let mut line = lock(&self.line);
+        if line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens) {
+            self.commit(&mut line, now_ms);
+        }
+        (line.draw.clone(), line.walk.get(walk_from..).unwrap_or_default().to_vec())
+    }
+
+    /// Draws the pre-queue into the order of its seed once the event has opened, or at once
+    /// when its opening time was cleared: those who came before are never served in arrival
+    /// order. The order is drawn without the room's lock (a million places take about a
+    /// second); only moving the waiters into it takes the lock. True if it drew.
     fn open_prequeue(&self, now_ms: u64) -> bool {
-        let (from, n) = {
+        let (from, n, seed) = {
             let mut line = lock(&self.line);
             let Some(from) = line.prequeue_from else { return false };
             if line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens) {
                 return false;
             }
             let next = line.next_ticket;
-            (from, *line.prequeue_end.get_or_insert(next) - from)
+            let n = *line.prequeue_end.get_or_insert(next) - from;
+            // Committed when the pre-queue began; the fallback is for a state without one.
+            self.commit(&mut line, now_ms);
+            (from, n, line.draw.as_ref().map(|d| d.seed.clone()).unwrap_or_default())
         };
-        let order = self.shuffler.permutation(usize::try_from(n).unwrap_or(usize::MAX));
+        let order: Vec<u32> = draw::order(&seed, from, from + n)
+            .into_iter()
+            .map(|t| u32::try_from(t - from).unwrap_or(u32::MAX))
+            .collect();
         let mut line = lock(&self.line);
         // Only this tick draws, and a line holding a pre-queue is never reset; checked anyway.
         if line.prequeue_from != Some(from) || line.prequeue_end != Some(from + n) {
@@ -1137,15 +1209,30 @@ impl MemoryRoom {
         }
         line.prequeue_from = None;
         line.prequeue_end = None;
+        if let Some(d) = line.draw.as_mut() {
+            d.drawn = Some(Drawn { first: from, end: from + n, at_ms: now_ms });
+        }
+        line.walk.clear();
         if n >= 2 {
-            Self::draw(&mut line, from, order);
+            Self::move_drawn(&mut line, from, order);
         }
         true
     }
 
+    /// Notes the admitter walking past `slot`, if it is a place of the last draw held by
+    /// someone still in line: `admitted` or passed over.
+    fn walked(line: &mut Line, slot: u64, admitted: bool) {
+        let Some(drawn) = line.draw.as_ref().and_then(|d| d.drawn) else { return };
+        if !(drawn.first..drawn.end).contains(&slot) {
+            return;
+        }
+        let ticket = Self::ticket_of(line, slot);
+        line.walk.push(Step { position: slot - drawn.first, ticket, admitted });
+    }
+
     /// Moves the pre-queue starting at `from` into `order` (`order[k]`: the ticket offset
     /// placed at slot offset `k`).
-    fn draw(line: &mut Line, from: u64, order: Vec<u32>) {
+    fn move_drawn(line: &mut Line, from: u64, order: Vec<u32>) {
         let n = order.len();
         let start = (from - line.base) as usize;
         let before: Vec<Waiter> = line.waiters.range(start..start + n).copied().collect();

@@ -352,6 +352,29 @@ impl RoomStore {
         }
     }
 
+    /// Spends an answered challenge's salt until `until_ms` (DESIGN §3, "Bots pay"): true
+    /// the first time on any node, so each answer yields one ticket.
+    pub async fn spend(&self, salt: u128, until_ms: u64, now_ms: u64) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(room) => Ok(room.spend(salt, until_ms, now_ms)),
+            Self::Redis(room) => room.spend(salt, until_ms, now_ms).await,
+        }
+    }
+
+    /// The room's draw (DESIGN §3, "A draw anyone can check"), with the admitter's walk
+    /// through it from entry `walk_from` on. While an event is announced, asking makes the
+    /// commitment if there is none yet.
+    pub async fn draw(
+        &self,
+        now_ms: u64,
+        walk_from: usize,
+    ) -> Result<(Option<draw::Draw>, Vec<draw::Step>), StoreError> {
+        match self {
+            Self::Memory(room) => Ok(room.draw(now_ms, walk_from)),
+            Self::Redis(room) => room.draw(now_ms, walk_from).await,
+        }
+    }
+
     /// Takes over a session admitted in an earlier generation, up to `max_active`; false if
     /// it cannot be (its generation is this one, so it ended; or there is no room).
     pub async fn adopt(&self, admitted: Admitted, now_ms: u64) -> Result<bool, StoreError> {

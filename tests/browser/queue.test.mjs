@@ -372,6 +372,8 @@ const scenarios = {
     await page.goto(target);
     check(await page.locator("#usher[data-status=prequeue]").count() === 1, "the pre-queue state is shown");
     check(/opens soon/.test(await text(page, "#lead")), "the pre-queue explanation");
+    check(await page.locator("a#draw[href='/.usher/draw/" + ROOM + "']").count() === 1, "the page links to the room's draw");
+    check(/^\d+$/.test(await text(page, "#ticket")), "the page shows the ticket number");
     const start = await text(page, "#countdown");
     await until("the countdown runs", async () => (await text(page, "#countdown")) !== start, 5000);
     await shoot(page, "prequeue");
@@ -380,6 +382,60 @@ const scenarios = {
       page.url() === target && (await bodyText(page)) === "/letters/10", 40000);
     network(log, target);
     await context.close();
+  },
+
+  // Bots pay, people don't notice ([room.challenge], the defaults: 8 puzzles of 13 bits). The
+  // page's worker solves the challenge while the page stays calm, with no third-party call;
+  // axe audits the state (its answer held back until then). How long the solving takes is
+  // printed at 1× and at 4× CPU throttling (Lighthouse's mid-range phone), from the page's
+  // load to its answer. Without JavaScript, the page waits and joins by itself.
+  async challenge() {
+    const target = USHER_URL + "/letters/14";
+    {
+      const { context, log } = await visitor();
+      const page = await context.newPage();
+      let release;
+      const audited = new Promise((ok) => { release = ok; });
+      await page.route((u) => u.pathname === "/.usher/challenge", async (route) => { await audited; await route.continue(); });
+      await page.goto(target);
+      check(await page.locator("#usher[data-status=challenge]").count() === 1, "a newcomer is given a challenge");
+      check((await text(page, "h1")) === "One moment", "the heading is calm");
+      check(/do not need to do anything/.test(await text(page, "#lead")), "the page says nothing is asked of the person");
+      check(await page.locator("#work-status[role=status]").count() === 1, "progress is announced in a status region");
+      check(!(await ticketOf(context)), "no ticket before the work is done");
+      await shoot(page, "challenge");
+      await audit(page, "challenge");
+      await until("the worker reports its progress", async () => Number(await page.locator("#work").getAttribute("value")) > 0);
+      await audit(page, "challenge (solved, answering)");
+      release();
+      await until("the browser solves it, joins, and lands on the page it asked for", async () =>
+        page.url() === target && (await bodyText(page)) === "/letters/14", 60000);
+      check(log.requests.some((u) => u === ORIGIN + "/.usher/challenge.js"), "the work ran in usher's own worker");
+      network(log, target);
+      await context.close();
+    }
+    for (const rate of [1, 4]) {
+      const { context } = await visitor();
+      const page = await context.newPage();
+      const cdp = await context.newCDPSession(page);
+      await cdp.send("Emulation.setCPUThrottlingRate", { rate });
+      let loaded = 0, answered = 0;
+      page.on("request", (r) => { if (r.method() === "POST" && r.url().includes("/.usher/challenge?")) answered = Date.now(); });
+      page.on("load", () => { if (!loaded) loaded = Date.now(); });
+      await page.goto(USHER_URL + "/letters/15");
+      await until("solved at " + rate + "× CPU throttling", () => answered > 0, 120000);
+      console.log("figure: the challenge (8 puzzles of 13 bits) solved " + (answered - loaded) + " ms after the page loaded, at " + rate + "× CPU throttling");
+      await context.close();
+    }
+    {
+      const { context } = await visitor({ javaScriptEnabled: false });
+      const page = await context.newPage();
+      await page.goto(USHER_URL + "/letters/16");
+      check(/Without JavaScript this takes about 3 seconds/.test(await text(page, "main")), "the page without JavaScript says it waits instead");
+      await until("without JavaScript the page joins after its wait and lands on the page it asked for", async () =>
+        (await bodyText(page)) === "/letters/16", 60000);
+      await context.close();
+    }
   },
 
   // Stepping away keeps the place (DESIGN §3). The page is frozen through the DevTools

@@ -39,6 +39,7 @@ pub fn room(name: &str) -> RoomConfig {
         template: None,
         adaptive: None,
         no_show_bound: 0.3,
+        challenge: None,
     }
 }
 

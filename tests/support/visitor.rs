@@ -2,7 +2,7 @@
 //! (127.x.y.z), keeps its connection alive and keeps its own cookie jar, as a browser or an
 //! app would.
 
-use super::client::{Reply, ReqBody, connect_from, empty};
+use super::client::{Reply, ReqBody, connect_from, empty, full};
 use super::cookies::{TICKET, decode_ticket};
 use http::Request;
 use http::header;
@@ -109,16 +109,33 @@ impl Visitor {
 
     /// `GET path` with extra headers; retried on a fresh connection if the kept one closed.
     pub async fn request(&mut self, path: &str, headers: Vec<(&str, &str)>) -> Reply {
+        self.send(http::Method::GET, path, headers, None).await
+    }
+
+    /// `POST path` with a JSON body, as a page's script answers usher.
+    pub async fn post_json(&mut self, path: &str, body: &str) -> Reply {
+        let headers = vec![("accept", "application/json"), ("content-type", "application/json")];
+        self.send(http::Method::POST, path, headers, Some(body)).await
+    }
+
+    async fn send(
+        &mut self,
+        method: http::Method,
+        path: &str,
+        headers: Vec<(&str, &str)>,
+        body: Option<&str>,
+    ) -> Reply {
         let mut last_error = String::new();
         for _ in 0..3 {
-            let mut builder = Request::get(path).header(header::HOST, self.usher.to_string());
+            let mut builder =
+                Request::builder().method(method.clone()).uri(path).header(header::HOST, self.usher.to_string());
             for (name, value) in &headers {
                 builder = builder.header(*name, *value);
             }
             if let Some(cookies) = cookie_header(&self.jar) {
                 builder = builder.header(header::COOKIE, cookies);
             }
-            let req = builder.body(empty()).expect("valid request");
+            let req = builder.body(body.map_or_else(empty, |b| full(b.to_string()))).expect("valid request");
             let ready = match self.sender.as_mut() {
                 Some(sender) => sender.ready().await.is_ok(),
                 None => false,
@@ -149,7 +166,7 @@ impl Visitor {
             self.received.extend(reply.set_cookies());
             return reply;
         }
-        panic!("GET {path} from {} failed three times: {last_error}", self.ip);
+        panic!("{method} {path} from {} failed three times: {last_error}", self.ip);
     }
 
     /// The number on the visitor's ticket cookie.

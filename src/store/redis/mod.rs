@@ -7,8 +7,9 @@
 //!   called by its SHA (the `redis::Script` type falls back to loading it on `NOSCRIPT`),
 //!   so a crash between two commands cannot leave half a change.
 //! - The line is a sorted set of tickets by slot: a waiter's place is its rank, O(log n).
-//!   A pre-queued ticket gets a random slot inside its pre-queue's range at join, drawn by
-//!   the node from the system's secure random source; the order is shown after the opening.
+//!   A pre-queued ticket waits at its arrival slot, shown no place, until the opening: the
+//!   lease holder then moves the pre-queue to the slots of its seed's order, which anyone
+//!   can check (`draw_*.lua`, `super::draw`).
 //! - One node at a time admits: the tick script holds a lease with a fencing token and
 //!   grants only while the caller's token is the lease's (see `lua/tick.lua`).
 //! - No Redis call per proxied request: passes are checked against this node's
@@ -37,6 +38,7 @@ pub use connection::StoreConnection;
 pub use runtime::{RedisRuntime, RoomSpec};
 pub use sentinel::SentinelConnection;
 
+use super::draw::{Draw, Drawn, Step};
 use super::{
     Admitted, BreakGlass, JoinOutcome, Pace, Place, PollOutcome, Returning, RoomFigures, RoomLimits, Session,
     StoreError, TickReport, TicketRef,
@@ -67,9 +69,12 @@ static SET_LIMITS: LazyLock<Script> = script!("set_limits.lua");
 static FIGURES: LazyLock<Script> = script!("figures.lua");
 static RESTORE: LazyLock<Script> = script!("restore.lua");
 static ADOPT: LazyLock<Script> = script!("adopt.lua");
+static DRAW_BEGIN: LazyLock<Script> = script!("draw_begin.lua");
+static DRAW_PLACE: LazyLock<Script> = script!("draw_place.lua");
+static DRAW_READ: LazyLock<Script> = script!("draw_read.lua");
 
 /// The keys of a room, in the order of `lua/prelude.lua`.
-const KEY_NAMES: [&str; 20] = [
+const KEY_NAMES: [&str; 21] = [
     "limits",
     "state",
     "line",
@@ -90,7 +95,13 @@ const KEY_NAMES: [&str; 20] = [
     "returns",
     "returns:away_ms",
     "restored",
+    "draw:walk",
 ];
+
+/// Tickets one `draw_place.lua` call moves: a few milliseconds of Redis's time, so a
+/// million-ticket draw never blocks Redis for long at once; and within what Lua's `unpack`
+/// takes (8,000 values: a ticket and its slot each).
+const DRAW_BATCH: usize = 2_000;
 
 /// Most expired or abandoned entries one tick handles of each kind; the rest wait for the
 /// next tick, so one tick never blocks Redis for long.
@@ -131,8 +142,8 @@ pub struct RedisRoom {
     known_limits: Mutex<RoomLimits>,
     ticks: AtomicU64,
     random: SystemRandom,
-    /// A pre-queued ticket's random place (see `lua/join.lua`).
-    shuffler: super::draw::Shuffler,
+    /// Seeds for the pre-queues' draws (see `lua/join.lua`).
+    seeds: super::draw::Seeds,
     /// The keyspace's generation as of the last answer (0 before the first).
     generation: AtomicU64,
     /// This node's view of the line: polls answered without a Redis call, and the
@@ -185,13 +196,7 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
+use super::draw::hex;
 
 /// The error code `prelude.lua` answers when the room's limits are gone from Redis (it was
 /// restarted without its data): matched by code, not by message text.
@@ -237,7 +242,7 @@ impl RedisRoom {
             known_limits: Mutex::new(limits),
             ticks: AtomicU64::new(0),
             random: SystemRandom::new(),
-            shuffler: super::draw::Shuffler::new(),
+            seeds: super::draw::Seeds::new(),
             generation: AtomicU64::new(0),
             waiters: Waiters::default(),
             given_clock: false,
@@ -362,10 +367,7 @@ impl RedisRoom {
     pub async fn join(&self, client: ClientKey, now_ms: u64) -> Result<JoinOutcome, StoreError> {
         let id = self.random_u128();
         let mut call = self.invocation(&JOIN);
-        call.arg(self.at(now_ms))
-            .arg(hex(&client.0))
-            .arg(format!("{id:032x}"))
-            .arg(self.shuffler.fraction().to_string());
+        call.arg(self.at(now_ms)).arg(hex(&client.0)).arg(format!("{id:032x}")).arg(self.seeds.next());
         call.arg(self.candidate());
         let answer = ints(&self.run(&call).await?, "join")?;
         self.forget_cache();
@@ -487,7 +489,7 @@ impl RedisRoom {
             .arg(returning.joined_ms)
             .arg(self.candidate())
             .arg(millis(window).min(RESTORE_WINDOW_MAX_MS))
-            .arg(self.shuffler.fraction().to_string());
+            .arg(self.seeds.next());
         let answer = ints(&self.run(&call).await?, "restore")?;
         self.forget_cache();
         let &[number, generation] = answer.as_slice() else { return Err(malformed("restore")) };
@@ -532,6 +534,23 @@ impl RedisRoom {
             }
             _ => Err(malformed("touch")),
         }
+    }
+
+    /// See [`super::RoomStore::spend`]: one key per answered challenge, gone when the
+    /// challenge expires, in the room's hash slot.
+    pub async fn spend(&self, salt: u128, until_ms: u64, now_ms: u64) -> Result<bool, StoreError> {
+        let room = self.keys[0].strip_suffix(":limits").unwrap_or(&self.keys[0]);
+        let key = format!("{room}:spent:{salt:032x}");
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(until_ms.saturating_sub(now_ms).max(1))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
     }
 
     pub async fn end_session(&self, id: u128) -> Result<bool, StoreError> {
@@ -604,14 +623,16 @@ impl RedisRoom {
         };
         let generation = int(generation).ok_or_else(|| malformed("tick generation"))?;
         self.saw_generation(generation);
-        self.waiters.set_view(parse_view(view, to_u64(generation), now_ms)?);
+        let view = parse_view(view, to_u64(generation), now_ms)?;
+        let undrawn = view.prequeue_from.is_some();
+        self.waiters.set_view(view);
         let new_token = string(new_token).ok_or_else(|| malformed("tick token"))?;
         let lease = self.lease_changed(&token, &new_token);
         let holder = !new_token.is_empty();
         *lock(&self.token) = new_token;
 
         let counts = ints(counts, "tick counts")?;
-        let [granted, abandoned, expired_grants, expired_sessions, opened, away, returned] = counts.as_slice() else {
+        let [granted, abandoned, expired_grants, expired_sessions, away, returned] = counts.as_slice() else {
             return Err(malformed("tick counts"));
         };
         let this_tick = Totals {
@@ -632,7 +653,15 @@ impl RedisRoom {
         self.waiter_ttl_ms.store(millis(limits.waiter_ttl), Relaxed);
         *lock(&self.known_limits) = limits.clone();
         let figures = parse_figures(figures)?;
+        let open = limits.opens_at_ms.is_none_or(|opens| now_ms >= opens);
         *lock(&self.cached) = Some(Cached { now_ms, figures, limits });
+        // Unreachable midway, the draw is made again in full at the next tick.
+        let drawn = holder && undrawn && open && {
+            self.draw_prequeue(now_ms).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the pre-queue's draw was interrupted; it is made again at the next tick");
+                false
+            })
+        };
         if self.ticks.fetch_add(1, Relaxed) % SWEEP_EVERY == 0 {
             self.sessions.sweep(now_ms, self.session_idle_ms.load(Relaxed));
             self.waiters.sweep(now_ms);
@@ -643,7 +672,7 @@ impl RedisRoom {
             expired_grants: counted.expired_grants,
             expired_sessions: to_u64(*expired_sessions),
             waits_ms: ints(waits, "tick waits")?.into_iter().map(to_u64).collect(),
-            opened: *opened == 1,
+            opened: drawn,
             away: counted.away,
             returned: counted.returned,
             away_ms: ints(away_ms, "tick away")?.into_iter().map(to_u64).collect(),
@@ -652,6 +681,59 @@ impl RedisRoom {
             answers: Some(ints(answers, "tick answers")?.into_iter().map(to_u64).collect::<Vec<_>>())
                 .filter(|a| !a.is_empty()),
         })
+    }
+
+    /// The lease holder draws the pre-queue once the event opened (DESIGN §3, `draw.rs`):
+    /// its tickets move to the slots of the seed's order, a batch per call. Until the last
+    /// batch nobody is granted (`lua/tick.lua`); the next tick opens the line in that order.
+    /// True once drawn (the line is open).
+    async fn draw_prequeue(&self, now_ms: u64) -> Result<bool, StoreError> {
+        let mut call = self.invocation(&DRAW_BEGIN);
+        call.arg(self.at(now_ms)).arg(self.seeds.next());
+        let Value::Array(parts) = self.run(&call).await? else { return Err(malformed("draw")) };
+        let [from, end, seed] = parts.as_slice() else { return Ok(false) };
+        let (Some(from), Some(end), Some(seed)) = (int(from), int(end), string(seed)) else {
+            return Err(malformed("draw"));
+        };
+        let (from, end) = (to_u64(from), to_u64(end));
+        let started = std::time::Instant::now();
+        let order = super::draw::order(&seed, from, end);
+        let batches = order.len().div_ceil(DRAW_BATCH).max(1);
+        for (i, batch) in order.chunks(DRAW_BATCH).chain(order.is_empty().then_some(&[][..])).enumerate() {
+            let mut call = self.invocation(&DRAW_PLACE);
+            call.arg(self.at(now_ms)).arg(from).arg(end).arg(u8::from(i + 1 == batches));
+            call.arg(lock(&self.token).clone()).arg(self.lease_ms);
+            let place = from + (i * DRAW_BATCH) as u64;
+            for (k, ticket) in batch.iter().enumerate() {
+                call.arg(*ticket).arg(place + k as u64);
+            }
+            if int(&self.run(&call).await?) != Some(1) {
+                return Ok(false);
+            }
+        }
+        self.forget_cache();
+        tracing::info!(tickets = order.len(), ms = started.elapsed().as_millis() as u64, "the pre-queue was drawn");
+        Ok(true)
+    }
+
+    /// The room's draw as published, with the admitter's walk from entry `walk_from` on.
+    pub async fn draw(&self, now_ms: u64, walk_from: usize) -> Result<(Option<Draw>, Vec<Step>), StoreError> {
+        let mut call = self.invocation(&DRAW_READ);
+        call.arg(self.at(now_ms)).arg(self.seeds.next()).arg(walk_from);
+        let Value::Array(parts) = self.run(&call).await? else { return Err(malformed("draw")) };
+        let [seed, committed, first, end, drawn, walk] = parts.as_slice() else { return Err(malformed("draw")) };
+        let number = |v: &Value| string(v).and_then(|s| s.parse::<u64>().ok());
+        let draw = string(seed).filter(|s| !s.is_empty()).map(|seed| Draw {
+            seed,
+            committed_ms: number(committed).unwrap_or_default(),
+            drawn: match (number(first), number(end), number(drawn)) {
+                (Some(first), Some(end), Some(at_ms)) => Some(Drawn { first, end, at_ms }),
+                _ => None,
+            },
+        });
+        let Value::Array(walk) = walk else { return Err(malformed("draw walk")) };
+        let steps = walk.iter().filter_map(string).filter_map(|s| parse_step(&s)).collect();
+        Ok((draw, steps))
     }
 
     /// What an answer's tick counted, from the room's running `totals`: the difference from
@@ -850,16 +932,28 @@ fn parse_figures(v: &Value) -> Result<RoomFigures, StoreError> {
 /// The tick's view of the line: {cursor or '', grants so far, pre-queue start or '', restoring}.
 fn parse_view(v: &Value, generation: u64, now_ms: u64) -> Result<LineView, StoreError> {
     let Value::Array(parts) = v else { return Err(malformed("tick view")) };
-    let [cursor, granted, prequeue_from, restoring] = parts.as_slice() else { return Err(malformed("tick view")) };
+    let [cursor, granted, prequeue_from, restoring, prequeue_end] = parts.as_slice() else {
+        return Err(malformed("tick view"));
+    };
     let text = |v: &Value| string(v).filter(|s| !s.is_empty());
     Ok(LineView {
         generation,
         cursor: text(cursor).and_then(|s| s.parse().ok()),
         granted: to_u64(int(granted).ok_or_else(|| malformed("tick view"))?),
         prequeue_from: text(prequeue_from).and_then(|s| s.parse().ok()),
+        prequeue_end: text(prequeue_end).and_then(|s| s.parse().ok()),
         restoring: int(restoring) == Some(1),
         at_ms: now_ms,
     })
+}
+
+/// A walk entry of `lua/tick.lua`: "position:ticket:admitted".
+fn parse_step(s: &str) -> Option<Step> {
+    let mut parts = s.split(':').map(str::parse::<u64>);
+    let (Some(Ok(position)), Some(Ok(ticket)), Some(Ok(admitted))) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    Some(Step { position, ticket, admitted: admitted == 1 })
 }
 
 fn to_u64(v: i64) -> u64 {

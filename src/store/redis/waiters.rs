@@ -43,8 +43,9 @@ pub struct LineView {
     pub cursor: Option<f64>,
     /// Waiters that ever left the line by a grant, in this generation.
     pub granted: u64,
-    /// The first ticket of a pre-queue not drawn yet.
+    /// The first ticket of a pre-queue not drawn yet, and once the event opened its end.
     pub prequeue_from: Option<u64>,
+    pub prequeue_end: Option<u64>,
     /// A restore window is open: places are being settled.
     pub restoring: bool,
     /// When this node learned it (its own clock).
@@ -140,7 +141,8 @@ impl Waiters {
         }
         let mut known = self.known.get_mut(&ticket.number)?;
         let k = *known;
-        let still_prequeue = view.prequeue_from.is_some_and(|from| ticket.number >= from);
+        let still_prequeue = view.prequeue_from.is_some_and(|from| ticket.number >= from)
+            && view.prequeue_end.is_none_or(|end| ticket.number < end);
         let turn_may_have_come = view.cursor.is_some_and(|cursor| cursor >= k.slot);
         let heard_in_time = now_ms < k.heard_ms.saturating_add(k.allowance_ms).saturating_sub(stale_ms);
         if k.generation != view.generation
@@ -257,7 +259,7 @@ mod tests {
     const TTL: u64 = 30_000;
 
     fn view(cursor: Option<f64>, granted: u64, at_ms: u64) -> LineView {
-        LineView { generation: 7, cursor, granted, prequeue_from: None, restoring: false, at_ms }
+        LineView { generation: 7, cursor, granted, prequeue_from: None, prequeue_end: None, restoring: false, at_ms }
     }
 
     fn learned(ahead: u64, slot: f64, granted: u64) -> Learned {

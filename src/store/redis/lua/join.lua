@@ -1,17 +1,24 @@
--- join(now, client, session_id, draw, generation): admit at once when nobody waits and there
--- is room, else a ticket at the tail. `draw` in [0, 1) places a pre-queued ticket at random
--- among the others of its pre-queue; the order is only shown after the opening. Answers
--- {1, expires, generation} (admitted) or {0 | 2 (reused), ticket, generation}.
+-- join(now, client, session_id, seed, generation): admit at once when nobody waits and there
+-- is room, else a ticket at the tail. A pre-queued ticket waits in arrival order, shown no
+-- place, until the lease holder draws the pre-queue at the opening (draw_*.lua); `seed` is
+-- the draw's if this ticket begins a pre-queue. Answers {1, expires, generation} (admitted)
+-- or {0 | 2 (reused), ticket, generation}.
 local lim = limits()
 if not lim then
   return no_limits()
 end
 local now = clock(ARGV[1])
-local client, id, draw = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local client, id, seed = ARGV[2], ARGV[3], ARGV[4]
 local gen = generation(ARGV[5], now)
 local prequeue = lim.opens ~= nil and now < lim.opens
-if not prequeue then
-  redis.call('HDEL', S, 'prequeue_from')
+-- Once the event opened, later arrivals are never drawn in with those who came before (an
+-- opening moved back into the future before the draw opens the range again).
+if redis.call('HEXISTS', S, 'prequeue_from') == 1 then
+  if prequeue then
+    redis.call('HDEL', S, 'prequeue_end')
+  else
+    redis.call('HSETNX', S, 'prequeue_end', tonumber(redis.call('HGET', S, 'next_ticket')) or 0)
+  end
 end
 -- Those away hold their places but are not in the way (see the memory store's join).
 local nobody_present = redis.call('ZCARD', Q) == redis.call('ZCARD', W)
@@ -40,13 +47,8 @@ if live >= lim.cap then
 end
 local ticket = redis.call('HINCRBY', S, 'next_ticket', 1) - 1
 local slot = ticket
-if prequeue then
-  local from = tonumber(redis.call('HGET', S, 'prequeue_from'))
-  if not from then
-    from = ticket
-    redis.call('HSET', S, 'prequeue_from', ticket)
-  end
-  slot = from + draw
+if prequeue and redis.call('HSETNX', S, 'prequeue_from', ticket) == 1 then
+  commit(seed, now)
 end
 redis.call('ZADD', Q, slot, ticket)
 redis.call('ZADD', H, now, ticket)

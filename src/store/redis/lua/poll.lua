@@ -51,9 +51,10 @@ if not ahead then
   return {0}
 end
 local away_ahead = redis.call('ZCOUNT', W, '-inf', '(' .. slot)
-local from = tonumber(redis.call('HGET', S, 'prequeue_from'))
+local pq = redis.call('HMGET', S, 'prequeue_from', 'prequeue_end')
+local from, pq_end = tonumber(pq[1]), tonumber(pq[2])
 local prequeue = 0
-if from and tonumber(ticket) >= from then
+if from and tonumber(ticket) >= from and not (pq_end and tonumber(ticket) >= pq_end) then
   prequeue = 1
 end
 

@@ -1,7 +1,7 @@
 -- Shared by every usher script (DESIGN §8). All keys of a room share one hash tag, so a
 -- script touches one Redis Cluster slot. Times are Unix milliseconds: Redis's own clock
 -- (TIME), so that every node agrees, unless the caller gives one (the tests do).
-local L, S, Q, H, G, T, K, N, SS, SX, SC, M, A, CL, CT, W, D, R, RM, RS = unpack(KEYS)
+local L, S, Q, H, G, T, K, N, SS, SX, SC, M, A, CL, CT, W, D, R, RM, RS, DW = unpack(KEYS)
 -- L  limits (hash)                 S  counters: next ticket, bucket, meter, pre-queue, fence,
 --                                     cursor (the last slot the admitter passed), returns
 -- Q  in line: ticket -> line slot  H  present: ticket -> last heartbeat
@@ -16,6 +16,9 @@ local L, S, Q, H, G, T, K, N, SS, SX, SC, M, A, CL, CT, W, D, R, RM, RS = unpack
 -- M  admissions per second (60 slots "sec:count")             A  admitter lease "node:fence"
 -- CL claimed ticket -> "session:expires:waited"   CT claimed ticket -> when (kept a claim window)
 -- RS restored: "generation:ticket" of an earlier generation -> ticket in this one
+-- DW the last draw's walk: "position:ticket:admitted" for each drawn place the admitter passed
+-- S holds the pre-queue (prequeue_from, and prequeue_end once the event opened) and its draw
+-- (draw_seed, draw_committed; draw_first, draw_end, draw_drawn once drawn): see draw.rs.
 -- S also holds the keyspace's generation (a random id, gone with the keyspace) and when it
 -- began, the end of a restore window, and the last tick and grace start (outages).
 
@@ -70,6 +73,18 @@ local function limits()
   -- State lives as long as the longest thing in it, plus an hour of slack.
   lim.keep = math.max(lim.smax, lim.idle, lim.hold, lim.claim) + 3600000
   return lim
+end
+
+-- A pre-queue begins: its draw's seed (the caller's random `seed`) is fixed now, before its
+-- first ticket, unless one announced earlier is still undrawn (draw.rs).
+local function commit(seed, now)
+  local d = redis.call('HMGET', S, 'draw_seed', 'draw_drawn')
+  if d[1] and not d[2] then
+    return
+  end
+  redis.call('HSET', S, 'draw_seed', seed, 'draw_committed', now)
+  redis.call('HDEL', S, 'draw_first', 'draw_end', 'draw_drawn')
+  redis.call('DEL', DW)
 end
 
 local function no_limits()

@@ -1,4 +1,4 @@
--- restore(now, client, old, joined, generation, window, draw): puts a waiter whose ticket
+-- restore(now, client, old, joined, generation, window, seed): puts a waiter whose ticket
 -- `old` ("generation:number") is of an earlier generation back in line by its original join
 -- time: its slot lies before every slot of this generation (0, 1, ...), in join order. The
 -- first restore opens a restore window of `window` ms in which nobody is granted, so those
@@ -9,7 +9,7 @@ if not lim then
   return no_limits()
 end
 local now = clock(ARGV[1])
-local client, old, joined, window, draw = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local client, old, joined, window, seed = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[6]), ARGV[7]
 local gen, started = generation(ARGV[5], now)
 local known = redis.call('HGET', RS, old)
 if known then
@@ -19,12 +19,10 @@ local ticket = redis.call('HINCRBY', S, 'next_ticket', 1) - 1
 local slot
 if lim.opens ~= nil and now < lim.opens then
   -- Inside a pre-queue the order is drawn anyway: back in it like anyone there.
-  local from = tonumber(redis.call('HGET', S, 'prequeue_from'))
-  if not from then
-    from = ticket
-    redis.call('HSET', S, 'prequeue_from', ticket)
+  if redis.call('HSETNX', S, 'prequeue_from', ticket) == 1 then
+    commit(seed, now)
   end
-  slot = from + draw
+  slot = ticket
 else
   -- By the second it joined (before this generation began), then by its old number: that
   -- kept the exact order within its generation. Exact in a double: 2^17 s x 2^26 numbers.

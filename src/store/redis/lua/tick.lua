@@ -10,7 +10,9 @@
 --     does step 3, checked here, in the same atomic script, so two nodes never admit at once.
 --  3. Expires sessions and grants; marks waiters away (no poll for waiter_ttl; skipped,
 --     place held) and abandons those away past hold; grants those who came back after
---     their turn, then onwards from the cursor, within the budget. The budget refills at
+--     their turn, then onwards from the cursor, within the budget (none while an opened
+--     pre-queue awaits its draw, which the holder makes after this call), noting each place
+--     of the last draw the cursor passes (the draw's walk). The budget refills at
 --     admit_per_minute × release_pm / 1000: the holder's make-up for grants left unclaimed.
 --  4. Adds the node's forwarded answers since its last tick (`answers`: "i:count,..." over
 --     [errors, latency bucket 0, 1, ...], for the adaptive outflow) to the room's sums in S;
@@ -97,7 +99,7 @@ else
   token = ''
 end
 
-local granted, abandoned, expired_grants, expired_sessions, opened, away, returned = 0, 0, 0, 0, 0, 0, 0
+local granted, abandoned, expired_grants, expired_sessions, away, returned = 0, 0, 0, 0, 0, 0
 local waits, away_ms = {}, {}
 if token ~= '' then
   -- Idle sessions, then those past their lifetime.
@@ -108,9 +110,13 @@ if token ~= '' then
     expired_sessions = expired_sessions + end_session(id)
   end
 
-  -- Opened, or its opening time cleared: the pre-queue's order stands from now on.
-  if not (lim.opens and now < lim.opens) and redis.call('HDEL', S, 'prequeue_from') == 1 then
-    opened = 1
+  -- Opened, or its opening time cleared: the pre-queue's range is closed, and the holder
+  -- draws it after this call (draw_begin.lua, draw_place.lua). Until it has, nobody is
+  -- granted: not even those who came after the pre-queue.
+  local undrawn = false
+  if redis.call('HEXISTS', S, 'prequeue_from') == 1 and not (lim.opens and now < lim.opens) then
+    redis.call('HSETNX', S, 'prequeue_end', tonumber(redis.call('HGET', S, 'next_ticket')) or 0)
+    undrawn = true
   end
 
   -- Returns since the last tick (written by poll.lua), for the metrics.
@@ -176,7 +182,7 @@ if token ~= '' then
 
   -- Off lets everyone in: the line drains at up to `bound` a tick, past any limit.
   local off = lim.mode == 'off'
-  local closed = restoring(now)
+  local closed = restoring(now) or undrawn
     or (not off and (lim.mode == 'paused' or lim.mode == 'closed' or (lim.opens ~= nil and now < lim.opens)))
   if not closed then
     local tokens, updated = refill({ rate = lim.rate * release_pm / 1000.0 }, now)
@@ -232,7 +238,12 @@ if token ~= '' then
       end
     end
 
-    -- Then onwards from the cursor.
+    -- Then onwards from the cursor, noting each place of the last draw it passes (DW).
+    local drawn = redis.call('HMGET', S, 'draw_first', 'draw_end', 'draw_drawn')
+    local draw_first, draw_end = tonumber(drawn[1]), tonumber(drawn[2])
+    if not drawn[3] then
+      draw_first = nil
+    end
     local cursor = redis.call('HGET', S, 'cursor')
     while budget > 0 and looked < bound do
       local from = cursor and ('(' .. cursor) or '-inf'
@@ -246,7 +257,11 @@ if token ~= '' then
         end
         cursor = batch[i + 1]
         looked = looked + 1
-        try_grant(batch[i], cursor)
+        local admitted = try_grant(batch[i], cursor)
+        local slot = tonumber(cursor)
+        if draw_first and slot >= draw_first and slot < draw_end then
+          redis.call('RPUSH', DW, string.format('%d:%s:%d', slot - draw_first, batch[i], admitted and 1 or 0))
+        end
       end
     end
     if cursor then
@@ -256,7 +271,7 @@ if token ~= '' then
     save_bucket(math.max(tokens, 0), updated)
     meter_record(now, granted)
   end
-  keep(lim, L, S, Q, H, G, T, K, N, SS, SX, SC, M, CL, CT, W, D, R, RS)
+  keep(lim, L, S, Q, H, G, T, K, N, SS, SX, SC, M, CL, CT, W, D, R, RS, DW)
 end
 
 local limits_now = redis.call('HMGET', L, 'max_active', 'admit_per_minute', 'session_idle', 'session_max',
@@ -275,12 +290,12 @@ for i = 1, 4 do
   totals[i] = tonumber(totals[i]) or 0
 end
 -- The line as the nodes answer polls from it until the next tick (waiters.rs).
-local line = redis.call('HMGET', S, 'cursor', 'q_granted', 'prequeue_from')
+local line = redis.call('HMGET', S, 'cursor', 'q_granted', 'prequeue_from', 'prequeue_end')
 local restoring_now = 0
 if restoring(now) then
   restoring_now = 1
 end
-local view = {line[1] or '', tonumber(line[2]) or 0, line[3] or '', restoring_now}
+local view = {line[1] or '', tonumber(line[2]) or 0, line[3] or '', restoring_now, line[4] or ''}
 local answers = {}
 if take_answers and token ~= '' then
   local fields = {}
@@ -292,5 +307,5 @@ if take_answers and token ~= '' then
   end
   redis.call('HDEL', S, unpack(fields))
 end
-return {token, {granted, abandoned, expired_grants, expired_sessions, opened, away, returned}, figures(now), ended, waits,
+return {token, {granted, abandoned, expired_grants, expired_sessions, away, returned}, figures(now), ended, waits,
   limits_now, away_ms, gen, totals, view, answers}
