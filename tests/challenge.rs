@@ -176,6 +176,31 @@ async fn without_javascript_the_page_joins_after_its_wait_and_an_empty_room_asks
     stop_usher(usher).await;
 }
 
+/// Two nodes on one Redis: an answer spent on one is spent on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_an_answer_spent_on_one_node_is_refused_on_the_other() {
+    let redis = RedisServer::start();
+    let backend = Upstream::start_mailbox().await;
+    let node = || {
+        let url = redis.url();
+        usher_with_rooms_and(&backend, vec![challenged("a")], move |c| {
+            c.store = usher::config::StoreConfig::Redis(usher::config::RedisTarget::Server { url })
+        })
+    };
+    let (a, b) = (node(), node());
+    let mut on_a = Visitor::new(ip(34, 1), a.http_addr.expect("http"));
+    let c = challenge_of(&mut on_a).await;
+    let (url, answer) = (c["answer_url"].as_str().expect("url").to_string(), solved(&c));
+    let joined = on_a.post_json(&url, &answer).await;
+    assert_eq!(joined.status, StatusCode::OK, "{}", joined.text());
+    assert!(on_a.ticket_number().is_some());
+    // The same client, the same answer, through the other node.
+    let mut on_b = Visitor::new(ip(34, 1), b.http_addr.expect("http"));
+    refused(&mut on_b, &url, &answer, "challenge_replayed").await;
+    stop_usher(a).await;
+    stop_usher(b).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_keeps_asking_gets_harder_challenges_within_max_bits() {
     let backend = Upstream::start_mailbox().await;

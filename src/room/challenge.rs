@@ -443,6 +443,25 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_room_asks_more_of_everyone_within_max_bits() {
+        let metrics = crate::metrics::Metrics::new(1);
+        let challenger = Challenger::new(metrics.challenge("r"));
+        challenger.reconfigure(Some(&ChallengeConfig { busy_per_second: 2, ..default_config() }));
+        let sealer =
+            super::super::tokens::Sealer::new(&crate::secrets::Secrets::new(vec![vec![9; 32]]).expect("secret"));
+        let bits: Vec<u8> = (0u8..200)
+            .map(|i| challenger.issue(&sealer, 1, "r", (&ClientKey([i; 16]), None, "/"), 5_000_000 + u64::from(i)).bits)
+            .collect();
+        // Distinct clients, so no suspicion. The rate is over 10 s: up to 2 a second (29
+        // issued) the room is not busy (15 bits); then a bit per doubling, never past 18.
+        assert_eq!((bits[28], bits[29]), (15, 16), "{bits:?}");
+        assert_eq!((bits[48], bits[49]), (16, 17), "{bits:?}");
+        assert_eq!(bits[199], 18, "{bits:?}");
+        let issued = challenger.issue(&sealer, 1, "r", (&ClientKey([1; 16]), None, "/a b"), 5_000_500);
+        assert!(issued.noscript_url.ends_with("&to=/a%20b"), "{}", issued.noscript_url);
+    }
+
+    #[test]
     fn the_load_is_the_last_ten_seconds_rate() {
         let l = PerSecond::default();
         for i in 0..1000 {
