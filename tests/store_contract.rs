@@ -564,6 +564,42 @@ async fn the_draw_is_committed_before_the_first_ticket_and_the_line_is_served_in
     }
 }
 
+/// The first drawn waiter leaves its turn unclaimed: it is held at its drawn place, not at
+/// the place it arrived at (in Redis the draw moves the line, the record follows at the grant).
+#[tokio::test]
+async fn a_drawn_turn_left_unclaimed_is_held_at_its_drawn_place() {
+    use usher::store::draw;
+    let mut l = limits();
+    l.opens_at_ms = Some(T0 + 10_000);
+    l.max_active = 1;
+    for (name, store) in &stores(l.clone()).await {
+        let early = futures_collect(&store, 0..30, T0).await;
+        let mut now = T0;
+        while now < T0 + 10_000 {
+            now += 1000;
+            for t in &early {
+                let _ = store.poll(*t, now).await.expect("poll");
+            }
+            store.tick(now).await.expect("tick");
+        }
+        let (drawn, _) = store.draw(now, 0).await.expect("draw");
+        let drawn = drawn.expect("drawn");
+        let range = drawn.drawn.expect("drawn");
+        let order = draw::order(&drawn.seed, range.first, range.end);
+        let first = early.iter().copied().find(|t| t.number == order[0]).expect("first drawn");
+        // Everyone else polls through the claim window (20 s); the first drawn does not.
+        while now < T0 + 10_000 + 25_000 {
+            now += 1000;
+            for t in early.iter().filter(|t| **t != first) {
+                let _ = store.poll(*t, now).await.expect("poll");
+            }
+            store.tick(now).await.expect("tick");
+        }
+        let held = place(&store, first, now).await;
+        assert_eq!(held.ahead, 0, "{name}: held at the head of the drawn line (arrived {}th)", order[0] - range.first);
+    }
+}
+
 #[tokio::test]
 async fn pause_admits_nobody_and_resume_continues_in_order() {
     let mut l = limits();

@@ -1,7 +1,8 @@
--- draw_place(now, from, end, last, token, lease_ms, [ticket, slot]...): moves drawn tickets to their slots
--- (`from` + place in the drawn order), wherever the line keeps one, if the pre-queue is
--- still [from, end) and undrawn. One command per key for the whole batch (at most 2,000
--- tickets: Lua's unpack takes 8,000 values). Placing is idempotent: a holder that lost the
+-- draw_place(now, from, end, last, token, lease_ms, [ticket, slot]...): moves drawn tickets
+-- to their slots (`from` + place in the drawn order) in the line and its away and returned
+-- sets, if the pre-queue is still [from, end) and undrawn: one command per set for the whole
+-- batch (at most 2,000 tickets: Lua's unpack takes 8,000 values). The tickets' records keep
+-- their arrival slot until granted (tick.lua writes the drawn one then). Placing is idempotent: a holder that lost the
 -- lease midway is followed by one that places the same. `last` = 1 on the last batch: the
 -- draw is made and published, and the line opens in its order. Each batch renews the
 -- holder's lease (`token`): a long draw is not taken for a dead holder and drawn twice.
@@ -16,32 +17,18 @@ end
 if redis.call('GET', A) == ARGV[5] then
   redis.call('PEXPIRE', A, tonumber(ARGV[6]))
 end
-local tickets, scored = {}, {}
+local scored = {}
 for i = 7, #ARGV, 2 do
-  tickets[#tickets + 1] = ARGV[i]
   scored[#scored + 1] = ARGV[i + 1]
   scored[#scored + 1] = ARGV[i]
 end
-if #tickets > 0 then
+if #scored > 0 then
   -- XX: only where the ticket is (in line; away; come back), never adding it elsewhere.
+  -- The away and returned sets are mostly empty: not asked to look up 2,000 tickets then.
   for _, set in ipairs({Q, W, R}) do
-    redis.call('ZADD', set, 'XX', unpack(scored))
-  end
-  local records = redis.call('HMGET', T, unpack(tickets))
-  local moved = {}
-  for i, v in ipairs(records) do
-    if v then
-      local joined, rest = split(v)
-      local client = rest
-      if string.find(rest, ':', 1, true) then
-        client = split(rest)
-      end
-      moved[#moved + 1] = tickets[i]
-      moved[#moved + 1] = string.format('%s:%s:%s', joined, client, scored[2 * i - 1])
+    if set == Q or redis.call('ZCARD', set) > 0 then
+      redis.call('ZADD', set, 'XX', unpack(scored))
     end
-  end
-  if #moved > 0 then
-    redis.call('HSET', T, unpack(moved))
   end
 end
 if last == '1' then

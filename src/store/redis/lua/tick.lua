@@ -212,7 +212,13 @@ if token ~= '' then
       redis.call('ZREM', H, t)
       redis.call('ZREM', R, t)
       redis.call('ZADD', G, now + lim.claim, t)
-      local joined = record(t) or now
+      local joined, client, kept = record(t)
+      -- A turn not claimed is held by the slot in the ticket's record (poll.lua): it follows
+      -- the line's here, where a draw moved it (draw_place.lua leaves records alone).
+      if joined and tonumber(kept) ~= tonumber(slot) then
+        redis.call('HSET', T, t, string.format('%d:%s:%s', joined, client, slot))
+      end
+      joined = joined or now
       waits[#waits + 1] = math.max(now - joined, 0)
       tokens = tokens - 1
       budget = budget - 1
