@@ -211,11 +211,15 @@ async fn a_client_that_keeps_asking_gets_harder_challenges_within_max_bits() {
     if into_minute > 50 {
         tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
     }
-    let mut bits = Vec::new();
+    let (mut bits, mut waits) = (Vec::new(), Vec::new());
     let mut eve = Visitor::new(ip(33, 1), addr);
     for _ in 0..40 {
-        bits.push(challenge_of(&mut eve).await["bits"].as_u64().expect("bits"));
+        let c = challenge_of(&mut eve).await;
+        bits.push(c["bits"].as_u64().expect("bits"));
+        waits.push(c["noscript_wait_seconds"].as_u64().expect("wait"));
     }
+    // Without JavaScript the wait doubles as the work does (2 s at the base).
+    assert_eq!((waits[0], waits[4], waits[8], waits[39]), (2, 4, 8, 16), "{waits:?}");
     // 4 a minute at the base; each doubling past that a bit more, up to max_bits (9).
     assert_eq!(&bits[..4], [6, 6, 6, 6], "{bits:?}");
     assert_eq!(&bits[4..8], [7, 7, 7, 7], "{bits:?}");

@@ -17,7 +17,8 @@
 //!   a fixed-size count-min sketch that holds no key.
 //! - **Without JavaScript** the page refreshes itself after `noscript_wait` to the same
 //!   answer path with no nonces, which is accepted from then on: a slower lane that costs a
-//!   script time rather than CPU, never a wall.
+//!   script time rather than CPU, never a wall. The wait doubles with each bit that load or
+//!   suspicion added, as the work does, up to 90 % of the challenge's lifetime.
 
 use crate::config::{ChallengeConfig, RoomMode};
 use crate::identity::ClientKey;
@@ -262,7 +263,7 @@ impl Challenger {
             puzzles: config.puzzles,
             answer_url,
             expires_in_seconds: config.ttl.as_secs(),
-            noscript_wait_seconds: config.noscript_wait.as_secs(),
+            noscript_wait_seconds: noscript_wait_ms(&config, bits).div_ceil(1000),
         }
     }
 
@@ -293,7 +294,7 @@ impl Challenger {
         }
         if answer.nonces.is_empty() {
             // The page without JavaScript: its wait is its work.
-            if now_ms < c.issued_ms + millis(config.noscript_wait) {
+            if now_ms < c.issued_ms + noscript_wait_ms(&config, c.bits) {
                 return Err(Refusal::TooEarly);
             }
         } else if answer.nonces.len() != usize::from(c.puzzles)
@@ -318,6 +319,13 @@ impl Challenger {
         self.metrics.refused.inc();
         self.metrics.refusals[why as usize].inc();
     }
+}
+
+/// How long the page without JavaScript waits for a challenge of `bits`: `noscript_wait`,
+/// doubled for each bit above the base, and always inside the challenge's lifetime.
+fn noscript_wait_ms(config: &ChallengeConfig, bits: u8) -> u64 {
+    let extra = u32::from(bits.saturating_sub(config.bits)).min(16);
+    (millis(config.noscript_wait) << extra).min(millis(config.ttl) / 10 * 9)
 }
 
 /// `[room.challenge]` with every default (what `config::raw` fills in).
