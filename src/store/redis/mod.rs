@@ -684,9 +684,9 @@ impl RedisRoom {
     }
 
     /// The lease holder draws the pre-queue once the event opened (DESIGN §3, `draw.rs`):
-    /// its tickets move to the slots of the seed's order, a batch per call. Until the last
-    /// batch nobody is granted (`lua/tick.lua`); the next tick opens the line in that order.
-    /// True once drawn (the line is open).
+    /// its tickets move to the slots of the seed's order, a batch per call. Nobody is granted
+    /// until the last batch, which opens the line (`lua/tick.lua`, `lua/draw_place.lua`); the
+    /// next tick grants in the drawn order. True once drawn.
     async fn draw_prequeue(&self, now_ms: u64) -> Result<bool, StoreError> {
         let mut call = self.invocation(&DRAW_BEGIN);
         call.arg(self.at(now_ms)).arg(self.seeds.next());
