@@ -69,16 +69,7 @@ impl ProxyError {
             Self::ClientAborted => "client_aborted",
             Self::BadTarget(_) => "bad_request",
             Self::StoreUnavailable => "store_unavailable",
-            Self::ChallengeRefused(why) => match why {
-                crate::room::challenge::Refusal::Malformed => "challenge_malformed",
-                crate::room::challenge::Refusal::Forged => "challenge_forged",
-                crate::room::challenge::Refusal::WrongRoom => "challenge_wrong_room",
-                crate::room::challenge::Refusal::WrongClient => "challenge_wrong_client",
-                crate::room::challenge::Refusal::Expired => "challenge_expired",
-                crate::room::challenge::Refusal::TooEarly => "challenge_too_early",
-                crate::room::challenge::Refusal::WrongAnswer => "challenge_wrong_answer",
-                crate::room::challenge::Refusal::Replayed => "challenge_replayed",
-            },
+            Self::ChallengeRefused(why) => why.code(),
         }
     }
 

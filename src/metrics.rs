@@ -249,7 +249,7 @@ pub struct ChallengeMetrics {
     pub solved: IntCounter,
     pub refused: IntCounter,
     /// By [`crate::room::challenge::Refusal`], in its order.
-    pub refusals: Vec<IntCounter>,
+    pub refusals: [IntCounter; crate::room::challenge::Refusal::ALL.len()],
     /// From issue to a valid answer, as the server sees it.
     pub solve_seconds: Histogram,
     /// The difficulty each challenge was issued at.
@@ -611,9 +611,7 @@ impl Metrics {
             solved: f.challenges.with_label_values(&[name, "solved"]),
             refused: f.challenges.with_label_values(&[name, "refused"]),
             refusals: crate::room::challenge::Refusal::ALL
-                .iter()
-                .map(|why| f.challenge_refusals.with_label_values(&[name, why.label()]))
-                .collect(),
+                .map(|why| f.challenge_refusals.with_label_values(&[name, why.label()])),
             solve_seconds: f.challenge_solve.with_label_values(&[name]),
             bits: f.challenge_bits.with_label_values(&[name]),
         }

@@ -146,8 +146,14 @@ pub fn parse_sha256(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Lowercase hex of `bytes` (token hashes, the draw's seeds and commitments, node ids).
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }
 
 /// A fresh token: 32 random bytes, base64url without padding (43 characters, safe in a

@@ -518,7 +518,7 @@ async fn the_draw_is_committed_before_the_first_ticket_and_the_line_is_served_in
     l.max_active = 1000;
     for (name, store) in &stores(l.clone()).await {
         // Announced: a commitment before anyone came, kept through the pre-queue.
-        let (before, walk) = store.draw(T0 - 1000, 0).await.expect("draw");
+        let (before, walk) = store.draw(T0 - 1000).await.expect("draw");
         let before = before.expect("a commitment while the event is announced");
         assert!(before.drawn.is_none() && walk.is_empty(), "{name}");
         let early = futures_collect(&store, 0..30, T0).await;
@@ -533,14 +533,14 @@ async fn the_draw_is_committed_before_the_first_ticket_and_the_line_is_served_in
             }
             store.tick(T0 + at).await.expect("tick");
         }
-        let (committed, _) = store.draw(T0 + 59_000, 0).await.expect("draw");
+        let (committed, _) = store.draw(T0 + 59_000).await.expect("draw");
         assert_eq!(committed.as_ref(), Some(&before), "{name}: one seed for the whole pre-queue");
 
         assert!(store.tick(T0 + 60_000).await.expect("tick").opened, "{name}");
         let present: Vec<TicketRef> = early.iter().copied().filter(|t| *t != gone).collect();
         let admitted = admit_all(&store, &present, T0 + 60_000).await;
 
-        let (drawn, walk) = store.draw(T0 + 70_000, 0).await.expect("draw");
+        let (drawn, walk) = store.draw(T0 + 70_000).await.expect("draw");
         let drawn = drawn.expect("drawn");
         let range = drawn.drawn.expect("drawn");
         assert_eq!((range.first, range.end), (early[0].number, early[29].number + 1), "{name}");
@@ -582,7 +582,7 @@ async fn a_drawn_turn_left_unclaimed_is_held_at_its_drawn_place() {
             }
             store.tick(now).await.expect("tick");
         }
-        let (drawn, _) = store.draw(now, 0).await.expect("draw");
+        let (drawn, _) = store.draw(now).await.expect("draw");
         let drawn = drawn.expect("drawn");
         let range = drawn.drawn.expect("drawn");
         let order = draw::order(&drawn.seed, range.first, range.end);

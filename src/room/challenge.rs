@@ -138,17 +138,23 @@ impl Refusal {
         Self::Replayed,
     ];
 
-    pub fn label(self) -> &'static str {
+    /// The `error` of its JSON answer.
+    pub fn code(self) -> &'static str {
         match self {
-            Self::Malformed => "malformed",
-            Self::Forged => "forged",
-            Self::WrongRoom => "wrong_room",
-            Self::WrongClient => "wrong_client",
-            Self::Expired => "expired",
-            Self::TooEarly => "too_early",
-            Self::WrongAnswer => "wrong_answer",
-            Self::Replayed => "replayed",
+            Self::Malformed => "challenge_malformed",
+            Self::Forged => "challenge_forged",
+            Self::WrongRoom => "challenge_wrong_room",
+            Self::WrongClient => "challenge_wrong_client",
+            Self::Expired => "challenge_expired",
+            Self::TooEarly => "challenge_too_early",
+            Self::WrongAnswer => "challenge_wrong_answer",
+            Self::Replayed => "challenge_replayed",
         }
+    }
+
+    /// Its `reason` label in the metrics: the code without the prefix.
+    pub fn label(self) -> &'static str {
+        &self.code()["challenge_".len()..]
     }
 }
 

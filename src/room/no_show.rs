@@ -3,8 +3,8 @@
 //! sees fewer arrivals than the outflow promises. The admitter measures the share of grants
 //! that expire unclaimed over a recent window and releases `rate / (1 − share)`, as
 //! smoketurner's release formula does, with the share bounded by `room.no_show_bound` so that
-//! a burst of expiries can never more than double (at the default bound of 0.3, about 1.4×)
-//! what reaches the mailbox.
+//! a burst of expiries can raise the release by at most `1 / (1 − bound)`: about 1.43× at the
+//! default of 0.3, 10× at the largest bound the configuration takes (0.9).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

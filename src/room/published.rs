@@ -30,7 +30,7 @@ impl Published {
                 return Ok(body.clone());
             }
         }
-        let (draw, walk) = store.draw(now_ms, 0).await?;
+        let (draw, walk) = store.draw(now_ms).await?;
         let mut json = serde_json::to_vec(&Publication::new(room, draw.as_ref(), walk)).unwrap_or_default();
         json.push(b'\n');
         let body = Bytes::from(json);

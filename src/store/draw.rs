@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
+use crate::operators::hex;
+
 /// Where a room's draw stands, as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draw {
@@ -72,14 +74,6 @@ pub fn order(seed: &str, first: u64, end: u64) -> Vec<u64> {
     let mut keyed: Vec<([u8; 32], u64)> = (first..end).map(|t| (key(seed, t), t)).collect();
     keyed.sort_unstable();
     keyed.into_iter().map(|(_, t)| t).collect()
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// A source of seeds: ChaCha20 seeded once from the system's secure source, so a seed per

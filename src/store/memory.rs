@@ -443,17 +443,12 @@ impl MemoryRoom {
                 return false;
             }
         }
-        match spent.entry(salt) {
-            std::collections::hash_map::Entry::Occupied(mut e) if *e.get() <= now_ms => {
-                e.insert(until_ms);
-                true
-            }
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(until_ms);
-                true
-            }
+        // Spent and not yet expired: refused. (An expired one's token is refused before this.)
+        let fresh = spent.get(&salt).is_none_or(|until| *until <= now_ms);
+        if fresh {
+            spent.insert(salt, until_ms);
         }
+        fresh
     }
 
     /// Sets how long a pause between ticks may be before it counts as an outage: a few of
@@ -1173,12 +1168,12 @@ impl MemoryRoom {
 
     /// The room's draw as published (see `draw.rs`). While an event is announced (an
     /// opening time ahead), a commitment exists even before the first visitor.
-    pub fn draw(&self, now_ms: u64, walk_from: usize) -> (Option<Draw>, Vec<Step>) {
+    pub fn draw(&self, now_ms: u64) -> (Option<Draw>, Vec<Step>) {
         let mut line = lock(&self.line);
         if line.limits.opens_at_ms.is_some_and(|opens| now_ms < opens) {
             self.commit(&mut line, now_ms);
         }
-        (line.draw.clone(), line.walk.get(walk_from..).unwrap_or_default().to_vec())
+        (line.draw.clone(), line.walk.clone())
     }
 
     /// Draws the pre-queue into the order of its seed once the event has opened, or at once

@@ -362,16 +362,12 @@ impl RoomStore {
     }
 
     /// The room's draw (DESIGN §3, "A draw anyone can check"), with the admitter's walk
-    /// through it from entry `walk_from` on. While an event is announced, asking makes the
-    /// commitment if there is none yet.
-    pub async fn draw(
-        &self,
-        now_ms: u64,
-        walk_from: usize,
-    ) -> Result<(Option<draw::Draw>, Vec<draw::Step>), StoreError> {
+    /// through it. While an event is announced, asking makes the commitment if there is none
+    /// yet.
+    pub async fn draw(&self, now_ms: u64) -> Result<(Option<draw::Draw>, Vec<draw::Step>), StoreError> {
         match self {
-            Self::Memory(room) => Ok(room.draw(now_ms, walk_from)),
-            Self::Redis(room) => room.draw(now_ms, walk_from).await,
+            Self::Memory(room) => Ok(room.draw(now_ms)),
+            Self::Redis(room) => room.draw(now_ms).await,
         }
     }
 

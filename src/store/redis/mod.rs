@@ -196,7 +196,7 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-use super::draw::hex;
+use crate::operators::hex;
 
 /// The error code `prelude.lua` answers when the room's limits are gone from Redis (it was
 /// restarted without its data): matched by code, not by message text.
@@ -716,10 +716,10 @@ impl RedisRoom {
         Ok(true)
     }
 
-    /// The room's draw as published, with the admitter's walk from entry `walk_from` on.
-    pub async fn draw(&self, now_ms: u64, walk_from: usize) -> Result<(Option<Draw>, Vec<Step>), StoreError> {
+    /// The room's draw as published, with the admitter's walk through it.
+    pub async fn draw(&self, now_ms: u64) -> Result<(Option<Draw>, Vec<Step>), StoreError> {
         let mut call = self.invocation(&DRAW_READ);
-        call.arg(self.at(now_ms)).arg(self.seeds.next()).arg(walk_from);
+        call.arg(self.at(now_ms)).arg(self.seeds.next());
         let Value::Array(parts) = self.run(&call).await? else { return Err(malformed("draw")) };
         let [seed, committed, first, end, drawn, walk] = parts.as_slice() else { return Err(malformed("draw")) };
         let number = |v: &Value| string(v).and_then(|s| s.parse::<u64>().ok());

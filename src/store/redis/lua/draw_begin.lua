@@ -6,10 +6,9 @@ if not lim then
   return no_limits()
 end
 local now = clock(ARGV[1])
-local from = redis.call('HGET', S, 'prequeue_from')
-if not from or (lim.opens and now < lim.opens) then
+if not close_prequeue(lim, now) then
   return {}
 end
-redis.call('HSETNX', S, 'prequeue_end', tonumber(redis.call('HGET', S, 'next_ticket')) or 0)
 commit(ARGV[2], now)
-return {tonumber(from), tonumber(redis.call('HGET', S, 'prequeue_end')), redis.call('HGET', S, 'draw_seed')}
+local pq = redis.call('HMGET', S, 'prequeue_from', 'prequeue_end', 'draw_seed')
+return {tonumber(pq[1]), tonumber(pq[2]), pq[3]}

@@ -11,15 +11,7 @@ local now = clock(ARGV[1])
 local client, id, seed = ARGV[2], ARGV[3], ARGV[4]
 local gen = generation(ARGV[5], now)
 local prequeue = lim.opens ~= nil and now < lim.opens
--- Once the event opened, later arrivals are never drawn in with those who came before (an
--- opening moved back into the future before the draw opens the range again).
-if redis.call('HEXISTS', S, 'prequeue_from') == 1 then
-  if prequeue then
-    redis.call('HDEL', S, 'prequeue_end')
-  else
-    redis.call('HSETNX', S, 'prequeue_end', tonumber(redis.call('HGET', S, 'next_ticket')) or 0)
-  end
-end
+close_prequeue(lim, now)
 -- Those away hold their places but are not in the way (see the memory store's join).
 local nobody_present = redis.call('ZCARD', Q) == redis.call('ZCARD', W)
 if lim.mode == 'off' and not restoring(now) then

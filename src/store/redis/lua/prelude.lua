@@ -87,6 +87,22 @@ local function commit(seed, now)
   redis.call('DEL', DW)
 end
 
+-- The event opened (or its opening time was cleared) while a pre-queue was collected: its
+-- range is closed, so later arrivals are never drawn in with it, until the lease holder
+-- draws it (draw_*.lua); an opening moved back into the future before the draw opens it
+-- again. True while an opened pre-queue awaits its draw.
+local function close_prequeue(lim, now)
+  if redis.call('HEXISTS', S, 'prequeue_from') == 0 then
+    return false
+  end
+  if lim.opens and now < lim.opens then
+    redis.call('HDEL', S, 'prequeue_end')
+    return false
+  end
+  redis.call('HSETNX', S, 'prequeue_end', tonumber(redis.call('HGET', S, 'next_ticket')) or 0)
+  return true
+end
+
 local function no_limits()
   return redis.error_reply('USHER_NOLIMITS room limits are missing')
 end

@@ -113,11 +113,7 @@ if token ~= '' then
   -- Opened, or its opening time cleared: the pre-queue's range is closed, and the holder
   -- draws it after this call (draw_begin.lua, draw_place.lua). Until it has, nobody is
   -- granted: not even those who came after the pre-queue.
-  local undrawn = false
-  if redis.call('HEXISTS', S, 'prequeue_from') == 1 and not (lim.opens and now < lim.opens) then
-    redis.call('HSETNX', S, 'prequeue_end', tonumber(redis.call('HGET', S, 'next_ticket')) or 0)
-    undrawn = true
-  end
+  local undrawn = close_prequeue(lim, now)
 
   -- Returns since the last tick (written by poll.lua), for the metrics.
   returned = tonumber(redis.call('HGET', S, 'returned')) or 0
