@@ -20,8 +20,11 @@
 #   -d  where the reports go (default: a new /tmp/usher-adaptive.* directory): one directory
 #       per run (usher.toml, visitors.json, upstream.json, logs, final /metrics), table.md
 #       and adaptive.svg
-#   -r  which runs to make (default "fixed-high fixed-low adaptive"); a run not made this
-#       time is read from OUT_DIR if an earlier one left it there
+#   -r  which runs to make (default "fixed-high fixed-low adaptive"; "fixed-right" is a fourth:
+#       the outflow fixed at -f % of the true capacity, the guess an operator who knew the
+#       mailbox would make, and so the p99 a perfect controller could hope for); a run not made
+#       this time is read from OUT_DIR if an earlier one left it there
+#   -f  the fixed-right run's share of the capacity, in % (default 90)
 #
 # Each admitted visitor makes 3 mailbox requests, 0.5 s apart. The mailbox answers at most
 # C / B requests a second, so its true capacity is 60 × C / B / 3 admissions a minute (6,400
@@ -32,24 +35,24 @@
 set -euo pipefail
 
 N=15000 OVER=10 CAP=32 BASE_MS=100 TARGET=250 LIMIT=200 BASE=18520 OUT=""
-RUNS="fixed-high fixed-low adaptive" PERIOD=2
-while getopts "n:o:c:b:t:e:l:p:d:r:h" o; do
+RUNS="fixed-high fixed-low adaptive" PERIOD=2 RIGHT=90
+while getopts "n:o:c:b:t:e:l:p:d:r:f:h" o; do
   case $o in
     n) N=$OPTARG ;; o) OVER=$OPTARG ;; c) CAP=$OPTARG ;; b) BASE_MS=$OPTARG ;;
-    t) TARGET=$OPTARG ;; e) PERIOD=$OPTARG ;; l) LIMIT=$OPTARG ;; p) BASE=$OPTARG ;; d) OUT=$OPTARG ;; r) RUNS=$OPTARG ;;
+    t) TARGET=$OPTARG ;; e) PERIOD=$OPTARG ;; l) LIMIT=$OPTARG ;; p) BASE=$OPTARG ;; d) OUT=$OPTARG ;; r) RUNS=$OPTARG ;; f) RIGHT=$OPTARG ;;
     h) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
 . "$(dirname "$0")/lib.sh"
-lib_numbers "$N" "$OVER" "$CAP" "$BASE_MS" "$TARGET" "$PERIOD" "$LIMIT" "$BASE"
+lib_numbers "$N" "$OVER" "$CAP" "$BASE_MS" "$TARGET" "$PERIOD" "$LIMIT" "$BASE" "$RIGHT"
 lib_need curl
 [ "$CAP" -gt 0 ] && [ "$BASE_MS" -gt 0 ] || lib_die "-c and -b must be above 0"
 
 REQUESTS=3
 CAPACITY=$((60 * CAP * 1000 / BASE_MS / REQUESTS))
-HIGH=$((3 * CAPACITY)) LOW=$((CAPACITY / 3))
+HIGH=$((3 * CAPACITY)) LOW=$((CAPACITY / 3)) RIGHT_RATE=$((CAPACITY * RIGHT / 100))
 [ "$LOW" -gt 0 ] || LOW=1
 
 [ -n "$OUT" ] || OUT=$(mktemp -d /tmp/usher-adaptive.XXXXXX)
@@ -106,6 +109,7 @@ echo "== the mailbox: $CAP in flight at $BASE_MS ms, so $CAPACITY admissions a m
 wanted() { [[ " $RUNS " == *" $1 "* ]]; }
 wanted fixed-high && run fixed-high "$HIGH" "" "$@"
 wanted fixed-low && run fixed-low "$LOW" "" "$@"
+wanted fixed-right && run fixed-right "$RIGHT_RATE" "" "$@"
 wanted adaptive && run adaptive "$LOW" "[room.adaptive]
 target_latency = \"${TARGET}ms\"
 quantile = 0.99
@@ -116,7 +120,7 @@ period = \"${PERIOD}s\"" "$@"
 
 # Every run this directory holds, made now or earlier (-r).
 REPORTED=()
-for r in fixed-high fixed-low adaptive; do
+for r in fixed-high fixed-low fixed-right adaptive; do
   [ -f "$OUT/$r/visitors.json" ] && [ -f "$OUT/$r/upstream.json" ] && REPORTED+=("$r=$OUT/$r")
 done
 "$LOADGEN" adaptive-report --capacity-per-minute "$CAPACITY" --svg "$OUT/adaptive.svg" \

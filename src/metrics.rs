@@ -235,6 +235,7 @@ struct RoomFamilies {
     eta_accuracy: HistogramVec,
     origin_ended: IntCounterVec,
     adaptive: IntCounterVec,
+    adaptive_lines: prometheus::GaugeVec,
     restored: IntCounterVec,
     challenges: IntCounterVec,
     challenge_refusals: IntCounterVec,
@@ -295,6 +296,8 @@ pub struct RoomMetrics {
     pub origin_ended: IntCounter,
     /// The adaptive controller's decisions, one per period, by reason (labels: room, reason).
     adaptive: IntCounterVec,
+    /// What it judged the last period by: watched, floor, grow_below, cut_above.
+    adaptive_lines: [prometheus::Gauge; 4],
     room: String,
     /// Places and sessions of an earlier store generation taken over (DESIGN §8).
     pub restored_places: IntCounter,
@@ -305,6 +308,15 @@ impl RoomMetrics {
     /// Counts one decision of the adaptive outflow.
     pub fn adaptive_decision(&self, reason: &str) {
         self.adaptive.with_label_values(&[self.room.as_str(), reason]).inc();
+    }
+
+    /// Sets what the adaptive outflow judged its last period by.
+    pub fn adaptive_lines(&self, lines: &crate::room::adaptive::Lines) {
+        let [watched, floor, grow_below, cut_above] = &self.adaptive_lines;
+        watched.set(lines.watched);
+        floor.set(lines.floor);
+        grow_below.set(lines.grow_below);
+        cut_above.set(lines.cut_above);
     }
 }
 
@@ -415,6 +427,16 @@ impl Metrics {
         )
         .expect("static metric definition");
         r.register(Box::new(no_show_share.clone())).expect("each metric is registered once");
+        let adaptive_lines = prometheus::GaugeVec::new(
+            prometheus::Opts::new(
+                "usher_adaptive_latency_seconds",
+                "What the adaptive outflow judged its last period by: the watched quantile, its floor (lowest over the \
+                 last minutes), and the lines under which the rate grows and over which it is cut.",
+            ),
+            &["room", "line"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(adaptive_lines.clone())).expect("each metric is registered once");
         // 1 is an exact estimate; under 1 the wait was shorter than shown, over 1 longer.
         let eta_accuracy = histogram_vec(
             r,
@@ -491,11 +513,12 @@ impl Metrics {
             away_seconds,
             tick_seconds,
             no_show_share,
+            adaptive_lines,
             eta_accuracy,
             adaptive: counter_vec(
                 r,
                 "usher_adaptive_decisions_total",
-                "The adaptive outflow's decisions, one per period, by reason (errors and latency cut it, headroom grows it).",
+                "The adaptive outflow's decisions, one per period, by reason (errors, latency and queue cut it, headroom grows it).",
                 &["room", "reason"],
             ),
             origin_ended: counter_vec(
@@ -596,6 +619,8 @@ impl Metrics {
             tick_seconds: f.tick_seconds.with_label_values(&[name]),
             origin_ended: f.origin_ended.with_label_values(&[name]),
             adaptive: f.adaptive.clone(),
+            adaptive_lines: ["watched", "floor", "grow_below", "cut_above"]
+                .map(|line| f.adaptive_lines.with_label_values(&[name, line])),
             room: name.to_string(),
             restored_places: f.restored.with_label_values(&[name, "place"]),
             restored_sessions: f.restored.with_label_values(&[name, "session"]),

@@ -162,3 +162,53 @@ async fn two_nodes_on_redis_decide_once_from_both_nodes_answers_and_a_pin_on_eit
     stop_usher(a).await;
     stop_usher(b).await;
 }
+
+/// A target far above what the mailbox needs (2 s) is no licence to queue: the controller
+/// learns the mailbox's floor from its fast answers, and when they slow to 200 ms (a tenth of
+/// the target, but many times the floor) it cuts, for a `queue`, and says by what lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_over_the_mailboxs_own_floor_is_cut_long_before_a_generous_target() {
+    let backend = Upstream::start_mailbox().await;
+    let mut r = room("adapt");
+    r.max_active = 1000;
+    r.admit_per_minute = 600;
+    r.adaptive = Some(AdaptiveConfig { target: Duration::from_secs(2), ..bounds() });
+    let usher = usher_with_rooms_and(&backend, vec![r], |c| c.admin.token = Some(TOKEN.into()));
+    let (addr, admin) = (usher.http_addr.expect("http"), usher.admin_addr);
+    let mut first = Visitor::new(ip(18, 0), addr);
+    assert!(first.api("/inbox").await.forwarded());
+    let line =
+        |text: &str, name: &str| metric(text, "usher_adaptive_latency_seconds", &[("room", "adapt"), ("line", name)]);
+
+    let fast = load(addr, &first.jar, "/inbox", 8, Duration::from_millis(100));
+    eventually("the outflow grows on fast answers", Duration::from_secs(20), || async {
+        outflow(&metrics_text(admin).await) > 600.0
+    })
+    .await;
+    let text = metrics_text(admin).await;
+    assert!(line(&text, "floor") < 0.05, "a loopback mailbox's floor is milliseconds:\n{text}");
+    for task in fast {
+        task.abort();
+    }
+    let grown = outflow(&text);
+
+    let slow = load(addr, &first.jar, "/slow?ms=200", 16, Duration::ZERO);
+    eventually("a queue is cut", Duration::from_secs(20), || async {
+        let text = metrics_text(admin).await;
+        metric(&text, "usher_adaptive_decisions_total", &[("room", "adapt"), ("reason", "queue")]) >= 1.0
+    })
+    .await;
+    let text = metrics_text(admin).await;
+    assert!(outflow(&text) < grown, "cut from {grown}:\n{text}");
+    assert_eq!(
+        metric(&text, "usher_adaptive_decisions_total", &[("room", "adapt"), ("reason", "latency")]),
+        0.0,
+        "never over the 2 s target"
+    );
+    let (watched, cut_above) = (line(&text, "watched"), line(&text, "cut_above"));
+    assert!(cut_above < 0.1 && watched > cut_above, "200 ms answers over a cut line of {cut_above} s:\n{text}");
+    for task in slow {
+        task.abort();
+    }
+    stop_usher(usher).await;
+}

@@ -2,21 +2,33 @@
 //! `admit_per_minute` from what the mailbox's answers show, within the operator's bounds.
 //!
 //! The law is AIMD with a gradient on latency, as in TCP congestion control and Envoy's
-//! adaptive concurrency filter (whose gradient is `target / sampled`):
+//! adaptive concurrency filter, and like Envoy (its `minRTT`) and TCP Vegas it judges the
+//! latency against the mailbox's own floor as well as the operator's target:
 //! - errors over the budget: cut at once to [`ERROR_CUT`] of the rate (back off fast);
-//! - the latency quantile over its target: scale by the gradient `target / sampled`,
+//! - the latency quantile over its *cut line*: scale by the gradient `line / sampled`,
 //!   smoothed by half as Netflix's concurrency-limits smooths its own (`(1 + gradient) / 2`):
-//!   a queue just begun (the quantile a little over) is trimmed, a collapse is about halved;
-//! - the quantile under [`HEADROOM`] of its target: grow by [`GROWTH`] of the rate, at
-//!   least one admission a minute (grow slowly);
+//!   a queue just begun is trimmed, a collapse is about halved;
+//! - the quantile under its *growth line*: grow by [`GROWTH`] of the rate, at least one
+//!   admission a minute (grow slowly);
 //! - between the two, or too few answers to judge: hold.
 //!
-//! The band between [`HEADROOM`] × target and the target is what keeps a steady mailbox from
-//! oscillating: once its latency settles inside, nothing moves. A decrease is never followed
-//! by growth in the next period ([`COOL_DOWN`]): the answers of that period were still
-//! served at the old rate. Nor, in those periods, by a second decrease, unless the latency is
-//! past [`COLLAPSE`] × target: the queue the overshoot built is still draining, and the
-//! first measured run cut three times for one overshoot (to 0.55 of the capacity).
+//! The **floor** is the lowest quantile of the last [`FLOOR_WINDOW`]: what the mailbox answers
+//! in when no queue has formed. The growth line is [`AT_FLOOR`] × the floor (and never above
+//! [`HEADROOM`] × the target); the cut line is [`QUEUED`] × the floor (and never above the
+//! target). So the rate grows only while the mailbox answers as fast as it can, and is cut
+//! once a queue as long as its own service time has formed, whatever target the operator
+//! chose. The target alone was tried first, and measured (BENCHMARKS.md, "Adaptive outflow"):
+//! the controller held the quantile anywhere up to the target, so the mailbox sat on a queue,
+//! and each probe's overshoot (the visitors' requests come seconds after their admission)
+//! landed on it: p99 329 ms against a target of 250 ms. With a target at or past the latency
+//! at which the mailbox refuses, it let the mailbox fill until its 503s cut the rate.
+//!
+//! The band between the two lines is what keeps a steady mailbox from oscillating: once its
+//! latency settles inside, nothing moves. A decrease is never followed by growth in the next
+//! period ([`COOL_DOWN`]): the answers of that period were still served at the old rate. Nor,
+//! in those periods, by a second decrease, unless the latency is past [`COLLAPSE`] × the cut
+//! line: the queue the overshoot built is still draining, and the first measured run cut three
+//! times for one overshoot (to 0.55 of the capacity).
 //!
 //! Near the rate of the last decrease (from [`PROBE_FROM`] of it) growth slows to
 //! [`PROBE_GROWTH`], as TCP CUBIC flattens near its last loss: the capacity was found there,
@@ -25,14 +37,30 @@
 
 pub use crate::config::AdaptiveConfig as Bounds;
 use crate::store::RoomLimits;
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Share of the rate kept when errors pass the budget.
 pub const ERROR_CUT: f64 = 0.7;
-/// Latency under this share of the target leaves room to grow.
+/// Latency under this share of the target leaves room to grow (a bound on the growth line).
 pub const HEADROOM: f64 = 0.8;
+/// The growth line, as a multiple of the floor: within a tenth of it, no queue has formed.
+/// (Latency is read in buckets 20 % wide, so this is "in the floor's own bucket".)
+pub const AT_FLOOR: f64 = 1.1;
+/// The cut line, as a multiple of the floor: a queue as long as the service itself.
+pub const QUEUED: f64 = 2.0;
+/// How far back the floor looks. Long enough that a mailbox held near its capacity (whose
+/// quantile leaves the floor in most periods) still remembers it; short enough that a mailbox
+/// that became slower for good is judged by its new floor within minutes.
+pub const FLOOR_WINDOW: Duration = Duration::from_secs(150);
+/// Latency differences smaller than this are jitter, not a queue: the growth line is at
+/// least this far above the floor, and the cut line [`SHORTEST_QUEUE`] (a mailbox answering
+/// in 2 ms is not queueing at 4 ms).
+pub const NOISE: Duration = Duration::from_millis(10);
+/// The shortest queue the cut line stands for, however fast the mailbox.
+pub const SHORTEST_QUEUE: Duration = Duration::from_millis(50);
 /// Growth per period, as a share of the rate.
 pub const GROWTH: f64 = 0.05;
 /// The most a latency decrease cuts in one period (to half).
@@ -43,7 +71,7 @@ pub const MOST_CUT: f64 = 0.5;
 pub const SMOOTHING: f64 = 0.5;
 /// Periods after a decrease before growth may resume.
 pub const COOL_DOWN: u32 = 2;
-/// Latency past this multiple of the target is a collapse: cut even while cooling down.
+/// Latency past this multiple of the cut line is a collapse: cut even while cooling down.
 pub const COLLAPSE: f64 = 2.0;
 /// Growth slows from this share of the rate last cut from...
 pub const PROBE_FROM: f64 = 0.9;
@@ -65,7 +93,10 @@ pub struct Period {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     Errors,
+    /// Over the target.
     Latency,
+    /// Over the cut line drawn from the floor, under the target: a queue has formed.
+    Queue,
     Headroom,
     Steady,
     FewAnswers,
@@ -78,12 +109,52 @@ impl Reason {
         match self {
             Reason::Errors => "errors",
             Reason::Latency => "latency",
+            Reason::Queue => "queue",
             Reason::Headroom => "headroom",
             Reason::Steady => "steady",
             Reason::FewAnswers => "few_answers",
             Reason::CoolingDown => "cooling_down",
         }
     }
+}
+
+/// The lowest of the watched quantile over the last periods: the mailbox unloaded.
+#[derive(Debug, Clone)]
+struct Floor {
+    recent: VecDeque<f64>,
+    keep: usize,
+}
+
+impl Floor {
+    fn new(period: Duration) -> Self {
+        let keep = (FLOOR_WINDOW.as_secs_f64() / period.as_secs_f64().max(0.001)).ceil() as usize;
+        Floor { recent: VecDeque::new(), keep: keep.max(1) }
+    }
+
+    fn see(&mut self, latency: f64) {
+        if self.recent.len() == self.keep {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(latency);
+    }
+
+    fn lowest(&self) -> Option<f64> {
+        self.recent.iter().copied().reduce(f64::min)
+    }
+}
+
+/// What the controller judged a period by, in seconds: exported so that an SRE sees why it
+/// moved (`usher_adaptive_latency_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lines {
+    /// The period's watched quantile.
+    pub watched: f64,
+    /// The lowest of it over [`FLOOR_WINDOW`].
+    pub floor: f64,
+    /// Under this the rate grows.
+    pub grow_below: f64,
+    /// Over this the rate is cut.
+    pub cut_above: f64,
 }
 
 /// One room's controller: the effective rate and what it remembers between periods.
@@ -95,18 +166,36 @@ pub struct Controller {
     cooling: u32,
     /// The rate the last decrease cut from (0: none, or grown past).
     ceiling: f64,
+    floor: Floor,
+    lines: Option<Lines>,
 }
 
 impl Controller {
     /// Starts at `start` (the configured `admit_per_minute`), within the bounds.
     pub fn new(bounds: Bounds, start: u64) -> Self {
-        let rate = (start as f64).clamp(bounds.min_per_minute as f64, bounds.max_per_minute as f64);
-        Self { bounds, rate, cooling: 0, ceiling: 0.0 }
+        let floor = Floor::new(bounds.period);
+        let mut c = Self { bounds, rate: 0.0, cooling: 0, ceiling: 0.0, floor, lines: None };
+        c.restart(start);
+        c
+    }
+
+    /// Goes on from `start`, a rate set by someone else: what the controller learnt of the
+    /// rate is dropped, what it learnt of the mailbox (its floor) is kept.
+    pub fn restart(&mut self, start: u64) {
+        let b = &self.bounds;
+        self.rate = (start as f64).clamp(b.min_per_minute as f64, b.max_per_minute as f64);
+        self.cooling = 0;
+        self.ceiling = 0.0;
     }
 
     /// The effective admissions per minute.
     pub fn rate(&self) -> u64 {
         self.rate.round() as u64
+    }
+
+    /// What the last period with enough answers was judged by.
+    pub fn lines(&self) -> Option<Lines> {
+        self.lines
     }
 
     /// Decides from one period: the new effective rate and why.
@@ -116,6 +205,12 @@ impl Controller {
         let target = b.target.as_secs_f64();
         let errors = period.errors as f64 > b.error_budget * period.answers as f64;
         let latency = period.latency.map_or(0.0, |l| l.as_secs_f64());
+        if period.answers >= FEWEST_ANSWERS && period.latency.is_some() {
+            self.floor.see(latency);
+        }
+        let floor = self.floor.lowest().unwrap_or(target);
+        let grow_below = (AT_FLOOR * floor).max(floor + NOISE.as_secs_f64()).min(HEADROOM * target);
+        let cut_above = (QUEUED * floor).max(floor + SHORTEST_QUEUE.as_secs_f64()).min(target);
         let (cooling, before) = (self.cooling > 0, self.rate);
         let reason = match () {
             _ if period.answers < FEWEST_ANSWERS => Reason::FewAnswers,
@@ -123,13 +218,13 @@ impl Controller {
                 self.rate *= ERROR_CUT;
                 Reason::Errors
             }
-            _ if latency > target && (!cooling || latency >= COLLAPSE * target) => {
-                let gradient = target / latency;
+            _ if latency > cut_above && (!cooling || latency >= COLLAPSE * cut_above) => {
+                let gradient = cut_above / latency;
                 self.rate *= (1.0 - SMOOTHING + SMOOTHING * gradient).max(MOST_CUT);
-                Reason::Latency
+                if latency > target { Reason::Latency } else { Reason::Queue }
             }
-            _ if errors || latency > target || (cooling && latency < HEADROOM * target) => Reason::CoolingDown,
-            _ if latency < HEADROOM * target => {
+            _ if errors || latency > cut_above || (cooling && latency < grow_below) => Reason::CoolingDown,
+            _ if latency < grow_below => {
                 let probing = self.ceiling > 0.0 && self.rate >= PROBE_FROM * self.ceiling;
                 let growth = if probing { PROBE_GROWTH } else { GROWTH };
                 self.rate += (self.rate * growth).max(1.0);
@@ -140,7 +235,10 @@ impl Controller {
             }
             _ => Reason::Steady,
         };
-        if matches!(reason, Reason::Errors | Reason::Latency) {
+        if period.answers >= FEWEST_ANSWERS {
+            self.lines = Some(Lines { watched: latency, floor, grow_below, cut_above });
+        }
+        if matches!(reason, Reason::Errors | Reason::Latency | Reason::Queue) {
             self.cooling = COOL_DOWN;
             self.ceiling = before;
         } else {
@@ -269,10 +367,15 @@ impl Adaptive {
         }
         let mut controller = self.controller.lock().unwrap_or_else(|p| p.into_inner());
         if controller.rate() != limits.admit_per_minute {
-            *controller = Controller::new(self.bounds.clone(), limits.admit_per_minute);
+            controller.restart(limits.admit_per_minute);
         }
         let (rate, reason) = controller.step(&answers.period(self.bounds.quantile));
         Some((RoomLimits { admit_per_minute: rate, ..limits.clone() }, reason))
+    }
+
+    /// What the last judged period was judged by.
+    pub fn lines(&self) -> Option<Lines> {
+        self.controller.lock().unwrap_or_else(|p| p.into_inner()).lines()
     }
 }
 
@@ -388,6 +491,57 @@ mod tests {
             }
         }
         assert!(steps.iter().any(|s| s.0 > 5500), "the old ceiling is passed: {steps:?}");
+    }
+
+    #[test]
+    fn a_queue_is_cut_against_the_floor_long_before_the_target() {
+        let mut c = Controller::new(bounds(), 1000);
+        assert_eq!(c.step(&ok(100)), (1050, Reason::Headroom), "at the floor: grow");
+        let lines = c.lines().expect("judged");
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(
+            close(lines.floor, 0.1) && close(lines.grow_below, 0.11) && close(lines.cut_above, 0.2),
+            "grow within a tenth of the floor, cut past twice it: {lines:?}"
+        );
+        assert_eq!(c.step(&ok(150)), (1050, Reason::Steady), "off the floor, far under 640 ms: hold");
+        assert_eq!(c.step(&ok(300)), (875, Reason::Queue), "a queue twice the floor: (1 + 200/300) / 2");
+        assert_eq!(c.step(&ok(300)), (875, Reason::CoolingDown), "the queue drains: not cut again");
+        // The target stays the ceiling: a floor near it cuts at the target, named so.
+        let mut d = Controller::new(bounds(), 1000);
+        assert_eq!(d.step(&ok(700)), (1000, Reason::Steady), "floor 700: grow below 640, cut above 800");
+        assert_eq!(d.step(&ok(1000)), (900, Reason::Latency));
+    }
+
+    #[test]
+    fn the_floor_is_the_lowest_of_its_window_and_then_forgotten() {
+        let mut c = Controller::new(bounds(), 5000);
+        let window = (FLOOR_WINDOW.as_secs() / bounds().period.as_secs()) as usize;
+        c.step(&ok(100));
+        // The mailbox became three times slower for good: a queue, by the old floor...
+        let steps = run(&mut c, (0..window - 1).map(|_| ok(300)));
+        assert!(steps.iter().any(|s| s.1 == Reason::Queue), "{steps:?}");
+        assert!(steps.iter().all(|s| s.1 != Reason::Headroom), "{steps:?}");
+        // ...until the window has passed; then 300 ms is the floor, and once the last cut's
+        // cool-down is over it grows again.
+        let after = run(&mut c, (0..=COOL_DOWN).map(|_| ok(300)));
+        assert!(
+            after.iter().all(|s| s.1 != Reason::Queue) && after.last().map(|s| s.1) == Some(Reason::Headroom),
+            "{after:?}"
+        );
+        assert_eq!(c.lines().map(|l| l.floor), Some(0.3));
+        let rate = c.rate();
+        // A rate set by someone else restarts the rate, not what was learnt of the mailbox.
+        c.restart(rate * 2);
+        assert_eq!(c.step(&ok(700)).1, Reason::Queue, "700 ms is past twice the remembered 300");
+    }
+
+    #[test]
+    fn a_fast_mailbox_jitter_is_no_queue() {
+        let mut c = Controller::new(bounds(), 1000);
+        assert_eq!(c.step(&ok(2)).1, Reason::Headroom);
+        assert_eq!(c.step(&ok(8)).1, Reason::Headroom, "within NOISE of a 2 ms floor");
+        assert_eq!(c.step(&ok(40)).1, Reason::Steady, "4 ms would be twice the floor, but under SHORTEST_QUEUE");
+        assert_eq!(c.step(&ok(60)).1, Reason::Queue, "past floor + SHORTEST_QUEUE");
     }
 
     #[test]

@@ -174,6 +174,9 @@ async fn adapt(room: &Room, adaptive: &super::adaptive::Adaptive, answers: &Answ
     let old = room.limits();
     let Some((new, reason)) = adaptive.decide(&old, answers) else { return };
     room.metrics.adaptive_decision(reason.label());
+    if let Some(lines) = adaptive.lines() {
+        room.metrics.adaptive_lines(&lines);
+    }
     if new.admit_per_minute == old.admit_per_minute {
         return;
     }
