@@ -8,7 +8,8 @@
 # three.
 #
 #   loadtest/adaptive.sh [-n VISITORS] [-o SECONDS] [-c CAPACITY] [-b BASE_MS] [-t TARGET_MS]
-#                        [-e PERIOD] [-l SECONDS] [-p BASE_PORT] [-d OUT_DIR] [-r RUNS] [-- MORE visitors ARGS]
+#                        [-e PERIOD] [-l SECONDS] [-p BASE_PORT] [-d OUT_DIR] [-r RUNS] [-f PERCENT]
+#                        [-m "SECONDS:CAPACITY ..."] [-- MORE visitors ARGS]
 #
 #   -n  visitors in the spike (default 15000)    -o  seconds they arrive within (default 10)
 #   -c  the mailbox's capacity in requests in flight (default 32)
@@ -25,6 +26,10 @@
 #       mailbox would make, and so the p99 a perfect controller could hope for); a run not made
 #       this time is read from OUT_DIR if an earlier one left it there
 #   -f  the fixed-right run's share of the capacity, in % (default 90)
+#   -m  the capacity moves: from SECONDS after the mailbox started (a second or so before the
+#       visitors) it has CAPACITY workers, e.g. -m "60:16 120:32" halves it for a minute; the
+#       table's "of capacity" is then against its mean while the line waited, and the fixed
+#       runs' outflows are set from the first capacity
 #
 # Each admitted visitor makes 3 mailbox requests, 0.5 s apart. The mailbox answers at most
 # C / B requests a second, so its true capacity is 60 × C / B / 3 admissions a minute (6,400
@@ -35,11 +40,11 @@
 set -euo pipefail
 
 N=15000 OVER=10 CAP=32 BASE_MS=100 TARGET=250 LIMIT=200 BASE=18520 OUT=""
-RUNS="fixed-high fixed-low adaptive" PERIOD=2 RIGHT=90
-while getopts "n:o:c:b:t:e:l:p:d:r:f:h" o; do
+RUNS="fixed-high fixed-low adaptive" PERIOD=2 RIGHT=90 MOVES=""
+while getopts "n:o:c:b:t:e:l:p:d:r:f:m:h" o; do
   case $o in
     n) N=$OPTARG ;; o) OVER=$OPTARG ;; c) CAP=$OPTARG ;; b) BASE_MS=$OPTARG ;;
-    t) TARGET=$OPTARG ;; e) PERIOD=$OPTARG ;; l) LIMIT=$OPTARG ;; p) BASE=$OPTARG ;; d) OUT=$OPTARG ;; r) RUNS=$OPTARG ;; f) RIGHT=$OPTARG ;;
+    t) TARGET=$OPTARG ;; e) PERIOD=$OPTARG ;; l) LIMIT=$OPTARG ;; p) BASE=$OPTARG ;; d) OUT=$OPTARG ;; r) RUNS=$OPTARG ;; f) RIGHT=$OPTARG ;; m) MOVES=$OPTARG ;;
     h) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) exit 2 ;;
   esac
@@ -53,6 +58,12 @@ lib_need curl
 REQUESTS=3
 CAPACITY=$((60 * CAP * 1000 / BASE_MS / REQUESTS))
 HIGH=$((3 * CAPACITY)) LOW=$((CAPACITY / 3)) RIGHT_RATE=$((CAPACITY * RIGHT / 100))
+UP_MOVES=() REPORT_MOVES=()
+for move in $MOVES; do
+  [[ $move =~ ^[0-9]+:[1-9][0-9]*$ ]] || lib_die "-m takes SECONDS:CAPACITY pairs, not $move"
+  UP_MOVES+=(--capacity-at "$move")
+  REPORT_MOVES+=(--capacity-per-minute-at "${move%%:*}:$((60 * ${move#*:} * 1000 / BASE_MS / REQUESTS))")
+done
 [ "$LOW" -gt 0 ] || LOW=1
 
 [ -n "$OUT" ] || OUT=$(mktemp -d /tmp/usher-adaptive.XXXXXX)
@@ -89,7 +100,7 @@ session_idle = "10m"
 $adaptive
 TOML
   "$USHER" check-config "$dir/usher.toml" >/dev/null
-  lib_start_upstream "$P_UP" "$dir/upstream.log" --capacity "$CAP" --base-ms "$BASE_MS"
+  lib_start_upstream "$P_UP" "$dir/upstream.log" --capacity "$CAP" --base-ms "$BASE_MS" "${UP_MOVES[@]}"
   lib_start_usher "$dir/usher.toml" "$dir/usher.log" "$P_ADMIN"
   echo "== $name: admit_per_minute $admit${adaptive:+ (adaptive)}; $N visitors within $OVER s" \
     "($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -105,7 +116,7 @@ TOML
 }
 
 echo "== the mailbox: $CAP in flight at $BASE_MS ms, so $CAPACITY admissions a minute" \
-  "($REQUESTS requests each)"
+  "($REQUESTS requests each)${MOVES:+; capacity moving: $MOVES}"
 wanted() { [[ " $RUNS " == *" $1 "* ]]; }
 wanted fixed-high && run fixed-high "$HIGH" "" "$@"
 wanted fixed-low && run fixed-low "$LOW" "" "$@"
@@ -123,7 +134,7 @@ REPORTED=()
 for r in fixed-high fixed-low fixed-right adaptive; do
   [ -f "$OUT/$r/visitors.json" ] && [ -f "$OUT/$r/upstream.json" ] && REPORTED+=("$r=$OUT/$r")
 done
-"$LOADGEN" adaptive-report --capacity-per-minute "$CAPACITY" --svg "$OUT/adaptive.svg" \
+"$LOADGEN" adaptive-report --capacity-per-minute "$CAPACITY" "${REPORT_MOVES[@]}" --svg "$OUT/adaptive.svg" \
   --title "$N visitors within $OVER s; mailbox: $CAP in flight at $BASE_MS ms = $CAPACITY admissions/min" \
   "${REPORTED[@]}" | tee "$OUT/table.md"
 echo "reports in $OUT"

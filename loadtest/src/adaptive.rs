@@ -105,8 +105,50 @@ impl Run {
     }
 }
 
+/// The mailbox's true capacity in admissions per minute: `first`, then from each
+/// `(seconds, per_minute)` of `changes` on (in order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capacity {
+    pub first: f64,
+    pub changes: Vec<(f64, f64)>,
+}
+
+impl Capacity {
+    pub fn fixed(per_minute: f64) -> Self {
+        Capacity { first: per_minute, changes: Vec::new() }
+    }
+
+    pub fn at(&self, t: f64) -> f64 {
+        self.changes.iter().take_while(|(from, _)| *from <= t).last().map_or(self.first, |c| c.1)
+    }
+
+    /// Its mean over the seconds a run's line was waiting (the first capacity if never).
+    fn mean_while_waiting(&self, samples: &[ServerSample]) -> f64 {
+        let (mut sum, mut seconds) = (0.0, 0.0);
+        for w in samples.windows(2) {
+            let dt = w[1].t - w[0].t;
+            if dt > 0.0 && w[0].waiting > 0.0 && w[1].waiting > 0.0 {
+                sum += self.at(w[0].t) * dt;
+                seconds += dt;
+            }
+        }
+        if seconds > 0.0 { sum / seconds } else { self.first }
+    }
+
+    /// The step line to plot, from 0 to `end` seconds.
+    fn line(&self, end: f64) -> Vec<(f64, f64)> {
+        let mut points = vec![(0.0, self.first)];
+        for &(t, c) in self.changes.iter().filter(|(t, _)| *t < end) {
+            points.push((t, self.at(t - 1e-9)));
+            points.push((t, c));
+        }
+        points.push((end, self.at(end)));
+        points
+    }
+}
+
 /// The Markdown table: one row per run.
-pub fn table(runs: &[Run], capacity_per_minute: f64) -> String {
+pub fn table(runs: &[Run], capacity: &Capacity) -> String {
     let mut out = String::new();
     out.push_str(
         "| run | outflow set (mean / last) | granted /min | of capacity | upstream p50 / p99 | upstream errors | \
@@ -121,7 +163,7 @@ pub fn table(runs: &[Run], capacity_per_minute: f64) -> String {
             out,
             "| {} | {mean:.0} / {last:.0} | {granted:.0} | {:.0} % | {} / {} ms | {:.2} % ({} of {}) | {} | {} | {} | {:.1} s |",
             run.name,
-            100.0 * granted / capacity_per_minute.max(1.0),
+            100.0 * granted / capacity.mean_while_waiting(&run.server).max(1.0),
             u.p50_ms,
             u.p99_ms,
             100.0 * u.error_ratio,
@@ -138,11 +180,9 @@ pub fn table(runs: &[Run], capacity_per_minute: f64) -> String {
 
 /// One SVG: the effective outflow and the grants over time for every run, against the
 /// mailbox's true capacity, and the line each run left waiting.
-pub fn svg(runs: &[Run], capacity_per_minute: f64, title: &str) -> String {
+pub fn svg(runs: &[Run], capacity: &Capacity, title: &str) -> String {
     let end = runs.iter().filter_map(|r| r.server.last()).fold(1.0f64, |m, s| m.max(s.t));
-    let capacity = || {
-        plot::Series::dashed("true capacity", "#7f7f7f", vec![(0.0, capacity_per_minute), (end, capacity_per_minute)])
-    };
+    let capacity = || plot::Series::dashed("true capacity", "#7f7f7f", capacity.line(end));
     let mut setting = Vec::new();
     let mut granted = Vec::new();
     let mut waiting = Vec::new();
@@ -192,6 +232,20 @@ mod tests {
     }
 
     #[test]
+    fn a_moving_capacity_is_read_at_its_times_and_averaged_while_the_line_waits() {
+        let capacity = Capacity { first: 600.0, changes: vec![(10.0, 300.0), (20.0, 900.0)] };
+        assert_eq!((capacity.at(0.0), capacity.at(10.0), capacity.at(19.9), capacity.at(25.0)), (600.0, 300.0, 300.0, 900.0));
+        let waiting = |t: f64, w: f64| ServerSample { t, waiting: w, ..ServerSample::default() };
+        // Waiting from 5 s to 25 s: 5 s at 600, 10 s at 300, 5 s at 900.
+        let samples: Vec<_> = (0..=30).map(|t| waiting(t as f64, if (5..=25).contains(&t) { 1.0 } else { 0.0 })).collect();
+        assert_eq!(capacity.mean_while_waiting(&samples), (5.0 * 600.0 + 10.0 * 300.0 + 5.0 * 900.0) / 20.0);
+        assert_eq!(
+            capacity.line(30.0),
+            vec![(0.0, 600.0), (10.0, 600.0), (10.0, 300.0), (20.0, 300.0), (20.0, 900.0), (30.0, 900.0)]
+        );
+    }
+
+    #[test]
     fn grants_are_read_per_minute_over_windows() {
         let samples: Vec<_> = (0..=20).map(|t| sample(t as f64, 10.0 * t as f64)).collect();
         assert_eq!(grants_per_minute(&samples, 5.0), vec![(5.0, 600.0), (10.0, 600.0), (15.0, 600.0), (20.0, 600.0)]);
@@ -217,7 +271,7 @@ mod tests {
             not_admitted: 0,
             visitor_errors: 1,
         };
-        let table = table(&[run], 1000.0);
+        let table = table(&[run], &Capacity::fixed(1000.0));
         assert!(table.contains("| adaptive | 600 / 600 | 900 | 90 % | 50 / 180 ms | 0.10 % (1 of 1000) |"), "{table}");
     }
 }

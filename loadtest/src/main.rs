@@ -55,6 +55,9 @@ enum Command {
         /// The mailbox's true capacity, in admissions per minute.
         #[arg(long)]
         capacity_per_minute: f64,
+        /// From SECONDS into the run the capacity is N a minute (repeat, in order).
+        #[arg(long = "capacity-per-minute-at", value_name = "SECONDS:N", value_parser = at_seconds)]
+        capacity_at: Vec<(Duration, u64)>,
         #[arg(long)]
         svg: Option<PathBuf>,
         #[arg(long, default_value = "Adaptive outflow against fixed ones")]
@@ -74,6 +77,10 @@ enum Command {
         /// Service time up to the capacity, in milliseconds (with --capacity).
         #[arg(long, default_value_t = 20)]
         base_ms: u64,
+        /// From SECONDS after start the capacity is N (with --capacity; repeat, in order):
+        /// a mailbox whose capacity moves.
+        #[arg(long = "capacity-at", value_name = "SECONDS:N", value_parser = at_seconds)]
+        capacity_at: Vec<(Duration, u64)>,
     },
 }
 
@@ -258,6 +265,16 @@ fn loopback(text: &str) -> Result<SocketAddr, String> {
     if addr.ip().is_loopback() { Ok(addr) } else { Err(format!("{addr} is not a loopback address (loopback only)")) }
 }
 
+/// `SECONDS:N`, as `--capacity-at 60:16`.
+fn at_seconds(text: &str) -> Result<(Duration, u64), String> {
+    let parsed = text.split_once(':').and_then(|(t, n)| Some((t.parse::<u64>().ok()?, n.parse::<u64>().ok()?)));
+    let (seconds, n) = parsed.ok_or_else(|| format!("`{text}` is not SECONDS:N, like 60:16"))?;
+    if n == 0 {
+        return Err(format!("`{text}`: N must be above 0"));
+    }
+    Ok((Duration::from_secs(seconds), n))
+}
+
 fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = threads {
@@ -273,12 +290,14 @@ fn main() -> ExitCode {
         Command::Connections(args) => connections(args),
         Command::Attack(args) => run_attack(*args),
         Command::AttackTable { reports } => attack_table(&reports),
-        Command::AdaptiveReport { capacity_per_minute, svg, title, runs } => {
-            adaptive_report(capacity_per_minute, svg.as_ref(), &title, &runs)
+        Command::AdaptiveReport { capacity_per_minute, capacity_at, svg, title, runs } => {
+            let changes = capacity_at.iter().map(|(t, n)| (t.as_secs_f64(), *n as f64)).collect();
+            let capacity = adaptive::Capacity { first: capacity_per_minute, changes };
+            adaptive_report(&capacity, svg.as_ref(), &title, &runs)
         }
-        Command::Upstream { listen, capacity, base_ms } => {
+        Command::Upstream { listen, capacity, base_ms, capacity_at } => {
             let knee = capacity.map(|capacity| upstream::Knee { capacity, base: Duration::from_millis(base_ms) });
-            serve_upstream(listen, knee)
+            serve_upstream(listen, knee, capacity_at)
         }
     };
     match result {
@@ -447,14 +466,10 @@ fn run_attack(args: AttackArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn adaptive_report(
-    capacity_per_minute: f64,
-    svg: Option<&PathBuf>,
-    title: &str,
-    runs: &[String],
-) -> Result<(), String> {
-    if !(capacity_per_minute.is_finite() && capacity_per_minute > 0.0) {
-        return Err(format!("--capacity-per-minute must be a positive number, not {capacity_per_minute}"));
+fn adaptive_report(capacity: &adaptive::Capacity, svg: Option<&PathBuf>, title: &str, runs: &[String]) -> Result<(), String> {
+    let first = capacity.first;
+    if !(first.is_finite() && first > 0.0) {
+        return Err(format!("--capacity-per-minute must be a positive number, not {first}"));
     }
     let runs = runs
         .iter()
@@ -463,9 +478,9 @@ fn adaptive_report(
             adaptive::Run::read(name, std::path::Path::new(dir))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    print!("{}", adaptive::table(&runs, capacity_per_minute));
+    print!("{}", adaptive::table(&runs, capacity));
     if let Some(path) = svg {
-        write(path, &adaptive::svg(&runs, capacity_per_minute, title))?;
+        write(path, &adaptive::svg(&runs, capacity, title))?;
     }
     Ok(())
 }
@@ -483,7 +498,11 @@ fn attack_table(paths: &[PathBuf]) -> Result<(), String> {
     Ok(())
 }
 
-fn serve_upstream(listen: SocketAddr, knee: Option<upstream::Knee>) -> Result<(), String> {
+fn serve_upstream(
+    listen: SocketAddr,
+    knee: Option<upstream::Knee>,
+    changes: Vec<(Duration, u64)>,
+) -> Result<(), String> {
     runtime(None).map_err(|e| e.to_string())?.block_on(async move {
         // A deep backlog: under a spike usher opens upstream connections in bursts.
         let bind = || -> std::io::Result<tokio::net::TcpListener> {
@@ -495,7 +514,7 @@ fn serve_upstream(listen: SocketAddr, knee: Option<upstream::Knee>) -> Result<()
         };
         let listener = bind().map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         println!("upstream listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
-        upstream::serve_with(listener, knee).await;
+        upstream::serve_moving(listener, knee, changes).await;
         Ok(())
     })
 }

@@ -128,13 +128,27 @@ pub async fn serve(listener: tokio::net::TcpListener) {
 
 /// [`serve`], saturating as `knee` says when one is given.
 pub async fn serve_with(listener: tokio::net::TcpListener, knee: Option<Knee>) {
+    serve_moving(listener, knee, Vec::new()).await;
+}
+
+/// A mailbox whose capacity moves: from each `(after, capacity)` on (time since it started,
+/// in order), `knee` has that capacity. A real mailbox loses half its workers to a deploy or
+/// a neighbour's batch job, and gets them back.
+pub fn capacity_at(knee: Knee, changes: &[(Duration, u64)], elapsed: Duration) -> Knee {
+    let capacity = changes.iter().take_while(|(after, _)| *after <= elapsed).last().map_or(knee.capacity, |c| c.1);
+    Knee { capacity, ..knee }
+}
+
+/// [`serve_with`], the capacity moving as `changes` says (see [`capacity_at`]).
+pub async fn serve_moving(listener: tokio::net::TcpListener, knee: Option<Knee>, changes: Vec<(Duration, u64)>) {
+    let changes: Arc<[(Duration, u64)]> = changes.into();
     let stats = Arc::new(Stats::default());
     let page = page();
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
-        let (builder, page, stats) = (builder.clone(), page.clone(), stats.clone());
+        let (builder, page, stats, changes) = (builder.clone(), page.clone(), stats.clone(), changes.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 if req.headers().contains_key(UPGRADE) {
@@ -153,6 +167,7 @@ pub async fn serve_with(listener: tokio::net::TcpListener, knee: Option<Knee>) {
                         as std::pin::Pin<Box<dyn std::future::Future<Output = Result<_, Infallible>> + Send>>;
                 }
                 let (page, stats) = (page.clone(), stats.clone());
+                let knee = knee.map(|k| capacity_at(k, &changes, stats.started.elapsed()));
                 Box::pin(async move {
                     if req.uri().path() == "/.upstream/stats" {
                         let mut response = Response::new(Full::new(Bytes::from(stats.json().to_string())));
@@ -198,6 +213,14 @@ fn ok(page: Bytes) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_capacity_moves_at_its_times() {
+        let knee = Knee { capacity: 32, base: Duration::from_millis(100) };
+        let changes = [(Duration::from_secs(60), 16), (Duration::from_secs(120), 48)];
+        let at = |s| capacity_at(knee, &changes, Duration::from_secs(s)).capacity;
+        assert_eq!((at(0), at(59), at(60), at(119), at(120), at(600)), (32, 32, 16, 16, 48, 48));
+    }
 
     #[test]
     fn the_knee_is_flat_to_capacity_then_steep_then_a_refusal() {
