@@ -234,10 +234,14 @@ mod tests {
     #[test]
     fn a_moving_capacity_is_read_at_its_times_and_averaged_while_the_line_waits() {
         let capacity = Capacity { first: 600.0, changes: vec![(10.0, 300.0), (20.0, 900.0)] };
-        assert_eq!((capacity.at(0.0), capacity.at(10.0), capacity.at(19.9), capacity.at(25.0)), (600.0, 300.0, 300.0, 900.0));
+        assert_eq!(
+            (capacity.at(0.0), capacity.at(10.0), capacity.at(19.9), capacity.at(25.0)),
+            (600.0, 300.0, 300.0, 900.0)
+        );
         let waiting = |t: f64, w: f64| ServerSample { t, waiting: w, ..ServerSample::default() };
         // Waiting from 5 s to 25 s: 5 s at 600, 10 s at 300, 5 s at 900.
-        let samples: Vec<_> = (0..=30).map(|t| waiting(t as f64, if (5..=25).contains(&t) { 1.0 } else { 0.0 })).collect();
+        let samples: Vec<_> =
+            (0..=30).map(|t| waiting(t as f64, if (5..=25).contains(&t) { 1.0 } else { 0.0 })).collect();
         assert_eq!(capacity.mean_while_waiting(&samples), (5.0 * 600.0 + 10.0 * 300.0 + 5.0 * 900.0) / 20.0);
         assert_eq!(
             capacity.line(30.0),

@@ -466,7 +466,12 @@ fn run_attack(args: AttackArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn adaptive_report(capacity: &adaptive::Capacity, svg: Option<&PathBuf>, title: &str, runs: &[String]) -> Result<(), String> {
+fn adaptive_report(
+    capacity: &adaptive::Capacity,
+    svg: Option<&PathBuf>,
+    title: &str,
+    runs: &[String],
+) -> Result<(), String> {
     let first = capacity.first;
     if !(first.is_finite() && first > 0.0) {
         return Err(format!("--capacity-per-minute must be a positive number, not {first}"));
