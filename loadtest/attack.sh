@@ -2,13 +2,19 @@
 # Every attack of issue 14 against one usher, each beside a measured real client, in one
 # command; prints one Markdown table (the one SECURITY.md carries).
 #
-#   loadtest/attack.sh [-s SECONDS] [-k KINDS] [-p BASE_PORT] [-d OUT_DIR]
+#   loadtest/attack.sh [-s SECONDS] [-k KINDS] [-p BASE_PORT] [-d OUT_DIR] [-r RATE] [-c]
 #
 #   -s  seconds per attack (default 20, or $ATTACK_SECONDS)
 #   -k  the kinds to run, comma-separated (default: all), e.g. -k slowloris,h2-rapid-reset
 #   -p  first loopback port (default 18480; 3 ports from it are used, and must be free)
 #   -d  where the reports go (default: a new /tmp/usher-attack.* directory): one JSON report
 #       per kind, table.md, usher.toml and the logs
+#   -r  the real client's new visitors a second (default 20; 3 requests each): more gives
+#       its p99 more answers to stand on (at 20, 1,200 in 20 s: the p99 is the 12th worst)
+#   -c  pin usher to CPU 0 and everything else (attack, real client, upstream) to CPU 1
+#       (taskset), so that the attack tool's own work does not take usher's CPU: on one
+#       machine the attacker is otherwise also a noisy neighbour, which a real one is not.
+#       usher then runs one worker thread (it sizes its runtime by the CPUs it may use).
 #
 # It builds usher and usher-loadtest (release), starts on loopback the fixed 1 KiB upstream
 # (BASE; it also accepts WebSocket upgrades), and for each kind a fresh usher (BASE+1, admin
@@ -35,19 +41,27 @@
 # Raises the open-files limit. Stops everything it started on exit.
 set -euo pipefail
 
-SECONDS_EACH=${ATTACK_SECONDS:-20} KINDS="" BASE=18480 OUT=""
+SECONDS_EACH=${ATTACK_SECONDS:-20} KINDS="" BASE=18480 OUT="" RATE=20 PIN=""
 ALL="slowloris,h2-idle,h2-rapid-reset,h2-continuation,h2-settings,h2-ping,h2-hpack,key-flood,ticket-flood,websocket-flood"
-while getopts "s:k:p:d:h" o; do
+while getopts "s:k:p:d:r:ch" o; do
   case $o in
     s) SECONDS_EACH=$OPTARG ;; k) KINDS=$OPTARG ;; p) BASE=$OPTARG ;; d) OUT=$OPTARG ;;
+    r) RATE=$OPTARG ;; c) PIN=1 ;;
     h) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) exit 2 ;;
   esac
 done
 [ -n "$KINDS" ] || KINDS=$ALL
 . "$(dirname "$0")/lib.sh"
-lib_numbers "$SECONDS_EACH" "$BASE"
+lib_numbers "$SECONDS_EACH" "$BASE" "$RATE"
 lib_need curl
+OTHERS=()
+if [ -n "$PIN" ]; then
+  lib_need taskset
+  [ "$(nproc)" -ge 2 ] || lib_die "-c needs two CPUs"
+  export USHER_PIN=0
+  OTHERS=(taskset -c 1)
+fi
 
 [ -n "$OUT" ] || OUT=$(mktemp -d /tmp/usher-attack.XXXXXX)
 mkdir -p "$OUT"
@@ -98,8 +112,10 @@ TOML
 "$USHER" check-config "$OUT/usher.toml" >/dev/null
 
 lib_start_upstream "$P_UP" "$OUT/upstream.log"
+[ -z "$PIN" ] || taskset -a -p -c 1 "$UP_PID" >/dev/null
 
-echo "== usher $(cd "$LIB_ROOT" && git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $SECONDS_EACH s per attack"
+echo "== usher $(cd "$LIB_ROOT" && git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $SECONDS_EACH s per attack," \
+  "real client $RATE visitors/s${PIN:+, usher pinned to CPU 0 and the rest to CPU 1}"
 REPORTS=()
 # The baseline runs again at the end: on a shared machine the two show how much of a row's
 # p99 is the machine's noise rather than the attack.
@@ -108,8 +124,9 @@ for run in none ${KINDS//,/ } none-again; do
   lib_start_usher "$OUT/usher.toml" "$OUT/usher-$run.log" "$P_ADMIN"
   echo "== $run"
   # A tool that fails still leaves the other rows; its row is missing from the table.
-  if "$LOADGEN" attack "$kind" --target "127.0.0.1:$P_USHER" --admin "127.0.0.1:$P_ADMIN" \
-      --pid "$USHER_PID" --seconds "$SECONDS_EACH" --json "$OUT/$run.json" >"$OUT/$run.txt" 2>&1; then
+  if "${OTHERS[@]}" "$LOADGEN" attack "$kind" --target "127.0.0.1:$P_USHER" --admin "127.0.0.1:$P_ADMIN" \
+      --pid "$USHER_PID" --seconds "$SECONDS_EACH" --client-rate "$RATE" \
+      --json "$OUT/$run.json" >"$OUT/$run.txt" 2>&1; then
     REPORTS+=("$OUT/$run.json")
   fi
   cat "$OUT/$run.txt"

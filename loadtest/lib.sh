@@ -95,9 +95,12 @@ lib_start_upstream() { # port log [upstream args]
 
 # usher with CONFIG, its log in LOG; returns once its admin listener (on ADMIN_PORT) says
 # ready. USHER_SECRET may be set by the caller (nodes that share a secret); else a fresh one.
+# USHER_PIN (a CPU list, as taskset -c takes) runs it on those CPUs only.
 lib_start_usher() { # config log admin-port
+  local pin=()
+  [ -z "${USHER_PIN:-}" ] || pin=(taskset -c "$USHER_PIN")
   USHER_SECRET=${USHER_SECRET:-$(lib_secret)} USHER_LOG=${USHER_LOG:-warn} \
-    "$USHER" --config "$1" >"$2" 2>&1 &
+    "${pin[@]}" "$USHER" --config "$1" >"$2" 2>&1 &
   USHER_PID=$!
   PIDS+=("$USHER_PID")
   local _

@@ -170,7 +170,12 @@ impl Upstream {
         connector: Arc<Connector>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let pool = Pool::new(config.pool_per_worker, config.idle_timeout, config.max_connections_per_worker);
+        let pool = Pool::new(
+            config.pool_per_worker,
+            config.idle_timeout,
+            config.max_connections_per_worker,
+            config.max_tunnels_per_worker,
+        );
         let default_host = config.addresses.first().and_then(|a| HeaderValue::from_str(&a.to_string()).ok());
         Self {
             pool,
@@ -275,6 +280,18 @@ impl Upstream {
             }
             None => None,
         };
+        // A tunnel holds its upstream connection for its whole life: it needs a tunnel place
+        // too, or a flood of WebSockets would take every connection from the requests.
+        let tunnel_place = match &upgrade {
+            Some(_) => match self.pool.reserve_tunnel() {
+                Some(place) => Some(place),
+                None => {
+                    self.metrics.defences.tunnels_refused.inc();
+                    return Err(ForwardError { kind: None, error: ProxyError::UpstreamSaturated });
+                }
+            },
+            None => None,
+        };
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let stalled = self.metrics.defences.stalled_client_body.clone();
         let req = req.map(|body| IdleBody::new(body, self.body_idle_timeout, stalled));
@@ -330,7 +347,12 @@ impl Upstream {
             if let (Some(protocol), Some(client_upgrade)) = (upgrade, client_upgrade) {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
                 let places = lease.and_then(|lease| lease.take());
-                let tunnel = Tunnel { idle_timeout: self.tunnel_idle_timeout, metrics: self.metrics.clone(), places };
+                let tunnel = Tunnel {
+                    idle_timeout: self.tunnel_idle_timeout,
+                    metrics: self.metrics.clone(),
+                    places,
+                    tunnel_place,
+                };
                 tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade));
                 strip_hop_by_hop(response.headers_mut());
                 let headers = response.headers_mut();
@@ -471,11 +493,14 @@ where
 /// It holds its client connection's [`Places`]: its place under `listen.max_connections` and
 /// its client's count, so tunnels cannot outnumber the caps, and a hold on the worker's
 /// graceful drain, so shutdown waits for it up to `listen.shutdown_grace` and then closes it
-/// with the worker's runtime. With no bytes either way for `idle_timeout`, it is closed.
+/// with the worker's runtime; and its place under `upstream.max_tunnels_per_worker`, so
+/// tunnels never hold every upstream connection. With no bytes either way for `idle_timeout`, it is closed.
 struct Tunnel {
     idle_timeout: Duration,
     metrics: Arc<Metrics>,
     places: Option<Places>,
+    /// Its place under `upstream.max_tunnels_per_worker`.
+    tunnel_place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Tunnel {
@@ -503,6 +528,7 @@ impl Tunnel {
             }
         }
         drop(self.places);
+        drop(self.tunnel_place);
     }
 }
 

@@ -145,6 +145,8 @@ pub struct Defences {
     /// `Upgrade` requests for a protocol not in `upstream.upgrade_protocols`, forwarded
     /// without the upgrade.
     pub upgrades_refused: IntCounter,
+    /// `Upgrade` requests answered 503 because the worker holds `upstream.max_tunnels_per_worker`.
+    pub tunnels_refused: IntCounter,
     /// Response bodies from the upstream ended by `upstream.body_idle_timeout`.
     pub stalled_upstream_body: IntCounter,
     /// Request bodies (uploads) from clients ended by `upstream.body_idle_timeout`.
@@ -197,6 +199,10 @@ impl Defences {
             upgrades_refused: counter(
                 "usher_upgrades_refused_total",
                 "Upgrade requests for a protocol not in upstream.upgrade_protocols, forwarded without the upgrade.",
+            ),
+            tunnels_refused: counter(
+                "usher_tunnels_refused_total",
+                "Upgrade requests answered 503 because the worker already holds upstream.max_tunnels_per_worker tunnels.",
             ),
             stalled_upstream_body: stalled.with_label_values(&["upstream"]),
             stalled_client_body: stalled.with_label_values(&["client"]),

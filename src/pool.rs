@@ -71,17 +71,27 @@ pub struct Pool {
     idle_timeout: Duration,
     /// One permit per open connection of this worker; a connection's driver holds it.
     open: Arc<Semaphore>,
+    /// One permit per tunnel of this worker, held for the tunnel's life besides its
+    /// connection's: fewer than `open`, so requests always keep connections of their own.
+    tunnels: Arc<Semaphore>,
 }
 
 impl Pool {
-    pub fn new(max_idle: usize, idle_timeout: Duration, max_open: usize) -> Arc<Self> {
+    pub fn new(max_idle: usize, idle_timeout: Duration, max_open: usize, max_tunnels: usize) -> Arc<Self> {
         Arc::new(Self {
             idle: Mutex::new(VecDeque::new()),
             shared: Mutex::new(None),
             max_idle,
             idle_timeout,
             open: Arc::new(Semaphore::new(max_open)),
+            tunnels: Arc::new(Semaphore::new(max_tunnels)),
         })
+    }
+
+    /// A place for one more tunnel, held for its life; `None` when the worker has its
+    /// maximum of tunnels already (the upgrade is then refused, never waited for).
+    pub fn reserve_tunnel(&self) -> Option<OwnedSemaphorePermit> {
+        self.tunnels.clone().try_acquire_owned().ok()
     }
 
     /// A place for one more open connection, held for that connection's life; `None` when

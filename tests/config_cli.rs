@@ -281,7 +281,8 @@ fn connection_defence_settings_are_checked_and_named() {
         "[listen]\nmax_connections_per_client = 0\nidle_timeout = \"0s\"\n\
          [admin]\nheader_read_timeout = \"soon\"\n\
          [upstream]\nbody_idle_timeout = \"-1s\"\ntunnel_idle_timeout = \"0ms\"\n\
-         upgrade_protocols = [\"websocket\", \"not a token\"]\nmax_connections_per_worker = 8\n",
+         upgrade_protocols = [\"websocket\", \"not a token\"]\nmax_connections_per_worker = 8\n\
+         max_tunnels_per_worker = 8\n",
     );
     let output = check_config(&path);
     for key in [
@@ -293,6 +294,8 @@ fn connection_defence_settings_are_checked_and_named() {
         "upstream.upgrade_protocols[1]",
         // Below the default pool_per_worker (256): idle connections alone would fill it.
         "upstream.max_connections_per_worker",
+        // Tunnels as many as the connections: none would be left for requests.
+        "upstream.max_tunnels_per_worker",
     ] {
         assert_rejected_naming(&output, key);
     }

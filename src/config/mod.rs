@@ -110,6 +110,9 @@ pub struct UpstreamConfig {
     /// Upstream connections one worker may have open at once (busy and idle); beyond it a
     /// request that finds no idle connection is answered 503.
     pub max_connections_per_worker: usize,
+    /// Of those, how many tunnels (upgraded connections) may hold at once; the rest stay
+    /// for requests, so a flood of WebSockets cannot take every upstream connection.
+    pub max_tunnels_per_worker: usize,
     /// `upstream.tls = true`: every connection is TLS, verified; `None`: plain TCP.
     pub tls: Option<crate::upstream_tls::UpstreamTls>,
     /// `upstream.protocol`: the HTTP version spoken to the upstream.

@@ -118,6 +118,7 @@ struct RawUpstream {
     tunnel_idle_timeout: Option<String>,
     upgrade_protocols: Option<Vec<String>>,
     max_connections_per_worker: Option<i64>,
+    max_tunnels_per_worker: Option<i64>,
     tls: Option<bool>,
     server_name: Option<String>,
     ca_file: Option<PathBuf>,
@@ -666,10 +667,24 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             1,
             1_000_000,
         ) as usize,
+        max_tunnels_per_worker: 0,
         protocol: upstream_protocol(&mut c, u.protocol.as_deref()),
         tls: None,
     };
     upstream.tls = upstream_tls(&mut c, u, upstream.addresses.first(), upstream.protocol);
+    let most = upstream.max_connections_per_worker;
+    upstream.max_tunnels_per_worker =
+        c.int("upstream.max_tunnels_per_worker", u.max_tunnels_per_worker, (most / 2) as i64, 0, 1_000_000) as usize;
+    if upstream.max_tunnels_per_worker >= most {
+        c.error(
+            "upstream.max_tunnels_per_worker",
+            format!(
+                "{} is not below upstream.max_connections_per_worker ({most}): tunnels could take every connection \
+                 and leave none for requests",
+                upstream.max_tunnels_per_worker
+            ),
+        );
+    }
     if upstream.max_connections_per_worker < upstream.pool_per_worker {
         c.error(
             "upstream.max_connections_per_worker",
