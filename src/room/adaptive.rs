@@ -118,7 +118,9 @@ impl Reason {
     }
 }
 
-/// The lowest of the watched quantile over the last periods: the mailbox unloaded.
+/// The lowest of the watched quantile over the last judged periods (those with answers
+/// enough; [`FLOOR_WINDOW`]'s worth of periods): the mailbox unloaded. A quiet spell adds
+/// nothing, so the floor stays what the mailbox last showed under load.
 #[derive(Debug, Clone)]
 struct Floor {
     recent: VecDeque<f64>,
