@@ -494,7 +494,8 @@ where
 /// its client's count, so tunnels cannot outnumber the caps, and a hold on the worker's
 /// graceful drain, so shutdown waits for it up to `listen.shutdown_grace` and then closes it
 /// with the worker's runtime; and its place under `upstream.max_tunnels_per_worker`, so
-/// tunnels never hold every upstream connection. With no bytes either way for `idle_timeout`, it is closed.
+/// tunnels never hold every upstream connection. With no bytes either way for `idle_timeout`,
+/// it is closed.
 struct Tunnel {
     idle_timeout: Duration,
     metrics: Arc<Metrics>,
