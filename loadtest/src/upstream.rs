@@ -132,15 +132,16 @@ pub async fn serve_with(listener: tokio::net::TcpListener, knee: Option<Knee>) {
 }
 
 /// A mailbox whose capacity moves: from each `(after, capacity)` on (time since it started,
-/// in order), `knee` has that capacity. A real mailbox loses half its workers to a deploy or
+/// `changes` in order of time), `knee` has that capacity. A real mailbox loses half its workers to a deploy or
 /// a neighbour's batch job, and gets them back.
 pub fn capacity_at(knee: Knee, changes: &[(Duration, u64)], elapsed: Duration) -> Knee {
     let capacity = changes.iter().take_while(|(after, _)| *after <= elapsed).last().map_or(knee.capacity, |c| c.1);
     Knee { capacity, ..knee }
 }
 
-/// [`serve_with`], the capacity moving as `changes` says (see [`capacity_at`]).
-pub async fn serve_moving(listener: tokio::net::TcpListener, knee: Option<Knee>, changes: Vec<(Duration, u64)>) {
+/// [`serve_with`], the capacity moving as `changes` says (in any order; see [`capacity_at`]).
+pub async fn serve_moving(listener: tokio::net::TcpListener, knee: Option<Knee>, mut changes: Vec<(Duration, u64)>) {
+    changes.sort_by_key(|change| change.0);
     let changes: Arc<[(Duration, u64)]> = changes.into();
     let stats = Arc::new(Stats::default());
     let page = page();
