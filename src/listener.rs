@@ -42,22 +42,33 @@ pub struct BoundSocket {
     pub tls: Option<TlsAcceptor>,
 }
 
-/// Binds `count` sockets to `addr` with `SO_REUSEPORT`; port 0 resolves to one port for all.
+/// Binds `count` sockets to `addr` with `SO_REUSEPORT`, so that the kernel spreads
+/// connections over the workers.
+///
+/// Port 0 (tests, a quick local run) is bound once, without `SO_REUSEPORT`, and every worker
+/// gets a handle to that one socket: a socket with `SO_REUSEPORT` set before `bind(0)` may be
+/// given a port that another process of the same user is listening on with it, and the
+/// kernel then spreads *that* process's connections over both. Seen in CI: two tests each
+/// got the first request of their visitors answered by another test's usher.
 pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
-    let mut sockets = Vec::with_capacity(count);
-    let mut bound = addr;
-    for _ in 0..count.max(1) {
-        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP))?;
+    let ephemeral = addr.port() == 0;
+    let listen = |at: SocketAddr, reuse_port: bool| -> io::Result<std::net::TcpListener> {
+        let socket = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
+        socket.set_reuse_port(reuse_port)?;
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
-        socket.bind(&bound.into())?;
+        socket.bind(&at.into())?;
         socket.listen(4096)?;
-        let listener: std::net::TcpListener = socket.into();
-        bound = listener.local_addr()?;
-        sockets.push(listener);
+        Ok(socket.into())
+    };
+    let first = listen(addr, !ephemeral)?;
+    let bound = first.local_addr()?;
+    let mut sockets = Vec::with_capacity(count.max(1));
+    for _ in 1..count.max(1) {
+        sockets.push(if ephemeral { first.try_clone()? } else { listen(bound, true)? });
     }
+    sockets.insert(0, first);
     Ok((bound, sockets))
 }
 
@@ -410,5 +421,27 @@ impl http_body::Body for Tracked {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ephemeral_port_is_not_shared_with_another_reuseport_socket() {
+        let (bound, sockets) = bind_reuseport(SocketAddr::from(([127, 0, 0, 1], 0)), 3).expect("bind");
+        assert_eq!(sockets.len(), 3);
+        assert!(sockets.iter().all(|s| s.local_addr().ok() == Some(bound)), "one port for every worker");
+        // Another process of the same user, binding that port with SO_REUSEPORT, is refused:
+        // it cannot take a share of these connections.
+        let intruder = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+        intruder.set_reuse_port(true).expect("reuseport");
+        assert!(intruder.bind(&bound.into()).is_err(), "{bound} was joined by another SO_REUSEPORT socket");
+        // A fixed port is shared by its own workers, as nginx's are.
+        let (fixed, group) = bind_reuseport(SocketAddr::from(([127, 0, 0, 1], 0)), 1).expect("bind");
+        drop(group);
+        let (again, workers) = bind_reuseport(fixed, 2).expect("bind the fixed port twice over");
+        assert_eq!((again, workers.len()), (fixed, 2));
     }
 }

@@ -624,7 +624,12 @@ impl Metrics {
             away_seconds: f.away_seconds.with_label_values(&[name]),
             tick_seconds: f.tick_seconds.with_label_values(&[name]),
             origin_ended: f.origin_ended.with_label_values(&[name]),
-            adaptive: f.adaptive.clone(),
+            adaptive: {
+                for reason in crate::room::adaptive::Reason::ALL {
+                    f.adaptive.with_label_values(&[name, reason.label()]);
+                }
+                f.adaptive.clone()
+            },
             adaptive_lines: ["watched", "floor", "grow_below", "cut_above"]
                 .map(|line| f.adaptive_lines.with_label_values(&[name, line])),
             room: name.to_string(),

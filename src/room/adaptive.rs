@@ -104,6 +104,18 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for the metric's series to exist from the start (a dashboard querying
+    /// them must find them before the first decision).
+    pub const ALL: [Reason; 7] = [
+        Reason::Errors,
+        Reason::Latency,
+        Reason::Queue,
+        Reason::Headroom,
+        Reason::Steady,
+        Reason::FewAnswers,
+        Reason::CoolingDown,
+    ];
+
     /// The `reason` label of its metric.
     pub fn label(self) -> &'static str {
         match self {
