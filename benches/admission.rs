@@ -7,36 +7,23 @@ use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use usher::config::{Config, RoomMode};
-use usher::identity::{ClientKey, Identity};
+use usher::identity::Identity;
 use usher::room::tokens::{Pass, Sealer, Ticket};
 use usher::secrets::Secrets;
 use usher::store::memory::MemoryRoom;
 use usher::store::{JoinOutcome, Pace, RoomLimits, TicketRef};
 
-const T0: u64 = 1_800_000_000_000;
+mod support;
+use support::{T0, client};
 
 fn limits(mode: RoomMode) -> RoomLimits {
     RoomLimits {
         max_active: 100_000_000,
         admit_per_minute: 30_000, // a reserve of 1000: each tick below grants exactly 1000
-        session_idle: Duration::from_secs(600),
         session_max: Duration::from_secs(8 * 3600),
         waiter_ttl: Duration::from_secs(36_000),
-        claim_window: Duration::from_secs(120),
-        hold: Duration::from_secs(600),
-        mode,
-        opens_at_ms: None,
-        message: None,
-        tickets_per_client: 50,
-        break_glass: None,
-        adaptive_pinned: false,
+        ..support::limits(mode)
     }
-}
-
-fn client(n: u64) -> ClientKey {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&n.to_le_bytes());
-    ClientKey(k)
 }
 
 fn fill(room: &MemoryRoom, from: u64, n: u64, now: u64) {

@@ -9,34 +9,15 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use usher::config::RoomMode;
-use usher::identity::ClientKey;
 use usher::store::{RoomLimits, RoomStore, draw, redis};
 
-const T0: u64 = 1_800_000_000_000;
+mod support;
+use support::{T0, client as key};
+
 const OPENS: u64 = T0 + 3_600_000;
 
 fn limits() -> RoomLimits {
-    RoomLimits {
-        max_active: 1000,
-        admit_per_minute: 1000,
-        session_idle: Duration::from_secs(600),
-        session_max: Duration::from_secs(3600),
-        waiter_ttl: Duration::from_secs(45),
-        claim_window: Duration::from_secs(120),
-        hold: Duration::from_secs(7200),
-        mode: RoomMode::Auto,
-        opens_at_ms: Some(OPENS),
-        message: None,
-        tickets_per_client: 50,
-        break_glass: None,
-        adaptive_pinned: false,
-    }
-}
-
-fn key(i: u64) -> ClientKey {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&i.to_le_bytes());
-    ClientKey(k)
+    RoomLimits { hold: Duration::from_secs(7200), opens_at_ms: Some(OPENS), ..support::limits(RoomMode::Auto) }
 }
 
 /// Pre-queues `n` visitors, then times the first tick after the opening (the draw).

@@ -7,11 +7,11 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
-use std::time::Duration;
 use usher::config::RoomMode;
-use usher::identity::ClientKey;
-use usher::store::RoomLimits;
 use usher::store::memory::MemoryRoom;
+
+mod support;
+use support::{T0, client};
 
 /// Counts live heap bytes.
 struct Counting;
@@ -42,29 +42,12 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 fn main() {
-    const T0: u64 = 1_800_000_000_000;
     for waiters in [100_000u64, 1_000_000] {
-        let limits = RoomLimits {
-            max_active: 1000,
-            admit_per_minute: 1000,
-            session_idle: Duration::from_secs(600),
-            session_max: Duration::from_secs(3600),
-            waiter_ttl: Duration::from_secs(45),
-            claim_window: Duration::from_secs(120),
-            hold: Duration::from_secs(600),
-            mode: RoomMode::QueueAll,
-            opens_at_ms: None,
-            message: None,
-            tickets_per_client: 50,
-            break_glass: None,
-            adaptive_pinned: false,
-        };
+        let limits = support::limits(RoomMode::QueueAll);
         let before = LIVE.load(Relaxed);
         let room = MemoryRoom::new(limits, T0);
         for i in 0..waiters {
-            let mut k = [0u8; 16];
-            k[..8].copy_from_slice(&i.to_le_bytes());
-            room.join(ClientKey(k), T0);
+            room.join(client(i), T0);
         }
         // Every waiter polls twice across the ttl, as live browsers do, so the heartbeat
         // deadlines are at their steady-state count too.
@@ -94,9 +77,7 @@ fn main() {
     let before = LIVE.load(Relaxed);
     let clients = 1_000_000u64;
     for i in 0..clients {
-        let mut k = [0u8; 16];
-        k[..8].copy_from_slice(&i.to_le_bytes());
-        let _ = gate.check_request(&ClientKey(k), &http::Method::GET, "/");
+        let _ = gate.check_request(&client(i), &http::Method::GET, "/");
     }
     let bytes = LIVE.load(Relaxed) - before;
     println!(

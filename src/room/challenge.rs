@@ -23,7 +23,7 @@
 use crate::config::{ChallengeConfig, RoomMode};
 use crate::identity::ClientKey;
 use crate::metrics::ChallengeMetrics;
-use ring::digest::{SHA256, digest};
+use ring::digest::{Context, SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 use std::sync::RwLock;
@@ -56,11 +56,11 @@ pub struct Challenge {
 /// A client key's tag in a token: a hash of the key, itself a keyed hash of the address,
 /// so the token names no address and links to nothing outside this deployment.
 pub fn client_tag(key: &ClientKey) -> [u8; 8] {
-    let mut input = Vec::with_capacity(32);
-    input.extend_from_slice(b"usher challenge client ");
-    input.extend_from_slice(&key.0);
+    let mut hash = Context::new(&SHA256);
+    hash.update(b"usher challenge client ");
+    hash.update(&key.0);
     let mut tag = [0u8; 8];
-    tag.copy_from_slice(&digest(&SHA256, &input).as_ref()[..8]);
+    tag.copy_from_slice(&hash.finish().as_ref()[..8]);
     tag
 }
 
@@ -295,7 +295,7 @@ impl Challenger {
         if c.client != client_tag(client) {
             return Err(Refusal::WrongClient);
         }
-        if c.issued_ms > now_ms + SKEW_MS || now_ms >= self.expires_ms(&c) {
+        if c.issued_ms > now_ms + SKEW_MS || now_ms >= expiry(&c, &config) {
             return Err(Refusal::Expired);
         }
         if answer.nonces.is_empty() {
@@ -313,7 +313,7 @@ impl Challenger {
 
     /// Until when a challenge can be answered (and its salt must stay spent).
     pub fn expires_ms(&self, c: &Challenge) -> u64 {
-        c.issued_ms + millis(self.config().unwrap_or_else(default_config).ttl)
+        expiry(c, &self.config().unwrap_or_else(default_config))
     }
 
     pub fn solved(&self, c: &Challenge, now_ms: u64) {
@@ -325,6 +325,10 @@ impl Challenger {
         self.metrics.refused.inc();
         self.metrics.refusals[why as usize].inc();
     }
+}
+
+fn expiry(c: &Challenge, config: &ChallengeConfig) -> u64 {
+    c.issued_ms + millis(config.ttl)
 }
 
 /// How long the page without JavaScript waits for a challenge of `bits`: `noscript_wait`,
