@@ -97,6 +97,39 @@ async fn silent_connections(addr: SocketAddr, n: usize) -> Vec<tokio::net::TcpSt
     streams
 }
 
+/// A burst of silent connections (slowloris opens thousands in a second) is not closed in one
+/// instant, which would hold the worker for the whole batch of closes, but spread over the
+/// last quarter of `header_read_timeout`: none earlier, none kept past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_silent_connections_is_closed_spread_out_within_the_timeout() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    let timeout = Duration::from_secs(2);
+    config.listen.header_read_timeout = timeout;
+    let usher = start_usher(config);
+    let opened = tokio::time::Instant::now();
+    let closes: Vec<_> = silent_connections(http_addr(&usher), 60)
+        .await
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                closed_by_server(&mut stream).await;
+                opened.elapsed()
+            })
+        })
+        .collect();
+    let mut closed = Vec::new();
+    for close in closes {
+        closed.push(close.await.expect("reader"));
+    }
+    closed.sort();
+    let (first, last) = (closed[0], closed[closed.len() - 1]);
+    // The shares are in (0.75, 1]: closes from 1.5 s, the last before 2 s (plus scheduling).
+    assert!(first >= timeout.mul_f64(0.7), "closed before three quarters of the timeout: {closed:?}");
+    assert!(last <= timeout + Duration::from_secs(1), "kept past the timeout: {closed:?}");
+    assert!(last - first >= Duration::from_millis(200), "closed all at once: {closed:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_cannot_lock_everyone_else_out() {
     let upstream = Upstream::start().await;

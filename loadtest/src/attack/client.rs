@@ -45,11 +45,25 @@ pub struct Summary {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The p99 of each visitor's first request (a new connection, so it includes waiting to
+    /// be accepted) and of the later ones (on that connection): tells an accept queue from a
+    /// busy worker.
+    #[serde(default)]
+    pub first_p99_ms: f64,
+    #[serde(default)]
+    pub later_p99_ms: f64,
+    /// The slowest answers, slowest first: seconds since the client started, and ms.
+    #[serde(default)]
+    pub slowest: Vec<(f64, f64)>,
 }
+
+/// How many of the slowest answers a summary lists.
+const SLOWEST: usize = 12;
 
 #[derive(Default)]
 struct Record {
-    latencies_ms: Vec<f64>,
+    /// (seconds since the start, ms, the visitor's first request)
+    latencies: Vec<(f64, f64, bool)>,
     ok: u64,
     errors: BTreeMap<String, u64>,
     visitors: u64,
@@ -95,6 +109,7 @@ async fn visitors(plan: Plan, stop: Arc<AtomicBool>) -> Summary {
     arrivals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut running = tokio::task::JoinSet::new();
     let mut index = 0u64;
+    let started = tokio::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         arrivals.tick().await;
         while running.try_join_next().is_some() {}
@@ -112,7 +127,8 @@ async fn visitors(plan: Plan, stop: Arc<AtomicBool>) -> Summary {
                 match result {
                     Ok(answer) if answer.status == StatusCode::OK => {
                         r.ok += 1;
-                        r.latencies_ms.push(answer.latency.as_secs_f64() * 1000.0);
+                        let at = answer.sent.duration_since(started).as_secs_f64();
+                        r.latencies.push((at, answer.latency.as_secs_f64() * 1000.0, i == 0));
                     }
                     Ok(answer) => *r.errors.entry(format!("status {}", answer.status.as_u16())).or_default() += 1,
                     Err(e) => *r.errors.entry(short(&e.to_string())).or_default() += 1,
@@ -126,7 +142,13 @@ async fn visitors(plan: Plan, stop: Arc<AtomicBool>) -> Summary {
     while running.join_next().await.is_some() {}
     let r = std::mem::take(&mut *record.lock().unwrap_or_else(|e| e.into_inner()));
     let errors: u64 = r.errors.values().sum();
-    let spread = Spread::of(r.latencies_ms);
+    let ms = |first: Option<bool>| {
+        Spread::of(r.latencies.iter().filter(|l| first.is_none_or(|f| l.2 == f)).map(|l| l.1).collect())
+    };
+    let (spread, first, later) = (ms(None), ms(Some(true)), ms(Some(false)));
+    let mut slowest: Vec<(f64, f64)> = r.latencies.iter().map(|l| (l.0, l.1)).collect();
+    slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+    slowest.truncate(SLOWEST);
     Summary {
         visitors: r.visitors,
         requests: r.ok + errors,
@@ -136,6 +158,9 @@ async fn visitors(plan: Plan, stop: Arc<AtomicBool>) -> Summary {
         p50_ms: spread.p50,
         p99_ms: spread.p99,
         max_ms: spread.max,
+        first_p99_ms: first.p99,
+        later_p99_ms: later.p99,
+        slowest,
     }
 }
 
@@ -144,10 +169,13 @@ fn short(message: &str) -> String {
     message.split(':').next().unwrap_or(message).trim().to_string()
 }
 
-/// One fresh visitor's request: answered 200 within two seconds.
-pub async fn probe(target: SocketAddr, path: &str) -> bool {
+/// One fresh visitor's request: how long it took, if answered 200 within two seconds.
+pub async fn probe(target: SocketAddr, path: &str) -> Option<Duration> {
     let host = HeaderValue::from_str(&target.to_string()).unwrap_or(HeaderValue::from_static("localhost"));
     let source = IpAddr::V4(super::source::PROBE);
     let mut browser = Browser::new(target, source, host, Duration::from_secs(2));
-    matches!(browser.get(path, "text/html").await, Ok(a) if a.status == StatusCode::OK)
+    match browser.get(path, "text/html").await {
+        Ok(a) if a.status == StatusCode::OK => Some(a.latency),
+        _ => None,
+    }
 }

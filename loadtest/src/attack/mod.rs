@@ -158,6 +158,10 @@ pub struct UsherFigures {
     /// no more than a few client connections; `None` when that did not happen in
     /// `recover_limit`.
     pub recovered_after_s: Option<f64>,
+    /// The slowest answer to the recovery probes (a fresh visitor every 20 ms from the
+    /// attack's end): what the end of the attack, every socket closing at once, costs.
+    #[serde(default)]
+    pub ending_worst_ms: f64,
 }
 
 impl Report {
@@ -165,7 +169,7 @@ impl Report {
         let c = &self.client;
         let u = &self.usher;
         let mut text = format!(
-            "attack {} for {:.0} s\n  real client: {} requests, {} errors, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n  usher: RSS {} -> peak {} -> {} KiB; fds {} -> peak {} -> {}; {}; recovered {}\n  attack:",
+            "attack {} for {:.0} s\n  real client: {} requests, {} errors, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n  usher: RSS {} -> peak {} -> {} KiB; fds {} -> peak {} -> {}; {}; recovered {} (slowest probe answer {:.1} ms)\n  attack:",
             self.kind.name(),
             self.seconds,
             c.requests,
@@ -181,9 +185,17 @@ impl Report {
             u.fds_after,
             if u.alive { "up" } else { "DOWN" },
             u.recovered_after_s.map_or("never (within the limit)".to_string(), |s| format!("after {s:.1} s")),
+            u.ending_worst_ms,
         );
         for (name, value) in &self.attack {
             text.push_str(&format!(" {name}={value}"));
+        }
+        text.push_str(&format!(
+            "\n  real client p99 of first requests (new connections) {:.2} ms, of later ones {:.2} ms; slowest (s, ms):",
+            c.first_p99_ms, c.later_p99_ms
+        ));
+        for (at, ms) in &c.slowest {
+            text.push_str(&format!(" {at:.1}:{ms:.1}"));
         }
         if !c.error_kinds.is_empty() {
             text.push_str("\n  client errors:");
@@ -259,14 +271,25 @@ pub async fn run(plan: Plan) -> Report {
     let client = client::start(plan.client.clone());
     let tally = Arc::new(Tally::default());
     let started = Instant::now();
-    // Dropping the attack's future at the deadline aborts its tasks and closes its sockets.
-    let _ = tokio::time::timeout(plan.seconds, attack(&plan, tally.clone())).await;
-    let seconds = started.elapsed().as_secs_f64();
+    // The attack runs on the runtime's worker threads, which run at the lowest priority
+    // (`run_attack`), the real client on a thread of its own at the normal one. Aborting the
+    // attack's task at the deadline drops its tasks and closes its sockets.
+    let attacking = {
+        let (plan, tally) = (plan.clone(), tally.clone());
+        tokio::spawn(async move { attack(&plan, tally).await })
+    };
+    let abort = attacking.abort_handle();
+    let _ = tokio::time::timeout(plan.seconds, attacking).await;
+    // The client is measured during the attack: it stops (its last visitors finish) while
+    // the attack still runs. The attack's end, when every one of its sockets closes at once,
+    // is measured by the recovery probes.
     let client = client.stop().await;
-    let recovered_after_s = recover(&plan).await;
+    abort.abort();
+    let seconds = started.elapsed().as_secs_f64();
+    let (recovered_after_s, ending_worst_ms) = recover(&plan).await;
     sampler.abort();
     let after = proc_sample(plan.pid);
-    let alive = after.is_some() && client::probe(plan.client.target, &plan.client.path).await;
+    let alive = after.is_some() && client::probe(plan.client.target, &plan.client.path).await.is_some();
     let after = after.unwrap_or_default();
     let peak = peak.lock().map(|p| *p).unwrap_or_default();
     let mut limiter = match plan.admin {
@@ -294,6 +317,7 @@ pub async fn run(plan: Plan) -> Report {
             fds_after: after.fds,
             alive,
             recovered_after_s,
+            ending_worst_ms,
         },
         limiter,
     }
@@ -313,19 +337,25 @@ async fn attack(plan: &Plan, tally: Arc<Tally>) {
 }
 
 /// Seconds from now until a fresh request is answered 200 and usher holds no more client
-/// connections than a few (the real client has stopped; the attack's sockets must be gone).
-/// Counted from the kernel's table, not from usher's descriptors: idle upstream connections
-/// the attack's requests opened stay pooled, as they should.
-async fn recover(plan: &Plan) -> Option<f64> {
+/// connections than a few (the real client has stopped; the attack's sockets must be gone),
+/// and the slowest probe answer meanwhile. Connections are counted from the kernel's table,
+/// not from usher's descriptors: idle upstream connections the attack's requests opened stay
+/// pooled, as they should. Probes run for at least a second, so the end's stall is seen.
+async fn recover(plan: &Plan) -> (Option<f64>, f64) {
     let start = Instant::now();
+    let mut worst_ms = 0f64;
     while start.elapsed() < plan.recover_limit {
         let held = held_connections(plan.target.port());
-        if held <= 16 && client::probe(plan.client.target, &plan.client.path).await {
-            return Some(start.elapsed().as_secs_f64());
+        let answered = client::probe(plan.client.target, &plan.client.path).await;
+        if let Some(latency) = answered {
+            worst_ms = worst_ms.max(latency.as_secs_f64() * 1000.0);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if held <= 16 && answered.is_some() && start.elapsed() >= Duration::from_secs(1) {
+            return (Some(start.elapsed().as_secs_f64()), worst_ms);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    None
+    (None, worst_ms)
 }
 
 /// Connections whose local port is `port` that still hold a descriptor on the server's side

@@ -35,7 +35,7 @@ fn ratio(baseline: &Report, row: &Report) -> f64 {
 /// The table: the baseline first, then each attack.
 pub fn markdown(reports: &[Report]) -> String {
     let mut out = String::from(
-        "| kind | client p50 ms | client p99 ms (x baseline) | client errors / requests | usher peak RSS MiB | peak fds | up | recovered s | verdict | what the attack did |\n\
+        "| kind | client p50 ms | client p99 ms (x baseline) | client errors / requests | usher peak RSS MiB | peak fds | up | recovered s (slowest answer ms) | verdict | what the attack did |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |\n",
     );
     let Some(baseline) = reports.first() else { return out };
@@ -49,7 +49,7 @@ pub fn markdown(reports: &[Report]) -> String {
         }
         let _ = writeln!(
             out,
-            "| {} | {:.2} | {:.2} ({:.1}x) | {} / {} | {:.1} | {} | {} | {} | {} | {} |",
+            "| {} | {:.2} | {:.2} ({:.1}x) | {} / {} | {:.1} | {} | {} | {} ({:.0}) | {} | {} |",
             name,
             r.client.p50_ms,
             r.client.p99_ms,
@@ -60,6 +60,7 @@ pub fn markdown(reports: &[Report]) -> String {
             r.usher.fds_peak,
             if r.usher.alive { "yes" } else { "NO" },
             r.usher.recovered_after_s.map_or("never".to_string(), |s| format!("{s:.1}")),
+            r.usher.ending_worst_ms,
             verdict(baseline, r),
             did.join(", "),
         );
