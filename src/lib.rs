@@ -32,6 +32,7 @@ pub mod pages;
 pub mod pool;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod refused_lane;
 pub mod reload;
 pub mod render;
 pub mod request;
@@ -50,6 +51,7 @@ use crate::limits::{Gate, LiveGate};
 use crate::listener::{BoundSocket, ConnectionSettings};
 use crate::metrics::Metrics;
 use crate::proxy::Worker;
+use crate::refused_lane::RefusedLane;
 use crate::room::Rooms;
 use crate::room::admitter;
 use crate::secrets::Secrets;
@@ -290,6 +292,7 @@ impl Server {
                 rooms: rooms.clone(),
                 metrics: metrics.clone(),
                 idle_timeout: config.listen.idle_timeout,
+                refused_lane: RefusedLane::new(metrics.defences.refused_lane_waits.clone()),
             });
             let (settings, shutdown, grace) = (settings.clone(), trigger.subscribe(), config.listen.shutdown_grace);
             handles.push(spawn_runtime_thread(format!("usher-worker-{index}"), move || async move {

@@ -156,6 +156,9 @@ pub struct Defences {
     /// Requests answered 503 because the worker already had
     /// `upstream.max_connections_per_worker` upstream connections open.
     pub upstream_saturated: IntCounter,
+    /// Requests of connections whose last answer was 429 that waited in the worker's
+    /// [`crate::refused_lane::RefusedLane`] behind another's.
+    pub refused_lane_waits: IntCounter,
 }
 
 impl Defences {
@@ -214,6 +217,11 @@ impl Defences {
                 "usher_upstream_saturated_total",
                 "Requests answered 503 because the worker's upstream connections were all in use \
                  (upstream.max_connections_per_worker).",
+            ),
+            refused_lane_waits: counter(
+                "usher_refused_lane_waits_total",
+                "Requests of connections whose last answer was 429 that waited for their turn behind another such \
+                 request, so that clients within their limits went first.",
             ),
         }
     }

@@ -18,6 +18,7 @@ use crate::identity::{self, ClientSource, Identity, KeyCache};
 use crate::limits::{Access, LiveGate};
 use crate::metrics::{Metrics, Route};
 use crate::pages;
+use crate::refused_lane::RefusedLane;
 use crate::render::{self, Answer};
 use crate::request::RequestView;
 use crate::room::{Decision, Room, Rooms, Visitor, challenge, published};
@@ -53,6 +54,8 @@ pub struct Worker {
     /// `listen.idle_timeout`: a waiter told to come back later than this is better served
     /// by closing its connection now than by holding it idle until then.
     pub idle_timeout: Duration,
+    /// Where a connection whose last answer was 429 waits its turn ([`RefusedLane`]).
+    pub refused_lane: RefusedLane,
 }
 
 impl Worker {
