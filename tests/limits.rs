@@ -253,3 +253,53 @@ async fn a_flood_of_fresh_addresses_fills_the_table_but_never_turns_limiting_off
     .await;
     usher.stop();
 }
+
+/// A client over its limit that keeps asking on many keep-alive connections is answered on
+/// every one of them (429, nothing lost or hung), its refused requests take turns in the
+/// worker's lane rather than each standing in front of everyone else's, and citizens beside
+/// it are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_of_a_flood_take_turns_and_citizens_beside_it_are_served() {
+    use hyper_util::rt::TokioIo;
+    let upstream = Upstream::start().await;
+    let mut config = with_limits(&upstream, 1, 1);
+    // One worker: every connection shares its one thread, as on the pinned attack run.
+    config.listen.workers = 1;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+    let flooder = source(50);
+    let floods: Vec<_> = (0..16)
+        .map(|_| {
+            tokio::spawn(async move {
+                let stream = connect_from(flooder, addr).await;
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+                tokio::spawn(connection);
+                let mut statuses = Vec::new();
+                for _ in 0..40 {
+                    sender.ready().await.expect("usher kept the connection open");
+                    let request =
+                        Request::get("/inbox").header("host", addr.to_string()).body(empty()).expect("request");
+                    let response = sender.send_request(request).await.expect("answered");
+                    statuses.push(collect_reply(response).await.status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    for n in 0..20u8 {
+        assert_eq!(status_of(source(100 + n), addr, get("/inbox")).await.status, StatusCode::OK, "citizen {n}");
+    }
+    let mut answered = Vec::new();
+    for flood in floods {
+        let statuses =
+            tokio::time::timeout(Duration::from_secs(30), flood).await.expect("a flood hung").expect("flood");
+        answered.extend(statuses);
+    }
+    assert_eq!(answered.len(), 16 * 40);
+    let refused = answered.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert!(refused >= 16 * 40 - 5, "burst 1, 1 a second: {refused} of {} refused: {answered:?}", answered.len());
+    let text = metrics_text(usher.admin_addr).await;
+    assert!(metric(&text, "usher_refused_lane_waits_total", &[]) > 0.0, "the refused never waited for their turn");
+    usher.stop();
+}

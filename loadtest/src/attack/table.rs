@@ -1,6 +1,6 @@
 //! One Markdown table from the JSON reports of a series of attack runs (the first is the
 //! baseline), as `loadtest/attack.sh` prints it and SECURITY.md carries it. A row is a miss
-//! when the real client's p99 is more than twice the baseline's, it saw any error, or usher
+//! when the real client's p99 is more than twice the lowest baseline's, it saw any error, or usher
 //! did not stay up: the issue's targets, judged in one place.
 
 use super::Report;
@@ -32,13 +32,20 @@ fn ratio(baseline: &Report, row: &Report) -> f64 {
     if baseline.client.p99_ms > 0.0 { row.client.p99_ms / baseline.client.p99_ms } else { 0.0 }
 }
 
-/// The table: the baseline first, then each attack.
+/// The baseline a run's rows are judged against: of its baselines (`attack.sh` runs one
+/// first and one last), the one with the lowest p99, so a noisy baseline cannot flatter a row.
+fn strictest_baseline(reports: &[Report]) -> Option<&Report> {
+    let baselines = reports.iter().filter(|r| r.kind == super::Kind::None);
+    baselines.min_by(|a, b| a.client.p99_ms.total_cmp(&b.client.p99_ms)).or(reports.first())
+}
+
+/// The table: the baseline first, then each attack; ratios are to the strictest baseline.
 pub fn markdown(reports: &[Report]) -> String {
     let mut out = String::from(
         "| kind | client p50 ms | client p99 ms (x baseline) | client errors / requests | usher peak RSS MiB | peak fds | up | recovered s (slowest answer ms) | verdict | what the attack did |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |\n",
     );
-    let Some(baseline) = reports.first() else { return out };
+    let Some(baseline) = strictest_baseline(reports) else { return out };
     for (i, r) in reports.iter().enumerate() {
         let name = if i > 0 && r.kind == super::Kind::None { "baseline (again)" } else { r.kind.name() };
         let mut did: Vec<String> = r.attack.iter().filter(|(_, v)| **v != 0).map(|(k, v)| format!("{k} {v}")).collect();
