@@ -18,6 +18,7 @@ pub mod connection;
 pub mod console;
 pub mod cookies;
 pub mod demo;
+pub mod descriptors;
 pub mod error;
 pub mod events;
 pub mod forward;
@@ -133,6 +134,7 @@ impl Server {
     pub fn start_with_secrets(config: Config, secrets: Secrets) -> Result<Running, StartError> {
         let config = Arc::new(config);
         let workers = config.listen.workers.max(1);
+        Self::reserve_descriptors(&config, workers);
         let metrics = Arc::new(Metrics::new(workers));
         let admin_token = secrets::admin_token(&config.admin)?;
         let audit = audit::AuditFile::open(config.admin.audit_file.as_deref())?;
@@ -198,6 +200,33 @@ impl Server {
             admin,
             redis,
         })
+    }
+
+    /// Raises the open-files limit and grows the descriptor table to what the configuration
+    /// may hold ([`descriptors`]), so no worker stalls in `accept` while the table grows.
+    /// Neither stops the start: a limit too low is warned about, as connections beyond it
+    /// will be refused by the kernel.
+    fn reserve_descriptors(config: &Config, workers: usize) {
+        let wanted =
+            descriptors::wanted(config.listen.max_connections, workers, config.upstream.max_connections_per_worker);
+        let limit = match descriptors::raise_limit(wanted) {
+            Ok(limit) => limit,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read or raise the open-files limit");
+                return;
+            }
+        };
+        if limit < wanted as u64 {
+            tracing::warn!(
+                limit,
+                wanted,
+                "the open-files limit is below listen.max_connections plus the workers' upstream connections: \
+                 connections beyond it fail at accept (raise LimitNOFILE, or ulimit -n)"
+            );
+        }
+        if let Err(e) = descriptors::reserve(wanted) {
+            tracing::warn!(error = %e, "cannot grow the descriptor table at start: it grows as connections come");
+        }
     }
 
     /// Binds the public sockets (one per worker) and the admin socket.
