@@ -191,8 +191,10 @@ impl Report {
             text.push_str(&format!(" {name}={value}"));
         }
         text.push_str(&format!(
-            "\n  real client p99 of first requests (new connections) {:.2} ms, of later ones {:.2} ms; slowest (s, ms):",
-            c.first_p99_ms, c.later_p99_ms
+            "\n  real client{}: p99 of first requests (new connections) {:.2} ms, of later ones {:.2} ms; slowest (s, ms):",
+            if c.realtime { " (ahead of the attack tool, SCHED_FIFO)" } else { "" },
+            c.first_p99_ms,
+            c.later_p99_ms
         ));
         for (at, ms) in &c.slowest {
             text.push_str(&format!(" {at:.1}:{ms:.1}"));
