@@ -460,8 +460,8 @@ fn run_attack(args: AttackArgs) -> Result<(), String> {
     };
     // On one machine the attack tool shares CPUs with the real client it is measured beside;
     // on the peak day the attacker is on machines of its own. So the attack's threads run at
-    // the lowest priority (nice 19) and yield the CPU to the client's thread, which the main
-    // thread starts at the normal one.
+    // the lowest priority (nice 19), and the client's thread, started from the main thread,
+    // puts itself ahead of them (`attack::client`, SCHED_FIFO where allowed).
     let attack_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .on_thread_start(lowest_priority)
