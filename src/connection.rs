@@ -10,7 +10,7 @@
 
 use crate::identity::ClientKey;
 use hyper_util::server::graceful::Watcher;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
@@ -128,6 +128,9 @@ pub struct Activity {
     begun: AtomicUsize,
     /// Milliseconds from `opened` to the end of the last request.
     last_end_ms: AtomicU64,
+    /// The last answer was 429: the next request takes its turn in the worker's
+    /// [`crate::refused_lane::RefusedLane`].
+    refused_last: AtomicBool,
 }
 
 impl Default for Activity {
@@ -137,6 +140,7 @@ impl Default for Activity {
             in_flight: AtomicUsize::new(0),
             begun: AtomicUsize::new(0),
             last_end_ms: AtomicU64::new(0),
+            refused_last: AtomicBool::new(false),
         }
     }
 }
@@ -163,10 +167,27 @@ impl Activity {
         }
         Some(self.opened + Duration::from_millis(self.last_end_ms.load(Relaxed)) + timeout)
     }
+
+    /// Whether the connection's last answer was 429.
+    pub fn refused_last(&self) -> bool {
+        self.refused_last.load(Relaxed)
+    }
+
+    /// Records whether the answer just given was 429.
+    pub fn set_refused(&self, refused: bool) {
+        self.refused_last.store(refused, Relaxed);
+    }
 }
 
 /// A request in flight on a connection; see [`Activity::begin`].
 pub struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// The connection the request is on.
+    pub fn activity(&self) -> &Activity {
+        &self.0
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

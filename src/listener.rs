@@ -28,8 +28,6 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -112,8 +110,6 @@ pub struct ConnectionSettings {
     pub proxy_protocol: bool,
     /// Peers whose PROXY header is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Connections accepted so far: each one's place in the spread of timeouts.
-    accepted: AtomicU64,
 }
 
 impl ConnectionSettings {
@@ -148,13 +144,14 @@ impl ConnectionSettings {
             idle_timeout: config.idle_timeout,
             proxy_protocol: config.proxy_protocol,
             trusted_proxies,
-            accepted: AtomicU64::new(0),
         }
     }
 
-    /// The next connection's first-request and idle timeouts ([`timeout_share`]).
-    fn timeouts(&self) -> Timeouts {
-        let share = timeout_share(self.accepted.fetch_add(1, Relaxed));
+    /// The first-request and idle timeouts of a worker's `n`-th accepted connection
+    /// ([`timeout_share`]). Counted per worker: a counter shared by the workers would be one
+    /// more contended write per accept, and each worker's sequence spreads as evenly.
+    fn timeouts(&self, n: u64) -> Timeouts {
+        let share = timeout_share(n);
         Timeouts { first_request: self.first_request_timeout.mul_f64(share), idle: self.idle_timeout.mul_f64(share) }
     }
 
@@ -188,7 +185,7 @@ impl ConnectionSettings {
 struct ClientOverCap;
 
 /// Connections a worker accepts in a row before it lets the requests ready meanwhile run.
-const ACCEPT_BATCH: u32 = 8;
+const ACCEPT_BATCH: u64 = 8;
 
 /// How much of the configured timeouts a connection may lose: its share is in `(0.75, 1]`.
 const TIMEOUT_SPREAD: f64 = 0.25;
@@ -224,7 +221,8 @@ pub async fn accept_loop(
 ) -> io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(socket.listener)?;
     let tls = socket.tls;
-    let mut accepted = 0u32;
+    // Connections this worker has accepted: the batches below, and each one's timeouts.
+    let mut accepted = 0u64;
     loop {
         // A burst of new connections (a slowloris opens 10,000 in a second) must not stand
         // in front of the requests of connections already open: each connection's first
@@ -232,8 +230,7 @@ pub async fn accept_loop(
         // connections of a whole batch ran before any waiting request. Yielding after every
         // ACCEPT_BATCH lets the requests ready meanwhile (and the I/O driver) go first, at the
         // cost of one task switch per batch.
-        accepted = accepted.wrapping_add(1);
-        if accepted % ACCEPT_BATCH == 0 {
+        if accepted % ACCEPT_BATCH == 0 && accepted > 0 {
             tokio::task::yield_now().await;
         }
         let (stream, peer) = tokio::select! {
@@ -268,6 +265,8 @@ pub async fn accept_loop(
         // count zero-window time too). A slow client that still takes bytes is never cut.
         let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(settings.idle_timeout));
         let conn = ClientConn { tls: tls.is_some(), addr: peer.ip() };
+        let timeouts = settings.timeouts(accepted);
+        accepted += 1;
         let drain = graceful.watcher();
         let (worker, settings, tls, shutdown) = (worker.clone(), settings.clone(), tls.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -291,7 +290,7 @@ pub async fn accept_loop(
             };
             if let Some(places) = places.await {
                 let lease = Lease::new(places);
-                let serve = Serve { conn, keys, worker, settings: &settings, shutdown, lease };
+                let serve = Serve { conn, keys, worker, settings: &settings, timeouts, shutdown, lease };
                 let flood = settings.metrics.defences.closed_h2_control_flood.clone();
                 let reported = move || {
                     flood.inc();
@@ -357,6 +356,8 @@ struct Serve<'a> {
     keys: KeyCache,
     worker: Arc<Worker>,
     settings: &'a ConnectionSettings,
+    /// Its share of the configured timeouts ([`ConnectionSettings::timeouts`]).
+    timeouts: Timeouts,
     shutdown: Shutdown,
     /// The connection's places; a request that upgrades hands them to its tunnel.
     lease: Lease,
@@ -367,12 +368,9 @@ impl Serve<'_> {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Serve { conn, keys, worker, settings, mut shutdown, lease } = self;
+        let Serve { conn, keys, worker, settings, timeouts, mut shutdown, lease } = self;
         let activity = Arc::new(Activity::default());
         let keys = Arc::new(keys);
-        // The last answer on this connection was 429: its next request takes its turn in the
-        // worker's refused lane.
-        let refused = Arc::new(AtomicBool::new(false));
         let service = {
             let (activity, lease) = (activity.clone(), lease.clone());
             hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
@@ -380,13 +378,15 @@ impl Serve<'_> {
                 if req.version() == http::Version::HTTP_11 && req.headers().contains_key(http::header::UPGRADE) {
                     req.extensions_mut().insert(lease.clone());
                 }
-                let (worker, keys, refused) = (worker.clone(), keys.clone(), refused.clone());
+                let (worker, keys) = (worker.clone(), keys.clone());
                 async move {
-                    if refused.load(Relaxed) {
+                    // The last answer on this connection was 429: this request takes its turn
+                    // in the worker's refused lane.
+                    if in_flight.activity().refused_last() {
                         worker.refused_lane.wait_turn().await;
                     }
                     let response = worker.handle(req, conn, &keys).await;
-                    refused.store(response.status() == http::StatusCode::TOO_MANY_REQUESTS, Relaxed);
+                    in_flight.activity().set_refused(response.status() == http::StatusCode::TOO_MANY_REQUESTS);
                     Ok::<_, Infallible>(response.map(|body| Tracked { body, _in_flight: in_flight }))
                 }
             })
@@ -400,7 +400,6 @@ impl Serve<'_> {
         // One timer per connection, no timer work per request: it wakes at the deadline the
         // connection's activity gives, and at least every `tick`, since a request that
         // begins or ends meanwhile moves the deadline.
-        let timeouts = settings.timeouts();
         let tick = timeouts.first_request.min(timeouts.idle);
         let idle = async {
             loop {
