@@ -128,8 +128,8 @@ pub struct Activity {
     begun: AtomicUsize,
     /// Milliseconds from `opened` to the end of the last request.
     last_end_ms: AtomicU64,
-    /// The last answer was 429: the next request takes its turn in the worker's
-    /// [`crate::refused_lane::RefusedLane`].
+    /// The last answer was a refusal ([`crate::refused_lane::Refused`]): the next request takes
+    /// its turn in the worker's [`crate::refused_lane::RefusedLane`].
     refused_last: AtomicBool,
 }
 

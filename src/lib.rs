@@ -52,7 +52,7 @@ use crate::limits::{Gate, LiveGate};
 use crate::listener::{BoundSocket, ConnectionSettings};
 use crate::metrics::Metrics;
 use crate::proxy::Worker;
-use crate::refused_lane::RefusedLane;
+use crate::refused_lane::{RecentlyRefused, RefusedLane};
 use crate::room::Rooms;
 use crate::room::admitter;
 use crate::secrets::Secrets;
@@ -305,6 +305,7 @@ impl Server {
             metrics.clone(),
         ));
         let workers = config.listen.workers.max(1);
+        let refused_lately = Arc::new(RecentlyRefused::default());
         let mut handles = Vec::with_capacity(workers + 1);
         for index in 0..workers {
             let http = http.pop().map(|listener| BoundSocket { listener, tls: None });
@@ -321,7 +322,11 @@ impl Server {
                 rooms: rooms.clone(),
                 metrics: metrics.clone(),
                 idle_timeout: config.listen.idle_timeout,
-                refused_lane: RefusedLane::new(metrics.defences.refused_lane_waits.clone()),
+                refused_lane: RefusedLane::new(
+                    refused_lately.clone(),
+                    metrics.defences.refused_lane_turns.clone(),
+                    metrics.defences.refused_lane_waits.clone(),
+                ),
             });
             let (settings, shutdown, grace) = (settings.clone(), trigger.subscribe(), config.listen.shutdown_grace);
             handles.push(spawn_runtime_thread(format!("usher-worker-{index}"), move || async move {

@@ -14,10 +14,11 @@ use crate::config::ListenConfig;
 use crate::connection::{Activity, ClientConnections, ClientSlot, InFlight, Lease, Places};
 use crate::forward::ClientConn;
 use crate::frame_guard::FrameGuard;
-use crate::identity::KeyCache;
+use crate::identity::{ClientKey, KeyCache};
 use crate::limits::Access;
 use crate::metrics::Metrics;
 use crate::proxy::Worker;
+use crate::refused_lane::{Refused, Why};
 use crate::shutdown::Shutdown;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -169,7 +170,7 @@ impl ConnectionSettings {
         worker: &Worker,
         client: IpAddr,
         keys: &KeyCache,
-    ) -> Result<Option<ClientSlot>, ClientOverCap> {
+    ) -> Result<Option<(ClientSlot, ClientKey)>, ClientOverCap> {
         if !self.proxy_protocol && self.trusted(client) {
             return Ok(None);
         }
@@ -177,7 +178,8 @@ impl ConnectionSettings {
             return Ok(None);
         }
         let keys = worker.identity.key_cached(keys, client, crate::clock::now_ms() / 1000);
-        self.per_client.open(&keys.client).map(Some).ok_or(ClientOverCap)
+        let slot = self.per_client.open(&keys.client).ok_or(ClientOverCap)?;
+        Ok(Some((slot, keys.client)))
     }
 }
 
@@ -274,13 +276,19 @@ pub async fn accept_loop(
             let mut stream = stream;
             let mut conn = conn;
             let keys = KeyCache::default();
+            // The client's key when the connection is its own (not a trusted proxy's, not
+            // allow-listed): what the refused lane remembers it by.
+            let mut own = None;
             let places = async {
                 if settings.proxy_protocol {
                     conn.addr = proxy_header(&mut stream, peer.ip(), &settings).await?;
                 }
                 // Counted before the TLS handshake, so a client over its cap costs no handshake.
                 match settings.count_client(&worker, conn.addr, &keys) {
-                    Ok(client) => Some(Places { permit, client, drain }),
+                    Ok(counted) => {
+                        own = counted.as_ref().map(|(_, key)| *key);
+                        Some(Places { permit, client: counted.map(|(slot, _)| slot), drain })
+                    }
                     Err(ClientOverCap) => {
                         settings.metrics.defences.refused_per_client.inc();
                         tracing::debug!("client over listen.max_connections_per_client; connection closed");
@@ -289,8 +297,13 @@ pub async fn accept_loop(
                 }
             };
             if let Some(places) = places.await {
+                // A client refused lately waits its turn before its connection costs anything
+                // more (a TLS handshake, reading and parsing its request).
+                if own.is_some_and(|key| worker.refused_lane.recent.remembers(&key, crate::clock::now_ms() / 1000)) {
+                    worker.refused_lane.wait_turn(Why::Client).await;
+                }
                 let lease = Lease::new(places);
-                let serve = Serve { conn, keys, worker, settings: &settings, timeouts, shutdown, lease };
+                let serve = Serve { conn, keys, own, worker, settings: &settings, timeouts, shutdown, lease };
                 let flood = settings.metrics.defences.closed_h2_control_flood.clone();
                 let reported = move || {
                     flood.inc();
@@ -354,6 +367,8 @@ struct Serve<'a> {
     conn: ClientConn,
     /// The client key, computed at accept, reused by its requests.
     keys: KeyCache,
+    /// The key of the client the connection is, when it is one client's own.
+    own: Option<ClientKey>,
     worker: Arc<Worker>,
     settings: &'a ConnectionSettings,
     /// Its share of the configured timeouts ([`ConnectionSettings::timeouts`]).
@@ -368,7 +383,7 @@ impl Serve<'_> {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Serve { conn, keys, worker, settings, timeouts, mut shutdown, lease } = self;
+        let Serve { conn, keys, own, worker, settings, timeouts, mut shutdown, lease } = self;
         let activity = Arc::new(Activity::default());
         let keys = Arc::new(keys);
         let service = {
@@ -380,13 +395,18 @@ impl Serve<'_> {
                 }
                 let (worker, keys) = (worker.clone(), keys.clone());
                 async move {
-                    // The last answer on this connection was 429: this request takes its turn
-                    // in the worker's refused lane.
+                    // A connection just refused takes its turn in the worker's refused lane
+                    // (a new one of a client refused lately took it before it was served).
+                    let lane = &worker.refused_lane;
                     if in_flight.activity().refused_last() {
-                        worker.refused_lane.wait_turn().await;
+                        lane.wait_turn(Why::Connection).await;
                     }
                     let response = worker.handle(req, conn, &keys).await;
-                    in_flight.activity().set_refused(response.status() == http::StatusCode::TOO_MANY_REQUESTS);
+                    let refused = response.extensions().get::<Refused>().is_some();
+                    in_flight.activity().set_refused(refused);
+                    if let Some(key) = own.filter(|_| refused) {
+                        lane.recent.remember(&key, crate::clock::now_ms() / 1000);
+                    }
                     Ok::<_, Infallible>(response.map(|body| Tracked { body, _in_flight: in_flight }))
                 }
             })

@@ -156,8 +156,10 @@ pub struct Defences {
     /// Requests answered 503 because the worker already had
     /// `upstream.max_connections_per_worker` upstream connections open.
     pub upstream_saturated: IntCounter,
-    /// Requests of connections whose last answer was 429 that waited in the worker's
-    /// [`crate::refused_lane::RefusedLane`] behind another's.
+    /// Requests that took the worker's [`crate::refused_lane::RefusedLane`]: because their
+    /// connection's last answer was a refusal, and because their client was refused lately.
+    pub refused_lane_turns: [IntCounter; 2],
+    /// Requests that waited in the lane behind another's.
     pub refused_lane_waits: IntCounter,
 }
 
@@ -180,6 +182,13 @@ impl Defences {
             "usher_body_stalled_total",
             "Bodies ended because no bytes moved for upstream.body_idle_timeout, by whose body stalled.",
             &["from"],
+        );
+        let turns = counter_vec(
+            r,
+            "usher_refused_lane_turns_total",
+            "Requests that took their turn in the worker's lane for refused clients, by why: their connection's \
+             last answer was a refusal, or their client was refused on another connection in the last seconds.",
+            &["why"],
         );
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("static metric definition");
@@ -218,10 +227,11 @@ impl Defences {
                 "Requests answered 503 because the worker's upstream connections were all in use \
                  (upstream.max_connections_per_worker).",
             ),
+            refused_lane_turns: [turns.with_label_values(&["connection"]), turns.with_label_values(&["client"])],
             refused_lane_waits: counter(
                 "usher_refused_lane_waits_total",
-                "Requests of connections whose last answer was 429 that waited for their turn behind another such \
-                 request, so that clients within their limits went first.",
+                "Requests of refused clients that waited for their turn behind another such request, so that \
+                 clients within their limits went first.",
             ),
         }
     }

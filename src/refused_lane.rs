@@ -1,35 +1,126 @@
-//! The worker's lane for clients over their limits: a connection whose last answer was
-//! `429` waits its turn here before its next request is handled.
+//! The worker's lane for clients usher has just refused: a request whose client was refused
+//! (a `429` of its limits, or a `503` because the upstream's places were taken) waits its turn
+//! here before it is handled.
 //!
 //! A worker serves its ready connections in turn. Under a flood of requests that are refused
 //! (a /48 farming tickets on 32 keep-alive connections), each turn of the worker ran a
 //! refused request of every flooding connection before it came back to a citizen's: the
 //! citizen's answer waited behind 32 refusals per step of its request (the pinned attack
 //! run: p50 1.9 ms, p99 3.9 ms, against 0.25 and 0.6 ms without the flood). Here refused
-//! connections take one turn per round between them: the holder yields once, the others wait
+//! requests take one turn per round between them: the holder yields once, the others wait
 //! parked (costing nothing), and whoever was ready meanwhile goes first. A lone client that
 //! was refused once waits for nobody; when no one else is ready the flood still gets the
 //! whole core. The turn is held across the yield only, never while a request is handled, so
 //! a slow store or upstream cannot stall the lane.
+//!
+//! Who takes the lane:
+//! - a connection whose last answer was a refusal (its own flag, [`crate::connection::Activity`]);
+//! - a new connection of a client refused in the last few seconds ([`RecentlyRefused`]): a
+//!   flood that opens a fresh connection for every try (2,500 refused WebSocket upgrades a
+//!   second) would otherwise be handled, answered and closed in arrival order, in bursts, ahead
+//!   of the citizens' requests. Only clients keyed by their own connection are remembered: a
+//!   trusted proxy carries many clients, and its connections keep the per-connection flag.
+//!
+//! Waiting a turn is never a refusal: a citizen who shares a remembered slot (a 32-bit
+//! fingerprint collision) or who was refused once is still served, one round later.
 
+use crate::identity::ClientKey;
 use prometheus::IntCounter;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tokio::sync::Semaphore;
+
+/// Marks a response usher gave as a refusal of the request (its client over a limit, or the
+/// upstream's places all taken), rather than an answer: the client's next request takes the
+/// lane. Set where the response is made; a `503` of the waiting room's own is not one.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused;
+
+/// Why a request took the lane (the label of `usher_refused_lane_turns_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The last answer on its connection was a refusal.
+    Connection,
+    /// Its client was refused on another connection in the last [`REMEMBERED_SECS`].
+    Client,
+}
+
+/// How long a refused client is remembered: longer than a flood's pause between tries (the
+/// WebSocket flood waits 0.6 s, `Retry-After` is at least 1 s), short enough that a citizen
+/// refused once is soon forgotten. The memory is in whole seconds: 2 to 3 s.
+pub const REMEMBERED_SECS: u64 = 2;
+
+/// Slots of the memory: 16,384 × 8 bytes = 128 KiB, whatever the flood.
+const SLOTS: usize = 1 << 14;
+
+/// Clients refused lately, in a fixed table: each slot holds one client's fingerprint and
+/// until when it is remembered. A newer refusal takes the slot of an older one (a flood
+/// larger than the table is partly forgotten, and takes the lane less, never more); a lookup
+/// matches only its own fingerprint, so a citizen is not taken for a flooder unless 32 bits
+/// of two keyed hashes agree.
+pub struct RecentlyRefused {
+    slots: Box<[AtomicU64]>,
+}
+
+impl Default for RecentlyRefused {
+    fn default() -> Self {
+        Self { slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+impl RecentlyRefused {
+    /// The slot of `key` and its fingerprint: two independent 32-bit parts of the keyed hash.
+    fn place(key: &ClientKey) -> (usize, u64) {
+        let part = |i: usize| u32::from_le_bytes([key.0[i], key.0[i + 1], key.0[i + 2], key.0[i + 3]]);
+        (part(8) as usize % SLOTS, u64::from(part(12)))
+    }
+
+    /// Remembers `key` as refused at `now_secs` (usher's clock, [`crate::clock`]).
+    pub fn remember(&self, key: &ClientKey, now_secs: u64) {
+        let (slot, fingerprint) = Self::place(key);
+        let until = (now_secs + REMEMBERED_SECS) & u64::from(u32::MAX);
+        self.slots[slot].store(fingerprint << 32 | until, Relaxed);
+    }
+
+    /// Whether `key` was refused within the last [`REMEMBERED_SECS`] of `now_secs`.
+    pub fn remembers(&self, key: &ClientKey, now_secs: u64) -> bool {
+        let (slot, fingerprint) = Self::place(key);
+        let held = self.slots[slot].load(Relaxed);
+        let until = held & u64::from(u32::MAX);
+        // The clock's seconds wrap in 32 bits every 136 years; compared as a distance.
+        let left = until.wrapping_sub(now_secs & u64::from(u32::MAX)) & u64::from(u32::MAX);
+        held >> 32 == fingerprint && held != 0 && left <= REMEMBERED_SECS
+    }
+}
 
 /// One worker's lane (a worker is one thread, so one turn per worker).
 pub struct RefusedLane {
     turn: Semaphore,
+    /// Clients refused lately, by any worker: a flooder's next connection may land on another.
+    pub recent: Arc<RecentlyRefused>,
+    /// Requests that took the lane because of their connection's last answer, and because
+    /// of their client's.
+    turns_connection: IntCounter,
+    turns_client: IntCounter,
     /// Requests that found another in the lane and waited for it.
     waited: IntCounter,
 }
 
 impl RefusedLane {
-    pub fn new(waited: IntCounter) -> Self {
-        Self { turn: Semaphore::new(1), waited }
+    /// `recent` is shared by the workers; `turns` are the counters for [`Why::Connection`] and
+    /// [`Why::Client`].
+    pub fn new(recent: Arc<RecentlyRefused>, turns: [IntCounter; 2], waited: IntCounter) -> Self {
+        let [turns_connection, turns_client] = turns;
+        Self { turn: Semaphore::new(1), recent, turns_connection, turns_client, waited }
     }
 
     /// Returns once it is this request's turn: after every task that was ready before it, and
     /// after the requests already waiting here.
-    pub async fn wait_turn(&self) {
+    pub async fn wait_turn(&self, why: Why) {
+        match why {
+            Why::Connection => self.turns_connection.inc(),
+            Why::Client => self.turns_client.inc(),
+        }
         let permit = match self.turn.try_acquire() {
             Ok(permit) => permit,
             Err(_) => {
@@ -56,7 +147,9 @@ mod tests {
     /// became ready while they wait runs before the second of them.
     #[tokio::test(flavor = "current_thread")]
     async fn refused_requests_take_turns_and_others_go_between() {
-        let lane = Rc::new(RefusedLane::new(IntCounter::new("w", "w").expect("counter")));
+        let counter = |name: &str| IntCounter::new(name, name).expect("counter");
+        let recent = Arc::new(RecentlyRefused::default());
+        let lane = Rc::new(RefusedLane::new(recent, [counter("c"), counter("k")], counter("w")));
         let order = Rc::new(RefCell::new(Vec::new()));
         let local = tokio::task::LocalSet::new();
         local
@@ -65,7 +158,7 @@ mod tests {
                 for name in ["refused-1", "refused-2", "refused-3"] {
                     let (lane, order) = (lane.clone(), order.clone());
                     tasks.push(tokio::task::spawn_local(async move {
-                        lane.wait_turn().await;
+                        lane.wait_turn(Why::Connection).await;
                         order.borrow_mut().push(name);
                     }));
                 }
@@ -83,5 +176,47 @@ mod tests {
         assert_eq!(order.iter().position(|n| *n == "citizen"), Some(0), "{order:?}");
         assert_eq!(order[1..], ["refused-1", "refused-2", "refused-3"]);
         assert_eq!(lane.waited.get(), 2, "the second and third waited for the first");
+    }
+
+    fn key(byte: u8) -> ClientKey {
+        ClientKey([byte; 16])
+    }
+
+    #[test]
+    fn a_refused_client_is_remembered_for_a_few_seconds_and_no_one_else_is() {
+        let recent = RecentlyRefused::default();
+        let (flooder, citizen) = (key(7), key(9));
+        assert!(!recent.remembers(&flooder, 100), "nobody is remembered before a refusal");
+        recent.remember(&flooder, 100);
+        assert!(recent.remembers(&flooder, 100));
+        assert!(recent.remembers(&flooder, 100 + REMEMBERED_SECS));
+        assert!(!recent.remembers(&flooder, 101 + REMEMBERED_SECS), "forgotten after the memory");
+        assert!(!recent.remembers(&citizen, 100), "another client is not taken for the flooder");
+        assert!(!recent.remembers(&flooder, 99 - REMEMBERED_SECS), "a time before the refusal");
+    }
+
+    #[test]
+    fn a_citizen_sharing_a_flooders_slot_is_told_apart_by_its_fingerprint() {
+        let recent = RecentlyRefused::default();
+        let flooder = key(7);
+        let mut citizen = key(7);
+        citizen.0[12] ^= 1;
+        assert_eq!(RecentlyRefused::place(&flooder).0, RecentlyRefused::place(&citizen).0, "the same slot");
+        recent.remember(&flooder, 5);
+        assert!(!recent.remembers(&citizen, 5));
+        // The newer refusal takes the slot; the older client is forgotten, never confused.
+        recent.remember(&citizen, 6);
+        assert!(recent.remembers(&citizen, 6));
+        assert!(!recent.remembers(&flooder, 6));
+    }
+
+    #[test]
+    fn the_memory_holds_across_the_wrap_of_its_seconds() {
+        let recent = RecentlyRefused::default();
+        let near_wrap = u64::from(u32::MAX);
+        recent.remember(&key(3), near_wrap);
+        assert!(recent.remembers(&key(3), near_wrap + 1));
+        assert!(recent.remembers(&key(3), near_wrap + REMEMBERED_SECS));
+        assert!(!recent.remembers(&key(3), near_wrap + REMEMBERED_SECS + 1));
     }
 }

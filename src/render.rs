@@ -6,6 +6,7 @@
 use crate::body::Body;
 use crate::error::ProxyError;
 use crate::pages::{self, Status, View};
+use crate::refused_lane::Refused;
 use crate::request::{Accepts, RequestView};
 use bytes::Bytes;
 use http::header::{
@@ -92,6 +93,7 @@ fn limited(retry_after_secs: u64, view: &RequestView) -> Response<Body> {
         Body::from(pages::page(&page, view.lang())),
     );
     r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+    r.extensions_mut().insert(Refused);
     r
 }
 
@@ -125,6 +127,9 @@ pub fn error(error: ProxyError, accepts: Accepts) -> Response<Body> {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("30"));
         }
         _ => {}
+    }
+    if matches!(error, ProxyError::RateLimited { .. } | ProxyError::UpstreamSaturated) {
+        r.extensions_mut().insert(Refused);
     }
     r
 }

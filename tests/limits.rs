@@ -303,3 +303,40 @@ async fn refused_requests_of_a_flood_take_turns_and_citizens_beside_it_are_serve
     assert!(metric(&text, "usher_refused_lane_waits_total", &[]) > 0.0, "the refused never waited for their turn");
     usher.stop();
 }
+
+/// A client refused on one connection takes the refused lane on the next connection it opens
+/// (a flood that opens a fresh connection for every try: on any worker), and is still
+/// answered there; a client never refused, and one behind a trusted proxy, do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_refused_lately_takes_the_lane_on_its_next_connections_and_no_one_else_does() {
+    let upstream = Upstream::start().await;
+    let mut config = with_limits(&upstream, 1, 1);
+    config.listen.workers = 2;
+    config.client.trusted_proxies = vec!["127.0.0.9/32".parse().expect("net")];
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+    let turns = |text: &str| metric(text, "usher_refused_lane_turns_total", &[("why", "client")]);
+    let (flooder, citizen, proxy) = (source(70), source(71), "127.0.0.9".parse().expect("ip"));
+
+    // Each request on a new connection: the first passes, the second is refused.
+    assert_eq!(status_of(flooder, addr, get("/inbox")).await.status, StatusCode::OK);
+    assert_eq!(status_of(flooder, addr, get("/inbox")).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(turns(&metrics_text(usher.admin_addr).await), 0.0, "nobody was refused before");
+    // Its next connections wait their turn, wherever they land, and are answered.
+    for n in 1..=4 {
+        assert_eq!(status_of(flooder, addr, get("/inbox")).await.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(turns(&metrics_text(usher.admin_addr).await), f64::from(n), "connection {n} of the flooder");
+    }
+    // A citizen goes straight through. A trusted proxy's connections are not remembered: it
+    // carries many clients, and one refused among them says nothing of the others.
+    assert_eq!(status_of(citizen, addr, get("/inbox")).await.status, StatusCode::OK);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let forwarded =
+            Request::get("/inbox").header("x-forwarded-for", "198.51.100.7").body(empty()).expect("request");
+        statuses.push(status_of(proxy, addr, forwarded).await.status);
+    }
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS, StatusCode::TOO_MANY_REQUESTS]);
+    assert_eq!(turns(&metrics_text(usher.admin_addr).await), 4.0, "only the flooder took the lane");
+    usher.stop();
+}
