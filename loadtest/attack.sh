@@ -23,9 +23,10 @@
 #   - room "inbox" on /inbox, auto, capacity never reached: the real client is admitted at
 #     once and served by the upstream, so its latency is usher's path end to end;
 #   - room "event" on /event, queue_all: every join is a ticket (the ticket flood's target);
-#   - client.trusted_proxies = ["127.0.0.0/8"], X-Forwarded-For believed: the key and ticket
-#     floods name their IPv6 clients in it (the real client sends none: its key is its own
-#     127.3.x.y address);
+#   - client.trusted_proxies = ["127.7.0.0/16"], X-Forwarded-For believed: the key and ticket
+#     floods come through that proxy and name their IPv6 clients in it. Every other attacker,
+#     the real client (127.3.x.y) and the recovery probes (127.2.x.y) are clients in their
+#     own right, keyed by their own addresses, as on the internet;
 #   - limits as the example configuration, but limits.max_tracked_clients = 10000: the
 #     limiter forgets a key once it is out of debt (50 ms after one request at 20/s) and is
 #     swept each second, so a flood of ~30,000 new keys a second never fills the default
@@ -89,7 +90,7 @@ listen = "127.0.0.1:$P_ADMIN"
 addresses = ["127.0.0.1:$P_UP"]
 
 [client]
-trusted_proxies = ["127.0.0.0/8"]
+trusted_proxies = ["127.7.0.0/16"]
 real_ip_from = "x-forwarded-for"
 
 [limits]

@@ -233,7 +233,8 @@ fn proc_sample(pid: u32) -> Option<ProcSample> {
 pub mod source {
     use std::net::Ipv4Addr;
     pub const CLIENT: Ipv4Addr = Ipv4Addr::new(127, 3, 0, 1);
-    pub const PROBE: Ipv4Addr = Ipv4Addr::new(127, 2, 255, 1);
+    /// The first of the recovery probes' addresses: each probe is a new visitor from its own.
+    pub const PROBE: Ipv4Addr = Ipv4Addr::new(127, 2, 0, 1);
     pub const SLOWLORIS: Ipv4Addr = Ipv4Addr::new(127, 4, 0, 1);
     pub const WEBSOCKET: Ipv4Addr = Ipv4Addr::new(127, 5, 0, 1);
     pub const H2: Ipv4Addr = Ipv4Addr::new(127, 6, 0, 1);
