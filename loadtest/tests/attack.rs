@@ -16,10 +16,11 @@ async fn upstream() -> SocketAddr {
     addr
 }
 
-/// usher with the real client's room and loopback trusted as a proxy (the floods' way in).
+/// usher with the real client's room and the floods' proxy (127.7/16) trusted, as
+/// `attack.sh` configures it: every other attacker is a client in its own right.
 fn usher(upstream: SocketAddr) -> Running {
     let mut config = Config::for_upstream(upstream);
-    config.client.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    config.client.trusted_proxies = vec!["127.7.0.0/16".parse().expect("cidr")];
     config.client.real_ip_from = RealIpFrom::XForwardedFor;
     // The example configuration's per-client limit, so the key flood's flooder meets it.
     config.limits.requests_per_second = 20;
