@@ -156,8 +156,8 @@ pub struct Defences {
     /// Requests answered 503 because the worker already had
     /// `upstream.max_connections_per_worker` upstream connections open.
     pub upstream_saturated: IntCounter,
-    /// Requests that took the worker's [`crate::refused_lane::RefusedLane`]: because their
-    /// connection's last answer was a refusal, and because their client was refused lately.
+    /// Turns taken in the worker's [`crate::refused_lane::RefusedLane`]: by requests whose
+    /// connection's last answer was a refusal, and by new connections of clients refused lately.
     pub refused_lane_turns: [IntCounter; 2],
     /// Requests that waited in the lane behind another's.
     pub refused_lane_waits: IntCounter,
@@ -186,8 +186,8 @@ impl Defences {
         let turns = counter_vec(
             r,
             "usher_refused_lane_turns_total",
-            "Requests that took their turn in the worker's lane for refused clients, by why: their connection's \
-             last answer was a refusal, or their client was refused on another connection in the last seconds.",
+            "Turns taken in the worker's lane for refused clients, by why: a request whose connection's last \
+             answer was a refusal, or a new connection of a client refused in the last seconds.",
             &["why"],
         );
         let gauge = |name: &str, help: &str| {

@@ -22,7 +22,7 @@
 //!   trusted proxy carries many clients, and its connections keep the per-connection flag.
 //!
 //! Waiting a turn is never a refusal: a citizen who shares a remembered slot (a 32-bit
-//! fingerprint collision) or who was refused once is still served, one round later.
+//! fingerprint collision) or who was refused once is still served, after its turn.
 
 use crate::identity::ClientKey;
 use prometheus::IntCounter;
@@ -36,12 +36,13 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Clone, Copy)]
 pub struct Refused;
 
-/// Why a request took the lane (the label of `usher_refused_lane_turns_total`).
+/// Why a turn is taken (the label of `usher_refused_lane_turns_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
-    /// The last answer on its connection was a refusal.
+    /// A request: the last answer on its connection was a refusal.
     Connection,
-    /// Its client was refused on another connection in the last [`REMEMBERED_SECS`].
+    /// A new connection, before it is served: its client was refused within the last
+    /// [`REMEMBERED_SECS`].
     Client,
 }
 
