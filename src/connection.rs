@@ -168,12 +168,12 @@ impl Activity {
         Some(self.opened + Duration::from_millis(self.last_end_ms.load(Relaxed)) + timeout)
     }
 
-    /// Whether the connection's last answer was 429.
+    /// Whether the connection's last answer was a refusal.
     pub fn refused_last(&self) -> bool {
         self.refused_last.load(Relaxed)
     }
 
-    /// Records whether the answer just given was 429.
+    /// Records whether the answer just given was a refusal.
     pub fn set_refused(&self, refused: bool) {
         self.refused_last.store(refused, Relaxed);
     }

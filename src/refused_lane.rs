@@ -55,8 +55,8 @@ pub const REMEMBERED_SECS: u64 = 2;
 const SLOTS: usize = 1 << 14;
 /// Slots a client may take: one bucket of 8, a cache line. With one slot per client, 2,000
 /// flooding clients collided on 11 % of them and, overwriting each other, were forgotten
-/// (14 % of a WebSocket flood's tries missed the lane); in buckets of 8 that needs 9 of them
-/// in one bucket of 2,048.
+/// (6-9 % of a WebSocket flood's repeated tries missed the lane); in buckets of 8 that needs
+/// 9 of them in one bucket of 2,048.
 const WAYS: usize = 8;
 
 /// Clients refused lately, in a fixed table: each slot holds one client's fingerprint and

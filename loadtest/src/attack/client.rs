@@ -10,8 +10,8 @@ use http::StatusCode;
 use http::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -193,10 +193,12 @@ fn short(message: &str) -> String {
 /// probe comes from an address of its own in 127.2/16, as a new visitor would: from one
 /// address, 50 probes a second would pass its client's request limit.
 pub async fn probe(target: SocketAddr, path: &str) -> Option<Duration> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
+    /// Addresses the probes take in turn (all of 127.2/16 but its .0 and .255 hosts).
+    const PROBES: u64 = 256 * 254;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let host = HeaderValue::from_str(&target.to_string()).unwrap_or(HeaderValue::from_static("localhost"));
-    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 65_000;
-    let source = IpAddr::V4(Ipv4Addr::from(u32::from(super::source::PROBE) + n));
+    let addresses = super::sources(super::source::PROBE, PROBES).ok()?;
+    let source = IpAddr::V4(addresses.get(NEXT.fetch_add(1, Ordering::Relaxed) % PROBES));
     let mut browser = Browser::new(target, source, host, Duration::from_secs(2));
     match browser.get(path, "text/html").await {
         Ok(a) if a.status == StatusCode::OK => Some(a.latency),
