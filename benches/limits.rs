@@ -31,14 +31,14 @@ fn limiter(c: &mut Criterion) {
     let config = config();
     let gate = gate(&config);
     let hot = ClientKey([7; 16]);
-    c.bench_function("limit/hot_key", |b| b.iter(|| gate.check_request(black_box(&hot), &Method::GET, "/inbox")));
+    c.bench_function("limit/hot_key", |b| b.iter(|| gate.check_request(black_box(&hot), None, &Method::GET, "/inbox")));
     let mut n = 0u64;
     c.bench_function("limit/cold_key", |b| {
         b.iter(|| {
             n += 1;
             let mut k = [0u8; 16];
             k[..8].copy_from_slice(&n.to_le_bytes());
-            gate.check_request(&ClientKey(k), &Method::GET, "/inbox")
+            gate.check_request(&ClientKey(k), None, &Method::GET, "/inbox")
         })
     });
 }
@@ -67,7 +67,7 @@ fn whole_step(c: &mut Criterion) {
             let client = identity::client_addr(black_box(peer), false, &headers, &source);
             let _ = gate.access(client.ip);
             let key = identity.key(client.ip, 1_800_000_000);
-            gate.check_request(&key, &Method::GET, "/inbox")
+            gate.check_request(&key, None, &Method::GET, "/inbox")
         })
     });
     let direct: IpAddr = "203.0.113.10".parse().expect("ip");
@@ -77,7 +77,7 @@ fn whole_step(c: &mut Criterion) {
             let client = identity::client_addr(black_box(direct), false, &none, &source);
             let _ = gate.access(client.ip);
             let key = identity.key(client.ip, 1_800_000_000);
-            gate.check_request(&key, &Method::GET, "/inbox")
+            gate.check_request(&key, None, &Method::GET, "/inbox")
         })
     });
 }

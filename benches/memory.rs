@@ -77,7 +77,7 @@ fn main() {
     let before = LIVE.load(Relaxed);
     let clients = 1_000_000u64;
     for i in 0..clients {
-        let _ = gate.check_request(&client(i), &http::Method::GET, "/");
+        let _ = gate.check_request(&client(i), None, &http::Method::GET, "/");
     }
     let bytes = LIVE.load(Relaxed) - before;
     println!(

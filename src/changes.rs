@@ -123,8 +123,14 @@ impl Changes {
         let limits = [
             pair("requests_per_second", o.requests_per_second, n.requests_per_second),
             pair("burst", o.burst, n.burst),
+            pair("site_requests_per_second", o.site_requests_per_second, n.site_requests_per_second),
+            pair("site_request_burst", o.site_request_burst, n.site_request_burst),
+            pair("polls_per_second", o.polls_per_second, n.polls_per_second),
+            pair("poll_burst", o.poll_burst, n.poll_burst),
             pair("joins_per_minute", o.joins_per_minute, n.joins_per_minute),
             pair("join_burst", o.join_burst, n.join_burst),
+            pair("site_joins_per_minute", o.site_joins_per_minute, n.site_joins_per_minute),
+            pair("site_join_burst", o.site_join_burst, n.site_join_burst),
             pair("max_tracked_clients", o.max_tracked_clients, n.max_tracked_clients),
             pair("route", routes(o), routes(n)),
         ];
@@ -134,4 +140,33 @@ impl Changes {
 
 fn pair<T: Debug>(field: &'static str, old: T, new: T) -> (&'static str, String, String) {
     (field, format!("{old:?}"), format!("{new:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn a_reload_sees_a_change_to_any_rate_limit_of_the_gate() {
+        let changes = Changes::new(Arc::new(Metrics::new(1)), AuditFile::open(None).expect("no audit file"));
+        let old = Config::parse("").expect("config");
+        for limits in [
+            "requests_per_second = 7",
+            "burst = 7",
+            "site_requests_per_second = 7",
+            "site_request_burst = 7",
+            "polls_per_second = 7",
+            "poll_burst = 7",
+            "joins_per_minute = 7",
+            "join_burst = 7",
+            "site_joins_per_minute = 7",
+            "site_join_burst = 7",
+            "max_tracked_clients = 700",
+        ] {
+            let new = Config::parse(&format!("[limits]\n{limits}\n")).expect("config");
+            let seen = changes.gate((&old.client, &old.limits), (&new.client, &new.limits));
+            assert_eq!(seen, 1, "`{limits}` must swap the gate");
+        }
+    }
 }

@@ -147,6 +147,8 @@ pub enum Rule {
     /// Status polls (`/.usher/status`), a budget of their own.
     Polls,
     Joins,
+    /// Requests from one IPv6 site (/48), beside its /64s' own.
+    SiteRequests,
     /// Joins from one IPv6 site (/48).
     SiteJoins,
     /// `route:METHOD /path` as configured.
@@ -159,6 +161,7 @@ impl Rule {
             Rule::Requests => "requests",
             Rule::Polls => "polls",
             Rule::Joins => "joins",
+            Rule::SiteRequests => "site_requests",
             Rule::SiteJoins => "site_joins",
             Rule::Route(label) => label,
         }
@@ -224,6 +227,9 @@ pub struct Gate<C: Clock = QuantaClock> {
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
     requests: Arc<Limiter<C>>,
+    /// Requests per IPv6 site (`client.ipv6_site_prefix`), beside the /64's: a flood that
+    /// sends each request from a fresh /64 of its /48 meets every /64's limit new.
+    site_requests: Arc<Limiter<C>>,
     polls: Arc<Limiter<C>>,
     joins: Arc<Limiter<C>>,
     /// Joins per IPv6 site (`client.ipv6_site_prefix`, a /48 by default), beside the /64's.
@@ -286,6 +292,8 @@ impl<C: Clock + Clone> Gate<C> {
             _ => Arc::new(Limiter::new(rule.clone(), quota, cap, clock.clone(), metrics(rule.label()))),
         };
         let requests = Quota::per_second(per_second(limits.requests_per_second)).allow_burst(per_second(limits.burst));
+        let site_requests = Quota::per_second(per_second(limits.site_requests_per_second))
+            .allow_burst(per_second(limits.site_request_burst));
         let polls = Quota::per_second(per_second(limits.polls_per_second)).allow_burst(per_second(limits.poll_burst));
         let joins = Quota::per_minute(per_second(limits.joins_per_minute)).allow_burst(per_second(limits.join_burst));
         let site_joins =
@@ -304,6 +312,7 @@ impl<C: Clock + Clone> Gate<C> {
             allow: client.allow.clone(),
             deny: client.deny.clone(),
             requests: limiter(Rule::Requests, requests, previous.map(|g| &g.requests)),
+            site_requests: limiter(Rule::SiteRequests, site_requests, previous.map(|g| &g.site_requests)),
             polls: limiter(Rule::Polls, polls, previous.map(|g| &g.polls)),
             joins: limiter(Rule::Joins, joins, previous.map(|g| &g.joins)),
             site_joins: limiter(Rule::SiteJoins, site_joins, previous.map(|g| &g.site_joins)),
@@ -324,9 +333,20 @@ impl<C: Clock + Clone> Gate<C> {
         }
     }
 
-    /// The limit on all requests, then the first route rule matching method and path prefix.
-    pub fn check_request(&self, key: &ClientKey, method: &Method, path: &str) -> Result<(), Limited> {
+    /// The limit on all requests, then for IPv6 its site's (`site`: the key of the client's
+    /// /48), then every route rule matching method and path prefix. The client's own limit
+    /// goes first, so one flooding /64 spends its own budget, not its neighbours' on the site.
+    pub fn check_request(
+        &self,
+        key: &ClientKey,
+        site: Option<&ClientKey>,
+        method: &Method,
+        path: &str,
+    ) -> Result<(), Limited> {
         self.requests.check(key)?;
+        if let Some(site) = site {
+            self.site_requests.check(site)?;
+        }
         for (m, prefix, limiter) in &self.routes {
             if m.as_ref().is_none_or(|m| m == method) && path.starts_with(prefix.as_str()) {
                 limiter.check(key)?;
@@ -354,6 +374,7 @@ impl<C: Clock + Clone> Gate<C> {
     /// Forgets recovered clients in every limiter; run about once a second.
     pub fn sweep(&self) {
         self.requests.sweep();
+        self.site_requests.sweep();
         self.polls.sweep();
         self.joins.sweep();
         self.site_joins.sweep();
@@ -365,6 +386,7 @@ impl<C: Clock + Clone> Gate<C> {
     /// Client entries held, across limiters.
     pub fn tracked(&self) -> usize {
         self.requests.states().len()
+            + self.site_requests.states().len()
             + self.polls.states().len()
             + self.joins.states().len()
             + self.site_joins.states().len()
@@ -405,13 +427,13 @@ mod tests {
     fn requests_pass_under_the_limit_and_recover_after_the_window() {
         let (g, clock) = gate("[limits]\nrequests_per_second = 2\nburst = 4\n");
         for _ in 0..4 {
-            assert_eq!(g.check_request(&key(1), &Method::GET, "/"), Ok(()));
+            assert_eq!(g.check_request(&key(1), None, &Method::GET, "/"), Ok(()));
         }
-        let limited = g.check_request(&key(1), &Method::GET, "/").expect_err("over the burst");
+        let limited = g.check_request(&key(1), None, &Method::GET, "/").expect_err("over the burst");
         assert_eq!(limited, Limited { rule: Rule::Requests, retry_after_secs: 1 });
-        assert_eq!(g.check_request(&key(2), &Method::GET, "/"), Ok(()), "another client is not limited");
+        assert_eq!(g.check_request(&key(2), None, &Method::GET, "/"), Ok(()), "another client is not limited");
         clock.advance(Duration::from_millis(500));
-        assert_eq!(g.check_request(&key(1), &Method::GET, "/"), Ok(()));
+        assert_eq!(g.check_request(&key(1), None, &Method::GET, "/"), Ok(()));
     }
 
     #[test]
@@ -428,18 +450,18 @@ mod tests {
         let (g, _) = gate(
             "[limits]\nrequests_per_second = 1000\nburst = 1000\n[[limits.route]]\nmethod = \"POST\"\npath = \"/login\"\nper_minute = 1\n",
         );
-        assert_eq!(g.check_request(&key(1), &Method::POST, "/login"), Ok(()));
-        let limited = g.check_request(&key(1), &Method::POST, "/login").expect_err("second login");
+        assert_eq!(g.check_request(&key(1), None, &Method::POST, "/login"), Ok(()));
+        let limited = g.check_request(&key(1), None, &Method::POST, "/login").expect_err("second login");
         assert_eq!(limited.rule, Rule::Route("route:POST /login".into()));
-        assert_eq!(g.check_request(&key(1), &Method::GET, "/login"), Ok(()));
-        assert_eq!(g.check_request(&key(1), &Method::POST, "/inbox"), Ok(()));
+        assert_eq!(g.check_request(&key(1), None, &Method::GET, "/login"), Ok(()));
+        assert_eq!(g.check_request(&key(1), None, &Method::POST, "/inbox"), Ok(()));
     }
 
     #[test]
     fn a_flood_of_new_clients_stays_under_the_cap_and_is_swept() {
         let (g, clock) = gate("[limits]\nmax_tracked_clients = 10000\n");
         for n in 0..200_000 {
-            let _ = g.check_request(&key(n), &Method::GET, "/");
+            let _ = g.check_request(&key(n), None, &Method::GET, "/");
         }
         assert_eq!(g.requests.states().len(), 10_000);
         assert_eq!(g.requests.states().map.len(), 10_000);
@@ -453,12 +475,12 @@ mod tests {
     fn a_full_table_never_turns_limiting_off() {
         let (g, _) = gate("[limits]\nmax_tracked_clients = 100\nrequests_per_second = 1\nburst = 5\n");
         for n in 0..100 {
-            assert_eq!(g.check_request(&key(n), &Method::GET, "/"), Ok(()));
+            assert_eq!(g.check_request(&key(n), None, &Method::GET, "/"), Ok(()));
         }
         assert_eq!(g.requests.states().len(), 100, "the table is full");
         // A client the table cannot hold floods: it is limited on its overflow cell.
         let flooder = ClientKey([0xab; 16]);
-        let passed = (0..50).filter(|_| g.check_request(&flooder, &Method::GET, "/").is_ok()).count();
+        let passed = (0..50).filter(|_| g.check_request(&flooder, None, &Method::GET, "/").is_ok()).count();
         assert_eq!(passed, 5, "the burst, then 429s");
         // A flood of fresh keys cannot pass more than the cells' bursts in all.
         let fresh = (0..100_000u32)
@@ -466,7 +488,7 @@ mod tests {
                 let mut k = [0u8; 16];
                 k[..4].copy_from_slice(&n.to_le_bytes());
                 k[4] = 0x5a;
-                g.check_request(&ClientKey(k), &Method::GET, "/").is_ok()
+                g.check_request(&ClientKey(k), None, &Method::GET, "/").is_ok()
             })
             .count();
         assert!(fresh <= OVERFLOW_CELLS * 5, "{fresh} of 100,000 fresh keys passed");
@@ -479,8 +501,8 @@ mod tests {
             "[limits]\nrequests_per_second = 1\nburst = 1\npolls_per_second = 1\npoll_burst = 3\n\
              joins_per_minute = 1\njoin_burst = 100\nsite_joins_per_minute = 1\nsite_join_burst = 2\n",
         );
-        assert_eq!(g.check_request(&key(1), &Method::GET, "/"), Ok(()));
-        assert!(g.check_request(&key(1), &Method::GET, "/").is_err(), "pages are limited");
+        assert_eq!(g.check_request(&key(1), None, &Method::GET, "/"), Ok(()));
+        assert!(g.check_request(&key(1), None, &Method::GET, "/").is_err(), "pages are limited");
         for _ in 0..3 {
             assert_eq!(g.check_poll(&key(1)), Ok(()), "polls are not spent by page views");
         }
@@ -494,10 +516,32 @@ mod tests {
     }
 
     #[test]
+    fn a_site_is_limited_across_its_64s_and_one_flooding_64_spends_only_its_own_budget() {
+        let (g, clock) = gate(
+            "[limits]\nrequests_per_second = 1\nburst = 2\nsite_requests_per_second = 2\nsite_request_burst = 4\n",
+        );
+        let (site, other_site) = (key(900), key(901));
+        // One /64 floods: its own limit stops it after 2, and the site keeps the rest.
+        let flooding = (0..10).filter(|_| g.check_request(&key(1), Some(&site), &Method::GET, "/").is_ok()).count();
+        assert_eq!(flooding, 2);
+        // Fresh /64s of the same site, one request each: the site has 2 of its 4 left.
+        for n in 2..4 {
+            assert_eq!(g.check_request(&key(n), Some(&site), &Method::GET, "/"), Ok(()));
+        }
+        let fifth = g.check_request(&key(4), Some(&site), &Method::GET, "/").expect_err("the site's burst is spent");
+        assert_eq!(fifth, Limited { rule: Rule::SiteRequests, retry_after_secs: 1 });
+        assert_eq!(g.check_request(&key(5), Some(&other_site), &Method::GET, "/"), Ok(()), "another site");
+        assert_eq!(g.check_request(&key(6), None, &Method::GET, "/"), Ok(()), "IPv4 clients have no site");
+        assert_eq!(g.check_poll(&key(7)), Ok(()), "polls are not the site's requests");
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(g.check_request(&key(8), Some(&site), &Method::GET, "/"), Ok(()), "2 a second come back");
+    }
+
+    #[test]
     fn a_reconfigured_gate_keeps_the_state_of_unchanged_limits_and_applies_new_ones() {
         let (g, _) = gate("[limits]\nrequests_per_second = 1\nburst = 2\njoins_per_minute = 1\njoin_burst = 1\n");
         for _ in 0..2 {
-            assert_eq!(g.check_request(&key(1), &Method::GET, "/"), Ok(()));
+            assert_eq!(g.check_request(&key(1), None, &Method::GET, "/"), Ok(()));
         }
         assert_eq!(g.check_join(&key(1), None), Ok(()));
         let new = Config::parse(
@@ -506,7 +550,7 @@ mod tests {
         .expect("config");
         let r = g.reconfigured(&new.client, &new.limits, |_| LimiterMetrics::unregistered());
         assert!(Arc::ptr_eq(&g.requests, &r.requests), "an unchanged limiter is carried over");
-        assert!(r.check_request(&key(1), &Method::GET, "/").is_err(), "no fresh burst at reload");
+        assert!(r.check_request(&key(1), None, &Method::GET, "/").is_err(), "no fresh burst at reload");
         assert_eq!(r.check_join(&key(1), None), Ok(()), "the raised join limit applies at once");
         assert_eq!(r.access("192.0.2.9".parse().expect("ip")), Access::Denied);
         assert_eq!(g.access("192.0.2.9".parse().expect("ip")), Access::Normal);

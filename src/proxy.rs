@@ -106,7 +106,7 @@ impl Worker {
         let checked = if view.path() == STATUS_PATH {
             gate.check_poll(&keys.client)
         } else {
-            gate.check_request(&keys.client, view.method(), view.path())
+            gate.check_request(&keys.client, keys.site.as_ref(), view.method(), view.path())
         };
         if let Err(limited) = checked {
             if view.path() == STATUS_PATH {

@@ -144,6 +144,43 @@ async fn one_ipv6_site_cannot_farm_tickets_through_its_many_64s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_fresh_64s_of_one_site_meets_the_site_request_limit_and_others_are_served() {
+    let upstream = Upstream::start().await;
+    let mut config = Config::for_upstream(upstream.addr);
+    config.client.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    config.limits.site_requests_per_second = 1;
+    config.limits.site_request_burst = 5;
+    let usher = start_usher(config);
+    let addr = http_addr(&usher);
+    let from = |client: &str, path: &str| {
+        Request::get(path)
+            .header("accept", "application/json")
+            .header("x-forwarded-for", client)
+            .body(empty())
+            .expect("request")
+    };
+    // Each request from a /64 of its own, all of one /48: every /64's limit is fresh, the
+    // site's is not.
+    for n in 0..5 {
+        let reply = status_of(source(8), addr, from(&format!("2001:db8:7:{n}::1"), "/a")).await;
+        assert_eq!(reply.status, StatusCode::OK, "request {n} is within the site's burst");
+    }
+    let sixth = status_of(source(8), addr, from("2001:db8:7:ff::1", "/a")).await;
+    assert_eq!(sixth.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(sixth.header("retry-after"), Some("1"));
+    assert_eq!(sixth.json()["error"], "rate_limited");
+    // Beside it: another site, an IPv4 client, and the site's own status polls are served.
+    assert_eq!(status_of(source(8), addr, from("2001:db8:8:1::1", "/a")).await.status, StatusCode::OK);
+    assert_eq!(status_of(source(8), addr, from("192.0.2.7", "/a")).await.status, StatusCode::OK);
+    let poll = status_of(source(8), addr, from("2001:db8:7:fe::1", "/.usher/status")).await;
+    assert_ne!(poll.status, StatusCode::TOO_MANY_REQUESTS, "polls have their own budget");
+    let text = metrics_text(usher.admin_addr).await;
+    assert_eq!(metric(&text, "usher_rate_limited_total", &[("rule", "site_requests")]), 1.0);
+    assert_eq!(upstream.seen().len(), 7, "the refused request never reached the upstream");
+    usher.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_allow_list_skips_limits_and_queue_and_the_deny_list_gets_403() {
     let upstream = Upstream::start().await;
     let mut config = Config::parse("[[room]]\nname = \"r\"\nmode = \"closed\"\n").expect("config");

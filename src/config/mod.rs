@@ -193,6 +193,9 @@ pub enum StoreConfig {
 pub struct LimitsConfig {
     pub requests_per_second: u32,
     pub burst: u32,
+    /// Requests per IPv6 site (`client.ipv6_site_prefix`), beside the per-client limit.
+    pub site_requests_per_second: u32,
+    pub site_request_burst: u32,
     /// Status polls per client key: a budget of their own, sized for a NAT's crowd of pages.
     pub polls_per_second: u32,
     pub poll_burst: u32,

@@ -162,6 +162,8 @@ struct RawStore {
 struct RawLimits {
     requests_per_second: Option<i64>,
     burst: Option<i64>,
+    site_requests_per_second: Option<i64>,
+    site_request_burst: Option<i64>,
     polls_per_second: Option<i64>,
     poll_burst: Option<i64>,
     site_joins_per_minute: Option<i64>,
@@ -817,6 +819,14 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let limits = LimitsConfig {
         requests_per_second: c.int("limits.requests_per_second", li.requests_per_second, 20, 1, 1_000_000) as u32,
         burst: c.int("limits.burst", li.burst, 40, 1, 1_000_000) as u32,
+        site_requests_per_second: c.int(
+            "limits.site_requests_per_second",
+            li.site_requests_per_second,
+            1000,
+            1,
+            10_000_000,
+        ) as u32,
+        site_request_burst: c.int("limits.site_request_burst", li.site_request_burst, 2000, 1, 10_000_000) as u32,
         polls_per_second: c.int("limits.polls_per_second", li.polls_per_second, 100, 1, 1_000_000) as u32,
         poll_burst: c.int("limits.poll_burst", li.poll_burst, 300, 1, 1_000_000) as u32,
         site_joins_per_minute: c.int("limits.site_joins_per_minute", li.site_joins_per_minute, 60, 1, 1_000_000) as u32,
