@@ -45,7 +45,7 @@ pub mod tls;
 pub mod upstream_tls;
 
 use crate::admin::AdminState;
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, StoreConfig, UpstreamConfig};
 use crate::forward::{Addresses, Upstream};
 use crate::identity::{ClientSource, Identity};
 use crate::limits::{Gate, LiveGate};
@@ -135,7 +135,8 @@ impl Server {
         let config = Arc::new(config);
         let workers = config.listen.workers.max(1);
         Self::reserve_descriptors(&config, workers);
-        let metrics = Arc::new(Metrics::new(workers));
+        // One shard per worker and one for the refused worker.
+        let metrics = Arc::new(Metrics::new(workers + 1));
         let admin_token = secrets::admin_token(&config.admin)?;
         let audit = audit::AuditFile::open(config.admin.audit_file.as_deref())?;
         let changes = Arc::new(changes::Changes::new(metrics.clone(), audit));
@@ -279,7 +280,8 @@ impl Server {
         }
     }
 
-    /// One thread per worker, each with its own runtime, sockets and upstream pool.
+    /// One thread per worker, each with its own runtime, sockets and upstream pool, and the
+    /// refused worker's thread ([`listener::serve_sidelined`]).
     #[allow(clippy::too_many_arguments)]
     fn workers(
         config: &Arc<Config>,
@@ -306,13 +308,10 @@ impl Server {
         ));
         let workers = config.listen.workers.max(1);
         let refused_lately = Arc::new(RecentlyRefused::default());
-        let mut handles = Vec::with_capacity(workers + 1);
-        for index in 0..workers {
-            let http = http.pop().map(|listener| BoundSocket { listener, tls: None });
-            let https = https.pop().map(|listener| BoundSocket { listener, tls: acceptor.clone() });
-            let worker = Arc::new(Worker {
+        let worker = |index: usize, upstream: &UpstreamConfig, sideline| {
+            Arc::new(Worker {
                 index,
-                upstream: Upstream::new(&config.upstream, addresses.clone(), connector.clone(), metrics.clone()),
+                upstream: Upstream::new(upstream, addresses.clone(), connector.clone(), metrics.clone()),
                 // Each worker derives keys with its own cache of the epoch key, so the cache's
                 // lock is never contended across cores.
                 identity: Identity::new(secrets.primary(), &config.client),
@@ -327,7 +326,27 @@ impl Server {
                     metrics.defences.refused_lane_turns.clone(),
                     metrics.defences.refused_lane_waits.clone(),
                 ),
-            });
+                sideline,
+            })
+        };
+        let mut handles = Vec::with_capacity(workers + 2);
+        // The refused worker (index `workers`): it ends once every worker has (its queue closes).
+        // Most of what it answers are refusals, which need no upstream: an eighth of a worker's
+        // upstream places, so the mailbox sees at most `workers + 1/8` workers' worth of
+        // connections, and a flood of refused clients holds few tunnels.
+        let (sideline, sidelined) = tokio::sync::mpsc::channel(listener::SIDELINE_QUEUE);
+        let mut sparse = config.upstream.clone();
+        sparse.max_connections_per_worker = (sparse.max_connections_per_worker / 8).max(1);
+        sparse.max_tunnels_per_worker /= 8;
+        sparse.pool_per_worker = sparse.pool_per_worker.min(sparse.max_connections_per_worker);
+        let (refused, refused_settings) = (worker(workers, &sparse, None), settings.clone());
+        handles.push(spawn_runtime_thread("usher-refused".into(), move || {
+            listener::serve_sidelined(sidelined, refused, refused_settings)
+        })?);
+        for index in 0..workers {
+            let http = http.pop().map(|listener| BoundSocket { listener, tls: None });
+            let https = https.pop().map(|listener| BoundSocket { listener, tls: acceptor.clone() });
+            let worker = worker(index, &config.upstream, Some(sideline.clone()));
             let (settings, shutdown, grace) = (settings.clone(), trigger.subscribe(), config.listen.shutdown_grace);
             handles.push(spawn_runtime_thread(format!("usher-worker-{index}"), move || async move {
                 let graceful = GracefulShutdown::new();

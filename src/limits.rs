@@ -34,8 +34,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// Shared cells for clients a full table does not hold (8 bytes each).
-const OVERFLOW_CELLS: usize = 4096;
+/// Shared cells for clients a full table does not hold (8 bytes each: 512 KiB a limiter).
+/// Many, so that a newcomer seldom shares its cell with a flood: a ticket flood's 61,000
+/// fresh /64s a second over 4,096 cells came to 15 a second each, near the 20 of the
+/// request limit, and refused 5 of 6,000 citizens' requests in a run.
+const OVERFLOW_CELLS: usize = 65_536;
 
 /// A limiter's figures (`rule` label): requests refused, clients limited on an overflow
 /// cell, and clients held in its table.
@@ -473,7 +476,7 @@ mod tests {
 
     #[test]
     fn a_full_table_never_turns_limiting_off() {
-        let (g, _) = gate("[limits]\nmax_tracked_clients = 100\nrequests_per_second = 1\nburst = 5\n");
+        let (g, _) = gate("[limits]\nmax_tracked_clients = 100\nrequests_per_second = 1\nburst = 2\n");
         for n in 0..100 {
             assert_eq!(g.check_request(&key(n), None, &Method::GET, "/"), Ok(()));
         }
@@ -481,9 +484,10 @@ mod tests {
         // A client the table cannot hold floods: it is limited on its overflow cell.
         let flooder = ClientKey([0xab; 16]);
         let passed = (0..50).filter(|_| g.check_request(&flooder, None, &Method::GET, "/").is_ok()).count();
-        assert_eq!(passed, 5, "the burst, then 429s");
+        assert_eq!(passed, 2, "the burst, then 429s");
         // A flood of fresh keys cannot pass more than the cells' bursts in all.
-        let fresh = (0..100_000u32)
+        let flood = OVERFLOW_CELLS as u32 * 2 * 2;
+        let fresh = (0..flood)
             .filter(|n| {
                 let mut k = [0u8; 16];
                 k[..4].copy_from_slice(&n.to_le_bytes());
@@ -491,8 +495,8 @@ mod tests {
                 g.check_request(&ClientKey(k), None, &Method::GET, "/").is_ok()
             })
             .count();
-        assert!(fresh <= OVERFLOW_CELLS * 5, "{fresh} of 100,000 fresh keys passed");
-        assert!(fresh < 100_000 / 2, "most of the flood is refused: {fresh} passed");
+        assert!(fresh <= OVERFLOW_CELLS * 2, "{fresh} of {flood} fresh keys passed");
+        assert!(fresh < flood as usize / 2, "most of the flood is refused: {fresh} passed");
     }
 
     #[test]

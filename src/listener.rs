@@ -5,6 +5,10 @@
 //! spreads connections over workers and nothing on the hot path is shared between cores
 //! except the connection caps (a semaphore, the per-client count) and the metrics.
 //!
+//! One more worker, the refused worker ([`serve_sidelined`]), accepts nothing: it serves at
+//! idle CPU priority the new connections of clients refused in the last seconds, which the
+//! other workers hand it at accept.
+//!
 //! A connection is closed when it starts no request within `header_read_timeout`, when it
 //! has had no request in flight for `idle_timeout`, and at once when its client key already
 //! holds `max_connections_per_client` connections.
@@ -297,29 +301,132 @@ pub async fn accept_loop(
                 }
             };
             if let Some(places) = places.await {
-                // A client refused lately waits its turn before its connection costs anything
-                // more (a TLS handshake, reading and parsing its request).
-                if own.is_some_and(|key| worker.refused_lane.recent.remembers(&key, crate::clock::now_ms() / 1000)) {
+                let accepted = Accepted { stream, conn, keys, own, places, timeouts, tls, shutdown };
+                // A client refused lately is served by the refused worker, before its
+                // connection costs this worker anything more (a TLS handshake, reading and
+                // parsing its request); when that worker cannot take it, it waits its turn here.
+                let remembered =
+                    own.is_some_and(|key| worker.refused_lane.recent.remembers(&key, crate::clock::now_ms() / 1000));
+                let accepted = if remembered { sideline(&worker, accepted) } else { Some(accepted) };
+                let Some(accepted) = accepted else { return };
+                if remembered {
                     worker.refused_lane.wait_turn(Why::Client).await;
                 }
-                let lease = Lease::new(places);
-                let serve = Serve { conn, keys, own, worker, settings: &settings, timeouts, shutdown, lease };
-                let flood = settings.metrics.defences.closed_h2_control_flood.clone();
-                let reported = move || {
-                    flood.inc();
-                    tracing::debug!("HTTP/2 control frames over their budget; connection closed");
-                };
-                match tls {
-                    None => serve.run(TokioIo::new(FrameGuard::new(stream, reported))).await,
-                    Some(acceptor) => {
-                        if let Some(stream) = handshake(&acceptor, stream).await {
-                            serve.run(TokioIo::new(FrameGuard::new(stream, reported))).await;
-                        }
-                    }
-                }
+                accepted.serve(worker, &settings).await;
             }
             settings.metrics.connections.dec();
         });
+    }
+}
+
+/// A connection accepted, counted and placed, not yet served; `S` is its socket (a standard
+/// one while it passes between runtimes).
+pub struct Accepted<S = TcpStream> {
+    stream: S,
+    conn: ClientConn,
+    keys: KeyCache,
+    own: Option<ClientKey>,
+    places: Places,
+    timeouts: Timeouts,
+    tls: Option<TlsAcceptor>,
+    shutdown: Shutdown,
+}
+
+/// A connection handed to the refused worker.
+pub type Sidelined = Accepted<std::net::TcpStream>;
+
+/// Connections that may wait for the refused worker; past it a worker keeps a connection and
+/// serves it itself after its refused lane.
+pub const SIDELINE_QUEUE: usize = 1024;
+
+impl<S> Accepted<S> {
+    /// The same connection over another form of its socket; on `Err` it is closed.
+    fn try_map<T>(self, into: impl FnOnce(S) -> io::Result<T>) -> io::Result<Accepted<T>> {
+        let Accepted { stream, conn, keys, own, places, timeouts, tls, shutdown } = self;
+        Ok(Accepted { stream: into(stream)?, conn, keys, own, places, timeouts, tls, shutdown })
+    }
+}
+
+impl Accepted {
+    /// Serves the connection with `worker` until it ends: its TLS handshake, then its requests.
+    async fn serve(self, worker: Arc<Worker>, settings: &ConnectionSettings) {
+        let Accepted { stream, conn, keys, own, places, timeouts, tls, shutdown } = self;
+        let lease = Lease::new(places);
+        let serve = Serve { conn, keys, own, worker, settings, timeouts, shutdown, lease };
+        let flood = settings.metrics.defences.closed_h2_control_flood.clone();
+        let reported = move || {
+            flood.inc();
+            tracing::debug!("HTTP/2 control frames over their budget; connection closed");
+        };
+        match tls {
+            None => serve.run(TokioIo::new(FrameGuard::new(stream, reported))).await,
+            Some(acceptor) => {
+                if let Some(stream) = handshake(&acceptor, stream).await {
+                    serve.run(TokioIo::new(FrameGuard::new(stream, reported))).await;
+                }
+            }
+        }
+    }
+}
+
+/// Hands the connection of a client refused lately to the refused worker, or gives it back
+/// when there is none or its queue is full.
+/// `None`: handed over, or its socket was lost on the way (then it is closed).
+fn sideline(worker: &Worker, accepted: Accepted) -> Option<Accepted> {
+    use tokio::sync::mpsc::error::TrySendError;
+    let Some(queue) = &worker.sideline else { return Some(accepted) };
+    let lost = |e: io::Error| {
+        tracing::debug!(error = %e, "a connection moving to or from the refused worker was lost; closed");
+        worker.metrics.connections.dec();
+    };
+    let sidelined = accepted.try_map(TcpStream::into_std).map_err(lost).ok()?;
+    match queue.try_send(sidelined) {
+        Ok(()) => {
+            worker.metrics.defences.refused_worker_connections.inc();
+            None
+        }
+        Err(TrySendError::Full(back) | TrySendError::Closed(back)) => {
+            back.try_map(TcpStream::from_std).map_err(lost).ok()
+        }
+    }
+}
+
+/// The refused worker: one more worker, with its own runtime and upstream pool, that runs at
+/// the lowest CPU priority there is (`SCHED_IDLE`) and serves only the new connections of
+/// clients refused in the last seconds, handed over by the workers that accepted them.
+///
+/// Why: a flood that opens a fresh connection for every try (2,500 refused WebSocket
+/// upgrades a second) costs the worker that serves it an accept, a read, an answer and a
+/// close each time, and the kernel's loopback or network work of each runs on that worker's
+/// time. On a worker of its own at idle priority, the scheduler takes the core from it the
+/// moment a worker has a citizen's request to run, so the flood uses only the time nobody
+/// else wants. Its requests are still answered (a client behind the same NAT address as an
+/// abuser is served as ever, only not ahead of anyone).
+pub async fn serve_sidelined(
+    mut queue: tokio::sync::mpsc::Receiver<Sidelined>,
+    worker: Arc<Worker>,
+    settings: Arc<ConnectionSettings>,
+) {
+    run_at_idle_priority();
+    while let Some(sidelined) = queue.recv().await {
+        let (worker, settings) = (worker.clone(), settings.clone());
+        tokio::spawn(async move {
+            match sidelined.try_map(TcpStream::from_std) {
+                Ok(accepted) => accepted.serve(worker, &settings).await,
+                Err(e) => tracing::debug!(error = %e, "cannot attach a sidelined connection; closed"),
+            }
+            settings.metrics.connections.dec();
+        });
+    }
+}
+
+/// Puts the calling thread under `SCHED_IDLE`: it runs only when no other thread of normal
+/// priority wants the core. Lowering one's own priority needs no privilege.
+fn run_at_idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for SCHED_IDLE.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        tracing::warn!(error = %io::Error::last_os_error(), "the refused worker keeps its normal CPU priority");
     }
 }
 

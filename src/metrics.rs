@@ -161,6 +161,8 @@ pub struct Defences {
     pub refused_lane_turns: [IntCounter; 2],
     /// Requests that waited in the lane behind another's.
     pub refused_lane_waits: IntCounter,
+    /// New connections of clients refused lately, handed to the refused worker.
+    pub refused_worker_connections: IntCounter,
 }
 
 impl Defences {
@@ -232,6 +234,11 @@ impl Defences {
                 "usher_refused_lane_waits_total",
                 "Requests of refused clients that waited for their turn behind another such request, so that \
                  clients within their limits went first.",
+            ),
+            refused_worker_connections: counter(
+                "usher_refused_worker_connections_total",
+                "New connections of clients refused in the last seconds, served by the refused worker at idle \
+                 CPU priority.",
             ),
         }
     }

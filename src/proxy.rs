@@ -56,6 +56,9 @@ pub struct Worker {
     pub idle_timeout: Duration,
     /// Where a connection whose last answer was 429 waits its turn ([`RefusedLane`]).
     pub refused_lane: RefusedLane,
+    /// Where this worker hands the new connections of clients refused lately: the refused
+    /// worker's queue (`None` on the refused worker itself).
+    pub sideline: Option<tokio::sync::mpsc::Sender<crate::listener::Sidelined>>,
 }
 
 impl Worker {

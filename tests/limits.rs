@@ -344,26 +344,53 @@ async fn refused_requests_of_a_flood_take_turns_and_citizens_beside_it_are_serve
 /// A client refused on one connection takes the refused lane on the next connection it opens
 /// (a flood that opens a fresh connection for every try: on any worker), and is still
 /// answered there; a client never refused, and one behind a trusted proxy, do not.
+/// The scheduling policy of this process's threads named `name` (field 41 of their `stat`).
+fn policies_of_threads(name: &str) -> Vec<u32> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task").flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis start at field 3.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if let Some(policy) = after.split_whitespace().nth(41 - 3).and_then(|p| p.parse().ok()) {
+            policies.push(policy);
+        }
+    }
+    policies
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_refused_lately_takes_the_lane_on_its_next_connections_and_no_one_else_does() {
+async fn a_client_refused_lately_is_served_by_the_idle_priority_worker_on_its_next_connections_and_no_one_else_is() {
     let upstream = Upstream::start().await;
     let mut config = with_limits(&upstream, 1, 1);
     config.listen.workers = 2;
     config.client.trusted_proxies = vec!["127.0.0.9/32".parse().expect("net")];
     let usher = start_usher(config);
     let addr = http_addr(&usher);
-    let turns = |text: &str| metric(text, "usher_refused_lane_turns_total", &[("why", "client")]);
+    let sidelined = |text: &str| metric(text, "usher_refused_worker_connections_total", &[]);
     let (flooder, citizen, proxy) = (source(70), source(71), "127.0.0.9".parse().expect("ip"));
+    assert!(
+        policies_of_threads("usher-refused").contains(&(libc::SCHED_IDLE as u32)),
+        "the refused worker runs at idle priority: {:?}",
+        policies_of_threads("usher-refused")
+    );
 
     // Each request on a new connection: the first passes, the second is refused.
     assert_eq!(status_of(flooder, addr, get("/inbox")).await.status, StatusCode::OK);
     assert_eq!(status_of(flooder, addr, get("/inbox")).await.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(turns(&metrics_text(usher.admin_addr).await), 0.0, "nobody was refused before");
-    // Its next connections wait their turn, wherever they land, and are answered.
+    assert_eq!(sidelined(&metrics_text(usher.admin_addr).await), 0.0, "nobody was refused before");
+    // Its next connections go to the refused worker, whichever worker accepted them, and are
+    // answered there; once its limit has recovered, it is served in full.
     for n in 1..=4 {
         assert_eq!(status_of(flooder, addr, get("/inbox")).await.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(turns(&metrics_text(usher.admin_addr).await), f64::from(n), "connection {n} of the flooder");
+        assert_eq!(sidelined(&metrics_text(usher.admin_addr).await), f64::from(n), "connection {n} of the flooder");
     }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(status_of(flooder, addr, get("/inbox")).await.status, StatusCode::OK, "served, not refused");
+    assert_eq!(sidelined(&metrics_text(usher.admin_addr).await), 5.0, "still remembered for 2-3 s");
     // A citizen goes straight through. A trusted proxy's connections are not remembered: it
     // carries many clients, and one refused among them says nothing of the others.
     assert_eq!(status_of(citizen, addr, get("/inbox")).await.status, StatusCode::OK);
@@ -374,6 +401,8 @@ async fn a_client_refused_lately_takes_the_lane_on_its_next_connections_and_no_o
         statuses.push(status_of(proxy, addr, forwarded).await.status);
     }
     assert_eq!(statuses, [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS, StatusCode::TOO_MANY_REQUESTS]);
-    assert_eq!(turns(&metrics_text(usher.admin_addr).await), 4.0, "only the flooder took the lane");
+    let text = metrics_text(usher.admin_addr).await;
+    assert_eq!(sidelined(&text), 5.0, "only the flooder was handed over");
+    assert_eq!(metric(&text, "usher_refused_lane_turns_total", &[("why", "client")]), 0.0, "none waited on a worker");
     usher.stop();
 }
