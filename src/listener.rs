@@ -351,11 +351,16 @@ impl Accepted {
     /// Serves the connection with `worker` until it ends: its TLS handshake, then its requests.
     async fn serve(self, worker: Arc<Worker>, settings: &ConnectionSettings) {
         let Accepted { stream, conn, keys, own, places, timeouts, tls, shutdown } = self;
+        let (flood, refused) =
+            (settings.metrics.defences.closed_h2_control_flood.clone(), worker.refused_lane.recent.clone());
         let lease = Lease::new(places);
         let serve = Serve { conn, keys, own, worker, settings, timeouts, shutdown, lease };
-        let flood = settings.metrics.defences.closed_h2_control_flood.clone();
         let reported = move || {
             flood.inc();
+            // As refused as a 429: the client's next connections go to the refused worker.
+            if let Some(key) = own {
+                refused.remember(&key, crate::clock::now_ms() / 1000);
+            }
             tracing::debug!("HTTP/2 control frames over their budget; connection closed");
         };
         match tls {

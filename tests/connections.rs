@@ -304,7 +304,7 @@ fn h2_frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http2_settings_or_ping_flood_ends_its_connection_and_others_are_served() {
+async fn an_http2_settings_or_ping_flood_ends_its_connection_its_client_is_sidelined_and_others_are_served() {
     let upstream = Upstream::start().await;
     let usher = usher_for(&upstream);
     let addr = http_addr(&usher);
@@ -332,6 +332,10 @@ async fn an_http2_settings_or_ping_flood_ends_its_connection_and_others_are_serv
     }
     let text = metrics_text(usher.admin_addr).await;
     assert_eq!(metric(&text, "usher_connections_closed_total", &[("reason", "h2_control_flood")]), 2.0);
+    // The flood made its client (all of these come from 127.0.0.1) a refused one: every later
+    // connection of it (the first client beside, the second flood, the second client) was
+    // served by the refused worker, and still answered.
+    assert_eq!(metric(&text, "usher_refused_worker_connections_total", &[]), 3.0);
     usher.stop();
 }
 
