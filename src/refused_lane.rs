@@ -15,11 +15,14 @@
 //!
 //! Who takes the lane:
 //! - a connection whose last answer was a refusal (its own flag, [`crate::connection::Activity`]);
-//! - a new connection of a client refused in the last few seconds ([`RecentlyRefused`]): a
-//!   flood that opens a fresh connection for every try (2,500 refused WebSocket upgrades a
-//!   second) would otherwise be handled, answered and closed in arrival order, in bursts, ahead
-//!   of the citizens' requests. Only clients keyed by their own connection are remembered: a
-//!   trusted proxy carries many clients, and its connections keep the per-connection flag.
+//! - a new connection of a client refused in the last few seconds ([`RecentlyRefused`]; an
+//!   HTTP/2 control-frame flood counts as a refusal too), when the refused worker cannot take
+//!   it. Such connections go to the refused worker first ([`crate::listener::serve_sidelined`]),
+//!   which serves them at idle CPU priority: a flood that opens a fresh connection for every
+//!   try (2,500 refused WebSocket upgrades a second) would otherwise be accepted, answered and
+//!   closed on the citizens' worker, in bursts. Only clients keyed by their own connection are
+//!   remembered: a trusted proxy carries many clients, and its connections keep the
+//!   per-connection flag.
 //!
 //! Waiting a turn is never a refusal: a citizen who shares a remembered slot (a 32-bit
 //! fingerprint collision) or who was refused once is still served, after its turn.
@@ -42,7 +45,7 @@ pub enum Why {
     /// A request: the last answer on its connection was a refusal.
     Connection,
     /// A new connection, before it is served: its client was refused within the last
-    /// [`REMEMBERED_SECS`].
+    /// [`REMEMBERED_SECS`], and the refused worker's queue was full.
     Client,
 }
 

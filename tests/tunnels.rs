@@ -148,7 +148,10 @@ async fn tunnels_take_at_most_their_share_of_upstream_connections_and_requests_k
 
     let mut first = open_tunnel(addr).await;
     let mut second = open_tunnel(addr).await;
-    let refused = http1(
+    // From an address of its own: a refused client's next connections go to the refused
+    // worker, and what follows is about this worker's places.
+    let refused = http1_from(
+        "127.0.8.1".parse().expect("ip"),
         addr,
         Request::get("/ws")
             .header("connection", "upgrade")
