@@ -335,9 +335,10 @@ impl Server {
         // upstream places, so the mailbox sees at most `workers + 1/8` workers' worth of
         // connections, and a flood of refused clients holds few tunnels.
         let (sideline, sidelined) = tokio::sync::mpsc::channel(listener::SIDELINE_QUEUE);
+        const SHARE: usize = 8;
         let mut sparse = config.upstream.clone();
-        sparse.max_connections_per_worker = (sparse.max_connections_per_worker / 8).max(1);
-        sparse.max_tunnels_per_worker /= 8;
+        sparse.max_connections_per_worker = (sparse.max_connections_per_worker / SHARE).max(1);
+        sparse.max_tunnels_per_worker /= SHARE;
         sparse.pool_per_worker = sparse.pool_per_worker.min(sparse.max_connections_per_worker);
         let (refused, refused_settings) = (worker(workers, &sparse, None), settings.clone());
         handles.push(spawn_runtime_thread("usher-refused".into(), move || {

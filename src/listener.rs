@@ -305,13 +305,16 @@ pub async fn accept_loop(
                 // A client refused lately is served by the refused worker, before its
                 // connection costs this worker anything more (a TLS handshake, reading and
                 // parsing its request); when that worker cannot take it, it waits its turn here.
-                let remembered =
-                    own.is_some_and(|key| worker.refused_lane.recent.remembers(&key, crate::clock::now_ms() / 1000));
-                let accepted = if remembered { sideline(&worker, accepted) } else { Some(accepted) };
-                let Some(accepted) = accepted else { return };
-                if remembered {
+                // Handed over, the connection is counted off where it ends, not here.
+                let accepted = if own
+                    .is_some_and(|key| worker.refused_lane.recent.remembers(&key, crate::clock::now_ms() / 1000))
+                {
+                    let Some(kept) = sideline(&worker, accepted) else { return };
                     worker.refused_lane.wait_turn(Why::Client).await;
-                }
+                    kept
+                } else {
+                    accepted
+                };
                 accepted.serve(worker, &settings).await;
             }
             settings.metrics.connections.dec();

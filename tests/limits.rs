@@ -28,6 +28,13 @@ fn request(method: Method, path: &str, accept: &str) -> Request<ReqBody> {
     Request::builder().method(method).uri(path).header("accept", accept).body(empty()).expect("request")
 }
 
+/// `GET path` asking for JSON, for `client` as a trusted proxy names it in `X-Forwarded-For`.
+fn forwarded(path: &str, client: &str) -> Request<ReqBody> {
+    let mut req = request(Method::GET, path, "application/json");
+    req.headers_mut().insert("x-forwarded-for", client.parse().expect("a header value"));
+    req
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_limit_answers_429_with_retry_after_and_recovers() {
     let upstream = Upstream::start().await;
@@ -123,13 +130,7 @@ async fn one_ipv6_site_cannot_farm_tickets_through_its_many_64s() {
     config.limits.site_join_burst = 3;
     let usher = start_usher(config);
     let addr = http_addr(&usher);
-    let join = |client: &str| {
-        Request::get("/")
-            .header("accept", "application/json")
-            .header("x-forwarded-for", client)
-            .body(empty())
-            .expect("request")
-    };
+    let join = |client: &str| forwarded("/", client);
     // Three /64s of one /48 each take a ticket; the fourth is over the site's limit.
     for n in 0..3 {
         assert_eq!(status_of(source(7), addr, join(&format!("2001:db8:9:{n}::1"))).await.status, 503);
@@ -152,27 +153,20 @@ async fn a_flood_from_fresh_64s_of_one_site_meets_the_site_request_limit_and_oth
     config.limits.site_request_burst = 5;
     let usher = start_usher(config);
     let addr = http_addr(&usher);
-    let from = |client: &str, path: &str| {
-        Request::get(path)
-            .header("accept", "application/json")
-            .header("x-forwarded-for", client)
-            .body(empty())
-            .expect("request")
-    };
     // Each request from a /64 of its own, all of one /48: every /64's limit is fresh, the
     // site's is not.
     for n in 0..5 {
-        let reply = status_of(source(8), addr, from(&format!("2001:db8:7:{n}::1"), "/a")).await;
+        let reply = status_of(source(8), addr, forwarded("/a", &format!("2001:db8:7:{n}::1"))).await;
         assert_eq!(reply.status, StatusCode::OK, "request {n} is within the site's burst");
     }
-    let sixth = status_of(source(8), addr, from("2001:db8:7:ff::1", "/a")).await;
+    let sixth = status_of(source(8), addr, forwarded("/a", "2001:db8:7:ff::1")).await;
     assert_eq!(sixth.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(sixth.header("retry-after"), Some("1"));
     assert_eq!(sixth.json()["error"], "rate_limited");
     // Beside it: another site, an IPv4 client, and the site's own status polls are served.
-    assert_eq!(status_of(source(8), addr, from("2001:db8:8:1::1", "/a")).await.status, StatusCode::OK);
-    assert_eq!(status_of(source(8), addr, from("192.0.2.7", "/a")).await.status, StatusCode::OK);
-    let poll = status_of(source(8), addr, from("2001:db8:7:fe::1", "/.usher/status")).await;
+    assert_eq!(status_of(source(8), addr, forwarded("/a", "2001:db8:8:1::1")).await.status, StatusCode::OK);
+    assert_eq!(status_of(source(8), addr, forwarded("/a", "192.0.2.7")).await.status, StatusCode::OK);
+    let poll = status_of(source(8), addr, forwarded("/.usher/status", "2001:db8:7:fe::1")).await;
     assert_ne!(poll.status, StatusCode::TOO_MANY_REQUESTS, "polls have their own budget");
     let text = metrics_text(usher.admin_addr).await;
     assert_eq!(metric(&text, "usher_rate_limited_total", &[("rule", "site_requests")]), 1.0);
